@@ -1,0 +1,54 @@
+# The user's entry point. `make demo` shows everything working; `make test` checks it.
+PYTHON ?= python3.11
+VENV := .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.installed
+# Two cores on the reference machine: keep TensorFlow from oversubscribing them.
+export TF_CPP_MIN_LOG_LEVEL ?= 2
+export PYTHONHASHSEED ?= 0
+
+DATA ?=
+CONFIG ?=
+OUT ?=
+RUN ?=
+
+.PHONY: install test demo bench lint clean \
+        train-landslide train-rsic train-asc export-landslide export-rsic export-asc
+
+install: $(STAMP)
+
+# Re-installs only when requirements.txt changes; a second `make install` does nothing.
+$(STAMP): requirements.txt
+	@command -v $(PYTHON) >/dev/null 2>&1 || { echo "error: $(PYTHON) not found; set PYTHON=/path/to/python3.11"; exit 2; }
+	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --disable-pip-version-check -r requirements.txt
+	@touch $(STAMP)
+
+test: install
+	$(PY) -m pytest
+
+demo: install
+	$(PY) -m common.demo --out runs/demo
+
+bench: install
+	$(PY) -m benchmarks.run --out benchmarks
+
+lint: install
+	$(VENV)/bin/ruff check .
+
+train-landslide: install
+	$(PY) -m landslide train --data $(DATA) --config $(or $(CONFIG),configs/landslide/full.yaml) --out $(or $(OUT),runs/landslide)
+train-rsic: install
+	$(PY) -m rsic train --data $(DATA) --config $(or $(CONFIG),configs/rsic/mobilenetv2.yaml) --out $(or $(OUT),runs/rsic)
+train-asc: install
+	$(PY) -m asc train --data $(DATA) --config $(or $(CONFIG),configs/asc/teacher.yaml) --out $(or $(OUT),runs/asc)
+export-landslide: install
+	$(PY) -m landslide export --run $(RUN) --data $(DATA)
+export-rsic: install
+	$(PY) -m rsic export --run $(RUN) --data $(DATA)
+export-asc: install
+	$(PY) -m asc export --run $(RUN) --data $(DATA)
+
+clean:
+	rm -rf runs .pytest_cache .ruff_cache .hypothesis benchmarks/tmp
+	find . -name __pycache__ -not -path './$(VENV)/*' -prune -exec rm -rf {} +

@@ -1,0 +1,4 @@
+"""Shared core of the project: layers, losses, metrics, distillation, training, export.
+
+Nothing here imports a task package (landslide, rsic, asc).
+"""

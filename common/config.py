@@ -1,0 +1,161 @@
+"""YAML experiment configs: defaults, `base:` inheritance, dotted overrides, strict validation.
+
+A config is a nested dict. Each task defines its full schema as a `DEFAULTS` dict; a YAML file only
+states what differs from the defaults, and may start from another file with `base: other.yaml`
+(a path relative to the file). The command line overrides single values with
+`--set train.lr=0.01` (the value is parsed as YAML, so `true`, `3`, `[1, 2]` work).
+
+Every key must exist in the defaults and every value must have the default's type; anything else
+is a `ConfigError` that names the key, so a typo never silently trains with a default.
+
+Example:
+    cfg = load_config("configs/landslide/tiny.yaml", ["train.epochs=2"], defaults=DEFAULTS)
+"""
+
+import copy
+import hashlib
+import json
+from pathlib import Path
+
+import yaml
+
+from common.errors import ConfigError
+from common.io import write_text
+
+# Keys whose values must be strictly positive wherever they appear.
+_POSITIVE_KEYS = {"lr", "epochs", "batch_size", "temperature"}
+_NON_NEGATIVE_KEYS = {"weight_decay", "steps_per_epoch", "early_stopping_patience", "label_smoothing"}
+
+
+def load_config(path=None, overrides=(), defaults=None):
+    """Resolve a config: defaults <- `base:` chain <- file <- overrides.
+
+    Args:
+        path: str or Path of a YAML file, or None for the defaults alone.
+        overrides: iterable of `"dotted.key=value"` strings.
+        defaults: dict, the full schema with default values.
+
+    Returns:
+        A new nested dict, validated against `defaults`.
+    """
+    config = copy.deepcopy(defaults or {})
+    if path is not None:
+        for layer_path, layer in _read_chain(Path(path)):
+            _merge(config, layer, defaults or {}, source=str(layer_path))
+    for item in overrides or ():
+        key, value = _parse_override(item)
+        _merge(config, _nest(key, value), defaults or {}, source="--set")
+    _check_values(config, "")
+    return config
+
+
+def save_config(config, path):
+    """Write the resolved config as YAML, atomically."""
+    write_text(path, yaml.safe_dump(config, sort_keys=False))
+
+
+def read_saved_config(path):
+    """Read a config that `save_config` wrote (a run directory's config.yaml), unvalidated."""
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(f"{path}: config file not found")
+    try:
+        return yaml.safe_load(path.read_text()) or {}
+    except yaml.YAMLError as error:
+        raise ConfigError(f"{path}: not valid YAML ({_first_line(error)})") from None
+
+
+def config_hash(config):
+    """A short stable hash of a (sub-)config, used to detect caches built with other settings."""
+    text = json.dumps(config, sort_keys=True, default=str)
+    return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+
+def _read_chain(path, seen=()):
+    """Yield (path, dict) from the root `base:` file down to `path`."""
+    path = path.resolve()
+    if path in seen:
+        raise ConfigError(f"{path}: 'base:' chain loops back to this file")
+    if not path.is_file():
+        raise ConfigError(f"{path}: config file not found")
+    try:
+        layer = yaml.safe_load(path.read_text()) or {}
+    except yaml.YAMLError as error:
+        raise ConfigError(f"{path}: not valid YAML ({_first_line(error)})") from None
+    if not isinstance(layer, dict):
+        raise ConfigError(f"{path}: a config file must be a mapping of keys to values")
+    base = layer.pop("base", None)
+    if base is not None:
+        yield from _read_chain(path.parent / base, seen + (path,))
+    yield path, layer
+
+
+def _merge(config, layer, schema, source, prefix=""):
+    for key, value in layer.items():
+        dotted = f"{prefix}{key}"
+        if not isinstance(schema, dict) or key not in schema:
+            raise ConfigError(f"{source}: unknown config key '{dotted}'")
+        default = schema[key]
+        if isinstance(default, dict) and default:
+            if not isinstance(value, dict):
+                raise ConfigError(f"{source}: config key '{dotted}' must be a mapping, got {value!r}")
+            _merge(config[key], value, default, source, prefix=f"{dotted}.")
+        else:
+            config[key] = _coerce(value, default, dotted, source)
+
+
+def _coerce(value, default, key, source):
+    """Check `value` against the type of `default` (None and {} accept anything)."""
+    if default is None or value is None or default == {}:
+        return value
+    expected = type(default)
+    if expected is float and isinstance(value, int) and not isinstance(value, bool):
+        return float(value)
+    if expected is bool and not isinstance(value, bool):
+        raise ConfigError(f"{source}: config key '{key}' must be true or false, got {value!r}")
+    if expected in (int, float) and isinstance(value, bool):
+        raise ConfigError(f"{source}: config key '{key}' must be a number, got {value!r}")
+    if expected is list and isinstance(value, tuple):
+        return list(value)
+    if not isinstance(value, expected):
+        raise ConfigError(
+            f"{source}: config key '{key}' must be {expected.__name__}, got {type(value).__name__} {value!r}"
+        )
+    return value
+
+
+def _check_values(config, prefix):
+    for key, value in config.items():
+        dotted = f"{prefix}{key}"
+        if isinstance(value, dict):
+            _check_values(value, f"{dotted}.")
+        elif isinstance(value, (int, float)) and not isinstance(value, bool):
+            if key in _POSITIVE_KEYS and not value > 0:
+                raise ConfigError(f"config key '{dotted}' must be > 0, got {value}")
+            if key in _NON_NEGATIVE_KEYS and value < 0:
+                raise ConfigError(f"config key '{dotted}' must be >= 0, got {value}")
+
+
+def _parse_override(item):
+    if "=" not in item:
+        raise ConfigError(f"--set {item!r}: expected key=value, for example train.lr=0.01")
+    key, text = item.split("=", 1)
+    key = key.strip()
+    if not key:
+        raise ConfigError(f"--set {item!r}: empty key")
+    try:
+        value = yaml.safe_load(text)
+    except yaml.YAMLError:
+        value = text
+    return key, value
+
+
+def _nest(dotted_key, value):
+    nested = value
+    for part in reversed(dotted_key.split(".")):
+        nested = {part: nested}
+    return nested
+
+
+def _first_line(error):
+    return str(error).strip().splitlines()[0]

@@ -1,0 +1,289 @@
+"""The training runner shared by every task: run directory, seeds, optimizer, callbacks, resume.
+
+A run directory (`--out`) holds everything one training run produced:
+
+    config.yaml              the resolved config
+    model.keras              the final model (best validation weights)
+    checkpoints/best.weights.h5   best weights so far (monitor of `train.monitor`)
+    checkpoints/backup/      BackupAndRestore state; present only while a run is unfinished
+    history.csv              one row per epoch
+    tb/                      TensorBoard logs
+
+A run that was killed resumes where its last finished epoch left it when the same command is run
+again (the run directory is unfinished and its config is the same), or with `--resume`.
+A finished run is never overwritten unless `--overwrite` is given.
+"""
+
+import csv
+import os
+import shutil
+import signal
+from pathlib import Path
+
+import numpy as np
+import tensorflow as tf
+import tf_keras as keras
+
+from common.config import read_saved_config, save_config
+from common.errors import ConfigError, RunDirError
+from common.io import atomic_path
+
+TRAIN_DEFAULTS = {
+    "epochs": 30,
+    "batch_size": 32,
+    "optimizer": "adam",  # adam | adamw | sgd
+    "lr": 1e-3,
+    "weight_decay": 0.0,
+    "schedule": "constant",  # constant | cosine
+    "seed": 42,
+    "early_stopping_patience": 0,  # epochs without improvement; 0 = off
+    "monitor": "val_loss",
+    "monitor_mode": "min",  # min | max
+    "strategy": "default",  # default | mirrored | multiworker
+    "precision": "float32",  # float32 | mixed_bfloat16
+    "steps_per_epoch": 0,  # 0 = the whole training set each epoch
+    "verbose": 1,  # Keras progress: 0 silent, 1 progress bar, 2 one line per epoch
+}
+
+MODEL_FILE = "model.keras"
+BEST_WEIGHTS = "checkpoints/best.weights.h5"
+BACKUP_DIR = "checkpoints/backup"
+
+
+def prepare_run_dir(out, *, config=None, resume=False, overwrite=False):
+    """Create or reopen the run directory `out` and save `config` in it.
+
+    Args:
+        out: str or Path of the run directory.
+        config: the resolved config dict to save as config.yaml (None: leave config.yaml alone).
+        resume: continue an existing run in `out`.
+        overwrite: delete whatever run is in `out` and start afresh.
+
+    Returns:
+        The run directory as a Path.
+
+    Raises:
+        RunDirError: `out` holds a finished run or another config and neither flag allows it.
+    """
+    out = Path(out)
+    if resume and overwrite:
+        raise RunDirError(f"{out}: give either --resume or --overwrite, not both")
+    if out.exists() and not out.is_dir():
+        raise RunDirError(f"{out}: exists and is not a directory")
+    existing = out.is_dir() and any(out.iterdir())
+    if existing and overwrite:
+        shutil.rmtree(out)
+    elif existing:
+        saved_config = out / "config.yaml"
+        if not saved_config.is_file():
+            raise RunDirError(f"{out}: folder is not empty and is not a run directory; use another --out")
+        unfinished = (out / BACKUP_DIR).is_dir() and not (out / MODEL_FILE).is_file()
+        same_config = config is None or read_saved_config(saved_config) == config
+        if resume:
+            if not same_config:
+                raise RunDirError(f"{out}: --resume with a config that differs from {saved_config}")
+        elif unfinished and same_config:
+            print(f"resuming the unfinished run in {out}")
+        elif unfinished:
+            raise RunDirError(f"{out}: holds an unfinished run with another config; use --resume or --overwrite")
+        else:
+            raise RunDirError(f"{out}: already holds a run; use --overwrite to replace it or another --out")
+    out.mkdir(parents=True, exist_ok=True)
+    if config is not None:
+        save_config(config, out / "config.yaml")
+    return out
+
+
+def set_seed(seed):
+    """Seed Python, NumPy and TensorFlow."""
+    keras.utils.set_random_seed(int(seed))
+
+
+def make_strategy(name):
+    """A tf.distribute strategy by name: default, mirrored (local devices), multiworker (TF_CONFIG)."""
+    if name == "default":
+        return tf.distribute.get_strategy()
+    if name == "mirrored":
+        return tf.distribute.MirroredStrategy()
+    if name == "multiworker":
+        if "TF_CONFIG" not in os.environ:
+            raise ConfigError("train.strategy=multiworker needs the TF_CONFIG environment variable")
+        return tf.distribute.MultiWorkerMirroredStrategy()
+    raise ConfigError(f"config key 'train.strategy' must be default, mirrored or multiworker, got {name!r}")
+
+
+def is_chief():
+    """True unless TF_CONFIG names this process a non-chief worker."""
+    tf_config = os.environ.get("TF_CONFIG")
+    if not tf_config:
+        return True
+    import json
+
+    task = json.loads(tf_config).get("task", {})
+    cluster = json.loads(tf_config).get("cluster", {})
+    if task.get("type") == "chief":
+        return True
+    # Without an explicit chief, worker 0 is the chief (TensorFlow's convention).
+    return "chief" not in cluster and task.get("type") == "worker" and task.get("index", 0) == 0
+
+
+def make_optimizer(train_cfg, steps_per_epoch):
+    """The optimizer of `train_cfg` with its learning-rate schedule.
+
+    Args:
+        train_cfg: the `train:` section of a config.
+        steps_per_epoch: int, batches per epoch (for schedules that decay over the run).
+    """
+    lr = float(train_cfg["lr"])
+    if train_cfg["schedule"] == "cosine":
+        total = max(1, int(steps_per_epoch) * int(train_cfg["epochs"]))
+        lr = keras.optimizers.schedules.CosineDecay(lr, decay_steps=total, alpha=0.01)
+    elif train_cfg["schedule"] != "constant":
+        raise ConfigError(f"config key 'train.schedule' must be constant or cosine, got {train_cfg['schedule']!r}")
+    name = train_cfg["optimizer"]
+    if name == "adam":
+        return keras.optimizers.Adam(lr)
+    if name == "adamw":
+        return keras.optimizers.AdamW(lr, weight_decay=float(train_cfg["weight_decay"]) or 1e-4)
+    if name == "sgd":
+        return keras.optimizers.SGD(lr, momentum=0.9, nesterov=True)
+    raise ConfigError(f"config key 'train.optimizer' must be adam, adamw or sgd, got {name!r}")
+
+
+def set_precision(train_cfg):
+    """Set the global Keras precision policy; call before building the model."""
+    policy = train_cfg["precision"]
+    if policy not in ("float32", "mixed_bfloat16"):
+        raise ConfigError(f"config key 'train.precision' must be float32 or mixed_bfloat16, got {policy!r}")
+    keras.mixed_precision.set_global_policy(policy)
+
+
+def fit(build_fn, train_ds, val_ds, train_cfg, run_dir, *, final_model_fn=None, extra_callbacks=()):
+    """Train the model `build_fn` makes, with checkpoints, resume and logs in `run_dir`.
+
+    Args:
+        build_fn: callable returning a compiled keras.Model; called inside the strategy scope.
+        train_ds: tf.data.Dataset of batched (x, y).
+        val_ds: tf.data.Dataset of batched (x, y), or None.
+        train_cfg: the `train:` section of the config (see TRAIN_DEFAULTS).
+        run_dir: the run directory (see `prepare_run_dir`).
+        final_model_fn: callable(trained model) -> the keras.Model to save as model.keras
+            (for example the student of a Distiller); default the trained model itself.
+        extra_callbacks: more Keras callbacks.
+
+    Returns:
+        (final model, keras History).
+    """
+    run_dir = Path(run_dir)
+    set_seed(train_cfg["seed"])
+    set_precision(train_cfg)
+    strategy = make_strategy(train_cfg["strategy"])
+    # Non-chief workers of a multi-worker run write their copies to a scratch folder.
+    write_dir = run_dir if is_chief() else Path(run_dir) / f".worker_{os.getpid()}"
+    (write_dir / "checkpoints").mkdir(parents=True, exist_ok=True)
+    with strategy.scope():
+        model = build_fn()
+
+    monitor = train_cfg["monitor"]
+    mode = train_cfg["monitor_mode"]
+    history_path = write_dir / "history.csv"
+    callbacks = [
+        keras.callbacks.BackupAndRestore(str(write_dir / BACKUP_DIR)),
+        keras.callbacks.ModelCheckpoint(
+            str(write_dir / BEST_WEIGHTS),
+            monitor=monitor,
+            mode=mode,
+            save_best_only=True,
+            save_weights_only=True,
+            initial_value_threshold=_best_so_far(history_path, monitor, mode),
+        ),
+        keras.callbacks.CSVLogger(str(history_path), append=True),
+        keras.callbacks.TensorBoard(str(write_dir / "tb"), write_graph=False, profile_batch=0),
+        _StopOnInterrupt(),
+        *extra_callbacks,
+    ]
+    if train_cfg["early_stopping_patience"] > 0:
+        callbacks.append(
+            keras.callbacks.EarlyStopping(monitor=monitor, mode=mode, patience=train_cfg["early_stopping_patience"])
+        )
+    steps = int(train_cfg["steps_per_epoch"]) or None
+    if steps:
+        train_ds = train_ds.repeat()
+    history = model.fit(
+        train_ds,
+        validation_data=val_ds,
+        epochs=int(train_cfg["epochs"]),
+        steps_per_epoch=steps,
+        callbacks=callbacks,
+        verbose=train_cfg["verbose"],
+    )
+    if (write_dir / BEST_WEIGHTS).is_file():
+        model.load_weights(str(write_dir / BEST_WEIGHTS))
+    final = final_model_fn(model) if final_model_fn else model
+    if is_chief():
+        with atomic_path(run_dir / MODEL_FILE) as tmp:
+            final.save(str(tmp))
+        # The run is finished: its resume state would only make the next command resume it.
+        shutil.rmtree(write_dir / BACKUP_DIR, ignore_errors=True)
+    else:
+        shutil.rmtree(write_dir, ignore_errors=True)
+    return final, history
+
+
+def load_run_model(run_dir):
+    """Load `RUN/model.keras` (or a .keras file) for inference, without its training config.
+
+    Task packages import their models module first so that their custom layers are registered.
+    """
+    import common.layers  # noqa: F401  (registers the shared custom layers)
+
+    path = Path(run_dir)
+    if path.is_dir():
+        path = path / MODEL_FILE
+    if not path.is_file():
+        raise RunDirError(f"{path}: no trained model here; run `train` first")
+    try:
+        return keras.models.load_model(str(path), compile=False)
+    except (OSError, ValueError) as error:
+        raise RunDirError(f"{path}: cannot load the model ({str(error).splitlines()[0]})") from None
+
+
+def read_history(run_dir):
+    """The run's history.csv as a dict of column name -> list of floats (empty dict if none)."""
+    path = Path(run_dir) / "history.csv"
+    if not path.is_file():
+        return {}
+    with open(path, newline="") as handle:
+        rows = list(csv.DictReader(handle))
+    columns = rows[0].keys() if rows else []
+    return {name: [float(row[name]) for row in rows if row[name] not in ("", None)] for name in columns}
+
+
+def _best_so_far(history_path, monitor, mode):
+    """The best monitored value of a resumed run, so its best checkpoint is not replaced by worse."""
+    values = read_history(history_path.parent).get(monitor, [])
+    values = [v for v in values if np.isfinite(v)]
+    if not values:
+        return None
+    return max(values) if mode == "max" else min(values)
+
+
+class _StopOnInterrupt(keras.callbacks.Callback):
+    """First Ctrl-C: finish the epoch (so its checkpoint is saved), then stop. Second: stop now."""
+
+    def on_train_begin(self, logs=None):
+        self._previous = signal.getsignal(signal.SIGINT)
+        try:
+            signal.signal(signal.SIGINT, self._handle)
+        except ValueError:  # not the main thread
+            self._previous = None
+
+    def on_train_end(self, logs=None):
+        if self._previous is not None:
+            signal.signal(signal.SIGINT, self._previous)
+
+    def _handle(self, signum, frame):
+        if self.model.stop_training:
+            raise KeyboardInterrupt
+        print("\ninterrupted: stopping after this epoch's checkpoint (Ctrl-C again to stop now)")
+        self.model.stop_training = True
