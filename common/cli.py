@@ -4,6 +4,7 @@ A command that fails on bad input prints one line, `error: <file or key>: <probl
 with code 2; never a TensorFlow stack trace.
 """
 
+import argparse
 import logging
 import os
 import sys
@@ -28,9 +29,29 @@ def add_common_args(parser, *, data=True, out=True, run=False, config=True):
         help="override one config value, e.g. --set train.lr=0.01 (repeatable)",
     )
     if out:
+        parser.add_argument(
+            "--strategy",
+            choices=["default", "mirrored", "multiworker"],
+            action=_OverrideAction,
+            config_key="train.strategy",
+            help="tf.distribute strategy (same as --set train.strategy=...)",
+        )
         parser.add_argument("--overwrite", action="store_true", help="replace an existing run in --out")
         parser.add_argument("--resume", action="store_true", help="continue the run in --out")
     return parser
+
+
+class _OverrideAction(argparse.Action):
+    """An option that is shorthand for one `--set key=value`."""
+
+    def __init__(self, option_strings, dest, config_key, **kwargs):
+        self.config_key = config_key
+        super().__init__(option_strings, dest, **kwargs)
+
+    def __call__(self, parser, namespace, value, option_string=None):
+        overrides = list(getattr(namespace, "overrides", None) or [])
+        namespace.overrides = overrides + [f"{self.config_key}={value}"]
+        setattr(namespace, self.dest, value)
 
 
 def setup_tensorflow(threads=None):

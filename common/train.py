@@ -4,7 +4,7 @@ A run directory (`--out`) holds everything one training run produced:
 
     config.yaml              the resolved config
     model.keras              the final model (best validation weights)
-    checkpoints/best.weights.h5   best weights so far (monitor of `train.monitor`)
+    checkpoints/best.*          best weights so far (monitor of `train.monitor`)
     checkpoints/backup/      BackupAndRestore state; present only while a run is unfinished
     history.csv              one row per epoch
     tb/                      TensorBoard logs
@@ -18,6 +18,7 @@ import csv
 import os
 import shutil
 import signal
+import tempfile
 from pathlib import Path
 
 import numpy as np
@@ -40,13 +41,16 @@ TRAIN_DEFAULTS = {
     "monitor": "val_loss",
     "monitor_mode": "min",  # min | max
     "strategy": "default",  # default | mirrored | multiworker
+    "devices": [],  # mirrored only: device names, e.g. ["/gpu:0", "/gpu:1"]; [] = all GPUs (else the CPU)
     "precision": "float32",  # float32 | mixed_bfloat16
     "steps_per_epoch": 0,  # 0 = the whole training set each epoch
     "verbose": 1,  # Keras progress: 0 silent, 1 progress bar, 2 one line per epoch
 }
 
 MODEL_FILE = "model.keras"
-BEST_WEIGHTS = "checkpoints/best.weights.h5"
+# TensorFlow checkpoint format (files best.index, best.data-*): unlike .h5 it loads into the
+# variables of a distributed model.
+BEST_WEIGHTS = "checkpoints/best"
 BACKUP_DIR = "checkpoints/backup"
 
 
@@ -66,6 +70,8 @@ def prepare_run_dir(out, *, config=None, resume=False, overwrite=False):
         RunDirError: `out` holds a finished run or another config and neither flag allows it.
     """
     out = Path(out)
+    if not is_chief():
+        return out  # the chief owns the run directory; other workers only train
     if resume and overwrite:
         raise RunDirError(f"{out}: give either --resume or --overwrite, not both")
     if out.exists() and not out.is_dir():
@@ -99,12 +105,36 @@ def set_seed(seed):
     keras.utils.set_random_seed(int(seed))
 
 
-def make_strategy(name):
-    """A tf.distribute strategy by name: default, mirrored (local devices), multiworker (TF_CONFIG)."""
+_STRATEGIES = {}
+
+
+def make_strategy(name, devices=()):
+    """A tf.distribute strategy by name: default, mirrored (local devices), multiworker (TF_CONFIG).
+
+    The strategy is made once per process and reused. `multiworker` must be made before
+    TensorFlow runs its first op, so `train` commands call this (or `start_strategy`) right after
+    reading the config, before building data sets.
+
+    With `mirrored`, the global batch (`train.batch_size`) is split across the replicas and the
+    gradients and metrics are summed across them, so a run's numbers do not depend on the device
+    count. `multiworker` reads the cluster from the TF_CONFIG environment variable.
+    """
+    key = (name, tuple(devices))
+    if key not in _STRATEGIES:
+        _STRATEGIES[key] = _new_strategy(name, devices)
+    return _STRATEGIES[key]
+
+
+def start_strategy(train_cfg):
+    """The strategy of a `train:` config section (see `make_strategy`)."""
+    return make_strategy(train_cfg["strategy"], train_cfg["devices"])
+
+
+def _new_strategy(name, devices):
     if name == "default":
         return tf.distribute.get_strategy()
     if name == "mirrored":
-        return tf.distribute.MirroredStrategy()
+        return tf.distribute.MirroredStrategy(devices=list(devices) or None)
     if name == "multiworker":
         if "TF_CONFIG" not in os.environ:
             raise ConfigError("train.strategy=multiworker needs the TF_CONFIG environment variable")
@@ -175,11 +205,11 @@ def fit(build_fn, train_ds, val_ds, train_cfg, run_dir, *, final_model_fn=None, 
         (final model, keras History).
     """
     run_dir = Path(run_dir)
+    strategy = start_strategy(train_cfg)
     set_seed(train_cfg["seed"])
     set_precision(train_cfg)
-    strategy = make_strategy(train_cfg["strategy"])
     # Non-chief workers of a multi-worker run write their copies to a scratch folder.
-    write_dir = run_dir if is_chief() else Path(run_dir) / f".worker_{os.getpid()}"
+    write_dir = run_dir if is_chief() else Path(tempfile.mkdtemp(prefix="worker_"))
     (write_dir / "checkpoints").mkdir(parents=True, exist_ok=True)
     with strategy.scope():
         model = build_fn()
@@ -217,12 +247,15 @@ def fit(build_fn, train_ds, val_ds, train_cfg, run_dir, *, final_model_fn=None, 
         callbacks=callbacks,
         verbose=train_cfg["verbose"],
     )
-    if (write_dir / BEST_WEIGHTS).is_file():
-        model.load_weights(str(write_dir / BEST_WEIGHTS))
+    if (write_dir / f"{BEST_WEIGHTS}.index").is_file():
+        with strategy.scope():
+            model.load_weights(str(write_dir / BEST_WEIGHTS))
     final = final_model_fn(model) if final_model_fn else model
+    # Every worker of a multi-worker run must take part in saving (it runs collective ops);
+    # the non-chief workers save into their scratch folders and delete them.
+    with atomic_path(write_dir / MODEL_FILE) as tmp:
+        final.save(str(tmp))
     if is_chief():
-        with atomic_path(run_dir / MODEL_FILE) as tmp:
-            final.save(str(tmp))
         # The run is finished: its resume state would only make the next command resume it.
         shutil.rmtree(write_dir / BACKUP_DIR, ignore_errors=True)
     else:
@@ -256,7 +289,15 @@ def read_history(run_dir):
     with open(path, newline="") as handle:
         rows = list(csv.DictReader(handle))
     columns = rows[0].keys() if rows else []
-    return {name: [float(row[name]) for row in rows if row[name] not in ("", None)] for name in columns}
+    return {name: [_number(row[name]) for row in rows] for name in columns}
+
+
+def _number(text):
+    """A history cell as float; CSVLogger writes 'NA' for a metric missing in an epoch."""
+    try:
+        return float(text)
+    except (TypeError, ValueError):
+        return float("nan")
 
 
 def _best_so_far(history_path, monitor, mode):

@@ -60,7 +60,7 @@ def test_fit_writes_run_dir_and_learns(tmp_path):
     losses = history.history["loss"]
     assert losses[-1] < losses[0]
     assert history.history["val_accuracy"][-1] > 0.9
-    for name in ["config.yaml", "model.keras", "history.csv", "checkpoints/best.weights.h5", "tb"]:
+    for name in ["config.yaml", "model.keras", "history.csv", "checkpoints/best.index", "tb"]:
         assert (run / name).exists(), name
     assert not (run / "checkpoints/backup").exists()  # removed once the run finished
     assert len(read_history(run)["loss"]) == 4
