@@ -28,7 +28,7 @@ test: install
 	$(PY) -m pytest
 
 demo: install
-	$(PY) -m common.demo --out runs/demo
+	$(PY) -m scripts.demo --out runs/demo
 
 bench: install
 	$(PY) -m benchmarks.run --out benchmarks

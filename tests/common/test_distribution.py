@@ -61,7 +61,7 @@ def test_two_workers_on_localhost_train_and_chief_saves(tmp_path):
             if process.poll() is None:
                 process.kill()
                 process.wait()
-    for process, (stdout, stderr) in zip(processes, outputs):
+    for process, (_, stderr) in zip(processes, outputs):
         assert process.returncode == 0, stderr[-2000:]
     losses = [json.loads(stdout.strip().splitlines()[-1])["loss"] for stdout, _ in outputs]
     np.testing.assert_allclose(losses[0], losses[1], rtol=1e-5)  # both workers run the same replicas
