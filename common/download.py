@@ -1,0 +1,194 @@
+"""Fetching the public data sets: resumable HTTP downloads, checksums, safe extraction.
+
+Only the explicit `download` commands use the network; nothing else in the project does.
+
+- `download_file(url, dest, md5=..., sha256=...)` resumes a partial download (`dest.part`, HTTP
+  Range requests), verifies the checksum and only then renames the file to `dest`.
+- `zenodo_files(record)` lists a Zenodo record's files with their md5 checksums, as Zenodo's REST
+  API publishes them, so checksums always come from the host.
+- `extract_archive(path, dest)` unpacks zip and tar archives, refusing members that would land
+  outside `dest`.
+- `fetch_files(files, dest)` does all three for a list of files.
+
+Every failure is a `DataError` with one line: the URL or file and the problem (for an unreachable
+host, also what to do instead).
+"""
+
+import hashlib
+import json
+import shutil
+import sys
+import tarfile
+import urllib.error
+import urllib.request
+import zipfile
+from pathlib import Path
+
+from common.errors import DataError
+
+ZENODO_API = "https://zenodo.org/api"
+CHUNK_BYTES = 1 << 20
+
+
+def download_file(url, dest, *, md5=None, sha256=None, timeout=60, quiet=False):
+    """Download `url` to `dest`, resuming `dest.part` if present, and verify its checksum.
+
+    Args:
+        url: http(s) URL.
+        dest: final path; it appears only once the whole file is there and verified.
+        md5, sha256: expected hex digests (either or both; at least one is recommended).
+        timeout: seconds to wait for the server.
+        quiet: no progress line.
+
+    Returns:
+        dest as a Path. A file already at `dest` with the right checksum is kept as is.
+    """
+    dest = Path(dest)
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    if dest.is_file() and _checksum_ok(dest, md5, sha256):
+        return dest
+    part = dest.with_name(dest.name + ".part")
+    offset = part.stat().st_size if part.is_file() else 0
+    request = urllib.request.Request(url, headers={"Range": f"bytes={offset}-"} if offset else {})
+    try:
+        response = urllib.request.urlopen(request, timeout=timeout)
+    except urllib.error.HTTPError as error:
+        if error.code == 416 and offset:  # the .part is already complete
+            response = None
+        else:
+            raise DataError(f"{url}: the server answered HTTP {error.code} ({error.reason})") from None
+    except (urllib.error.URLError, OSError) as error:
+        reason = getattr(error, "reason", error)
+        raise DataError(
+            f"{url}: cannot reach the host ({reason}); check the network, or download the file by hand into {dest.parent}"
+        ) from None
+    if response is not None:
+        with response:
+            resumed = offset and response.status == 206
+            total = _total_size(response, offset if resumed else 0)
+            with open(part, "ab" if resumed else "wb") as handle:
+                done = offset if resumed else 0
+                while chunk := response.read(CHUNK_BYTES):
+                    handle.write(chunk)
+                    done += len(chunk)
+                    if not quiet:
+                        _progress(dest.name, done, total)
+        if not quiet:
+            print(file=sys.stderr)
+    if not _checksum_ok(part, md5, sha256):
+        part.unlink()
+        raise DataError(f"{url}: checksum mismatch, the download is corrupt and was deleted; run the command again")
+    part.replace(dest)
+    return dest
+
+
+def zenodo_files(record, api=ZENODO_API, timeout=60):
+    """The files of a Zenodo record: list of dicts with `filename`, `url`, `md5`, `size`."""
+    url = f"{api.rstrip('/')}/records/{record}"
+    try:
+        with urllib.request.urlopen(url, timeout=timeout) as response:
+            listing = json.load(response)
+    except urllib.error.HTTPError as error:
+        raise DataError(f"{url}: the server answered HTTP {error.code} ({error.reason})") from None
+    except (urllib.error.URLError, OSError) as error:
+        raise DataError(f"{url}: cannot reach the host ({getattr(error, 'reason', error)}); check the network") from None
+    except json.JSONDecodeError:
+        raise DataError(f"{url}: the answer is not the JSON record listing expected from Zenodo") from None
+    files = []
+    for entry in listing.get("files", []):
+        algorithm, _, digest = entry.get("checksum", "").partition(":")
+        files.append(
+            {
+                "filename": entry["key"],
+                "url": entry["links"].get("self") or entry["links"].get("content"),
+                "md5": digest if algorithm == "md5" else None,
+                "size": entry.get("size"),
+            }
+        )
+    if not files:
+        raise DataError(f"{url}: the record lists no files")
+    return files
+
+
+def extract_archive(path, dest):
+    """Unpack a .zip, .tar, .tar.gz or .tgz archive into `dest` (created if needed)."""
+    path, dest = Path(path), Path(dest)
+    dest.mkdir(parents=True, exist_ok=True)
+    root = dest.resolve()
+    try:
+        if zipfile.is_zipfile(path):
+            with zipfile.ZipFile(path) as archive:
+                for name in archive.namelist():
+                    _check_member(path, root, name)
+                archive.extractall(dest)
+        elif tarfile.is_tarfile(path):
+            with tarfile.open(path) as archive:
+                for member in archive.getmembers():
+                    _check_member(path, root, member.name)
+                    if member.issym() or member.islnk():
+                        raise DataError(f"{path}: archive member {member.name} is a link; refusing to extract")
+                archive.extractall(dest)
+        else:
+            raise DataError(f"{path}: not a zip or tar archive")
+    except (zipfile.BadZipFile, tarfile.TarError, EOFError) as error:
+        raise DataError(f"{path}: damaged archive ({error})") from None
+    return dest
+
+
+def fetch_files(files, dest, *, extract=True, quiet=False):
+    """Download (resumably, verified) and optionally extract each file into `dest`.
+
+    Args:
+        files: list of dicts with `url`, `filename` and optional `md5` / `sha256`.
+        dest: target folder; archives go to `dest/downloads/` and are unpacked into `dest`.
+    """
+    dest = Path(dest)
+    downloads = dest / "downloads"
+    for entry in files:
+        target = download_file(
+            entry["url"], downloads / entry["filename"], md5=entry.get("md5"), sha256=entry.get("sha256"), quiet=quiet
+        )
+        if extract and _is_archive(target):
+            marker = downloads / f".{target.name}.extracted"
+            if not marker.is_file():
+                extract_archive(target, dest)
+                marker.write_text("done\n")
+        elif not _is_archive(target):
+            shutil.copy2(target, dest / target.name)
+    return dest
+
+
+def _is_archive(path):
+    name = path.name.lower()
+    return name.endswith((".zip", ".tar", ".tar.gz", ".tgz"))
+
+
+def _check_member(archive, root, name):
+    target = (root / name).resolve()
+    if target != root and root not in target.parents:
+        raise DataError(f"{archive}: archive member {name} would be written outside {root}; refusing to extract")
+
+
+def _checksum_ok(path, md5, sha256):
+    if md5 is None and sha256 is None:
+        return True
+    digests = {"md5": hashlib.md5(), "sha256": hashlib.sha256()}
+    with open(path, "rb") as handle:
+        while chunk := handle.read(CHUNK_BYTES):
+            for digest in digests.values():
+                digest.update(chunk)
+    return (md5 is None or digests["md5"].hexdigest() == md5.lower()) and (
+        sha256 is None or digests["sha256"].hexdigest() == sha256.lower()
+    )
+
+
+def _total_size(response, offset):
+    length = response.headers.get("Content-Length")
+    return int(length) + offset if length and length.isdigit() else None
+
+
+def _progress(name, done, total):
+    if total:
+        print(f"\r{name}: {done / 1e6:.1f} / {total / 1e6:.1f} MB ({done / total:.0%})", end="", file=sys.stderr)
+    else:
+        print(f"\r{name}: {done / 1e6:.1f} MB", end="", file=sys.stderr)
