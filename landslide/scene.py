@@ -1,0 +1,228 @@
+"""Landslide mapping of whole scenes: a multi-band GeoTIFF of any size in, a georeferenced map out.
+
+The scene is read strip by strip (one row of tiles at a time, through rasterio windows), so a
+scene larger than memory works: only `patch` rows of the scene and of the output are held at once.
+Tiles of `patch` x `patch` pixels overlap by `overlap` pixels; each tile's prediction is weighted
+by a pyramid that falls towards the tile border, and the weighted predictions are averaged, so
+tile borders leave no seams (a model that predicts a constant gives exactly that constant map).
+
+Input: a GeoTIFF with the model's bands in the model's order (Landslide4Sense: B1-B12, slope,
+DEM). Pixels that are nodata in any band (the file's nodata value or mask, or NaN) are given to
+the model as 0 and are nodata in the output.
+
+Output: a single-band GeoTIFF with the input's CRS and transform: landslide probability (float32,
+nodata -1), or with `threshold` a 0/1 mask (uint8, nodata 255). Optionally a GeoJSON file of the
+landslide polygons (value 1 of the mask) with their area in square metres.
+"""
+
+import json
+import math
+import sys
+
+import numpy as np
+
+from common.errors import DataError
+from common.io import atomic_path, write_text
+
+PROBABILITY_NODATA = -1.0
+MASK_NODATA = 255
+
+
+def tile_starts(length, patch, stride):
+    """Start offsets of tiles covering [0, length): a regular grid, the last tile flush with the end."""
+    if length <= patch:
+        return [0]
+    starts = list(range(0, length - patch + 1, stride))
+    if starts[-1] != length - patch:
+        starts.append(length - patch)
+    return starts
+
+
+def blend_weights(patch):
+    """(patch, patch) weights: 1 in the centre falling linearly to a small positive value at the border."""
+    ramp = np.minimum(np.arange(patch) + 0.5, patch - np.arange(patch) - 0.5) / (patch / 2)
+    ramp = np.clip(ramp, 0.05, 1.0)
+    return np.outer(ramp, ramp).astype("float32")
+
+
+def predict_scene(
+    scene_path,
+    out_path,
+    predict_fn,
+    *,
+    bands=14,
+    patch=128,
+    overlap=32,
+    batch_size=8,
+    threshold=None,
+    geojson_path=None,
+    progress=True,
+):
+    """Predict a landslide map for a whole GeoTIFF scene.
+
+    Args:
+        scene_path: input GeoTIFF with `bands` bands.
+        out_path: output GeoTIFF (written atomically).
+        predict_fn: callable, float32 array (N, patch, patch, bands) of raw values ->
+            landslide probabilities (N, patch, patch) or (N, patch, patch, 1).
+        bands: band count the model needs.
+        patch: tile size in pixels; overlap: pixels shared by neighbouring tiles.
+        batch_size: tiles per `predict_fn` call.
+        threshold: None for a probability map, else the probability above which a pixel is 1.
+        geojson_path: optional GeoJSON of landslide polygons (needs `threshold`).
+        progress: print a progress line per tile row.
+
+    Returns:
+        dict with `height`, `width`, `tiles`, `landslide_pixels` (None without threshold) and
+        `polygons` (None without geojson_path).
+    """
+    import rasterio
+    from rasterio.windows import Window
+
+    if not 0 <= overlap < patch:
+        raise DataError(f"overlap must be between 0 and {patch - 1} pixels, got {overlap}")
+    if geojson_path is not None and threshold is None:
+        raise DataError(f"{geojson_path}: GeoJSON polygons need a threshold (--threshold)")
+    try:
+        source = rasterio.open(scene_path)
+    except rasterio.errors.RasterioIOError as error:
+        raise DataError(f"{scene_path}: cannot read as a GeoTIFF ({str(error).splitlines()[0]})") from None
+    with source:
+        if source.count != bands:
+            raise DataError(f"{scene_path}: has {source.count} bands; the model needs {bands}, in the config's band order")
+        height, width = source.height, source.width
+        stride = patch - overlap
+        rows, cols = tile_starts(height, patch, stride), tile_starts(width, patch, stride)
+        weights = blend_weights(patch)
+        profile = source.profile.copy()
+        profile.update(count=1, compress="deflate", tiled=False, interleave="band")
+        profile.pop("blockxsize", None)
+        profile.pop("blockysize", None)
+        if threshold is None:
+            profile.update(dtype="float32", nodata=PROBABILITY_NODATA)
+        else:
+            profile.update(dtype="uint8", nodata=MASK_NODATA)
+        landslide_pixels = 0 if threshold is not None else None
+        strip_rows = min(patch, height)
+        with atomic_path(out_path) as tmp, rasterio.open(tmp, "w", **profile) as target:
+            total = np.zeros((strip_rows, width), "float64")
+            weight = np.zeros((strip_rows, width), "float64")
+            valid = np.ones((strip_rows, width), bool)
+            strip_top = 0  # scene row of the accumulators' first row
+            for index, top in enumerate(rows):
+                shift = top - strip_top
+                if shift:
+                    total, weight, valid = _shift(total, shift), _shift(weight, shift), _shift(valid, shift, True)
+                    strip_top = top
+                window = Window(0, top, width, strip_rows)
+                pixels, ok = _read_strip(source, window, scene_path)
+                valid[: pixels.shape[0]] = ok
+                tiles = _tiles(pixels, cols, patch)
+                probabilities = _predict(predict_fn, tiles, batch_size, patch, scene_path)
+                for col, probs in zip(cols, probabilities):
+                    w = weights[: pixels.shape[0], : min(patch, width)]
+                    p = probs[: pixels.shape[0], : min(patch, width)]
+                    total[: w.shape[0], col : col + w.shape[1]] += p * w
+                    weight[: w.shape[0], col : col + w.shape[1]] += w
+                # Rows above the next tile row are final: no later tile covers them.
+                final_rows = (rows[index + 1] if index + 1 < len(rows) else height) - top
+                final_rows = min(final_rows, pixels.shape[0])
+                result = total[:final_rows] / np.maximum(weight[:final_rows], 1e-12)
+                block = _finish(result, valid[:final_rows], threshold)
+                if threshold is not None:
+                    landslide_pixels += int((block == 1).sum())
+                target.write(block[None], window=Window(0, top, width, final_rows))
+                if progress:
+                    print(f"\rscene {scene_path}: tile row {index + 1}/{len(rows)}", end="", file=sys.stderr)
+            if progress:
+                print(file=sys.stderr)
+    polygons = None
+    if geojson_path is not None:
+        polygons = write_polygons(out_path, geojson_path)
+    return {
+        "height": height,
+        "width": width,
+        "tiles": len(rows) * len(cols),
+        "landslide_pixels": landslide_pixels,
+        "polygons": polygons,
+    }
+
+
+def write_polygons(mask_path, geojson_path):
+    """Write the landslide areas (value 1) of a mask GeoTIFF as GeoJSON polygons with `area_m2`.
+
+    Areas are computed in the raster's CRS; for a geographic CRS (degrees) they are converted to
+    square metres at each polygon's latitude. Returns the number of polygons.
+    """
+    import rasterio
+    from rasterio import features
+
+    with rasterio.open(mask_path) as source:
+        mask = source.read(1)
+        crs = source.crs
+        shapes = features.shapes(mask, mask=mask == 1, transform=source.transform)
+        polygons = [
+            {"type": "Feature", "geometry": geometry, "properties": {"area_m2": round(_area_m2(geometry, crs), 2)}}
+            for geometry, value in shapes
+            if value == 1
+        ]
+    collection = {"type": "FeatureCollection", "features": polygons}
+    if crs is not None:
+        collection["crs"] = {"type": "name", "properties": {"name": crs.to_string()}}
+    write_text(geojson_path, json.dumps(collection) + "\n")
+    return len(polygons)
+
+
+def _read_strip(source, window, scene_path):
+    """Raw bands (rows, width, bands) as float32 with invalid pixels set to 0, and the valid mask."""
+    pixels = source.read(window=window, out_dtype="float32")
+    masks = source.read_masks(window=window)
+    valid = (masks > 0).all(axis=0) & np.isfinite(pixels).all(axis=0)
+    if np.isinf(pixels).any() and not (source.nodata is not None and np.isinf(source.nodata)):
+        raise DataError(f"{scene_path}: contains infinite values in rows {window.row_off}-{window.row_off + window.height}")
+    pixels = np.where(valid[None], pixels, 0.0).transpose(1, 2, 0)
+    return pixels, valid
+
+
+def _tiles(pixels, cols, patch):
+    """(len(cols), patch, patch, bands) tiles of a strip, zero-padded where the scene is smaller."""
+    rows, width, bands = pixels.shape
+    padded = np.zeros((patch, max(width, patch), bands), "float32")
+    padded[:rows, :width] = pixels
+    return np.stack([padded[:, col : col + patch] for col in cols])
+
+
+def _predict(predict_fn, tiles, batch_size, patch, scene_path):
+    outputs = [np.asarray(predict_fn(tiles[i : i + batch_size])) for i in range(0, len(tiles), batch_size)]
+    probs = np.concatenate(outputs).astype("float32")
+    if probs.ndim == 4:
+        probs = probs[..., 0]
+    if probs.shape != (len(tiles), patch, patch):
+        raise DataError(f"{scene_path}: the model returned {probs.shape}, expected ({len(tiles)}, {patch}, {patch})")
+    return probs
+
+
+def _finish(probabilities, valid, threshold):
+    if threshold is None:
+        return np.where(valid, probabilities, PROBABILITY_NODATA).astype("float32")
+    return np.where(valid, (probabilities > threshold).astype("uint8"), MASK_NODATA).astype("uint8")
+
+
+def _shift(array, rows, fill=0):
+    """Move an accumulator up by `rows` rows, filling the freed rows."""
+    shifted = np.empty_like(array)
+    shifted[: len(array) - rows] = array[rows:]
+    shifted[len(array) - rows :] = fill
+    return shifted
+
+
+def _area_m2(geometry, crs):
+    ring_areas = []
+    for ring in geometry["coordinates"]:
+        xs, ys = np.asarray(ring, "float64").T
+        ring_areas.append(0.5 * (np.dot(xs, np.roll(ys, -1)) - np.dot(ys, np.roll(xs, -1))))
+    area = abs(ring_areas[0]) - sum(abs(a) for a in ring_areas[1:])
+    if crs is not None and crs.is_geographic:
+        latitude = float(np.mean(np.asarray(geometry["coordinates"][0])[:, 1]))
+        area *= 111_320.0 * 110_540.0 * math.cos(math.radians(latitude))
+    return area
