@@ -1,0 +1,157 @@
+"""Shared building blocks: a residual convolution block and self-attention over 2-D feature maps.
+
+Both builders are functional: they take a Keras tensor and return one, made of standard Keras
+layers (Conv2D, BatchNormalization, Activation, Add, Reshape, MultiHeadAttention,
+LayerNormalization) so that tensorflow-model-optimization can quantize the convolutions. Every
+layer they create is named after the block's `name`, so a model summary stays readable.
+"""
+
+import tensorflow as tf
+import tf_keras as keras
+
+
+@keras.saving.register_keras_serializable(package="common")
+class PositionEmbedding(keras.layers.Layer):
+    """Adds a learned position embedding to a sequence of tokens.
+
+    Each of the `sequence_length` positions owns a trainable vector of the token size; the layer
+    returns `inputs + embedding`. The sequence length and token size are read from the input shape,
+    which must be static (only the batch size may be unknown).
+
+    Args:
+        initializer: str or keras initializer, how the embedding starts. Defaults to
+            `"truncated_normal"` with standard deviation 0.02 as in ViT
+            (https://arxiv.org/abs/2010.11929).
+        **kwargs: standard layer arguments (`name`, `dtype`, ...).
+
+    Example:
+    ```python
+    tokens = keras.Input((64, 32))      # (batch, sequence, channels)
+    y = PositionEmbedding()(tokens)     # (batch, 64, 32)
+    ```
+    """
+
+    def __init__(self, initializer=None, **kwargs):
+        super().__init__(**kwargs)
+        if initializer is None:
+            initializer = keras.initializers.TruncatedNormal(stddev=0.02)
+        self.initializer = keras.initializers.get(initializer)
+
+    def build(self, input_shape):
+        length, dim = input_shape[-2], input_shape[-1]
+        if length is None or dim is None:
+            raise ValueError(
+                f"PositionEmbedding needs a static (sequence, channels) shape, got {input_shape}"
+            )
+        self.embedding = self.add_weight(
+            name="embedding",
+            shape=(int(length), int(dim)),
+            initializer=self.initializer,
+            trainable=True,
+        )
+        super().build(input_shape)
+
+    def call(self, inputs):
+        # Under a mixed precision policy the weight is float32 and the tokens may be bfloat16.
+        return inputs + tf.cast(self.embedding, inputs.dtype)
+
+    def compute_output_shape(self, input_shape):
+        return input_shape
+
+    def get_config(self):
+        config = super().get_config()
+        config["initializer"] = keras.initializers.serialize(self.initializer)
+        return config
+
+
+def _block_name(name, prefix):
+    """`name`, or a fresh unique name `prefix_N` when `name` is None."""
+    if name is None:
+        name = f"{prefix}_{keras.backend.get_uid(prefix)}"
+    return name
+
+
+def residual_conv_block(x, filters, kernel_size=3, activation="relu", name=None):
+    """Two Conv-BatchNorm-activation layers with an identity (or 1x1 projection) shortcut.
+
+    The ResNet basic block (https://arxiv.org/abs/1512.03385): `conv-bn-act-conv-bn`, added to the
+    shortcut, then the activation. The shortcut is a 1x1 convolution with batch normalization when
+    the channel count changes, the input itself otherwise. Spatial size is kept ("same" padding).
+
+    Args:
+        x: Keras tensor of shape (batch, H, W, C).
+        filters: int, number of output channels.
+        kernel_size: int, size of both convolutions. Defaults to `3`.
+        activation: str, Keras activation name. Defaults to `"relu"`.
+        name: str or None, prefix of every layer in the block (`{name}_conv1`, `{name}_bn1`, ...).
+            Defaults to a unique `residual_block_N`.
+
+    Returns:
+        Keras tensor of shape (batch, H, W, filters).
+
+    Example:
+    ```python
+    inputs = keras.Input((32, 32, 3))
+    y = residual_conv_block(inputs, 16, name="enc1")   # (batch, 32, 32, 16)
+    ```
+    """
+    name = _block_name(name, "residual_block")
+    layers = keras.layers
+    # Convolutions feed a BatchNormalization, which has its own shift: a bias would be redundant.
+    y = layers.Conv2D(filters, kernel_size, padding="same", use_bias=False, name=f"{name}_conv1")(x)
+    y = layers.BatchNormalization(name=f"{name}_bn1")(y)
+    y = layers.Activation(activation, name=f"{name}_act1")(y)
+    y = layers.Conv2D(filters, kernel_size, padding="same", use_bias=False, name=f"{name}_conv2")(y)
+    y = layers.BatchNormalization(name=f"{name}_bn2")(y)
+    shortcut = x
+    if x.shape[-1] != filters:
+        shortcut = layers.Conv2D(filters, 1, use_bias=False, name=f"{name}_proj")(x)
+        shortcut = layers.BatchNormalization(name=f"{name}_proj_bn")(shortcut)
+    y = layers.Add(name=f"{name}_add")([y, shortcut])
+    return layers.Activation(activation, name=f"{name}_out")(y)
+
+
+def attention_block(x, num_heads=4, key_dim=32, position_embedding=True, dropout=0.0, name=None):
+    """Multi-head self-attention over the H*W positions of a feature map, with a residual.
+
+    The map is flattened to H*W tokens of C channels, optionally given a learned position
+    embedding, passed through `MultiHeadAttention` (https://arxiv.org/abs/1706.03762), added to
+    its input and layer-normalized (post-norm), then reshaped back to H x W x C. Cost grows with
+    (H*W)^2: use it on small maps (a U-Net bottleneck, the last stage of a backbone).
+
+    Args:
+        x: Keras tensor of shape (batch, H, W, C) with static H, W and C.
+        num_heads: int, number of attention heads. Defaults to `4`.
+        key_dim: int, size of each head's query and key. Defaults to `32`.
+        position_embedding: bool, add a learned `PositionEmbedding` to the tokens. Defaults to
+            `True`.
+        dropout: float, dropout rate on the attention weights. Defaults to `0.0`.
+        name: str or None, prefix of every layer in the block (`{name}_mha`, `{name}_norm`, ...).
+            Defaults to a unique `attention_block_N`.
+
+    Returns:
+        Keras tensor of shape (batch, H, W, C).
+
+    Example:
+    ```python
+    inputs = keras.Input((8, 8, 64))
+    y = attention_block(inputs, num_heads=2, key_dim=16, name="bottleneck_attn")  # (batch, 8, 8, 64)
+    ```
+    """
+    name = _block_name(name, "attention_block")
+    height, width, channels = x.shape[1:4]
+    if None in (height, width, channels) or len(x.shape) != 4:
+        raise ValueError(
+            f"attention_block {name}: needs a (batch, H, W, C) input with static H, W, C, got {x.shape}"
+        )
+    layers = keras.layers
+    # Reshape keeps the batch dimension out of its target, so any batch size works.
+    tokens = layers.Reshape((height * width, channels), name=f"{name}_tokens")(x)
+    if position_embedding:
+        tokens = PositionEmbedding(name=f"{name}_pos")(tokens)
+    attended = layers.MultiHeadAttention(
+        num_heads=num_heads, key_dim=key_dim, dropout=dropout, name=f"{name}_mha"
+    )(tokens, tokens)
+    y = layers.Add(name=f"{name}_add")([tokens, attended])
+    y = layers.LayerNormalization(epsilon=1e-6, name=f"{name}_norm")(y)
+    return layers.Reshape((height, width, channels), name=f"{name}_map")(y)
