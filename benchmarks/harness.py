@@ -52,3 +52,79 @@ def machine():
         "python": platform.python_version(),
         "tensorflow": tf.__version__,
     }
+
+
+def spread(values):
+    """{"median", "min", "max"} of a list of numbers."""
+    return {"median": statistics.median(values), "min": min(values), "max": max(values)}
+
+
+def keras_latency_ms(model, example, repeats=20, warmup=3):
+    """Batch-1 latency of a Keras model in ms: `example` is one input with its batch axis of 1."""
+    call = lambda: model(example, training=False)  # noqa: E731  (direct call: no predict() overhead)
+    for _ in range(warmup):
+        call()
+    times = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        call()
+        times.append(1000 * (time.perf_counter() - start))
+    return spread(times)
+
+
+def tflite_latency_ms(path, example, repeats=50, warmup=5, num_threads=2):
+    """Batch-1 latency of a TFLite model in ms, through the edge runtime (ai-edge-litert)."""
+    from common.tflite_runtime import TFLiteModel
+
+    model = TFLiteModel(path, num_threads=num_threads)
+    for _ in range(warmup):
+        model.predict(example)
+    times = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        model.predict(example)
+        times.append(1000 * (time.perf_counter() - start))
+    return spread(times)
+
+
+def train_examples_per_s(model, x, y, batch_size, steps=5, repeats=3):
+    """Training throughput of a compiled Keras model on in-memory batches (examples/s).
+
+    One warm-up step traces the graph; then `repeats` runs of `steps` steps are timed.
+    """
+    import tensorflow as tf
+
+    data = tf.data.Dataset.from_tensor_slices((x, y)).batch(batch_size, drop_remainder=True).repeat()
+    model.fit(data, steps_per_epoch=1, epochs=1, verbose=0)
+    rates = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        model.fit(data, steps_per_epoch=steps, epochs=1, verbose=0)
+        rates.append(steps * batch_size / (time.perf_counter() - start))
+    return spread(rates)
+
+
+def pipeline_examples_per_s(make_dataset, batches=20, repeats=3):
+    """Throughput of an input pipeline alone (examples/s): iterate `batches` batches of a fresh dataset."""
+    rates = []
+    for _ in range(repeats + 1):
+        dataset = make_dataset()
+        count = 0
+        start = time.perf_counter()
+        for index, (x, _) in enumerate(dataset):
+            count += int(x.shape[0]) if not isinstance(x, (tuple, list, dict)) else int(next(iter(_leaves(x))).shape[0])
+            if index + 1 >= batches:
+                break
+        rates.append(count / (time.perf_counter() - start))
+    return spread(rates[1:])  # the first pass warms caches and traces
+
+
+def _leaves(structure):
+    if isinstance(structure, dict):
+        for value in structure.values():
+            yield from _leaves(value)
+    elif isinstance(structure, (tuple, list)):
+        for value in structure:
+            yield from _leaves(value)
+    else:
+        yield structure

@@ -1,0 +1,124 @@
+"""`make bench`: speed, size and accuracy of every task's models on this machine.
+
+Each task package has a `bench.py` with `run(quick=False) -> list of row dicts` (see
+benchmarks/README section in the project README). This script runs them, adds the machine and the
+date, and writes `benchmarks/results.json` and `benchmarks/RESULTS.md`.
+
+    python -m benchmarks.run [--tasks landslide rsic asc] [--quick] [--out benchmarks]
+"""
+
+import argparse
+import importlib
+import os
+import sys
+import time
+from pathlib import Path
+
+from benchmarks.harness import machine
+from common.io import write_json, write_text
+
+TASKS = ["landslide", "rsic", "asc"]
+
+# (key, column title, format) of the speed/size table.
+SPEED_COLUMNS = [
+    ("task", "task", "{}"),
+    ("model", "model", "{}"),
+    ("input", "input", "{}"),
+    ("params", "params", "{:,}"),
+    ("macs", "MACs", "{:,}"),
+    ("float_bytes", "float size", "bytes"),
+    ("int8_bytes", "int8 TFLite", "bytes"),
+    ("train_examples_per_s", "train ex/s", "{:.1f}"),
+    ("keras_latency_ms", "Keras float ms", "{:.1f}"),
+    ("tflite_latency_ms", "TFLite int8 ms", "{:.1f}"),
+    ("pipeline_examples_per_s", "pipeline ex/s", "{:.0f}"),
+]
+ACCURACY_COLUMNS = [
+    ("task", "task", "{}"),
+    ("model", "model", "{}"),
+    ("data", "data", "{}"),
+    ("metric_name", "metric", "{}"),
+    ("float_metric", "float", "{:.3f}"),
+    ("int8_metric", "int8", "{:.3f}"),
+    ("agreement", "Keras/TFLite agreement", "{:.3f}"),
+]
+
+
+def cell(value, fmt):
+    if value is None:
+        return "-"
+    if fmt == "bytes":
+        return f"{value / 1024:.0f} KB" if value < 1024**2 else f"{value / 1024**2:.1f} MB"
+    if isinstance(value, dict):  # {"median": ..., "min": ..., "max": ...}
+        return f"{fmt.format(value['median'])} ({fmt.format(value['min'])}-{fmt.format(value['max'])})"
+    return fmt.format(value)
+
+
+def table(rows, columns):
+    lines = ["| " + " | ".join(title for _, title, _ in columns) + " |", "|" + "---|" * len(columns)]
+    for row in rows:
+        lines.append("| " + " | ".join(cell(row.get(key), fmt) for key, _, fmt in columns) + " |")
+    return "\n".join(lines)
+
+
+def render(results):
+    info = results["machine"]
+    speed = [row for row in results["rows"] if row.get("kind", "speed") == "speed"]
+    accuracy = [row for row in results["rows"] if row.get("kind") == "accuracy"]
+    notes = [row["note"] for row in results["rows"] if row.get("note")]
+    lines = [
+        "# Benchmark results",
+        "",
+        f"Made by `make bench` on {info['date']}: {info['cpu']}, {info['cores']} cores, Python {info['python']},",
+        f"TensorFlow {info['tensorflow']}. Medians over repeated runs after a warm-up; the range (min-max)",
+        "in brackets. Latency: batch 1; TFLite int8 through ai-edge-litert with 2 threads.",
+        "Training throughput: examples per second of `fit` steps at the config's batch size.",
+        "Pipeline: examples per second the task's tf.data input pipeline delivers alone (read, decode,",
+        "augment); the ratio pipeline/training says how far the input is from being the bottleneck.",
+        "",
+        "## Speed and size",
+        "",
+        table(speed, SPEED_COLUMNS),
+        "",
+        "## Accuracy, float vs int8",
+        "",
+        "On the sample data (`python -m TASK sample`), unless the data column says otherwise: these",
+        "numbers show that export keeps what the model learned, not how good the model is.",
+        "",
+        table(accuracy, ACCURACY_COLUMNS),
+        "",
+    ]
+    if notes:
+        lines += ["## Notes", ""] + [f"- {note}" for note in notes] + [""]
+    lines.append(f"Total benchmark time: {results['seconds']:.0f} s.")
+    return "\n".join(lines) + "\n"
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--tasks", nargs="+", default=TASKS, choices=TASKS)
+    parser.add_argument("--quick", action="store_true", help="fewer repeats, small models only (a smoke run)")
+    parser.add_argument("--out", default="benchmarks")
+    parser.add_argument("--real-data", default=os.path.join("..", "shared", "data"),
+                        help="where real data sets may be (used for the accuracy part when present)")
+    args = parser.parse_args(argv)
+    from common.cli import setup_tensorflow
+
+    setup_tensorflow()
+    start = time.time()
+    rows = []
+    for task in args.tasks:
+        print(f"=== bench {task}", flush=True)
+        module = importlib.import_module(f"{task}.bench")
+        rows.extend(module.run(quick=args.quick, real_data=args.real_data))
+    results = {"machine": machine(), "seconds": time.time() - start, "rows": rows}
+    out = Path(args.out)
+    suffix = "_quick" if args.quick else ""
+    write_json(out / f"results{suffix}.json", results)
+    write_text(out / f"RESULTS{suffix}.md", render(results))
+    print(render(results))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
