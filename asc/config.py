@@ -1,0 +1,55 @@
+"""The asc config schema (`DEFAULTS`): every key a config file under configs/asc/ may set.
+
+A YAML file states only what differs (see `common.config.load_config`); the command line
+overrides single values with `--set distill.embedding_weight=0.5`.
+"""
+
+from asc.features import FEATURE_DEFAULTS
+from asc.models import MODEL_DEFAULTS
+from common.train import TRAIN_DEFAULTS
+
+DEFAULTS = {
+    "data": {
+        "root": "",  # the data set folder; `--data` sets it and the run remembers it
+        "classes": [],  # class names in index order; []: the 10 DCASE scenes / sorted folder names
+        "val_fraction": 0.25,  # folder-per-class layout only: share of each class for evaluation
+        # Features of a split are loaded into memory up to this size (float32), else streamed
+        # clip by clip from the HDF5 cache (the full TAU 2022 training fold is about 19 GB).
+        "in_memory_gb": 4.0,
+    },
+    "features": FEATURE_DEFAULTS,
+    "model": MODEL_DEFAULTS,
+    "augment": {"mixup_alpha": 0.4},  # 0 turns mixup off
+    "distill": {
+        "embedding_weight": 1.0,  # lambda of the embedding MSE (the paper's phase II)
+        "kd_weight": 0.0,  # Hinton KL on temperature-softened outputs (the alternative)
+        "temperature": 4.0,
+        "label_weight": 1.0,
+    },
+    "train": {
+        **TRAIN_DEFAULTS,
+        "epochs": 60,
+        "monitor": "val_accuracy",
+        "monitor_mode": "max",
+        # Training batches over which BatchNormalization statistics are re-estimated before each
+        # validation (see asc.pipeline.recalibrate_batchnorm); 0 = off.
+        "bn_recalibration_batches": 16,
+    },
+    "export": {
+        "mode": "auto",  # auto (QAT, PTQ when QAT cannot apply) | qat | ptq
+        "qat_epochs": 1,
+        "qat_lr": 1e-4,
+        "calibration_clips": 128,
+        "size_budget_mb": 1.0,
+    },
+}
+
+
+def load(path=None, overrides=(), data=None):
+    """Resolve a config (`common.config.load_config` with `DEFAULTS`), `data.root` set from `data`."""
+    from common.config import load_config
+
+    cfg = load_config(path, overrides, defaults=DEFAULTS)
+    if data:
+        cfg["data"]["root"] = str(data)
+    return cfg

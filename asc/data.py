@@ -1,0 +1,372 @@
+"""Reading acoustic scene data sets: the TAU Urban Acoustic Scenes 2022 Mobile layout and a plain
+folder-per-class layout, with validation, and the tf.data pipeline (mixup) over cached features.
+
+Every problem with a file raises `common.errors.DataError` with one line naming the file. Fixable
+problems (stereo, another sample rate when resampling is allowed, a short clip) are fixed, counted
+in a `ClipReport` and said once per data set, never silently.
+"""
+
+import csv
+import logging
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from common.errors import DataError
+
+log = logging.getLogger("asc")
+
+# The 10 DCASE 2023 Task 1 scenes, in index order (label i is SCENES[i]).
+SCENES = [
+    "airport",
+    "bus",
+    "metro",
+    "metro_station",
+    "park",
+    "public_square",
+    "shopping_mall",
+    "street_pedestrian",
+    "street_traffic",
+    "tram",
+]
+# The DCASE 3-class grouping (indoor / outdoor / transportation) used in the paper's 82.3 % figure.
+SCENE_GROUPS = {
+    "indoor": ["airport", "metro_station", "shopping_mall"],
+    "outdoor": ["park", "public_square", "street_pedestrian", "street_traffic"],
+    "transportation": ["bus", "metro", "tram"],
+}
+# Real devices a, b, c and simulated s1-s6; s4-s6 appear only in the evaluation fold.
+DEVICES = ["a", "b", "c", "s1", "s2", "s3", "s4", "s5", "s6"]
+
+META_COLUMNS = ("filename", "scene_label", "identifier", "source_label")
+FOLD_COLUMNS = ("filename", "scene_label")
+SPLITS = ("train", "evaluate", "all")
+
+
+@dataclass(frozen=True)
+class Clip:
+    """One audio clip of a data set.
+
+    Attributes:
+        filename: str, path relative to the data set root (`audio/park-lyon-1-0-a.wav`); the key of
+            the feature cache.
+        label: int, index into the data set's class list.
+        device: str, recording device (`a`, `s4`, ...) or `unknown` (folder layout).
+        city: str, recording city or `unknown`.
+    """
+
+    filename: str
+    label: int
+    device: str = "unknown"
+    city: str = "unknown"
+
+
+@dataclass
+class ClipReport:
+    """Counts of the fixes applied while reading clips (said once, at the end of a data set)."""
+
+    mixed_down: list = field(default_factory=list)
+    resampled: list = field(default_factory=list)
+    padded: list = field(default_factory=list)
+    cropped: list = field(default_factory=list)
+
+    def lines(self):
+        """Human-readable lines, one per kind of fix that happened."""
+        out = []
+        for what, names in (
+            ("stereo/multichannel clips mixed down to mono", self.mixed_down),
+            ("clips resampled (features.resample=true)", self.resampled),
+            ("clips shorter than features.duration, zero-padded", self.padded),
+            ("clips longer than features.duration, cropped to their start", self.cropped),
+        ):
+            if names:
+                out.append(f"{len(names)} {what} (first: {names[0]})")
+        return out
+
+    def as_dict(self):
+        return {k: len(v) for k, v in vars(self).items()}
+
+
+def parse_tau_filename(filename):
+    """Scene, city, device of a TAU file name `<scene>-<city>-<id>-<segment>-<device>.wav`.
+
+    Returns:
+        (scene, city, device) strings.
+
+    Raises:
+        DataError: the name does not have the five dash-separated parts.
+    """
+    stem = Path(filename).stem
+    parts = stem.split("-")
+    if len(parts) != 5:
+        raise DataError(f"{filename}: expected <scene>-<city>-<id>-<segment>-<device>.wav")
+    return parts[0], parts[1], parts[4]
+
+
+class TAUUrbanAcousticScenes2022Mobile:
+    """TAU Urban Acoustic Scenes 2022 Mobile (DCASE 2023 Task 1 development set).
+
+    Features:
+        * 1-second mono clips, 44.1 kHz, 24-bit (16-bit in this project's sample data);
+        * 10 scenes recorded in 12 European cities with 3 real devices (a, b, c) and 6 simulated
+          ones (s1-s6); s4, s5, s6 appear only in the evaluation fold;
+        * about 230,000 clips (64 hours), the official fold 1 split 70/30 by recording location.
+
+    On-disk format (tab-separated CSV files with a header row)::
+
+        root/
+          audio/<scene>-<city>-<id>-<segment>-<device>.wav   e.g. airport-lisbon-1000-40000-a.wav
+          meta.csv                        filename  scene_label  identifier  source_label
+          evaluation_setup/fold1_train.csv      filename  scene_label
+          evaluation_setup/fold1_evaluate.csv   filename  scene_label
+
+    `filename` is relative to `root` (`audio/...wav`). Device and city are parsed from the name.
+
+    Classes (index order): airport, bus, metro, metro_station, park, public_square, shopping_mall,
+    street_pedestrian, street_traffic, tram.
+
+    Download: https://zenodo.org/record/6337421 (development set, about 23 GB); the data is never
+    fetched by this project. Cite: Heittola, Mesaros, Virtanen, "Acoustic scene classification in
+    DCASE 2020 challenge: generalization across devices and low complexity solutions", DCASE 2020.
+
+    Args:
+        root: str or Path, the data set folder.
+        split: "train" (fold1_train.csv), "evaluate" (fold1_evaluate.csv) or "all" (meta.csv).
+        classes: list of class names in index order. Defaults to `SCENES`.
+
+    Attributes:
+        clips: list of `Clip`.
+        classes: list of str.
+    """
+
+    url = "https://zenodo.org/record/6337421"
+    split_files = {
+        "train": "evaluation_setup/fold1_train.csv",
+        "evaluate": "evaluation_setup/fold1_evaluate.csv",
+        "all": "meta.csv",
+    }
+
+    def __init__(self, root, split="train", classes=None):
+        self.root = Path(root)
+        self.classes = list(classes or SCENES)
+        if split not in SPLITS:
+            raise DataError(f"split must be one of {SPLITS}, got {split!r}")
+        path = self.root / self.split_files[split]
+        if not path.is_file():
+            raise DataError(f"{path}: not found (expected the TAU 2022 Mobile layout, see {self.url})")
+        rows = read_tsv(path, META_COLUMNS if split == "all" else FOLD_COLUMNS)
+        index = {name: i for i, name in enumerate(self.classes)}
+        self.clips = []
+        for line, row in rows:
+            filename = row["filename"]
+            if not (self.root / filename).is_file():
+                raise DataError(f"{path}: row {line}: file {filename} does not exist")
+            label = row["scene_label"]
+            if label not in index:
+                raise DataError(f"{path}: row {line}: label {label!r} is not a known class {self.classes}")
+            _, city, device = parse_tau_filename(filename)
+            self.clips.append(Clip(filename, index[label], device, city))
+        if not self.clips:
+            raise DataError(f"{path}: no rows")
+
+
+class AudioFolder:
+    """A folder-per-class data set of wav files, for retraining on one's own recordings.
+
+    On-disk format::
+
+        root/<class name>/<any name>.wav      (sub-folders below a class folder are searched too)
+
+    Classes are the given list, or the sorted class folder names. The split is deterministic: of
+    each class's files in sorted order, every `round(1 / val_fraction)`-th goes to "evaluate",
+    the rest to "train".
+
+    Args:
+        root: str or Path.
+        split: "train", "evaluate" or "all".
+        classes: list of class names in index order, or None for the sorted folder names.
+        val_fraction: float in (0, 1), share of each class kept for evaluation. Defaults to 0.25.
+    """
+
+    def __init__(self, root, split="train", classes=None, val_fraction=0.25):
+        self.root = Path(root)
+        if split not in SPLITS:
+            raise DataError(f"split must be one of {SPLITS}, got {split!r}")
+        folders = sorted(p.name for p in self.root.iterdir() if p.is_dir() and not p.name.startswith("."))
+        folders = [f for f in folders if any((self.root / f).rglob("*.wav"))]
+        if not folders:
+            raise DataError(f"{self.root}: no class folders with .wav files (and no meta.csv)")
+        self.classes = list(classes or folders)
+        unknown = [f for f in folders if f not in self.classes]
+        if unknown:
+            raise DataError(f"{self.root / unknown[0]}: folder label {unknown[0]!r} is not a known class {self.classes}")
+        every = max(2, round(1.0 / val_fraction)) if 0 < val_fraction < 1 else 0
+        self.clips = []
+        for folder in folders:
+            files = sorted((self.root / folder).rglob("*.wav"))
+            for i, path in enumerate(files):
+                held_out = every and i % every == every - 1
+                if split == "all" or (split == "evaluate") == bool(held_out):
+                    rel = path.relative_to(self.root).as_posix()
+                    self.clips.append(Clip(rel, self.classes.index(folder)))
+
+
+def open_dataset(root, split="train", classes=None, val_fraction=0.25):
+    """The data set at `root`: TAU layout when `root/meta.csv` exists, else folder-per-class.
+
+    Args:
+        root: str or Path.
+        split: "train", "evaluate" or "all".
+        classes: list of class names, or None/empty for the layout's default.
+        val_fraction: folder layout only, see `AudioFolder`.
+
+    Returns:
+        A `TAUUrbanAcousticScenes2022Mobile` or `AudioFolder` (both have `.root`, `.clips`, `.classes`).
+    """
+    root = Path(root)
+    if not root.is_dir():
+        raise DataError(f"{root}: data folder not found")
+    if (root / "meta.csv").is_file():
+        dataset = TAUUrbanAcousticScenes2022Mobile(root, split, classes or None)
+    else:
+        dataset = AudioFolder(root, split, classes or None, val_fraction)
+    if not dataset.clips:
+        raise DataError(f"{root}: the {split!r} split has no clips (data.val_fraction={val_fraction})")
+    return dataset
+
+
+def read_tsv(path, required):
+    """Rows of a tab-separated CSV with a header, as (line number, dict) pairs.
+
+    Raises:
+        DataError: the file is unreadable or lacks one of the `required` columns.
+    """
+    try:
+        with open(path, newline="") as handle:
+            reader = csv.DictReader(handle, delimiter="\t")
+            columns = reader.fieldnames or []
+            missing = [c for c in required if c not in columns]
+            if missing:
+                raise DataError(f"{path}: missing column {missing[0]!r} (columns: {columns}; tab-separated?)")
+            return [(i + 2, row) for i, row in enumerate(reader)]
+    except (OSError, UnicodeDecodeError) as error:
+        raise DataError(f"{path}: cannot read ({error})") from None
+
+
+def read_wav(path, sample_rate, duration, resample=False, report=None):
+    """Read one clip as mono float32 of exactly `duration` seconds at `sample_rate`.
+
+    Args:
+        path: str or Path of a wav (or any format libsndfile reads).
+        sample_rate: int, Hz, the configured rate.
+        duration: float, seconds.
+        resample: bool, resample a clip at another rate (else it is an error).
+        report: `ClipReport` counting mix-downs, resamples, pads and crops, or None.
+
+    Returns:
+        np.ndarray, float32, shape (round(sample_rate * duration),), values in [-1, 1].
+
+    Raises:
+        DataError: unreadable or empty file, or another sample rate without `resample`.
+    """
+    import soundfile as sf
+
+    name = str(path)
+    try:
+        audio, rate = sf.read(name, dtype="float32", always_2d=True)
+    except (sf.LibsndfileError, RuntimeError, OSError) as error:
+        raise DataError(f"{name}: cannot read audio ({str(error).splitlines()[0]})") from None
+    if audio.size == 0:
+        raise DataError(f"{name}: empty audio file (0 samples)")
+    if audio.shape[1] > 1:
+        audio = audio.mean(axis=1, keepdims=True)
+        if report is not None:
+            report.mixed_down.append(name)
+    audio = audio[:, 0]
+    if rate != sample_rate:
+        if not resample:
+            raise DataError(
+                f"{name}: sample rate {rate} Hz, expected {sample_rate} Hz "
+                "(set features.resample=true to resample)"
+            )
+        import librosa
+
+        audio = librosa.resample(audio, orig_sr=rate, target_sr=sample_rate).astype(np.float32)
+        if report is not None:
+            report.resampled.append(name)
+    length = int(round(sample_rate * duration))
+    if len(audio) < length:
+        audio = np.pad(audio, (0, length - len(audio)))
+        if report is not None:
+            report.padded.append(name)
+    elif len(audio) > length:
+        audio = audio[:length]
+        if report is not None:
+            report.cropped.append(name)
+    return np.ascontiguousarray(audio, dtype=np.float32)
+
+
+def one_hot(labels, num_classes):
+    """Integer labels (N,) -> float32 one-hot (N, num_classes)."""
+    return np.eye(num_classes, dtype=np.float32)[np.asarray(labels, dtype=np.int64)]
+
+
+def make_dataset(x, labels, num_classes, batch_size, *, shuffle=False, mixup_alpha=0.0, seed=0):
+    """A batched tf.data pipeline of (spectrogram stack, soft label) pairs.
+
+    Mixup (Zhang et al., https://arxiv.org/abs/1710.09412) mixes each batch with itself reversed:
+    x = lam * x + (1 - lam) * x_rev, y likewise, lam ~ Beta(alpha, alpha) per example, so the
+    labels become soft.
+
+    Args:
+        x: float array (N, bins, frames, kinds), or a lazy `asc.features.CachedFeatures` view
+            (read clip by clip, so the data set never has to fit in memory).
+        labels: int array (N,).
+        num_classes: int.
+        batch_size: int.
+        shuffle: bool, reshuffle every epoch.
+        mixup_alpha: float, 0 turns mixup off.
+        seed: int.
+
+    Returns:
+        tf.data.Dataset of (float32 (B, bins, frames, kinds), float32 (B, num_classes)).
+    """
+    import tensorflow as tf
+
+    targets = one_hot(labels, num_classes)
+    if isinstance(x, np.ndarray):
+        ds = tf.data.Dataset.from_tensor_slices((x.astype(np.float32, copy=False), targets))
+        if shuffle:
+            ds = ds.shuffle(len(labels), seed=seed, reshuffle_each_iteration=True)
+    else:
+        # Shuffle indices, then read each clip from the cache.
+        shape = tuple(x.shape[1:])
+        ds = tf.data.Dataset.range(len(labels))
+        if shuffle:
+            ds = ds.shuffle(len(labels), seed=seed, reshuffle_each_iteration=True)
+
+        def read(i):
+            clip = tf.numpy_function(lambda j: x[int(j)], [i], tf.float32)
+            return tf.ensure_shape(clip, shape), tf.gather(targets, i)
+
+        ds = ds.map(read)
+    ds = ds.batch(batch_size)
+    if mixup_alpha > 0:
+        generator = tf.random.Generator.from_seed(seed)
+        alpha = float(mixup_alpha)
+
+        def mix(xb, yb):
+            n = tf.shape(xb)[0]
+            # make_seeds advances the generator, so every batch of every epoch draws anew.
+            seeds = generator.make_seeds(2)
+            a = tf.random.stateless_gamma([n], seeds[:, 0], alpha)
+            b = tf.random.stateless_gamma([n], seeds[:, 1], alpha)
+            lam = a / (a + b + 1e-12)
+            x_rev, y_rev = tf.reverse(xb, [0]), tf.reverse(yb, [0])
+            lx = tf.reshape(lam, [-1, 1, 1, 1])
+            ly = tf.reshape(lam, [-1, 1])
+            return lx * xb + (1 - lx) * x_rev, ly * yb + (1 - ly) * y_rev
+
+        ds = ds.map(mix)
+    return ds.prefetch(2)

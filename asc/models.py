@@ -1,0 +1,177 @@
+"""Teacher and student models for acoustic scenes: one CNN per spectrogram, late fusion.
+
+Input: the spectrogram stack of `asc.features` (batch, n_bins, frames, kinds). Branch i reads
+channel i (a slice, so the exported TFLite model keeps one input). Each branch ends with
+`Dense(num_classes, name="<kind>_logits")` and a softmax; the fused output `probs` is the average
+of the branch probabilities (late fusion, float32). The concatenation of the branch embeddings
+(each the branch's second-last layer) is the layer named `embedding`, which distillation reads.
+With a single branch the names are the project's plain `logits`, `probs` and `embedding`.
+
+- Teacher (Pham et al. phase I): per branch a stride-2 stem then residual blocks
+  (`common.layers.residual_conv_block`) with max pooling, global average pooling, a Dense
+  embedding, dropout and the classifier.
+- Student (phase II): per branch a stride-2 stem then depthwise-separable blocks with max pooling
+  and global average pooling (the embedding); it must stay under the DCASE 2023 limits of 128,000
+  parameters and 30 M MACs per 1-s clip for all branches together (`check_complexity`).
+"""
+
+import tf_keras as keras
+
+from common.errors import ConfigError
+
+MAX_PARAMS = 128_000
+MAX_MACS = 30_000_000
+
+MODEL_DEFAULTS = {
+    "kind": "student",  # teacher | student
+    "widths": [16, 32, 48, 64],  # channels of the stem and of each following stage, per branch
+    "embedding_dim": 0,  # teacher: Dense embedding units per branch (0: the pooled features)
+    "dropout": 0.2,
+    # BatchNormalization momentum of every BN layer (0.9 = PyTorch's default; Keras' 0.99 leaves the
+    # moving statistics near their initial values after a short run on small data).
+    "bn_momentum": 0.9,
+}
+
+
+@keras.saving.register_keras_serializable(package="asc")
+class SliceLastAxis(keras.layers.Layer):
+    """Take `size` entries of the last axis starting at `start`: (..., C) -> (..., size).
+
+    Selects a branch's spectrogram channel from the input stack, and a branch's part of the fused
+    embedding. A layer (not a tensor slice) so that it serializes plainly and quantization-aware
+    training can clone it.
+
+    Args:
+        start: int, first index on the last axis.
+        size: int, number of entries.
+    """
+
+    def __init__(self, start, size, **kwargs):
+        super().__init__(**kwargs)
+        self.start = int(start)
+        self.size = int(size)
+
+    def call(self, inputs):
+        return inputs[..., self.start : self.start + self.size]
+
+    def compute_output_shape(self, input_shape):
+        return (*input_shape[:-1], self.size)
+
+    def get_config(self):
+        return {**super().get_config(), "start": self.start, "size": self.size}
+
+
+def build_model(input_shape, num_classes, model_cfg, kinds):
+    """Build the teacher or student of `model_cfg` (not compiled).
+
+    Args:
+        input_shape: (n_bins, frames, len(kinds)).
+        num_classes: int.
+        model_cfg: the `model:` config section (see MODEL_DEFAULTS).
+        kinds: list of spectrogram names, one branch each, in channel order.
+
+    Returns:
+        keras.Model mapping (batch, *input_shape) float32 -> (batch, num_classes) float32 probabilities.
+    """
+    kind = model_cfg["kind"]
+    if kind not in ("teacher", "student"):
+        raise ConfigError(f"config key 'model.kind' must be teacher or student, got {kind!r}")
+    widths = [int(w) for w in model_cfg["widths"]]
+    if not widths or min(widths) < 1:
+        raise ConfigError(f"config key 'model.widths' must be a non-empty list of positive ints, got {widths}")
+    if len(kinds) != input_shape[-1]:
+        raise ConfigError(f"config key 'features.kinds': {len(kinds)} kinds for {input_shape[-1]} input channels")
+    layers = keras.layers
+    inputs = keras.Input(input_shape, name="spectrograms")
+    single = len(kinds) == 1
+    embeddings = []
+    for i, name in enumerate(kinds):
+        x = inputs if single else SliceLastAxis(i, 1, name=f"{name}_input")(inputs)
+        if kind == "teacher":
+            embeddings.append(_teacher_branch(x, widths, model_cfg, name, single))
+        else:
+            embeddings.append(_student_branch(x, widths, name, single))
+    if single:
+        heads = embeddings
+    else:
+        # The heads read their branch's part of the concatenation, so the `embedding` layer is on
+        # the path to the output (and found by name) while the branches stay independent.
+        fused = layers.Concatenate(name="embedding")(embeddings)
+        sizes = [int(e.shape[-1]) for e in embeddings]
+        starts = [sum(sizes[:i]) for i in range(len(sizes))]
+        heads = [SliceLastAxis(s, n, name=f"{k}_head_input")(fused) for s, n, k in zip(starts, sizes, kinds)]
+    probs = []
+    for name, emb in zip(kinds, heads):
+        y = layers.Dropout(model_cfg["dropout"], name=f"{name}_dropout")(emb)
+        logits = layers.Dense(num_classes, name="logits" if single else f"{name}_logits")(y)
+        probs.append(layers.Activation("softmax", dtype="float32", name="probs" if single else f"{name}_probs")(logits))
+    outputs = probs[0] if single else layers.Average(name="probs", dtype="float32")(probs)
+    model = keras.Model(inputs, outputs, name=f"asc_{kind}")
+    for layer in model.layers:
+        if isinstance(layer, layers.BatchNormalization):
+            layer.momentum = float(model_cfg["bn_momentum"])
+    return model
+
+
+def _stem(x, filters, name):
+    layers = keras.layers
+    x = layers.Conv2D(filters, 3, strides=2, padding="same", use_bias=False, name=f"{name}_stem_conv")(x)
+    x = layers.BatchNormalization(name=f"{name}_stem_bn")(x)
+    return layers.ReLU(name=f"{name}_stem_relu")(x)
+
+
+def _teacher_branch(x, widths, model_cfg, name, single):
+    from common.layers import residual_conv_block
+
+    layers = keras.layers
+    x = _stem(x, widths[0], name)
+    for stage, filters in enumerate(widths[1:], start=1):
+        x = residual_conv_block(x, filters, name=f"{name}_res{stage}")
+        if stage < len(widths) - 1:
+            x = layers.MaxPooling2D(2, padding="same", name=f"{name}_pool{stage}")(x)
+    emb_name = "embedding" if single else f"{name}_embedding"
+    if model_cfg["embedding_dim"] > 0:
+        x = layers.GlobalAveragePooling2D(name=f"{name}_gap")(x)
+        return layers.Dense(model_cfg["embedding_dim"], activation="relu", name=emb_name)(x)
+    return layers.GlobalAveragePooling2D(name=emb_name)(x)
+
+
+def _student_branch(x, widths, name, single):
+    layers = keras.layers
+    x = _stem(x, widths[0], name)
+    for stage, filters in enumerate(widths[1:], start=1):
+        p = f"{name}_ds{stage}"
+        x = layers.DepthwiseConv2D(3, padding="same", use_bias=False, name=f"{p}_dw")(x)
+        x = layers.BatchNormalization(name=f"{p}_dw_bn")(x)
+        x = layers.ReLU(name=f"{p}_dw_relu")(x)
+        x = layers.Conv2D(filters, 1, use_bias=False, name=f"{p}_pw")(x)
+        x = layers.BatchNormalization(name=f"{p}_pw_bn")(x)
+        x = layers.ReLU(name=f"{p}_pw_relu")(x)
+        if stage < len(widths) - 1:
+            x = layers.MaxPooling2D(2, padding="same", name=f"{p}_pool")(x)
+    return layers.GlobalAveragePooling2D(name="embedding" if single else f"{name}_embedding")(x)
+
+
+def embedding_model(model):
+    """A model mapping the input to the `embedding` layer's output (batch, embedding size)."""
+    return keras.Model(model.input, model.get_layer("embedding").output)
+
+
+def complexity(model):
+    """Parameters, MACs per clip and the int8 size estimate of `model`.
+
+    Returns:
+        dict: params, macs, int8_bytes_estimate (one byte per parameter), within_limits (bool).
+    """
+    from common.complexity import model_complexity
+
+    c = model_complexity(model)
+    params, macs = int(c["params"]), int(c["macs"])
+    return {
+        "params": params,
+        "macs": macs,
+        "int8_bytes_estimate": params,
+        "max_params": MAX_PARAMS,
+        "max_macs": MAX_MACS,
+        "within_limits": params <= MAX_PARAMS and macs <= MAX_MACS,
+    }
