@@ -22,6 +22,26 @@ import yaml
 from common.errors import ConfigError
 from common.io import write_text
 
+# The `train:` section every task config has (used by common.train.fit). It lives here, not in
+# common/train.py, so that reading a config does not import TensorFlow.
+TRAIN_DEFAULTS = {
+    "epochs": 30,
+    "batch_size": 32,
+    "optimizer": "adam",  # adam | adamw | sgd
+    "lr": 1e-3,
+    "weight_decay": 0.0,
+    "schedule": "constant",  # constant | cosine
+    "seed": 42,
+    "early_stopping_patience": 0,  # epochs without improvement; 0 = off
+    "monitor": "val_loss",
+    "monitor_mode": "min",  # min | max
+    "strategy": "default",  # default | mirrored | multiworker
+    "devices": [],  # mirrored only: device names, e.g. ["/gpu:0", "/gpu:1"]; [] = all GPUs (else the CPU)
+    "precision": "float32",  # float32 | mixed_bfloat16
+    "steps_per_epoch": 0,  # 0 = the whole training set each epoch
+    "verbose": 1,  # Keras progress: 0 silent, 1 progress bar, 2 one line per epoch
+}
+
 # Keys whose values must be strictly positive wherever they appear.
 _POSITIVE_KEYS = {"lr", "epochs", "batch_size", "temperature"}
 _NON_NEGATIVE_KEYS = {"weight_decay", "steps_per_epoch", "early_stopping_patience", "label_smoothing"}

@@ -25,27 +25,10 @@ import numpy as np
 import tensorflow as tf
 import tf_keras as keras
 
-from common.config import read_saved_config, save_config
+from common.config import TRAIN_DEFAULTS, read_saved_config, save_config  # noqa: F401 (re-exported)
 from common.errors import ConfigError, RunDirError
 from common.io import atomic_path
 
-TRAIN_DEFAULTS = {
-    "epochs": 30,
-    "batch_size": 32,
-    "optimizer": "adam",  # adam | adamw | sgd
-    "lr": 1e-3,
-    "weight_decay": 0.0,
-    "schedule": "constant",  # constant | cosine
-    "seed": 42,
-    "early_stopping_patience": 0,  # epochs without improvement; 0 = off
-    "monitor": "val_loss",
-    "monitor_mode": "min",  # min | max
-    "strategy": "default",  # default | mirrored | multiworker
-    "devices": [],  # mirrored only: device names, e.g. ["/gpu:0", "/gpu:1"]; [] = all GPUs (else the CPU)
-    "precision": "float32",  # float32 | mixed_bfloat16
-    "steps_per_epoch": 0,  # 0 = the whole training set each epoch
-    "verbose": 1,  # Keras progress: 0 silent, 1 progress bar, 2 one line per epoch
-}
 
 MODEL_FILE = "model.keras"
 # TensorFlow checkpoint format (files best.index, best.data-*): unlike .h5 it loads into the

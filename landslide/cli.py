@@ -1,17 +1,22 @@
-"""Command line: `python -m landslide COMMAND` (sample, stats, train, evaluate, predict, export,
-summary, demo). Bad input prints one line, `error: ...`, and exits with code 2.
+"""Command line: `python -m landslide COMMAND` (download, sample, stats, train, evaluate, predict,
+export, summary, demo). Bad input prints one line, `error: ...`, and exits with code 2.
 
 Examples:
+    python -m landslide download --dest data/l4s           # Landslide4Sense from Zenodo
     python -m landslide sample --out data/l4s_sample --n 64
     python -m landslide train --config configs/landslide/full.yaml --data data/l4s --out runs/full
     python -m landslide train --config configs/landslide/full.yaml --data data/l4s --out runs/cv --fold all
     python -m landslide evaluate --run runs/full            # the run's validation split
     python -m landslide evaluate --run runs/cv --folds      # mean and std over runs/cv/fold_K
     python -m landslide predict --run runs/full --data data/l4s/TestData --out preds
-    python -m landslide predict --run runs/full scene.tif --out maps   # whole GeoTIFF scene
+    python -m landslide predict --run runs/full scene.tif --out maps --geojson   # whole GeoTIFF scene
+    python -m landslide predict --tflite runs/full/model_int8.tflite --data data/l4s/TestData --out preds
     python -m landslide export --run runs/full
     python -m landslide summary --config configs/landslide/full.yaml
     python -m landslide demo --out runs/demo
+
+`download` and `predict --tflite` never import TensorFlow (an edge device has only LiteRT): keep
+this module's top-level imports free of it (landslide.config pulls it, hence `_defaults()`).
 """
 
 import argparse
@@ -26,9 +31,9 @@ import numpy as np
 from common.cli import add_common_args, run_cli, setup_tensorflow
 from common.config import load_config
 from common.errors import ConfigError, RunDirError
-from common.io import atomic_path, write_json
+from common.io import write_json
 from landslide import data as D
-from landslide.config import DEFAULTS
+from landslide.edge import SCENE_SUFFIXES, output_name, split_inputs, write_mask  # noqa: F401  (public here too)
 
 log = logging.getLogger("landslide")
 CONFIG_DIR = Path(__file__).resolve().parents[1] / "configs" / "landslide"
@@ -49,8 +54,15 @@ def cmd_sample(args):
           f"{info['TestData']} test; {100 * info['landslide_fraction']:.1f}% landslide pixels")
 
 
+def _defaults():
+    """The config schema (imported on use: it imports TensorFlow)."""
+    from landslide.config import DEFAULTS
+
+    return DEFAULTS
+
+
 def _config(args):
-    cfg = load_config(args.config, args.overrides, defaults=DEFAULTS)
+    cfg = load_config(args.config, args.overrides, defaults=_defaults())
     if getattr(args, "data", None):
         cfg["data"]["root"] = str(Path(args.data).resolve())
     return cfg
@@ -163,7 +175,7 @@ def _load_run(run, overrides=()):
     run = Path(run)
     if not (run / "config.yaml").is_file():
         raise RunDirError(f"{run}: not a run directory (no config.yaml)")
-    cfg = load_config(run / "config.yaml", overrides, defaults=DEFAULTS)
+    cfg = load_config(run / "config.yaml", overrides, defaults=_defaults())
     return cfg, load_run_model(run)
 
 
@@ -246,21 +258,6 @@ def cmd_evaluate(args):
 # predict
 
 
-def output_name(image_path):
-    """image_7.h5 -> mask_7.h5 (other names keep theirs with a mask_ prefix)."""
-    name = Path(image_path).name
-    return D.mask_name(name) if name.startswith("image_") else f"mask_{name}"
-
-
-def write_mask(path, mask):
-    """Write a uint8 (H, W) mask as dataset 'mask' (the Landslide4Sense format), atomically."""
-    import h5py
-
-    with atomic_path(path) as tmp:
-        with h5py.File(tmp, "w") as handle:
-            handle.create_dataset(D.MASK_KEY, data=mask.astype(np.uint8), track_times=False)
-
-
 def predict_files(run, inputs, out, threshold=0.5, batch_size=8):
     """Predict a mask for every .h5 patch in `inputs`; write OUT/mask_N.h5. Returns the paths."""
     cfg, model = _load_run(run)
@@ -280,11 +277,9 @@ def predict_files(run, inputs, out, threshold=0.5, batch_size=8):
     return written
 
 
-SCENE_SUFFIXES = (".tif", ".tiff")
-
-
-def predict_scenes(run, scenes, out, threshold=0.5):
-    """Landslide maps of whole GeoTIFF scenes (landslide/scene.py): OUT/<name>_landslide.tif."""
+def predict_scenes(run, scenes, out, threshold=0.5, overlap=32, geojson=False):
+    """Landslide maps of whole GeoTIFF scenes (landslide/scene.py): OUT/<name>_landslide.tif
+    (0/1 mask, nodata 255) and, with `geojson`, OUT/<name>_landslide.geojson polygons."""
     from landslide.scene import predict_scene
 
     cfg, model = _load_run(run)
@@ -296,7 +291,8 @@ def predict_scenes(run, scenes, out, threshold=0.5):
     for scene in map(Path, scenes):
         target = Path(out) / f"{scene.stem}_landslide.tif"
         predict_scene(scene, target, predict_fn, bands=D.NUM_BANDS, patch=cfg["data"]["patch_size"],
-                      threshold=threshold, progress=False)
+                      overlap=overlap, threshold=threshold,
+                      geojson_path=target.with_suffix(".geojson") if geojson else None, progress=False)
         written.append(target)
     return written
 
@@ -307,14 +303,35 @@ def cmd_predict(args):
         raise ConfigError("predict: give --data DIR or .h5 patches / .tif scenes")
     if not args.out:
         raise ConfigError("predict: --out DIR is required")
-    scenes = [path for path in inputs if Path(path).suffix.lower() in SCENE_SUFFIXES]
-    patches = [path for path in inputs if path not in scenes]
+    if bool(args.run) == bool(args.tflite):
+        raise ConfigError("predict: give either --run RUN (Keras) or --tflite MODEL.tflite (edge runtime)")
+    scenes, patches = split_inputs(inputs)
+    scene_options = {"threshold": args.threshold, "overlap": args.overlap, "geojson": args.geojson}
+    if args.tflite:  # the edge runtime: LiteRT, numpy and h5py only
+        from landslide import edge
+
+        scene_fn, patch_fn, model = edge.predict_scenes, edge.predict_patches, args.tflite
+    else:
+        scene_fn, patch_fn, model = predict_scenes, predict_files, args.run
     if scenes:
-        written = predict_scenes(args.run, scenes, args.out, threshold=args.threshold)
+        written = scene_fn(model, scenes, args.out, **scene_options)
         print(f"wrote {len(written)} scene masks to {args.out}")
     if patches:
-        written = predict_files(args.run, patches, args.out, threshold=args.threshold)
+        written = patch_fn(model, patches, args.out, threshold=args.threshold)
         print(f"wrote {len(written)} masks to {args.out}")
+
+
+# ---------------------------------------------------------------------------------------------
+# download
+
+
+def cmd_download(args):
+    from landslide.download import download
+
+    root, counts = download(args.dest, record=args.record, api=args.api, quiet=args.quiet)
+    print(f"Landslide4Sense is in {root}: {counts['TrainData']} labelled training patches, "
+          f"{counts['ValidData']} valid, {counts['TestData']} test")
+    print(f"use it with: --data {root}")
 
 
 # ---------------------------------------------------------------------------------------------
@@ -395,7 +412,7 @@ def model_summary(cfg):
 
 
 def cmd_summary(args):
-    cfg = load_config(args.config, args.overrides, defaults=DEFAULTS)
+    cfg = load_config(args.config, args.overrides, defaults=_defaults())
     info = model_summary(cfg)
     print(f"{args.config or 'defaults'}: {info['params']:,} parameters, {info['macs'] / 1e9:.2f} GMACs per "
           f"{cfg['data']['patch_size']}x{cfg['data']['patch_size']} patch, {info['channels']} input channels "
@@ -412,7 +429,7 @@ def run_demo(out, n=48, seed=0, config=None):
     clock = time.perf_counter()
     if not (data / "TrainData" / "img").is_dir():
         write_sample(data, n=n, seed=seed)
-    cfg = load_config(config or CONFIG_DIR / "tiny.yaml", ["train.verbose=0"], defaults=DEFAULTS)
+    cfg = load_config(config or CONFIG_DIR / "tiny.yaml", ["train.verbose=0"], defaults=_defaults())
     cfg["data"]["root"] = str(data.resolve())
     log.info("sample data in %s (%.0f s)", data, time.perf_counter() - clock)
     run, _ = train_run(cfg, out / "landslide_run", overwrite=True)
@@ -452,6 +469,16 @@ def build_parser():
     parser = argparse.ArgumentParser(prog="python -m landslide", description=__doc__.split("\n")[0])
     sub = parser.add_subparsers(dest="command", required=True)
 
+    from common.download import ZENODO_API
+    from landslide.download import RECORD
+
+    p = sub.add_parser("download", help="fetch Landslide4Sense from Zenodo (resumable, md5-checked, unpacked)")
+    p.add_argument("--dest", required=True, help="folder to download and unpack into")
+    p.add_argument("--record", default=RECORD, help=f"Zenodo record id (default {RECORD})")
+    p.add_argument("--api", default=ZENODO_API, help=f"Zenodo REST API (default {ZENODO_API})")
+    p.add_argument("--quiet", action="store_true", help="no progress lines")
+    p.set_defaults(func=cmd_download)
+
     p = sub.add_parser("sample", help="write a sample data set in the Landslide4Sense layout")
     p.add_argument("--out", help="data set folder to create")
     p.add_argument("--n", type=int, default=64, help="labelled training patches (default 64)")
@@ -472,9 +499,13 @@ def build_parser():
     p.set_defaults(func=cmd_evaluate)
 
     p = add_common_args(sub.add_parser("predict", help="a mask_N.h5 per image_N.h5, a map per GeoTIFF scene"),
-                        run=True, config=False)
+                        config=False)
     p.add_argument("inputs", nargs="*", help=".h5 patches, folders of them, or .tif scenes")
-    p.add_argument("--threshold", type=float, default=0.5)
+    p.add_argument("--run", help="run directory written by train (the Keras model)")
+    p.add_argument("--tflite", help="exported .tflite model instead of --run: runs on LiteRT without TensorFlow")
+    p.add_argument("--threshold", type=float, default=0.5, help="landslide probability above which a pixel is 1")
+    p.add_argument("--overlap", type=int, default=32, help="scenes: pixels shared by neighbouring tiles (default 32)")
+    p.add_argument("--geojson", action="store_true", help="scenes: also OUT/<scene>_landslide.geojson polygons")
     p.set_defaults(func=cmd_predict)
 
     p = add_common_args(sub.add_parser("export", help="int8 TFLite -> RUN/model_int8.tflite"),
@@ -498,7 +529,7 @@ def build_parser():
 def main(argv=None):
     args = build_parser().parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(message)s")
-    if args.command != "sample":
+    if args.command not in ("sample", "download") and not getattr(args, "tflite", None):
         setup_tensorflow()
     return args.func(args)
 
