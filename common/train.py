@@ -29,7 +29,6 @@ from common.config import TRAIN_DEFAULTS, read_saved_config, save_config  # noqa
 from common.errors import ConfigError, RunDirError
 from common.io import atomic_path
 
-
 MODEL_FILE = "model.keras"
 # TensorFlow checkpoint format (files best.index, best.data-*): unlike .h5 it loads into the
 # variables of a distributed model.
