@@ -74,6 +74,12 @@ def setup_tensorflow(threads=None):
             pass
 
 
+def _discard_unstarted_runs():
+    train = sys.modules.get("common.train")  # only loaded (with TensorFlow) if a run was started
+    if train is not None:
+        train.discard_unstarted_runs()
+
+
 def run_cli(main, argv=None):
     """Run `main(argv)`; turn the project's errors into one line on stderr and exit code 2."""
     from common.errors import ProjectError
@@ -81,6 +87,7 @@ def run_cli(main, argv=None):
     try:
         code = main(argv)
     except ProjectError as error:
+        _discard_unstarted_runs()
         print(f"error: {error}", file=sys.stderr)
         sys.exit(2)
     except (FileNotFoundError, NotADirectoryError, PermissionError, IsADirectoryError) as error:

@@ -79,10 +79,7 @@ def read_saved_config(path):
     path = Path(path)
     if not path.is_file():
         raise ConfigError(f"{path}: config file not found")
-    try:
-        return yaml.safe_load(path.read_text()) or {}
-    except yaml.YAMLError as error:
-        raise ConfigError(f"{path}: not valid YAML ({_first_line(error)})") from None
+    return _read_yaml(path)
 
 
 def config_hash(config):
@@ -98,16 +95,22 @@ def _read_chain(path, seen=()):
         raise ConfigError(f"{path}: 'base:' chain loops back to this file")
     if not path.is_file():
         raise ConfigError(f"{path}: config file not found")
-    try:
-        layer = yaml.safe_load(path.read_text()) or {}
-    except yaml.YAMLError as error:
-        raise ConfigError(f"{path}: not valid YAML ({_first_line(error)})") from None
+    layer = _read_yaml(path)
     if not isinstance(layer, dict):
         raise ConfigError(f"{path}: a config file must be a mapping of keys to values")
     base = layer.pop("base", None)
     if base is not None:
         yield from _read_chain(path.parent / base, seen + (path,))
     yield path, layer
+
+
+def _read_yaml(path):
+    try:
+        return yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+    except UnicodeDecodeError:
+        raise ConfigError(f"{path}: not a text (UTF-8) file") from None
+    except yaml.YAMLError as error:
+        raise ConfigError(f"{path}: not valid YAML ({_first_line(error)})") from None
 
 
 def _merge(config, layer, schema, source, prefix=""):

@@ -76,10 +76,29 @@ def prepare_run_dir(out, *, config=None, resume=False, overwrite=False):
             raise RunDirError(f"{out}: holds an unfinished run with another config; use --resume or --overwrite")
         else:
             raise RunDirError(f"{out}: already holds a run; use --overwrite to replace it or another --out")
+    if not existing or overwrite:
+        _FRESH_RUN_DIRS.append(out)
     out.mkdir(parents=True, exist_ok=True)
     if config is not None:
         save_config(config, out / "config.yaml")
     return out
+
+
+# Run directories this process created; see `discard_unstarted_runs`.
+_FRESH_RUN_DIRS = []
+
+
+def discard_unstarted_runs():
+    """Delete the run directories this process created that hold no trained epoch yet.
+
+    Called when a command fails on bad input (common.cli.run_cli), so that the failed command
+    leaves no partial output behind. A run that finished an epoch keeps its checkpoints.
+    """
+    while _FRESH_RUN_DIRS:
+        run = _FRESH_RUN_DIRS.pop()
+        started = (run / BACKUP_DIR).is_dir() or (run / MODEL_FILE).is_file() or (run / "history.csv").is_file()
+        if run.is_dir() and not started:
+            shutil.rmtree(run, ignore_errors=True)
 
 
 def set_seed(seed):
