@@ -1,0 +1,130 @@
+"""The edge runtime (`predict --tflite`): same files as the Keras `predict`, masks that agree with
+it, and not one TensorFlow import on the way."""
+
+import os
+import shutil
+import subprocess
+import sys
+
+import h5py
+import numpy as np
+import pytest
+
+from common.errors import ConfigError, DataError
+from tests.landslide.conftest import ROOT
+
+AGREEMENT = 0.95
+
+
+@pytest.fixture(scope="module")
+def tflite_model(tiny_run, tmp_path_factory):
+    """The tiny run's int8 TFLite model: the one test_cli exported if it ran first (the conversion
+    takes most of this file's time), else exported here by post-training quantization."""
+    model = tmp_path_factory.mktemp("edge") / "model_int8.tflite"
+    if (tiny_run / "model_int8.tflite").is_file():
+        shutil.copy(tiny_run / "model_int8.tflite", model)
+        return model
+    from landslide.cli import export_run
+
+    run = model.parent / "run"
+    shutil.copytree(tiny_run, run, ignore=shutil.ignore_patterns("checkpoints", "tb"))
+    report = export_run(run, mode="ptq", overrides=["export.calibration_patches=8"])
+    assert report["quantization"] == "ptq"
+    shutil.copy(run / "model_int8.tflite", model)
+    return model
+
+
+@pytest.fixture(scope="module")
+def scene(sample_root, tmp_path_factory):
+    """A 170 x 200 pixel, 14-band GeoTIFF stitched from sample patches, with a NaN (nodata) corner."""
+    import rasterio
+    from rasterio.transform import from_origin
+
+    from landslide import data as D
+
+    images = [D.read_image(path)[0] for path in sorted((sample_root / "TrainData" / "img").glob("*.h5"))[:4]]
+    pixels = np.concatenate([np.concatenate(images[:2], 1), np.concatenate(images[2:], 1)], 0)[:170, :200]
+    pixels[:20, :30] = np.nan
+    path = tmp_path_factory.mktemp("scene") / "valley.tif"
+    profile = {"driver": "GTiff", "width": 200, "height": 170, "count": 14, "dtype": "float32",
+               "crs": "EPSG:32645", "transform": from_origin(500000, 3100000, 10, 10)}
+    with rasterio.open(path, "w", **profile) as target:
+        target.write(pixels.transpose(2, 0, 1))
+    return path
+
+
+@pytest.fixture(scope="module")
+def edge_output(tflite_model, sample_root, scene, tmp_path_factory):
+    """`predict --tflite` in a fresh interpreter, which then reports whether tensorflow was imported."""
+    out = tmp_path_factory.mktemp("edge_pred")
+    code = (
+        "import sys\n"
+        "from landslide.cli import main\n"
+        f"main(['predict', '--tflite', {str(tflite_model)!r}, '--data', {str(sample_root / 'TestData')!r}, "
+        f"{str(scene)!r}, '--out', {str(out)!r}, '--geojson'])\n"
+        "print('tensorflow modules:', sorted(m for m in sys.modules if m.split('.')[0] == 'tensorflow')[:3])\n"
+    )
+    env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"}
+    result = subprocess.run([sys.executable, "-c", code], cwd=ROOT, env=env, capture_output=True, text=True,
+                            timeout=300)
+    assert result.returncode == 0, result.stderr[-3000:]
+    return out, result.stdout
+
+
+def _masks(folder):
+    masks = {}
+    for path in sorted(folder.glob("*.h5")):
+        with h5py.File(path) as handle:
+            assert list(handle) == ["mask"]
+            masks[path.name] = handle["mask"][()]
+    return masks
+
+
+def test_edge_predict_never_imports_tensorflow(edge_output):
+    out, stdout = edge_output
+    assert "tensorflow modules: []" in stdout, stdout
+    assert "wrote 1 scene masks" in stdout and "wrote 8 masks" in stdout
+
+
+def test_edge_masks_match_keras_predict(edge_output, tiny_run, sample_root, tmp_path):
+    from landslide.cli import predict_files
+
+    out, _ = edge_output
+    predict_files(tiny_run, [sample_root / "TestData"], tmp_path)
+    edge, keras = _masks(out), _masks(tmp_path)
+    assert list(edge) == list(keras) == [f"mask_{i}.h5" for i in range(1, 9)]
+    for name in keras:
+        assert edge[name].shape == keras[name].shape == (128, 128) and edge[name].dtype == keras[name].dtype == np.uint8
+    agreement = np.mean(np.stack(list(edge.values())) == np.stack(list(keras.values())))
+    assert agreement >= AGREEMENT, agreement
+    assert 0 < np.mean(np.stack(list(edge.values()))) < 0.5  # the model finds landslides, not everything
+
+
+def test_edge_scene_map_matches_keras(edge_output, tiny_run, scene, tmp_path):
+    import json
+
+    import rasterio
+
+    from landslide.cli import predict_scenes
+
+    out, _ = edge_output
+    predict_scenes(tiny_run, [scene], tmp_path, geojson=True)
+    with rasterio.open(out / "valley_landslide.tif") as edge, rasterio.open(tmp_path / "valley_landslide.tif") as keras:
+        assert edge.crs == keras.crs and edge.transform == keras.transform and edge.nodata == 255
+        edge_map, keras_map = edge.read(1), keras.read(1)
+    assert (edge_map[:20, :30] == 255).all() and (edge_map == 255).sum() == 20 * 30  # nodata stays nodata
+    assert np.mean(edge_map == keras_map) >= AGREEMENT
+    polygons = json.loads((out / "valley_landslide.geojson").read_text())
+    assert polygons["type"] == "FeatureCollection" and polygons["features"]
+    assert all(feature["properties"]["area_m2"] >= 100 for feature in polygons["features"])  # 10 m pixels
+
+
+def test_predict_needs_exactly_one_model(tflite_model, sample_root, tmp_path):
+    from landslide.cli import main
+
+    with pytest.raises(ConfigError, match="either --run"):
+        main(["predict", "--data", str(sample_root / "TestData"), "--out", str(tmp_path)])
+    bad = tmp_path / "bad.tflite"
+    bad.write_bytes(b"not a model")
+    with pytest.raises(DataError, match="bad.tflite"):
+        main(["predict", "--tflite", str(bad), "--data", str(sample_root / "TestData"), "--out", str(tmp_path)])
