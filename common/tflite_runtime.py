@@ -1,0 +1,170 @@
+"""Run a TFLite model the way an edge device does, without TensorFlow.
+
+Uses `ai_edge_litert.interpreter.Interpreter` (package `ai-edge-litert`, the runtime that ships
+to devices). This module must never import tensorflow: a device has only the LiteRT runtime, and a
+test checks `sys.modules` after importing and running it. Only when `ai_edge_litert` is not
+installed does it fall back to `tf.lite.Interpreter`.
+
+The project's exported models take and return float32 (int8 inside); a model with int8 or uint8
+input/output is also accepted: inputs are quantized and outputs dequantized with the tensor's
+(scale, zero_point), so `predict` is always float in, float out.
+
+Example:
+    model = TFLiteModel("run/model_int8.tflite")
+    probs = model.predict(x)            # x: (N, *input_shape) float
+"""
+
+import time
+from pathlib import Path
+
+import numpy as np
+
+from common.errors import DataError
+
+
+def _interpreter_class():
+    try:
+        from ai_edge_litert.interpreter import Interpreter
+    except ImportError:  # pragma: no cover - ai-edge-litert is in requirements.txt
+        import tensorflow as tf
+
+        Interpreter = tf.lite.Interpreter
+    return Interpreter
+
+
+def _builtin_only():
+    try:
+        from ai_edge_litert.interpreter import OpResolverType
+    except ImportError:  # pragma: no cover
+        import tensorflow as tf
+
+        OpResolverType = tf.lite.experimental.OpResolverType
+    return OpResolverType.BUILTIN_WITHOUT_DEFAULT_DELEGATES
+
+
+class TFLiteModel:
+    """A TFLite model file with a Keras-like `predict`.
+
+    Args:
+        path: str or Path, the `.tflite` file.
+        num_threads: int, CPU threads for the interpreter (default 2).
+
+    Attributes:
+        input_shape: tuple, the model's input shape without the batch axis, e.g. (96, 96, 3).
+        input_dtype, output_dtype: numpy dtypes of the model's own input/output tensors.
+        delegate: "xnnpack", or "none" when XNNPACK refused the graph and the builtin kernels run.
+
+    For a model with several outputs, `predict` returns the first output only (the project's
+    models have one output: class probabilities or a (H, W, 1) probability map).
+    """
+
+    def __init__(self, path, num_threads=2):
+        self.path = Path(path)
+        if not self.path.is_file():
+            raise DataError(f"{self.path}: TFLite model file not found")
+        try:
+            self._interpreter = _interpreter_class()(
+                model_path=str(self.path), num_threads=num_threads
+            )
+            self._interpreter.allocate_tensors()
+            self.delegate = "xnnpack"
+        except (ValueError, RuntimeError) as err:
+            # XNNPACK refuses some graphs (seen on NASNetMobile int8): run the builtin kernels.
+            if "XNNPACK" not in str(err):
+                raise DataError(f"{self.path}: not a readable TFLite model ({err})") from err
+            self._interpreter = _interpreter_class()(
+                model_path=str(self.path), num_threads=num_threads,
+                experimental_op_resolver_type=_builtin_only(),
+            )
+            self._interpreter.allocate_tensors()
+            self.delegate = "none"
+        self._input = self._interpreter.get_input_details()[0]
+        self._output = self._interpreter.get_output_details()[0]
+        self._batch = int(self._input["shape"][0]) or 1
+        self.input_shape = tuple(int(d) for d in self._input["shape"][1:])
+        self.input_dtype = np.dtype(self._input["dtype"])
+        self.output_dtype = np.dtype(self._output["dtype"])
+
+    def _resize(self, batch):
+        if batch != self._batch:
+            shape = [batch, *self.input_shape]
+            self._interpreter.resize_tensor_input(self._input["index"], shape)
+            self._interpreter.allocate_tensors()
+            self._input = self._interpreter.get_input_details()[0]
+            self._output = self._interpreter.get_output_details()[0]
+            self._batch = batch
+
+    def _quantize_input(self, x):
+        if self.input_dtype.kind in "iu":
+            scale, zero = self._input["quantization"]
+            info = np.iinfo(self.input_dtype)
+            x = np.clip(np.round(x / scale + zero), info.min, info.max)
+        return x.astype(self.input_dtype)
+
+    def _dequantize_output(self, y):
+        if self.output_dtype.kind in "iu":
+            scale, zero = self._output["quantization"]
+            return (y.astype(np.float32) - zero) * scale
+        return y.astype(np.float32)
+
+    def predict(self, x, batch_size=None):
+        """Run the model on a batch of examples.
+
+        Args:
+            x: array (N, *input_shape), float (raw model input, as for the Keras model).
+            batch_size: int or None; examples per interpreter call. None: 1 (batch 1 is what an
+                edge device runs and what XNNPACK is fastest at).
+
+        Returns:
+            float32 array (N, *output_shape) of the first output.
+        """
+        x = np.asarray(x)
+        if x.ndim != len(self.input_shape) + 1 or tuple(x.shape[1:]) != self.input_shape:
+            raise DataError(
+                f"{self.path}: input of shape {x.shape[1:]} given, model expects {self.input_shape}"
+            )
+        batch_size = int(batch_size or 1)
+        outputs = []
+        for start in range(0, len(x), batch_size):
+            chunk = x[start:start + batch_size]
+            self._resize(len(chunk))
+            self._interpreter.set_tensor(self._input["index"], self._quantize_input(chunk))
+            self._interpreter.invoke()
+            outputs.append(self._dequantize_output(self._interpreter.get_tensor(self._output["index"])))
+        if not outputs:
+            return np.zeros((0, *self._output["shape"][1:]), np.float32)
+        return np.concatenate(outputs, axis=0)
+
+    def latency_ms(self, x=None, repeats=20):
+        """Median wall time of one batch-1 inference, in milliseconds.
+
+        Args:
+            x: one example (*input_shape) or None (zeros). repeats: int, timed runs after one warm-up.
+        """
+        example = np.zeros(self.input_shape, np.float32) if x is None else np.asarray(x)
+        batch = example.reshape(1, *self.input_shape)
+        self.predict(batch)
+        times = []
+        for _ in range(max(1, int(repeats))):
+            start = time.perf_counter()
+            self.predict(batch)
+            times.append((time.perf_counter() - start) * 1000.0)
+        return float(np.median(times))
+
+    def op_dtypes(self):
+        """List of (op name, dtype of its first output) for every op in the graph.
+
+        Shows which parts of an exported model run in int8 and which were left in float.
+        """
+        # Without the XNNPACK delegate: it would hide the ops behind one DELEGATE node.
+        plain = _interpreter_class()(
+            model_path=str(self.path), experimental_op_resolver_type=_builtin_only()
+        )
+        plain.allocate_tensors()
+        tensors = {t["index"]: t for t in plain.get_tensor_details()}
+        result = []
+        for op in plain._get_ops_details():
+            outs = [i for i in op["outputs"] if i in tensors]
+            dtype = np.dtype(tensors[outs[0]]["dtype"]).name if outs else "none"
+            result.append((op["op_name"], dtype))
+        return result
