@@ -6,10 +6,11 @@ Commands:
     train       train a teacher or a student (by config) on a data set
     distill     train a student with a teacher's embeddings (--teacher RUN)
     evaluate    accuracy and log loss (overall, per device, per class, 3 groups) -> metrics.json
-    predict     scenes of wav files or folders -> CSV
+    predict     scenes of wav files or folders -> CSV (--tflite MODEL: LiteRT only, no TensorFlow)
     export      int8 TFLite of a trained model, with float and int8 accuracy
     complexity  parameters, MACs, int8 bytes; exit code 1 when over the DCASE limits
     demo        sample -> features -> teacher -> student -> evaluate -> export -> summary.json
+    download    fetch TAU Urban Acoustic Scenes 2022 Mobile, development, from Zenodo
 
 Bad input prints one line (`error: ...`) and exits with code 2.
 """
@@ -17,6 +18,7 @@ Bad input prints one line (`error: ...`) and exits with code 2.
 import argparse
 from pathlib import Path
 
+from asc.download import RECORD, ZENODO_API
 from common.cli import add_common_args, run_cli
 from common.errors import DataError
 
@@ -47,10 +49,13 @@ def build_parser():
         add_common_args(p, out=False, run=True, config=False)
 
     p = sub.add_parser("predict", help="predict scenes of wav files or folders")
-    add_common_args(p, data=False, out=False, run=True, config=False)
+    add_common_args(p, data=False, out=False, config=False)
+    p.add_argument("--run", help="run directory (its model.keras; with --tflite, its config)")
+    p.add_argument("--tflite", metavar="MODEL.tflite",
+                   help="run this int8 TFLite model with LiteRT (no TensorFlow; labels.txt and config.yaml "
+                        "beside it, or --run, say what it was trained on)")  # fmt: skip
     p.add_argument("inputs", nargs="+", help="wav files or folders")
     p.add_argument("--out", required=True, help="output CSV file")
-    p.add_argument("--tflite", action="store_true", help="run the exported int8 model (model_int8.tflite)")
 
     p = sub.add_parser("complexity", help="parameters, MACs and int8 bytes vs the DCASE limits")
     add_common_args(p, data=False, out=False)
@@ -61,6 +66,11 @@ def build_parser():
     p.add_argument("--per-class", type=int, default=20, help="sample clips per scene (default 20)")
     p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                    help="override a value of both demo configs, e.g. train.epochs=2")  # fmt: skip
+
+    p = sub.add_parser("download", help="fetch TAU Urban Acoustic Scenes 2022 Mobile, development (Zenodo)")
+    p.add_argument("--dest", required=True, help="folder to download and extract into (about 30 GB)")
+    p.add_argument("--record", default=RECORD, help=f"Zenodo record (default {RECORD})")
+    p.add_argument("--api", default=ZENODO_API, help="Zenodo REST API base URL")
     return parser
 
 
@@ -73,6 +83,18 @@ def main(argv=None):
             raise DataError(f"--per-class: need at least 2 clips per scene, got {args.per_class}")
         out = write_sample(args.out, per_class=args.per_class, seed=args.seed)
         print(f"{out}: {10 * args.per_class} clips (10 scenes x {args.per_class})")
+        return 0
+    # The edge path and the download never import TensorFlow.
+    if args.command == "predict" and args.tflite:
+        from asc import edge
+
+        cfg = edge.edge_config(args.tflite, args.run, args.overrides)
+        edge.predict(args.tflite, args.inputs, args.out, cfg=cfg)
+        return 0
+    if args.command == "download":
+        from asc.download import download
+
+        download(args.dest, record=args.record, api=args.api)
         return 0
 
     from common.cli import setup_tensorflow
@@ -95,9 +117,8 @@ def main(argv=None):
     elif args.command == "export":
         pipeline.export(pipeline.run_config(args.run, args.overrides, args.data), args.run)
     elif args.command == "predict":
-        pipeline.predict(
-            pipeline.run_config(args.run, args.overrides), args.run, args.inputs, args.out, tflite=args.tflite
-        )
+        run = _need(args.run, "--run")
+        pipeline.predict(pipeline.run_config(run, args.overrides), run, args.inputs, args.out)
     elif args.command == "complexity":
         if args.run:
             cfg = pipeline.run_config(args.run, args.overrides)

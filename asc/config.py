@@ -1,12 +1,24 @@
 """The asc config schema (`DEFAULTS`): every key a config file under configs/asc/ may set.
 
+Importing this module (and resolving a config) never imports TensorFlow.
 A YAML file states only what differs (see `common.config.load_config`); the command line
 overrides single values with `--set distill.embedding_weight=0.5`.
 """
 
 from asc.features import FEATURE_DEFAULTS
-from asc.models import MODEL_DEFAULTS
-from common.train import TRAIN_DEFAULTS
+from common.config import TRAIN_DEFAULTS
+
+# Reading a config must not import TensorFlow (the edge `predict --tflite` path reads one), so the
+# model section's defaults live here rather than in asc.models (which imports tf_keras).
+MODEL_DEFAULTS = {
+    "kind": "student",  # teacher | student
+    "widths": [16, 32, 48, 64],  # channels of the stem and of each following stage, per branch
+    "embedding_dim": 0,  # teacher: Dense embedding units per branch (0: the pooled features)
+    "dropout": 0.2,
+    # BatchNormalization momentum of every BN layer (0.9 = PyTorch's default; Keras' 0.99 leaves the
+    # moving statistics near their initial values after a short run on small data).
+    "bn_momentum": 0.9,
+}
 
 DEFAULTS = {
     "data": {

@@ -17,20 +17,13 @@ With a single branch the names are the project's plain `logits`, `probs` and `em
 
 import tf_keras as keras
 
+from asc.config import MODEL_DEFAULTS  # noqa: F401
 from common.errors import ConfigError
 
 MAX_PARAMS = 128_000
 MAX_MACS = 30_000_000
 
-MODEL_DEFAULTS = {
-    "kind": "student",  # teacher | student
-    "widths": [16, 32, 48, 64],  # channels of the stem and of each following stage, per branch
-    "embedding_dim": 0,  # teacher: Dense embedding units per branch (0: the pooled features)
-    "dropout": 0.2,
-    # BatchNormalization momentum of every BN layer (0.9 = PyTorch's default; Keras' 0.99 leaves the
-    # moving statistics near their initial values after a short run on small data).
-    "bn_momentum": 0.9,
-}
+# The `model:` config schema lives in asc.config (TensorFlow-free); re-exported here.
 
 
 @keras.saving.register_keras_serializable(package="asc")

@@ -12,7 +12,7 @@ import numpy as np
 from asc import features as feats
 from asc.data import SCENE_GROUPS, SCENES, ClipReport, make_dataset, open_dataset
 from common.errors import ConfigError, DataError, RunDirError
-from common.io import write_json, write_text
+from common.io import write_json
 
 
 def _data_root(cfg):
@@ -304,57 +304,33 @@ def evaluate(cfg, run_dir, say=print):
     return result
 
 
-def _wav_inputs(inputs):
-    files = []
-    for item in inputs:
-        path = Path(item)
-        if path.is_dir():
-            found = sorted(path.rglob("*.wav"))
-            if not found:
-                raise DataError(f"{path}: no .wav files in this folder")
-            files += found
-        elif path.is_file():
-            files.append(path)
-        else:
-            raise DataError(f"{path}: no such file or folder")
-    if not files:
-        raise DataError("predict: give wav files or folders")
-    return files
-
-
 def predict(cfg, run_dir, inputs, out_csv, say=print, tflite=False):
     """Predict the scene of wav files (or every wav under folders); writes a CSV.
 
     CSV columns: filename, scene_label, then one probability column per class. With `tflite`,
-    the run's exported model_int8.tflite runs (LiteRT, as on a device) instead of model.keras.
+    the run's exported model_int8.tflite runs (LiteRT, as on a device; `asc.edge.predict`)
+    instead of model.keras.
 
     Returns:
         list of (filename, predicted label) pairs.
     """
-    run_dir = Path(run_dir)
-    files = _wav_inputs(inputs)
-    if tflite:
-        from common.tflite_runtime import TFLiteModel
+    from asc import edge
 
+    run_dir = Path(run_dir)
+    if tflite:
         path = run_dir / "model_int8.tflite"
         if not path.is_file():
             raise RunDirError(f"{path}: not found; run `python -m asc export --run {run_dir}` first")
-        model = TFLiteModel(path)
-    else:
-        model = _load_model(run_dir)
+        return edge.predict(path, inputs, out_csv, cfg=cfg, say=say)
+    files = edge.wav_inputs(inputs)
+    model = _load_model(run_dir)
     classes = cfg["data"]["classes"] or SCENES
     report = ClipReport()
     x = feats.compute_many([str(f) for f in files], cfg["features"], report)
     for line in report.lines():
         say(line)
-    probs = model.predict(x) if tflite else model.predict(x, batch_size=64, verbose=0)
-    rows = ["filename,scene_label," + ",".join(classes)]
-    result = []
-    for path, p in zip(files, probs):
-        label = classes[int(np.argmax(p))]
-        result.append((str(path), label))
-        rows.append(f"{path},{label}," + ",".join(f"{v:.5f}" for v in p))
-    write_text(out_csv, "\n".join(rows) + "\n")
+    probs = model.predict(x, batch_size=64, verbose=0)
+    result = edge.write_predictions(out_csv, files, probs, classes)
     say(f"{out_csv}: {len(files)} predictions")
     return result
 

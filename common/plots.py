@@ -71,3 +71,54 @@ def plot_confusion_matrix(matrix, labels, path, title="confusion matrix"):
     accuracy = np.trace(matrix) / max(1, matrix.sum())
     axis.set_title(f"{title} (accuracy {accuracy:.1%})")
     save_figure(figure, path)
+
+
+def plot_segmentation_examples(rgb, truth, prediction, path, title="examples"):
+    """Rows of patches: RGB composite, ground truth, prediction, and errors over the RGB.
+
+    Args:
+        rgb: (N, H, W, 3) floats in [0, 1] (a display composite, already stretched).
+        truth, prediction: (N, H, W) 0/1 masks.
+        path: output PNG. In the error overlay, false positives are red and misses are blue.
+    """
+    rgb, truth, prediction = np.asarray(rgb), np.asarray(truth).astype(bool), np.asarray(prediction).astype(bool)
+    count = len(rgb)
+    figure, axes = plt.subplots(count, 4, figsize=(10, 2.6 * count), squeeze=False)
+    for row in range(count):
+        overlay = rgb[row].copy()
+        overlay[prediction[row] & ~truth[row]] = (1.0, 0.1, 0.1)
+        overlay[truth[row] & ~prediction[row]] = (0.1, 0.3, 1.0)
+        overlay[truth[row] & prediction[row]] = (1.0, 1.0, 0.2)
+        panels = [
+            (rgb[row], "RGB (B4, B3, B2)"),
+            (truth[row], "ground truth"),
+            (prediction[row], "prediction"),
+            (overlay, "yellow hit, red false alarm, blue miss"),
+        ]
+        for axis, (image, label) in zip(axes[row], panels):
+            axis.imshow(image, cmap="gray" if image.ndim == 2 else None, vmin=0, vmax=1)
+            axis.set_xticks([])
+            axis.set_yticks([])
+            if row == 0:
+                axis.set_title(label, fontsize=8)
+    figure.suptitle(title)
+    save_figure(figure, path)
+
+
+def plot_spectrograms(stack, names, path, title="spectrograms"):
+    """Spectrograms of one clip side by side.
+
+    Args:
+        stack: (bins, frames, K) array, one spectrogram per channel.
+        names: K titles (for example "log-Mel", "Gammatone", "CQT").
+        path: output PNG.
+    """
+    stack = np.asarray(stack)
+    figure, axes = plt.subplots(1, stack.shape[-1], figsize=(4 * stack.shape[-1], 3.2), squeeze=False)
+    for index, axis in enumerate(axes[0]):
+        axis.imshow(stack[..., index], origin="lower", aspect="auto", cmap="magma")
+        axis.set_title(names[index])
+        axis.set_xlabel("frame")
+        axis.set_ylabel("bin")
+    figure.suptitle(title)
+    save_figure(figure, path)

@@ -12,3 +12,15 @@ def test_history_and_confusion_pngs(tmp_path):
         with Image.open(tmp_path / name) as image:
             assert image.format == "PNG" and image.size[0] > 200
     assert sorted(p.name for p in tmp_path.iterdir()) == ["cm.png", "curves.png"]  # no temp files left
+
+
+def test_segmentation_examples_and_spectrograms(tmp_path):
+    from common.plots import plot_segmentation_examples, plot_spectrograms
+
+    rng = np.random.default_rng(0)
+    truth = rng.integers(0, 2, (2, 16, 16))
+    plot_segmentation_examples(rng.uniform(size=(2, 16, 16, 3)), truth, 1 - truth, tmp_path / "ex.png")
+    plot_spectrograms(rng.normal(size=(32, 20, 3)), ["log-Mel", "Gammatone", "CQT"], tmp_path / "spec.png")
+    for name in ["ex.png", "spec.png"]:
+        with Image.open(tmp_path / name) as image:
+            assert image.format == "PNG"

@@ -1,0 +1,60 @@
+"""`python -m asc download`: TAU Urban Acoustic Scenes 2022 Mobile, development, from Zenodo.
+
+The record (https://zenodo.org/record/6337421) holds the audio in 21 zip parts plus meta and doc
+zips, about 30 GB in all. Each file is fetched resumably and checked against the md5 that Zenodo
+publishes (`common.download`), then extracted; the result is one folder holding `meta.csv`,
+`audio/` and `evaluation_setup/`, which is what `--data` takes. Running the command again skips
+what is already there and resumes a broken download.
+"""
+
+from pathlib import Path
+
+from common.download import ZENODO_API
+from common.errors import DataError
+
+RECORD = "6337421"
+LAYOUT = ("meta.csv", "audio", "evaluation_setup")  # what a TAU 2022 data folder holds
+__all__ = ["RECORD", "ZENODO_API", "download", "find_data_folder"]
+
+
+def find_data_folder(dest, max_depth=3):
+    """The folder under `dest` (or `dest` itself) that holds meta.csv, audio/ and evaluation_setup/.
+
+    Returns:
+        Path, the shallowest such folder (the `--data` path).
+    """
+    dest = Path(dest)
+    level = [dest]
+    for _ in range(max_depth + 1):
+        for folder in level:
+            if (folder / "meta.csv").is_file() and (folder / "audio").is_dir() and (folder / "evaluation_setup").is_dir():
+                return folder
+        level = sorted(child for folder in level for child in folder.iterdir() if child.is_dir() and child.name != "downloads")
+    raise DataError(
+        f"{dest}: no folder with meta.csv, audio/ and evaluation_setup/ after extraction; "
+        "the archives may be incomplete (run the command again) or not the TAU 2022 Mobile development set"
+    )
+
+
+def download(dest, *, record=RECORD, api=ZENODO_API, quiet=False, say=print):
+    """Download, verify (md5) and extract the Zenodo `record` into `dest`; returns the data folder.
+
+    Args:
+        dest: str or Path; archives go to `dest/downloads/`, their contents into `dest`.
+        record: Zenodo record id (default: TAU Urban Acoustic Scenes 2022 Mobile, development).
+        api: Zenodo REST API base URL.
+
+    Returns:
+        Path of the folder holding meta.csv, audio/ and evaluation_setup/ (give it as `--data`).
+    """
+    from common.download import fetch_files, zenodo_files
+
+    dest = Path(dest)
+    files = zenodo_files(record, api=api)
+    total = sum(f["size"] or 0 for f in files)
+    say(f"Zenodo record {record}: {len(files)} files, {total / 1e9:.1f} GB -> {dest}")
+    fetch_files(files, dest, quiet=quiet)
+    data = find_data_folder(dest)
+    clips = sum(1 for _ in (data / "audio").glob("*.wav"))
+    say(f"{data}: {clips} clips; use --data {data}")
+    return data

@@ -1,0 +1,98 @@
+"""The edge runtime: `predict --tflite` through LiteRT matches the Keras predict and never imports TensorFlow.
+
+One tiny student (log-Mel branch only, its own feature cache) is trained on the session's sample
+data and exported (PTQ) once for this module: the shared teacher+student fixtures cost much more.
+"""
+
+import csv
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from asc import edge, pipeline
+from asc.config import load
+from common.errors import DataError
+from tests.asc.conftest import CONFIGS, FAST
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+@pytest.fixture(scope="module")
+def exported(sample_dir, tmp_path_factory):
+    """(cfg, run dir) of a trained and exported single-branch student."""
+    work = tmp_path_factory.mktemp("edge")
+    # Calibrating on every training clip (70) keeps int8 and float within a clip or two.
+    overrides = [*FAST, "train.epochs=8", "export.calibration_clips=128", "features.kinds=[logmel]",
+                 f"features.cache={work / 'logmel.h5'}"]  # fmt: skip
+    cfg = load(CONFIGS / "student.yaml", overrides, sample_dir)
+    say = lambda _: None  # noqa: E731
+    pipeline.train(cfg, work / "run", say=say)
+    pipeline.export(cfg, work / "run", say=say)
+    return cfg, work / "run"
+
+
+def evaluate_wavs(sample_dir):
+    with open(sample_dir / "evaluation_setup" / "fold1_evaluate.csv") as handle:
+        return [str(sample_dir / row["filename"]) for row in csv.DictReader(handle, delimiter="\t")]
+
+
+def test_tflite_predict_agrees_with_keras(exported, sample_dir, tmp_path):
+    cfg, run = exported
+    wavs = evaluate_wavs(sample_dir)
+    keras_labels = pipeline.predict(cfg, run, wavs, tmp_path / "keras.csv", say=lambda _: None)
+    edge_labels = edge.predict(run / "model_int8.tflite", wavs, tmp_path / "edge.csv", say=lambda _: None)
+    agree = sum(a == b for a, b in zip(keras_labels, edge_labels)) / len(wavs)
+    assert len(wavs) == 30 and agree >= 0.9
+    keras_rows = list(csv.DictReader((tmp_path / "keras.csv").open()))
+    edge_rows = list(csv.DictReader((tmp_path / "edge.csv").open()))
+    assert list(keras_rows[0]) == list(edge_rows[0]) == ["filename", "scene_label", *cfg["data"]["classes"]]
+    assert [r["filename"] for r in edge_rows] == wavs
+    correct = sum(Path(f).name.split("-")[0] == label for f, label in edge_labels)
+    assert correct / len(wavs) >= 0.5  # the int8 model learned the scenes (chance: 0.1)
+
+
+def test_features_that_do_not_fit_the_model_are_an_error(exported, sample_dir, tmp_path):
+    _, run = exported
+    wrong = load(None)  # the default three spectrograms; the model takes log-Mel only
+    with pytest.raises(DataError, match=r"takes input \(128, 87, 1\).*--run"):
+        edge.predict(run / "model_int8.tflite", evaluate_wavs(sample_dir)[:1], tmp_path / "p.csv", cfg=wrong)
+
+
+def test_edge_cli_runs_without_tensorflow(exported, sample_dir, tmp_path):
+    _, run = exported
+    device = tmp_path / "device"  # what ships: the model, its labels and its config, no model.keras
+    device.mkdir()
+    for name in ("model_int8.tflite", "labels.txt", "config.yaml"):
+        shutil.copy(run / name, device / name)
+    wavs = tmp_path / "recordings"  # a folder of recordings, as a device would collect them
+    wavs.mkdir()
+    for wav in evaluate_wavs(sample_dir)[::6]:
+        shutil.copy(wav, wavs)
+    out = tmp_path / "preds.csv"
+    script = (
+        "import sys\n"
+        "from asc.cli import main\n"
+        f"main(['predict', '--tflite', {str(device / 'model_int8.tflite')!r}, {str(wavs)!r},"
+        f" '--out', {str(out)!r}])\n"
+        "assert 'tensorflow' not in sys.modules and 'tf_keras' not in sys.modules, 'TensorFlow was imported'\n"
+    )
+    done = subprocess.run([sys.executable, "-c", script], cwd=ROOT, capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr[-2000:]
+    rows = list(csv.DictReader(out.open()))
+    assert len(rows) == 5 and rows[0]["scene_label"] in rows[0]
+
+
+def test_predict_needs_a_model_and_names_a_missing_one(tmp_path, capsys):
+    from asc.cli import cli
+
+    for argv, message in (
+        (["predict", "a.wav", "--out", str(tmp_path / "p.csv")], "--run: required"),
+        (["predict", "--tflite", str(tmp_path / "none.tflite"), "a.wav", "--out", "p.csv"], "none.tflite: TFLite model file not found"),
+    ):  # fmt: skip
+        with pytest.raises(SystemExit) as exit_info:
+            cli(argv)
+        err = capsys.readouterr().err.strip()
+        assert exit_info.value.code == 2 and message in err and "\n" not in err
