@@ -228,7 +228,39 @@ def evaluate_run(run, data=None, threshold=0.5, batch_size=8):
         cm.update(mask, (probs > threshold).astype(np.int64))
     metrics = segmentation_metrics(cm)
     write_json(Path(run) / "metrics.json", metrics)
+    write_pictures(run, model, patches, cfg["data"]["patch_size"], threshold)
     return metrics
+
+
+def rgb_composite(image):
+    """(H, W, 14) raw bands -> (H, W, 3) display RGB from B4, B3, B2, stretched to the 2-98 percentiles."""
+    rgb = image[..., [3, 2, 1]].astype("float64")
+    low, high = np.percentile(rgb, 2), np.percentile(rgb, 98)
+    return np.clip((rgb - low) / max(high - low, 1e-6), 0, 1)
+
+
+def write_pictures(run, model, patches, patch_size, threshold=0.5, count=4):
+    """RUN/training_curves.png and RUN/examples.png (RGB, ground truth, prediction, errors)."""
+    from common.plots import plot_history, plot_segmentation_examples
+    from common.train import read_history
+
+    history = read_history(run)
+    if history:
+        plot_history(history, Path(run) / "training_curves.png", title=f"training: {Path(run).name}")
+    if not patches.masks:
+        return
+    # Show the patches with the most landslide pixels: empty ones say little.
+    masks = [D.read_mask(path, patch_size) for path in patches.masks]
+    chosen = np.argsort([-int(mask.sum()) for mask in masks], kind="stable")[:count]
+    images = np.stack([D.read_image(patches.images[i], patch_size)[0] for i in chosen])
+    probs = np.asarray(model(images, training=False), np.float32)[..., 0]
+    plot_segmentation_examples(
+        np.stack([rgb_composite(image) for image in images]),
+        np.stack([masks[i] for i in chosen]),
+        probs > threshold,
+        Path(run) / "examples.png",
+        title="landslide examples (validation split)",
+    )
 
 
 def evaluate_folds(parent, data=None):

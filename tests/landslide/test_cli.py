@@ -41,6 +41,8 @@ def _val_predictions(run):
 
 def test_tiny_model_learns(evaluated, tiny_run):
     assert set(evaluated) == {"precision", "recall", "f1", "miou"}
+    for picture in ["training_curves.png", "examples.png"]:
+        assert (tiny_run / picture).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n", picture
     _, masks, _ = _val_predictions(tiny_run)
     share = masks.mean()
     all_landslide_f1 = 2 * share / (1 + share)  # predicting all-background gives F1 0

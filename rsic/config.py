@@ -1,0 +1,64 @@
+"""The rsic config schema (`DEFAULTS`): every key a config file under configs/rsic/ may set.
+
+A YAML file states only what differs (see `common.config.load_config`); the command line
+overrides single values with `--set model.alpha=0.5`.
+"""
+
+from common.train import TRAIN_DEFAULTS
+
+DEFAULTS = {
+    "data": {
+        "root": "",  # the data set folder; `--data` sets it and the run remembers it
+        "train_ratio": 0.2,  # share of each class for training (papers: 0.1 or 0.2); rest: test
+        "val_ratio": 0.1,  # share of the training images held out for validation; 0: monitor test
+        "split_file": "",  # a split JSON (train/val/test lists) instead of train_ratio
+        "seed": 0,  # split seed
+        "skip_bad": False,  # skip unreadable images instead of stopping (--skip-bad)
+        "cache": False,  # keep decoded images in memory (small data sets)
+        "shuffle_buffer": 2048,
+        "augment": {
+            "flip": True,  # horizontal and vertical flips
+            "rot90": True,  # random multiples of 90 degrees (aerial scenes have no "up")
+            "crop": 0.8,  # random crop, smallest side as a share of the image; 1.0 = off
+        },
+    },
+    "model": {
+        "backbone": "MobileNetV2",  # see rsic.models.BACKBONES
+        "input_size": 224,  # square input side in pixels
+        "alpha": 1.0,  # width multiplier (MobileNet, MobileNetV2)
+        "weights": None,  # null: train from scratch; imagenet: local weights file, never downloaded
+        "weights_path": "",  # no-top ImageNet weights file; "": the Keras cache ~/.keras/models
+        "embedding_dim": 512,  # the Dense "embedding" of paper 3's head
+        "dropout": 0.0,
+        "bn_momentum": 0.0,  # > 0: override the backbone's BatchNormalization momentum (short runs)
+        "attention": {  # paper 4: attention over several mid-level feature maps
+            "enabled": False,
+            "layers": [],  # [] = the registry's stride 8, 16, 32 layers of the backbone
+            "reduce_channels": 128,  # 1x1 convolution before attention; 0 = none
+            "num_heads": 4,
+            "key_dim": 32,
+            "position_embedding": True,
+            "dropout": 0.0,
+        },
+    },
+    "distill": {  # paper 3's teacher-student training (`distill --teacher RUN`)
+        "label_weight": 1.0,
+        "kd_weight": 1.0,  # Hinton KD on the softened outputs
+        "temperature": 4.0,
+        "embedding_weight": 0.0,  # MSE between embeddings (projected when sizes differ)
+    },
+    "export": {
+        "mode": "auto",  # auto (QAT, PTQ fallback) | qat | ptq
+        "qat_epochs": 1,
+        "qat_steps": 20,  # QAT batches per epoch (a short fine-tune); 0 = whole training set
+        "qat_lr": 1e-4,
+        "size_budget_mb": 20.0,  # paper 4: at most 20 MB
+        "calibration_images": 128,
+        "num_threads": 2,
+    },
+    "benchmark": {
+        "backbones": ["MobileNet", "MobileNetV2", "NASNetMobile", "EfficientNetB0"],
+        "export": True,  # also export each to int8 TFLite (size and latency columns)
+    },
+    "train": {**TRAIN_DEFAULTS, "monitor": "val_accuracy", "monitor_mode": "max"},
+}

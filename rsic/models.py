@@ -1,0 +1,282 @@
+"""Scene classifiers: keras.applications backbones with the head of paper 3, or the multi-level
+attention model of paper 4.
+
+Paper 3 (arXiv 2302.13028): backbone without top -> global average pooling -> Dense(512, relu,
+"embedding") -> Dense(classes, "logits") -> softmax ("probs").
+Paper 4 (arXiv 2211.02820): three feature maps of the backbone (strides 8, 16, 32), each through an
+optional 1x1 convolution (fewer channels) and `common.layers.attention_block`, pooled,
+concatenated -> Dense "embedding" -> logits -> probs.
+
+Every model takes raw RGB images, float in [0, 255], of shape (S, S, 3): the backbone's own
+preprocessing is the first layer (a `Rescaling`, or the backbone's built-in normalisation for
+EfficientNet and ConvNeXt), so the exported TFLite model takes the same raw input. The backbone is
+built on the model's own input tensor, so its layers sit in the model's one functional graph (no
+nested model), which quantization needs.
+
+ImageNet weights are never downloaded: `model.weights: imagenet` loads the no-top weights file
+from `model.weights_path` or from the Keras cache (`~/.keras/models/<file>`), else stops with a
+`DataError` that says where to put the file. The default is training from scratch.
+
+Example:
+    from rsic.config import DEFAULTS
+    model = build_model({**DEFAULTS["model"], "backbone": "MobileNetV2", "alpha": 0.35,
+                         "input_size": 96}, num_classes=45)
+"""
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import tf_keras as keras
+
+from common.errors import ConfigError, DataError
+from common.layers import attention_block
+
+# ImageNet statistics of the "torch" and "caffe" preprocessing modes (RGB order, 0-255 scale).
+_IMAGENET_MEAN = np.array([0.485, 0.456, 0.406])
+_IMAGENET_STD = np.array([0.229, 0.224, 0.225])
+_CAFFE_MEAN_RGB = np.array([123.68, 116.779, 103.939])
+
+
+@dataclass(frozen=True)
+class Backbone:
+    """One registry entry.
+
+    Attributes:
+        name: the name used in configs (`model.backbone`).
+        constructor: the function name in `tf_keras.applications`.
+        preprocess: "tf" (x / 127.5 - 1), "torch" (x / 255, ImageNet mean/std), "caffe" (ImageNet
+            mean subtracted; the first convolution's input channels are reversed when ImageNet
+            weights are loaded, because those weights expect BGR) or "builtin" (the backbone
+            normalises its raw 0-255 input itself).
+        min_size: smallest input side in pixels that keras.applications accepts.
+        weights_file: no-top ImageNet weights file name in the Keras cache (`{alpha}`/`{rows}`
+            filled in for MobileNet/MobileNetV2).
+        feature_layers: layer names of the stride 8, 16 and 32 feature maps (paper 4).
+        has_alpha: accepts the width multiplier `alpha`.
+        paper_accuracy: NWPU-RESISC45 accuracy (%) reported in paper 3, or None.
+        compact: one of paper 4's candidates under 5M parameters.
+    """
+
+    name: str
+    constructor: str
+    preprocess: str
+    min_size: int
+    weights_file: str
+    feature_layers: tuple = ()
+    has_alpha: bool = False
+    paper_accuracy: float = None
+    compact: bool = False
+
+
+BACKBONES = {
+    b.name: b
+    for b in (
+        Backbone("MobileNet", "MobileNet", "tf", 32, "mobilenet_{alpha}_{rows}_tf_no_top.h5",
+                 ("conv_pw_5_relu", "conv_pw_11_relu", "conv_pw_13_relu"), True, 90.8, True),
+        Backbone("MobileNetV2", "MobileNetV2", "tf", 32,
+                 "mobilenet_v2_weights_tf_dim_ordering_tf_kernels_{alpha}_{rows}_no_top.h5",
+                 ("block_5_add", "block_12_add", "out_relu"), True, 88.0, True),
+        Backbone("NASNetMobile", "NASNetMobile", "tf", 32, "nasnet_mobile_no_top.h5",
+                 ("normal_concat_3", "normal_concat_8", "normal_concat_12"), False, None, True),
+        Backbone("EfficientNetB0", "EfficientNetB0", "builtin", 32, "efficientnetb0_notop.h5",
+                 ("block3b_add", "block5c_add", "top_activation"), False, 92.3, True),
+        Backbone("EfficientNetB7", "EfficientNetB7", "builtin", 32, "efficientnetb7_notop.h5",
+                 ("block3g_add", "block5j_add", "top_activation"), False, 93.6),
+        Backbone("ResNet50", "ResNet50", "caffe", 32,
+                 "resnet50_weights_tf_dim_ordering_tf_kernels_notop.h5",
+                 ("conv3_block4_out", "conv4_block6_out", "conv5_block3_out"), False, 91.8),
+        Backbone("ResNet152V2", "ResNet152V2", "tf", 32,
+                 "resnet152v2_weights_tf_dim_ordering_tf_kernels_notop.h5", (), False, 92.4),
+        Backbone("InceptionV3", "InceptionV3", "tf", 75,
+                 "inception_v3_weights_tf_dim_ordering_tf_kernels_notop.h5", (), False, 86.9),
+        Backbone("InceptionResNetV2", "InceptionResNetV2", "tf", 75,
+                 "inception_resnet_v2_weights_tf_dim_ordering_tf_kernels_notop.h5", (), False, 90.5),
+        Backbone("DenseNet121", "DenseNet121", "torch", 32,
+                 "densenet121_weights_tf_dim_ordering_tf_kernels_notop.h5", (), False, 92.0),
+        Backbone("DenseNet201", "DenseNet201", "torch", 32,
+                 "densenet201_weights_tf_dim_ordering_tf_kernels_notop.h5", (), False, 93.3),
+        Backbone("ConvNeXtTiny", "ConvNeXtTiny", "builtin", 32, "convnext_tiny_notop.h5", (), False, 93.0),
+        Backbone("ConvNeXtLarge", "ConvNeXtLarge", "builtin", 32, "convnext_large_notop.h5", (), False, 95.3),
+    )
+}
+
+# Width multipliers (and input sizes) for which ImageNet weight files exist.
+_MOBILENET_ALPHAS = {0.25: "2_5", 0.5: "5_0", 0.75: "7_5", 1.0: "1_0"}
+_MOBILENETV2_ALPHAS = (0.35, 0.5, 0.75, 1.0, 1.3, 1.4)
+
+
+def get_backbone(name):
+    """The registry entry of `name` (case-insensitive); ConfigError listing the choices."""
+    for key, spec in BACKBONES.items():
+        if key.lower() == str(name).lower():
+            return spec
+    raise ConfigError(f"config key 'model.backbone': unknown backbone {name!r}; choose one of "
+                      + ", ".join(BACKBONES))
+
+
+def build_model(model_cfg, num_classes):
+    """Build the classifier a `model:` config section describes.
+
+    Args:
+        model_cfg: dict, the `model:` section (see `rsic.config.DEFAULTS["model"]`).
+        num_classes: int >= 2.
+
+    Returns:
+        An uncompiled functional keras.Model: raw RGB (B, S, S, 3) float in [0, 255] ->
+        class probabilities (B, num_classes), with layers "embedding", "logits" and "probs".
+    """
+    spec = get_backbone(model_cfg["backbone"])
+    size = int(model_cfg["input_size"])
+    if size < spec.min_size:
+        raise ConfigError(f"config key 'model.input_size': {spec.name} needs at least "
+                          f"{spec.min_size} pixels, got {size}")
+    if num_classes < 2:
+        raise ConfigError(f"a classifier needs at least 2 classes, got {num_classes}")
+    alpha = float(model_cfg.get("alpha", 1.0))
+    if alpha != 1.0 and not spec.has_alpha:
+        raise ConfigError(f"config key 'model.alpha' applies to MobileNet and MobileNetV2 only, "
+                          f"not {spec.name}")
+    weights = model_cfg.get("weights")
+    if weights not in (None, "none", "imagenet"):
+        raise ConfigError(f"config key 'model.weights' must be null or imagenet, got {weights!r}")
+
+    inputs = keras.Input((size, size, 3), name="image")
+    x = _preprocess(spec, inputs, imagenet=weights == "imagenet")
+    kwargs = {"include_top": False, "weights": None, "input_tensor": x, "input_shape": (size, size, 3)}
+    if spec.has_alpha:
+        kwargs["alpha"] = alpha
+    backbone = getattr(keras.applications, spec.constructor)(**kwargs)
+    if weights == "imagenet":
+        load_imagenet_weights(backbone, spec, model_cfg, alpha, size)
+    if model_cfg.get("bn_momentum"):
+        # The backbones' moving averages (momentum 0.99-0.999) lag far behind in a short run from
+        # scratch, so evaluation would see stale statistics; a lower momentum catches up.
+        for layer in backbone.layers:
+            if isinstance(layer, keras.layers.BatchNormalization):
+                layer.momentum = float(model_cfg["bn_momentum"])
+
+    attention = model_cfg["attention"]
+    if attention["enabled"]:
+        features = _attention_features(backbone, spec, attention)
+    else:
+        features = keras.layers.GlobalAveragePooling2D(name="pool")(backbone.output)
+    x = features
+    if model_cfg["dropout"] > 0:
+        x = keras.layers.Dropout(model_cfg["dropout"], name="head_dropout")(x)
+    x = keras.layers.Dense(int(model_cfg["embedding_dim"]), activation="relu", name="embedding")(x)
+    if model_cfg["dropout"] > 0:
+        x = keras.layers.Dropout(model_cfg["dropout"], name="embedding_dropout")(x)
+    logits = keras.layers.Dense(num_classes, name="logits")(x)
+    probs = keras.layers.Activation("softmax", dtype="float32", name="probs")(logits)
+    suffix = "_attention" if attention["enabled"] else ""
+    return keras.Model(inputs, probs, name=f"rsic_{spec.name.lower()}{suffix}")
+
+
+def _preprocess(spec, inputs, imagenet):
+    """The backbone's input normalisation as a TFLite-convertible layer (raw 0-255 RGB in)."""
+    layers = keras.layers
+    if spec.preprocess == "tf":
+        return layers.Rescaling(1.0 / 127.5, offset=-1.0, name="preprocess")(inputs)
+    if spec.preprocess == "torch":
+        scale = 1.0 / (255.0 * _IMAGENET_STD)
+        offset = -_IMAGENET_MEAN / _IMAGENET_STD
+        return layers.Rescaling(scale.tolist(), offset=offset.tolist(), name="preprocess")(inputs)
+    if spec.preprocess == "caffe":
+        return layers.Rescaling(1.0, offset=(-_CAFFE_MEAN_RGB).tolist(), name="preprocess")(inputs)
+    if spec.preprocess == "builtin" and imagenet and spec.constructor.startswith("EfficientNet"):
+        # tf_keras' EfficientNet adds a Rescaling(1/sqrt(std)) after its Normalization only when it
+        # loads ImageNet weights itself; the same per-channel affine map, applied here before its
+        # x/255 -> (x - mean)/sqrt(var) steps, gives the network the input those weights expect.
+        root = np.sqrt(_IMAGENET_STD)
+        offset = 255.0 * _IMAGENET_MEAN * (1.0 - 1.0 / root)
+        return layers.Rescaling((1.0 / root).tolist(), offset=offset.tolist(), name="preprocess")(inputs)
+    return inputs
+
+
+def _attention_features(backbone, spec, attention):
+    """Paper 4: attention over several backbone feature maps, each pooled; one concatenated vector."""
+    layers = keras.layers
+    names = attention["layers"] or list(spec.feature_layers)
+    if not names:
+        raise ConfigError(f"config key 'model.attention.layers': no default feature layers for "
+                          f"{spec.name}; name them, or use one of "
+                          + ", ".join(b.name for b in BACKBONES.values() if b.feature_layers))
+    pooled = []
+    for index, layer_name in enumerate(names):
+        try:
+            x = backbone.get_layer(layer_name).output
+        except ValueError:
+            raise ConfigError(f"config key 'model.attention.layers': {spec.name} has no layer "
+                              f"{layer_name!r}") from None
+        if attention["reduce_channels"] > 0:
+            x = layers.Conv2D(int(attention["reduce_channels"]), 1, use_bias=False,
+                              name=f"att{index}_reduce")(x)
+            x = layers.BatchNormalization(name=f"att{index}_reduce_bn")(x)
+            x = layers.ReLU(name=f"att{index}_reduce_relu")(x)
+        x = attention_block(x, num_heads=int(attention["num_heads"]), key_dim=int(attention["key_dim"]),
+                            position_embedding=bool(attention["position_embedding"]),
+                            dropout=float(attention["dropout"]), name=f"att{index}")
+        pooled.append(layers.GlobalAveragePooling2D(name=f"att{index}_pool")(x))
+    return layers.Concatenate(name="att_concat")(pooled) if len(pooled) > 1 else pooled[0]
+
+
+def imagenet_weights_path(spec, model_cfg, alpha=1.0, size=224):
+    """Where the no-top ImageNet weights of `spec` are: `model.weights_path` or the Keras cache.
+
+    Raises:
+        DataError: the file is not there; the message names the file and where to put it.
+    """
+    given = model_cfg.get("weights_path")
+    if given:
+        path = Path(given).expanduser()
+        if not path.is_file():
+            raise DataError(f"{path}: ImageNet weights file (model.weights_path) not found")
+        return path
+    filename = _weights_filename(spec, alpha, size)
+    cache = Path(os.environ.get("KERAS_HOME", Path.home() / ".keras")) / "models"
+    path = cache / filename
+    if not path.is_file():
+        raise DataError(
+            f"{path}: ImageNet weights for {spec.name} not found and never downloaded here; copy "
+            f"'{filename}' (keras.applications no-top weights) there, set model.weights_path, or "
+            f"train from scratch with model.weights=null"
+        )
+    return path
+
+
+def _weights_filename(spec, alpha, size):
+    if spec.constructor == "MobileNet":
+        if alpha not in _MOBILENET_ALPHAS:
+            raise ConfigError(f"config key 'model.alpha': no ImageNet weights for MobileNet alpha {alpha}")
+        rows = size if size in (128, 160, 192, 224) else 224
+        return spec.weights_file.format(alpha=_MOBILENET_ALPHAS[alpha], rows=rows)
+    if spec.constructor == "MobileNetV2":
+        if alpha not in _MOBILENETV2_ALPHAS:
+            raise ConfigError(f"config key 'model.alpha': no ImageNet weights for MobileNetV2 alpha {alpha}")
+        rows = size if size in (96, 128, 160, 192, 224) else 224
+        return spec.weights_file.format(alpha=float(alpha), rows=rows)
+    return spec.weights_file
+
+
+def load_imagenet_weights(backbone, spec, model_cfg, alpha=1.0, size=224):
+    """Load no-top ImageNet weights into `backbone` (the keras.applications model), offline."""
+    path = imagenet_weights_path(spec, model_cfg, alpha, size)
+    try:
+        backbone.load_weights(str(path))
+    except (OSError, ValueError) as error:
+        raise DataError(f"{path}: cannot load as {spec.name} no-top weights "
+                        f"({str(error).splitlines()[0]})") from None
+    if spec.preprocess == "caffe":
+        # Caffe weights expect BGR; reversing the first kernel's input channels lets them take RGB.
+        conv = backbone.get_layer("conv1_conv")
+        kernel, *rest = conv.get_weights()
+        conv.set_weights([kernel[:, :, ::-1, :], *rest])
+
+
+def compile_classifier(model, optimizer):
+    """Compile with sparse categorical cross-entropy on the probabilities and accuracy."""
+    model.compile(optimizer=optimizer, loss=keras.losses.SparseCategoricalCrossentropy(),
+                  metrics=["accuracy"])
+    return model

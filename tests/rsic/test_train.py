@@ -1,0 +1,70 @@
+"""Training, distillation and evaluation on the sample data (one shared tiny teacher run)."""
+
+import csv
+import json
+
+import numpy as np
+from sklearn.metrics import accuracy_score, confusion_matrix, recall_score
+
+from common.train import load_run_model
+from rsic.cli import load_task_config
+from rsic.data import read_split_file, scan_image_folder
+from rsic.evaluate import classification_metrics, predict_probs
+from rsic.models import build_model
+from rsic.train import distill
+from tests.rsic.conftest import CONFIGS
+
+
+def test_tiny_model_learns_sample(teacher_run):
+    run_dir, metrics = teacher_run
+    assert metrics["accuracy"] > 0.6  # 5 classes: chance is 0.2
+    for name in ("model.keras", "config.yaml", "split.json", "labels.txt", "history.csv", "metrics.json",
+                 "confusion_matrix.csv", "confusion_matrix.png"):
+        assert (run_dir / name).is_file(), name
+    assert json.loads((run_dir / "metrics.json").read_text())["accuracy"] == metrics["accuracy"]
+
+
+def test_evaluation_matches_sklearn(teacher_run, sample_dir):
+    run_dir, metrics = teacher_run
+    folder = scan_image_folder(sample_dir)
+    test = read_split_file(run_dir / "split.json", folder)["test"]
+    probs = predict_probs(load_run_model(run_dir), [folder.files[i] for i in test], 64)
+    y_true, y_pred = folder.labels[test], probs.argmax(1)
+    assert metrics["accuracy"] == accuracy_score(y_true, y_pred)
+    recall = recall_score(y_true, y_pred, average=None, labels=range(5), zero_division=0)
+    assert np.allclose([metrics["per_class_accuracy"][n] for n in folder.class_names], recall)
+    with open(run_dir / "confusion_matrix.csv") as handle:
+        rows = list(csv.reader(handle))
+    assert rows[0][1:] == folder.class_names
+    table = np.array([[int(v) for v in row[1:]] for row in rows[1:]])
+    np.testing.assert_array_equal(table, confusion_matrix(y_true, y_pred, labels=range(5)))
+
+
+def test_classification_metrics_random_against_sklearn():
+    rng = np.random.default_rng(0)
+    labels = rng.integers(0, 4, 300)
+    probs = rng.dirichlet(np.ones(4), 300)
+    metrics, matrix = classification_metrics(labels, probs, ["a", "b", "c", "d"])
+    assert np.isclose(metrics["accuracy"], accuracy_score(labels, probs.argmax(1)))
+    np.testing.assert_array_equal(matrix, confusion_matrix(labels, probs.argmax(1)))
+    assert np.allclose(list(metrics["per_class_accuracy"].values()),
+                       recall_score(labels, probs.argmax(1), average=None))
+
+
+def test_distillation_moves_student_toward_teacher(teacher_run, sample_dir, tmp_path):
+    teacher_dir, teacher_metrics = teacher_run
+    cfg = load_task_config(CONFIGS / "tiny_student.yaml", [], data=sample_dir)
+    folder = scan_image_folder(sample_dir)
+    test_files = [folder.files[i] for i in read_split_file(teacher_dir / "split.json", folder)["test"]]
+    teacher_pred = predict_probs(load_run_model(teacher_dir), test_files, 64).argmax(1)
+    untrained = build_model(cfg["model"], 5)
+    before = np.mean(predict_probs(untrained, test_files, 64).argmax(1) == teacher_pred)
+
+    run_dir, metrics = distill(cfg, teacher_dir, tmp_path / "student", log=lambda _: None)
+    assert metrics["teacher_accuracy"] == teacher_metrics["accuracy"]
+    assert metrics["teacher_agreement"] > before + 0.2, (before, metrics)
+    assert metrics["accuracy"] > 0.4
+    split = json.loads((run_dir / "split.json").read_text())
+    assert split["test"] == json.loads((teacher_dir / "split.json").read_text())["test"]  # the teacher's split
+    student = load_run_model(run_dir)
+    assert student.get_layer("embedding").output_shape == (None, 64)  # the student itself, not the Distiller
