@@ -12,7 +12,7 @@ CONFIG ?=
 OUT ?=
 RUN ?=
 
-.PHONY: install test demo bench lint clean \
+.PHONY: install test test-all demo bench lint clean \
         train-landslide train-rsic train-asc export-landslide export-rsic export-asc
 
 install: $(STAMP)
@@ -24,7 +24,12 @@ $(STAMP): requirements.txt
 	$(PY) -m pip install --quiet --disable-pip-version-check -r requirements.txt
 	@touch $(STAMP)
 
+# The default suite skips tests marked `slow` (the largest backbones and the slowest int8
+# conversions); `make test-all` runs everything.
 test: install
+	$(PY) -m pytest -m "not slow"
+
+test-all: install
 	$(PY) -m pytest
 
 demo: install

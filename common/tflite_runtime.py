@@ -22,6 +22,11 @@ import numpy as np
 from common.errors import DataError
 
 
+def _delegate_failed(error):
+    text = str(error)
+    return "XNNPACK" in text or "Delegate" in text or "delegate" in text
+
+
 def _interpreter_class():
     try:
         from ai_edge_litert.interpreter import Interpreter
@@ -60,30 +65,30 @@ class TFLiteModel:
 
     def __init__(self, path, num_threads=2):
         self.path = Path(path)
+        self.num_threads = num_threads
         if not self.path.is_file():
             raise DataError(f"{self.path}: TFLite model file not found")
+        self.delegate = "xnnpack"
         try:
-            self._interpreter = _interpreter_class()(
-                model_path=str(self.path), num_threads=num_threads
-            )
-            self._interpreter.allocate_tensors()
-            self.delegate = "xnnpack"
+            self._open(builtin_only=False)
         except (ValueError, RuntimeError) as err:
-            # XNNPACK refuses some graphs (seen on NASNetMobile int8): run the builtin kernels.
-            if "XNNPACK" not in str(err):
+            if not _delegate_failed(err):
                 raise DataError(f"{self.path}: not a readable TFLite model ({err})") from err
-            self._interpreter = _interpreter_class()(
-                model_path=str(self.path), num_threads=num_threads,
-                experimental_op_resolver_type=_builtin_only(),
-            )
-            self._interpreter.allocate_tensors()
+            self._open(builtin_only=True)
+        self.input_shape = tuple(int(d) for d in self._input["shape"][1:])
+        self.input_dtype = np.dtype(self._input["dtype"])
+        self.output_dtype = np.dtype(self._output["dtype"])
+
+    def _open(self, builtin_only):
+        """(Re)create the interpreter; `builtin_only` skips XNNPACK (which refuses some graphs)."""
+        options = {"experimental_op_resolver_type": _builtin_only()} if builtin_only else {}
+        self._interpreter = _interpreter_class()(model_path=str(self.path), num_threads=self.num_threads, **options)
+        self._interpreter.allocate_tensors()
+        if builtin_only:
             self.delegate = "none"
         self._input = self._interpreter.get_input_details()[0]
         self._output = self._interpreter.get_output_details()[0]
         self._batch = int(self._input["shape"][0]) or 1
-        self.input_shape = tuple(int(d) for d in self._input["shape"][1:])
-        self.input_dtype = np.dtype(self._input["dtype"])
-        self.output_dtype = np.dtype(self._output["dtype"])
 
     def _resize(self, batch):
         if batch != self._batch:
@@ -93,6 +98,23 @@ class TFLiteModel:
             self._input = self._interpreter.get_input_details()[0]
             self._output = self._interpreter.get_output_details()[0]
             self._batch = batch
+
+    def _invoke(self, chunk):
+        """One interpreter call. XNNPACK may refuse a graph only when it is prepared for a batch
+        (seen on EfficientNetB0 and NASNetMobile int8: "failed to prepare"); then the builtin kernels
+        take over for good."""
+        try:
+            self._resize(len(chunk))
+            self._interpreter.set_tensor(self._input["index"], self._quantize_input(chunk))
+            self._interpreter.invoke()
+        except RuntimeError as err:
+            if self.delegate == "none" or not _delegate_failed(err):
+                raise
+            self._open(builtin_only=True)
+            self._resize(len(chunk))
+            self._interpreter.set_tensor(self._input["index"], self._quantize_input(chunk))
+            self._interpreter.invoke()
+        return self._dequantize_output(self._interpreter.get_tensor(self._output["index"]))
 
     def _quantize_input(self, x):
         if self.input_dtype.kind in "iu":
@@ -126,11 +148,7 @@ class TFLiteModel:
         batch_size = int(batch_size or 1)
         outputs = []
         for start in range(0, len(x), batch_size):
-            chunk = x[start:start + batch_size]
-            self._resize(len(chunk))
-            self._interpreter.set_tensor(self._input["index"], self._quantize_input(chunk))
-            self._interpreter.invoke()
-            outputs.append(self._dequantize_output(self._interpreter.get_tensor(self._output["index"])))
+            outputs.append(self._invoke(x[start:start + batch_size]))
         if not outputs:
             return np.zeros((0, *self._output["shape"][1:]), np.float32)
         return np.concatenate(outputs, axis=0)

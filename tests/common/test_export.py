@@ -102,6 +102,21 @@ def test_runtime_matches_and_int8_ops(ptq_export):
         runtime.predict(np.zeros((1, 5, 5, 3), np.float32))
 
 
+def test_runtime_falls_back_when_xnnpack_refuses_the_graph(ptq_export):
+    """XNNPACK can refuse a graph only when invoked (EfficientNetB0/NASNetMobile int8)."""
+    model, x, _, out, _ = ptq_export
+    runtime = TFLiteModel(out)
+    expected = runtime.predict(x[:3])
+    interpreter = runtime._interpreter
+
+    def refuse():
+        raise RuntimeError("failed to create XNNPACK runtime: Node 7 (TfLiteXNNPackDelegate) failed to prepare")
+
+    interpreter.invoke = refuse
+    np.testing.assert_allclose(runtime.predict(x[:3]), expected, atol=0.02)
+    assert runtime.delegate == "none" and runtime._interpreter is not interpreter
+
+
 def test_runtime_does_not_import_tensorflow(ptq_export):
     out = ptq_export[3]
     code = (
