@@ -298,10 +298,28 @@ def evaluate(cfg, run_dir, say=print):
     result = scores(labels, probs, clips, classes)
     write_json(run_dir / "metrics.json", result)
     plot_confusion_matrix(np.array(result["confusion_matrix"]), classes, run_dir / "confusion_matrix.png")
+    _write_pictures(run_dir, cfg, x, clips, classes)
     say(f"{run_dir}: accuracy {result['accuracy']:.3f}, log loss {result['log_loss']:.3f} on {len(labels)} clips")
     if result["groups"]:
         say(f"  3-class (indoor/outdoor/transportation) accuracy {result['groups']['accuracy']:.3f}")
     return result
+
+
+SPECTROGRAM_TITLES = {"logmel": "log-Mel", "gammatone": "Gammatone", "cqt": "CQT"}
+
+
+def _write_pictures(run_dir, cfg, x, clips, classes):
+    """RUN/training_curves.png and RUN/spectrograms.png (the first evaluate clip's spectrograms)."""
+    from common.plots import plot_history, plot_spectrograms
+    from common.train import read_history
+
+    history = read_history(run_dir)
+    if history:
+        plot_history(history, run_dir / "training_curves.png", title=f"training: {run_dir.name}")
+    if len(clips):
+        names = [SPECTROGRAM_TITLES[kind] for kind in cfg["features"]["kinds"]]
+        title = f"{clips[0].filename} ({classes[clips[0].label]})"
+        plot_spectrograms(np.asarray(x[0]), names, run_dir / "spectrograms.png", title=title)
 
 
 def predict(cfg, run_dir, inputs, out_csv, say=print, tflite=False):

@@ -9,6 +9,7 @@ date, and writes `benchmarks/results.json` and `benchmarks/RESULTS.md`.
 
 import argparse
 import importlib
+import json
 import os
 import sys
 import time
@@ -111,9 +112,15 @@ def main(argv=None):
         print(f"=== bench {task}", flush=True)
         module = importlib.import_module(f"{task}.bench")
         rows.extend(module.run(quick=args.quick, real_data=args.real_data))
-    results = {"machine": machine(), "seconds": time.time() - start, "rows": rows}
     out = Path(args.out)
     suffix = "_quick" if args.quick else ""
+    # Benchmarking one task keeps the other tasks' rows of an earlier run on this machine.
+    previous = out / f"results{suffix}.json"
+    if previous.is_file():
+        kept = [row for row in json.loads(previous.read_text())["rows"] if row.get("task") not in args.tasks]
+        rows = kept + rows
+    rows.sort(key=lambda row: TASKS.index(row["task"]) if row.get("task") in TASKS else len(TASKS))
+    results = {"machine": machine(), "seconds": time.time() - start, "rows": rows}
     write_json(out / f"results{suffix}.json", results)
     write_text(out / f"RESULTS{suffix}.md", render(results))
     print(render(results))

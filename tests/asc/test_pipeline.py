@@ -35,7 +35,8 @@ def test_evaluate_writes_metrics(student_cfg, student_run):
     assert sum(d["clips"] for d in saved["per_device"].values()) == 30 == sum(c["clips"] for c in saved["per_class"].values())
     assert saved["groups"]["accuracy"] >= saved["accuracy"]  # the 3-class grouping is easier
     assert np.array(saved["confusion_matrix"]).sum() == 30
-    assert (run / "confusion_matrix.png").stat().st_size > 1000
+    for picture in ["confusion_matrix.png", "training_curves.png", "spectrograms.png"]:
+        assert (run / picture).read_bytes()[:4] == b"\x89PNG", picture
 
 
 def test_int8_export_agrees_with_keras(student_cfg, student_run, sample_dir, tmp_path):
