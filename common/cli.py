@@ -93,7 +93,7 @@ def run_cli(main, argv=None):
     except (FileNotFoundError, NotADirectoryError, PermissionError, IsADirectoryError) as error:
         print(f"error: {error.filename or ''}: {error.strerror or error}", file=sys.stderr)
         sys.exit(2)
-    except KeyboardInterrupt:
-        print("interrupted", file=sys.stderr)
+    except KeyboardInterrupt as interrupt:
+        print(f"interrupted{': ' + str(interrupt) if str(interrupt) else ''}", file=sys.stderr)
         sys.exit(130)
     sys.exit(code or 0)

@@ -219,7 +219,8 @@ def fit(build_fn, train_ds, val_ds, train_cfg, run_dir, *, final_model_fn=None, 
     mode = train_cfg["monitor_mode"]
     history_path = write_dir / "history.csv"
     callbacks = [
-        keras.callbacks.BackupAndRestore(str(write_dir / BACKUP_DIR)),
+        # Kept when training stops early on Ctrl-C; removed below once the run is finished.
+        keras.callbacks.BackupAndRestore(str(write_dir / BACKUP_DIR), delete_checkpoint=False),
         keras.callbacks.ModelCheckpoint(
             str(write_dir / BEST_WEIGHTS),
             monitor=monitor,
@@ -230,7 +231,7 @@ def fit(build_fn, train_ds, val_ds, train_cfg, run_dir, *, final_model_fn=None, 
         ),
         keras.callbacks.CSVLogger(str(history_path), append=True),
         keras.callbacks.TensorBoard(str(write_dir / "tb"), write_graph=False, profile_batch=0),
-        _StopOnInterrupt(),
+        interrupt := _StopOnInterrupt(),
         *extra_callbacks,
     ]
     if train_cfg["early_stopping_patience"] > 0:
@@ -248,6 +249,9 @@ def fit(build_fn, train_ds, val_ds, train_cfg, run_dir, *, final_model_fn=None, 
         callbacks=callbacks,
         verbose=train_cfg["verbose"],
     )
+    if interrupt.requested:
+        # The finished epochs are in the backup: the same command resumes from there.
+        raise KeyboardInterrupt(f"training stopped after epoch {len(history.epoch)}; run the same command to resume")
     if (write_dir / f"{BEST_WEIGHTS}.index").is_file():
         with strategy.scope():
             model.load_weights(str(write_dir / BEST_WEIGHTS))
@@ -311,7 +315,12 @@ def _best_so_far(history_path, monitor, mode):
 
 
 class _StopOnInterrupt(keras.callbacks.Callback):
-    """First Ctrl-C: finish the epoch (so its checkpoint is saved), then stop. Second: stop now."""
+    """First Ctrl-C: finish the epoch (its backup is saved first), then stop. Second: stop now.
+
+    Listed after BackupAndRestore, so at the end of the epoch the backup already holds it.
+    """
+
+    requested = False
 
     def on_train_begin(self, logs=None):
         self._previous = signal.getsignal(signal.SIGINT)
@@ -320,12 +329,16 @@ class _StopOnInterrupt(keras.callbacks.Callback):
         except ValueError:  # not the main thread
             self._previous = None
 
+    def on_epoch_end(self, epoch, logs=None):
+        if self.requested:
+            self.model.stop_training = True
+
     def on_train_end(self, logs=None):
         if self._previous is not None:
             signal.signal(signal.SIGINT, self._previous)
 
     def _handle(self, signum, frame):
-        if self.model.stop_training:
+        if self.requested:
             raise KeyboardInterrupt
-        print("\ninterrupted: stopping after this epoch's checkpoint (Ctrl-C again to stop now)")
-        self.model.stop_training = True
+        print("\ninterrupted: stopping after this epoch's checkpoint (Ctrl-C again to stop now)", flush=True)
+        self.requested = True

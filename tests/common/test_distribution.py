@@ -95,3 +95,26 @@ def test_killed_run_resumes_and_ends_with_all_epochs(tmp_path):
     assert len(losses) == 6 - done_before
     assert read_history(run)["epoch"] == [0, 1, 2, 3, 4, 5]
     assert (run / "model.keras").is_file()
+
+
+def test_ctrl_c_stops_after_the_epoch_checkpoint_and_resumes(tmp_path):
+    run = tmp_path / "run"
+    command = [sys.executable, str(WORKER), "--out", str(run), "--epochs", "5", "--epoch-seconds", "1.0"]
+    process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, cwd=ROOT)
+    try:
+        deadline = time.time() + 120
+        while len(read_history(run).get("epoch", [])) < 1:
+            assert process.poll() is None, process.stderr.read()[-2000:]
+            assert time.time() < deadline, "training never finished an epoch"
+            time.sleep(0.05)
+        process.send_signal(signal.SIGINT)
+        _, stderr = process.communicate(timeout=60)
+    finally:
+        if process.poll() is None:
+            process.kill()
+    assert process.returncode == 130, stderr[-2000:]
+    assert "run the same command to resume" in stderr
+    done = len(read_history(run)["epoch"])
+    assert 1 <= done < 5 and (run / "checkpoints/backup").is_dir() and not (run / "model.keras").exists()
+    losses = run_worker("--out", str(run), "--epochs", "5")
+    assert len(losses) == 5 - done and read_history(run)["epoch"] == [0, 1, 2, 3, 4]
