@@ -212,6 +212,7 @@ def fit(build_fn, train_ds, val_ds, train_cfg, run_dir, *, final_model_fn=None, 
     # Non-chief workers of a multi-worker run write their copies to a scratch folder.
     write_dir = run_dir if is_chief() else Path(tempfile.mkdtemp(prefix="worker_"))
     (write_dir / "checkpoints").mkdir(parents=True, exist_ok=True)
+    _check_resume_state(write_dir / BACKUP_DIR)
     with strategy.scope():
         model = build_fn()
 
@@ -303,6 +304,26 @@ def _number(text):
         return float(text)
     except (TypeError, ValueError):
         return float("nan")
+
+
+def _check_resume_state(backup_dir):
+    """Refuse a damaged resume state (a crash while it was written, a disk error) with one line,
+    instead of a TensorFlow error deep inside `fit` or, worse, resuming from garbage."""
+    if not backup_dir.is_dir():
+        return
+    for folder in [backup_dir, *sorted(p for p in backup_dir.rglob("*") if p.is_dir())]:
+        latest = tf.train.latest_checkpoint(str(folder))
+        if latest is None:
+            continue
+        try:
+            reader = tf.train.load_checkpoint(latest)
+            for name in reader.get_variable_to_shape_map():
+                reader.get_tensor(name)
+        except (tf.errors.OpError, ValueError, IndexError) as error:
+            reason = str(error).strip().splitlines()[0][:160]
+            raise RunDirError(
+                f"{backup_dir}: the resume state is damaged ({reason}); use --overwrite to start the run again"
+            ) from None
 
 
 def _best_so_far(history_path, monitor, mode):

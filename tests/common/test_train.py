@@ -99,6 +99,19 @@ def test_crashed_run_resumes_with_the_same_command(tmp_path):
         prepare_run_dir(run, config={"train": other})
 
 
+def test_damaged_resume_state_is_refused(tmp_path):
+    cfg = train_cfg(epochs=4)
+    run = prepare_run_dir(tmp_path / "run", config={"train": cfg})
+    with pytest.raises(SystemExit):
+        fit(build(cfg), blobs(), None, cfg, run, extra_callbacks=[_Crash(2)])
+    data_files = list((run / "checkpoints/backup").rglob("*.data-*"))
+    assert data_files
+    for path in data_files:
+        path.write_bytes(path.read_bytes()[:40])
+    with pytest.raises(RunDirError, match="resume state is damaged.*--overwrite"):
+        fit(build(cfg), blobs(), None, cfg, run)
+
+
 def test_bad_optimizer_and_schedule():
     with pytest.raises(ConfigError, match="train.optimizer"):
         make_optimizer(train_cfg(optimizer="lion"), 1)
