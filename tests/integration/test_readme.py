@@ -55,5 +55,5 @@ def test_example_parses_and_its_config_loads(task, arguments):
 def test_make_targets_named_in_the_readme_exist():
     makefile = (ROOT / "Makefile").read_text()
     targets = set(re.findall(r"^([a-z][a-z-]*):", makefile, flags=re.M))
-    named = set(re.findall(r"\bmake ([a-z][a-z-]+)", README))
+    named = set(re.findall(r"(?:^|`)make ([a-z][a-z-]+)", README, flags=re.M))
     assert named and named <= targets, named - targets
