@@ -5,9 +5,11 @@
     python -m rsic distill --teacher runs/rsic_teacher --config configs/rsic/tiny_student.yaml --out runs/rsic_student
     python -m rsic evaluate --run runs/rsic_student
     python -m rsic predict --run runs/rsic_student data/rsic_sample/beach --out predictions.csv
+    python -m rsic predict --tflite runs/rsic_student/model_int8.tflite photos/ --out predictions.csv
     python -m rsic export --run runs/rsic_student
     python -m rsic benchmark --config configs/rsic/tiny.yaml --data data/rsic_sample --out runs/bench
     python -m rsic demo --out runs/rsic_demo
+    python -m rsic download --dest data/   # NWPU-RESISC45 (about 0.4 GB)
 
 Bad input prints one line naming the file or key and exits with code 2.
 """
@@ -17,8 +19,9 @@ from pathlib import Path
 
 from common.cli import add_common_args, run_cli, setup_tensorflow
 from common.errors import ConfigError, DataError, RunDirError
+from rsic.download import SHA256, URL
 
-COMMANDS = ("sample", "train", "distill", "evaluate", "predict", "export", "benchmark", "demo")
+COMMANDS = ("sample", "train", "distill", "evaluate", "predict", "export", "benchmark", "demo", "download")
 
 
 def build_parser():
@@ -48,10 +51,12 @@ def build_parser():
     p.add_argument("--skip-bad", action="store_true")
 
     p = add_common_args(sub.add_parser("predict", help="classify image files or folders -> CSV"),
-                        data=False, out=False, run=True, config=False)
+                        data=False, out=False, config=False)
+    p.add_argument("--run", help="run directory (its model.keras)")
+    p.add_argument("--tflite", metavar="MODEL.tflite",
+                   help="run this int8 TFLite model with LiteRT instead (no TensorFlow; labels.txt beside it)")
     p.add_argument("inputs", nargs="+", help="image files or folders (searched recursively)")
-    p.add_argument("--out", help="CSV path (default: RUN/predictions.csv)")
-    p.add_argument("--tflite", action="store_true", help="use the exported int8 model")
+    p.add_argument("--out", help="CSV path (default: RUN/predictions.csv; required with --tflite)")
     p.add_argument("--skip-bad", action="store_true")
 
     p = add_common_args(sub.add_parser("export", help="int8 TFLite export with accuracy check"),
@@ -64,6 +69,12 @@ def build_parser():
     p = sub.add_parser("demo", help="sample data -> teacher -> student -> evaluate -> export")
     p.add_argument("--out", required=True, help="folder for the demo's data, runs and summary.json")
     p.add_argument("--overwrite", action="store_true")
+
+    p = sub.add_parser("download", help="fetch NWPU-RESISC45 (torchgeo's mirror on Hugging Face)")
+    p.add_argument("--dest", required=True, help="folder to download and unpack into (about 0.4 GB)")
+    p.add_argument("--url", default=URL, help="archive URL (default: the pinned torchgeo mirror)")
+    p.add_argument("--sha256", default=SHA256, help="expected SHA-256 of the archive")
+    p.add_argument("--quiet", action="store_true", help="no progress line")
     return parser
 
 
@@ -98,6 +109,18 @@ def main(argv=None):
                            seed=args.seed)
         print(f"wrote {args.classes} classes x {args.per_class} images of {args.size}x{args.size} to {out}")
         return 0
+    # The edge runtime and the download never import TensorFlow.
+    if args.command == "predict" and args.tflite:
+        from rsic.edge import predict
+
+        predict(args.tflite, args.inputs, _need(args.out, "--out"), skip_bad=args.skip_bad)
+        return 0
+    if args.command == "download":
+        from rsic.download import download
+
+        root, classes, images = download(args.dest, url=args.url, sha256=args.sha256, quiet=args.quiet)
+        print(f"NWPU-RESISC45: {classes} classes, {images} images; use --data {root}")
+        return 0
     setup_tensorflow()
     return globals()[f"_{args.command}"](args)
 
@@ -129,6 +152,7 @@ def _distill(args):
 
 
 def _run_model(run, tflite):
+    """The run's Keras model, or with `tflite` its exported int8 model (for evaluate)."""
     from common.tflite_runtime import TFLiteModel
     from common.train import load_run_model
     from rsic.export import TFLITE_FILE
@@ -182,12 +206,13 @@ def _predict(args):
     from rsic.data import read_labels
     from rsic.evaluate import collect_images, predict_probs, write_predictions
 
-    cfg = load_run_config(args.run, args.overrides)
-    class_names = read_labels(Path(args.run) / "labels.txt")
+    run = _need(args.run, "--run (or --tflite MODEL.tflite)")
+    cfg = load_run_config(run, args.overrides)
+    class_names = read_labels(Path(run) / "labels.txt")
     files = collect_images(args.inputs, skip_bad=args.skip_bad)
-    model = _run_model(args.run, args.tflite)
+    model = _run_model(run, tflite=False)
     probs = predict_probs(model, files, int(cfg["model"]["input_size"]), int(cfg["train"]["batch_size"]))
-    out = Path(args.out) if args.out else Path(args.run) / "predictions.csv"
+    out = Path(args.out) if args.out else Path(run) / "predictions.csv"
     write_predictions(out, files, probs, class_names)
     print(f"{len(files)} predictions -> {out}")
     return 0

@@ -19,8 +19,8 @@ Data set layout (the layout of NWPU-RESISC45, UC Merced and AID)::
   channel is dropped) and a log line says how many. Other files in a class folder are ignored.
 - NWPU-RESISC45 (Cheng et al., "Remote Sensing Image Scene Classification: Benchmark and State of
   the Art", Proc. IEEE 2017): 31,500 RGB images of 256x256 pixels, 45 classes x 700 images,
-  0.2-30 m per pixel. Download it yourself (it is not fetched by this project) and point `--data`
-  at the folder that holds the 45 class folders.
+  0.2-30 m per pixel. `python -m rsic download --dest DIR` fetches it (rsic/download.py) and
+  prints the folder that holds the 45 class folders: that is `--data`.
 - Protocols of the papers: 10% or 20% of every class for training, the rest for testing
   (`data.train_ratio`). A split can also be given as a JSON file (`data.split_file`) with lists
   `train`, `test` and optionally `val` of paths relative to the root (`class/name.jpg`); the split

@@ -15,8 +15,10 @@ import numpy as np
 
 from common.errors import DataError
 from common.io import write_json, write_text
-from common.metrics import ConfusionMatrix, accuracy, per_class_scores
 from rsic.data import IMAGE_SUFFIXES, check_image, make_dataset
+
+# TensorFlow is imported only inside the functions that need it: the edge runtime (rsic/edge.py)
+# reuses collect_images and write_predictions on a device without TensorFlow.
 
 
 def predict_probs(model, files, image_size, batch_size=32):
@@ -41,6 +43,8 @@ def classification_metrics(labels, probs, class_names):
     Returns:
         (metrics dict, (C, C) int64 confusion matrix).
     """
+    from common.metrics import ConfusionMatrix, accuracy, per_class_scores  # imports TensorFlow
+
     cm = ConfusionMatrix(len(class_names))
     cm.update(np.asarray(labels), np.argmax(probs, axis=1))
     recall = per_class_scores(cm)["recall"]

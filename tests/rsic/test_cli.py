@@ -1,60 +1,42 @@
-"""The command line end to end, in subprocesses as a user runs it, and its exit code 2 on bad input."""
+"""The command line end to end, in-process through `common.cli.run_cli` as `python -m rsic` runs it
+(same parser and code path, no second TensorFlow start), and its exit code 2 on bad input."""
 
 import csv
 import json
-import os
-import subprocess
-import sys
-from pathlib import Path
 
 import pytest
 
+from common.cli import run_cli
 from rsic.cli import main
 from tests.rsic.conftest import CONFIGS
 
-ROOT = Path(__file__).resolve().parents[2]
+
+def cli(*args):
+    """Run `python -m rsic ARGS` in-process; returns the exit code."""
+    with pytest.raises(SystemExit) as exit_info:
+        run_cli(main, [str(a) for a in args])
+    return exit_info.value.code
 
 
-def rsic(*args):
-    env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2", "EDGE_THREADS": "2"}
-    return subprocess.run([sys.executable, "-m", "rsic", *map(str, args)], cwd=ROOT, env=env,
-                          capture_output=True, text=True, timeout=600)
-
-
-def test_cli_end_to_end(tmp_path):
+def test_cli_end_to_end(tmp_path, capsys):
     data, run = tmp_path / "data", tmp_path / "run"
-    done = rsic("sample", "--out", data, "--classes", "3", "--per-class", "8", "--size", "32")
-    assert done.returncode == 0, done.stderr
+    assert cli("sample", "--out", data, "--classes", "3", "--per-class", "8", "--size", "32") == 0
     assert sorted(p.name for p in data.iterdir()) == ["airplane", "airport", "baseball_diamond"]
 
-    done = rsic("train", "--config", CONFIGS / "tiny.yaml", "--data", data, "--out", run,
-                "--set", "train.epochs=1", "--set", "model.input_size=32")
-    assert done.returncode == 0, done.stderr
-    assert "test accuracy" in done.stdout
+    assert cli("train", "--config", CONFIGS / "tiny.yaml", "--data", data, "--out", run,
+               "--set", "train.epochs=1", "--set", "model.input_size=32") == 0
+    assert "test accuracy" in capsys.readouterr().out
     assert (run / "model.keras").is_file() and (run / "labels.txt").read_text().split()[0] == "airplane"
 
-    done = rsic("export", "--run", run, "--set", "export.mode=ptq")
-    assert done.returncode == 0, done.stderr
-    report = json.loads((run / "export_report.json").read_text())
-    assert report["tflite_bytes"] < 20e6 and report["tflite_metric"] is not None
-    assert (run / "model_int8.tflite").is_file()
+    assert cli("sample", "--out", tmp_path / "s", "--classes", "1") == 2
+    assert capsys.readouterr().err.strip().splitlines() == ["error: --classes must be at least 2, got 1"]
 
-    # Bad input in a subprocess: one line naming the problem, exit code 2 (`sample` starts no
-    # TensorFlow, so this costs no second start-up).
-    done = rsic("sample", "--out", tmp_path / "s", "--classes", "1")
-    assert done.returncode == 2
-    assert done.stderr.strip().splitlines() == ["error: --classes must be at least 2, got 1"]
-
-    # In-process for the cheaper commands (same parser and code path, no second TensorFlow start).
-    with pytest.raises(SystemExit) as exit_info:
-        from rsic.cli import entry
-
-        entry(["evaluate", "--run", str(run), "--out", str(tmp_path / "eval")])
-    assert exit_info.value.code == 0
+    assert cli("evaluate", "--run", run, "--out", tmp_path / "eval") == 0
     metrics = json.loads((tmp_path / "eval" / "metrics.json").read_text())
     assert 0.0 <= metrics["accuracy"] <= 1.0 and (tmp_path / "eval" / "confusion_matrix.png").is_file()
 
-    assert main(["predict", "--run", str(run), str(data / "airport"), "--out", str(tmp_path / "p.csv"), "--tflite"]) == 0
+    # The export and `predict --tflite` run in tests/rsic/test_edge.py on the shared teacher.
+    assert cli("predict", "--run", run, data / "airport", "--out", tmp_path / "p.csv") == 0
     with open(tmp_path / "p.csv") as handle:
         rows = list(csv.DictReader(handle))
     assert len(rows) == 8 and set(rows[0]) == {"file", "label", "probability"}

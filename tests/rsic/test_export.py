@@ -9,12 +9,15 @@ from common.export import export_tflite
 from rsic.config import DEFAULTS
 from rsic.models import build_model
 
-# (backbone, alpha, input size, mode): the smallest settings that still run every layer. EfficientNet
-# (Rescaling, Normalization) and NASNetMobile (BatchNormalization after a concatenation) take the
-# QAT path, which must handle layers tfmot does not support; MobileNet and MobileNetV2 take PTQ
-# here (their QAT runs in `make demo` and in tests/common). The over-budget refusal is tested
-# through the command line (tests/rsic/test_cli.py).
-COMPACT = [("MobileNet", 0.25, 32, "ptq"), ("MobileNetV2", 0.35, 32, "ptq"), ("EfficientNetB0", 1.0, 32, "auto"),
+# (backbone, alpha, input size, mode): the smallest settings that still run every layer. All run with
+# `make test-slow` (pytest -m slow): the default run exports one compact model, the shared tiny
+# MobileNetV2 teacher, through the command line (tests/rsic/test_edge.py) and tests the over-budget
+# refusal there too (tests/rsic/test_cli.py). EfficientNet (Rescaling, Normalization) and
+# NASNetMobile (BatchNormalization after a concatenation) take the QAT path, which must handle
+# layers tfmot does not support.
+COMPACT = [pytest.param("MobileNetV2", 0.35, 32, "ptq", marks=pytest.mark.slow),
+           pytest.param("MobileNet", 0.25, 32, "ptq", marks=pytest.mark.slow),
+           pytest.param("EfficientNetB0", 1.0, 32, "auto", marks=pytest.mark.slow),
            pytest.param("NASNetMobile", 1.0, 32, "auto", marks=pytest.mark.slow)]
 
 

@@ -10,7 +10,10 @@ from common.errors import ConfigError, DataError
 from rsic.config import DEFAULTS
 from rsic.models import BACKBONES, build_model, get_backbone
 
-LARGE = {"EfficientNetB7", "ResNet152V2", "InceptionResNetV2", "DenseNet201", "ConvNeXtLarge", "NASNetMobile"}
+# The default run builds the compact backbones (paper 4's candidates); the large ones and
+# NASNetMobile (slow to build) run with `make test-slow` (pytest -m slow).
+LARGE = {"EfficientNetB7", "ResNet50", "ResNet152V2", "InceptionV3", "InceptionResNetV2", "DenseNet121",
+         "DenseNet201", "ConvNeXtTiny", "ConvNeXtLarge", "NASNetMobile"}
 
 
 def model_cfg(**changes):

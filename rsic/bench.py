@@ -1,0 +1,206 @@
+"""`make bench` for rsic: speed and size of paper 3's and paper 4's models, float vs int8 accuracy.
+
+Called by `python -m benchmarks.run` (see benchmarks/run.py for the row keys). Everything runs on
+sample data written into benchmarks/tmp/rsic/ (git-ignored):
+
+* speed rows at 224x224 with 45 classes (NWPU-RESISC45's shape): MobileNetV2 and EfficientNetB0
+  (paper 3's configs) and paper 4's attention model on MobileNetV2 (`attention.yaml`), all
+  untrained: training images/s (a few `fit` steps at batch 16), Keras float latency at batch 1,
+  int8 TFLite latency at batch 1 with 2 LiteRT threads (post-training quantization calibrated on
+  sample images: much faster to make than QAT, and the same graph), sizes, parameters and MACs,
+  and the tf.data pipeline alone (JPEG decode + resize + augment at 224, no cache) in images/s;
+* an accuracy row: `python -m rsic demo` (tiny teacher, distilled tiny student, int8 export of
+  both): accuracy of the float and the int8 model on the test split and their agreement;
+* with an NWPU-RESISC45 folder under `real_data`, an accuracy row there too (a short training of
+  the tiny model, labelled as such).
+
+`quick=True`: the tiny model only (speed at 64x64, and a 2-epoch training with a PTQ export).
+"""
+
+import logging
+from pathlib import Path
+
+from benchmarks import harness
+from common.config import load_config
+
+log = logging.getLogger("rsic.bench")
+ROOT = Path(__file__).resolve().parents[1]
+CONFIG_DIR = ROOT / "configs" / "rsic"
+WORK = ROOT / "benchmarks" / "tmp" / "rsic"
+NUM_CLASSES = 45
+SAMPLE_PER_CLASS = 2  # 90 JPEGs of 256x256 (NWPU-RESISC45's image size)
+SAMPLE_SIZE = 256
+TRAIN_BATCH = 16
+SIZE_BUDGET_MB = 64.0  # a report, not paper 4's 20 MB check (all three are well under it)
+REAL_FOLDERS = ("NWPU-RESISC45", "nwpu-resisc45", "resisc45", "NWPU_RESISC45")
+MODELS = {
+    "tiny": "MobileNetV2 alpha 0.35, 64px (tiny.yaml)",
+    "mobilenetv2": "MobileNetV2 (paper 3, mobilenetv2.yaml)",
+    "efficientnetb0": "EfficientNetB0 (paper 3, efficientnetb0.yaml)",
+    "attention": "MobileNetV2 + multi-level attention (paper 4, attention.yaml)",
+}
+
+
+def _config(name, overrides=()):
+    from rsic.config import DEFAULTS
+
+    return load_config(CONFIG_DIR / f"{name}.yaml", ["train.verbose=0", *overrides], defaults=DEFAULTS)
+
+
+def _sample_data():
+    """The bench's sample images (written once): 45 classes x 2 JPEGs of 256x256."""
+    from rsic.sample import write_sample
+
+    data = WORK / "sample"
+    if not (data / "wetland" / f"wetland_{SAMPLE_PER_CLASS:03d}.jpg").is_file():
+        write_sample(data, classes=NUM_CLASSES, per_class=SAMPLE_PER_CLASS, size=SAMPLE_SIZE, seed=0)
+    return data
+
+
+def speed_row(name, folder, quick=False):
+    """Speed and size of one config's (untrained) model on the images of `folder` (an ImageFolder)."""
+    from common.export import export_tflite
+    from common.train import make_optimizer, set_seed
+    from rsic.data import load_images, make_dataset
+    from rsic.models import build_model, compile_classifier
+
+    cfg = _config(name)
+    set_seed(0)
+    size = int(cfg["model"]["input_size"])
+    classes = len(folder.class_names)
+    batch = min(int(cfg["train"]["batch_size"]), TRAIN_BATCH)
+    model = build_model(cfg["model"], classes)
+    compile_classifier(model, make_optimizer(cfg["train"], 100))
+    x = load_images(folder.files, size)
+    y = folder.labels
+    example = x[:1]
+
+    log.info("bench %s: training throughput (batch %d)", name, batch)
+    train = harness.train_examples_per_s(model, x, y, batch, steps=3, repeats=1 if quick else 2)
+    log.info("bench %s: Keras latency", name)
+    keras_ms = harness.keras_latency_ms(model, example, repeats=5 if quick else 10, warmup=2)
+    log.info("bench %s: int8 export (PTQ)", name)
+    report = export_tflite(model, x[:32], WORK / name / "model_int8.tflite", mode="ptq", heldout=x[-16:],
+                           size_budget_mb=SIZE_BUDGET_MB)
+    tflite_ms = harness.tflite_latency_ms(report["path"], example, repeats=10 if quick else 30, warmup=3,
+                                          num_threads=2)
+    log.info("bench %s: input pipeline", name)
+    pipeline = harness.pipeline_examples_per_s(
+        lambda: make_dataset(folder.files, folder.labels, image_size=size, batch_size=batch, training=True,
+                             augment=cfg["data"]["augment"], seed=0, cache=False),
+        batches=len(folder.files) // batch, repeats=1 if quick else 3,
+    )
+    ratio = pipeline["median"] / train["median"]
+    return {
+        "kind": "speed",
+        "task": "rsic",
+        "model": MODELS[name],
+        "input": f"{size}x{size}x3, {classes} classes",
+        "params": report["params"],
+        "macs": report["macs"],
+        "float_bytes": report["float_keras_bytes"],
+        "int8_bytes": report["tflite_bytes"],
+        "train_examples_per_s": train,
+        "keras_latency_ms": keras_ms,
+        "tflite_latency_ms": tflite_ms,
+        "pipeline_examples_per_s": pipeline,
+        "train_batch": batch,
+        "note": (f"rsic {MODELS[name]}: the tf.data pipeline (JPEG decode + resize + augment at {size}, "
+                 f"no cache) delivers {ratio:.1f}x the images/s that training at batch {batch} consumes"
+                 + (" (the input is not the bottleneck)" if ratio > 1 else " (the input IS the bottleneck)")
+                 + f"; int8 TFLite {report['tflite_bytes'] / 1e6:.2f} MB"),
+    }
+
+
+def demo_rows(out):
+    """The demo's tiny teacher and distilled student (`rsic.demo`): float vs int8 accuracy rows."""
+    import json
+
+    from rsic.demo import run_demo
+
+    rows = []
+    for row in run_demo(out, log=log.info):
+        name = row["model"].split()[0]
+        report = json.loads((Path(out) / name / "export_report.json").read_text())
+        rows.append({
+            "kind": "accuracy",
+            "task": "rsic",
+            "model": f"{row['model']}{' (distilled)' if name == 'student' else ''}, "
+                     f"int8 {report['quantization']}",
+            "data": f"sample (5 classes x 40 images of 64x64, test split of {report['parity_examples']})",
+            "metric_name": "accuracy",
+            "float_metric": row["float_metric"],
+            "int8_metric": row["int8_metric"],
+            "agreement": report["agreement"],
+        })
+    return rows
+
+
+def accuracy_row(data, out, label, overrides=(), mode="ptq"):
+    """Train the tiny config on `data`, export it int8 (`mode`) and compare float with int8: one row."""
+    from common.train import load_run_model
+    from rsic.export import TFLITE_FILE, export_model
+    from rsic.train import load_data, train
+
+    cfg = _config("tiny", [f"export.mode={mode}", *overrides])
+    cfg["data"]["root"] = str(Path(data).resolve())
+    log.info("bench accuracy: training tiny on %s", label)
+    folder, split = load_data(cfg, log=log.info)  # one listing (every image decoded once) for both steps
+    run_dir, _ = train(cfg, out, overwrite=True, data=(folder, split), log=log.info)
+    report = export_model(load_run_model(run_dir), cfg, folder, split, run_dir / TFLITE_FILE, log=log.info)
+    return {
+        "kind": "accuracy",
+        "task": "rsic",
+        "model": MODELS["tiny"] + f", int8 {report['quantization']}",
+        "data": label,
+        "metric_name": "accuracy",
+        "float_metric": report["keras_metric"],
+        "int8_metric": report["tflite_metric"],
+        "agreement": report["agreement"],
+    }
+
+
+def find_real_data(real_data):
+    """The NWPU-RESISC45 folder (the one holding the 45 class folders) under `real_data`, or None."""
+    from common.errors import DataError
+    from rsic.download import find_data_root
+
+    if not real_data:
+        return None
+    for name in REAL_FOLDERS:
+        folder = Path(real_data) / name
+        if folder.is_dir():
+            try:
+                return find_data_root(folder)
+            except DataError:
+                continue
+    return None
+
+
+def run(quick=False, real_data=None):
+    """All rsic benchmark rows (see the module docstring). `quick`: tiny only, few repeats."""
+    from rsic.data import scan_image_folder
+
+    if quick:
+        from rsic.sample import write_sample
+
+        small = WORK / "sample_tiny"
+        if not (small / "beach" / "beach_040.jpg").is_file():
+            write_sample(small, classes=5, per_class=40, size=64, seed=0)
+        rows = [speed_row("tiny", scan_image_folder(small, log=log.info), quick=True)]
+        rows.append(accuracy_row(small, WORK / "accuracy_quick", "sample (5 classes x 40 images of 64x64), "
+                                 "2 epochs", ["train.epochs=2"]))
+        return rows
+    folder = scan_image_folder(_sample_data(), log=log.info)
+    rows = [speed_row(name, folder) for name in ("mobilenetv2", "efficientnetb0", "attention")]
+    rows += demo_rows(WORK / "demo")
+    real = find_real_data(real_data)
+    if real is not None:
+        steps, epochs = 100, 3
+        rows.append(accuracy_row(
+            real, WORK / "accuracy_real",
+            f"NWPU-RESISC45 ({real}), 20% train split, short training: {epochs} epochs x {steps} steps at 64x64",
+            [f"train.epochs={epochs}", f"train.steps_per_epoch={steps}", "data.train_ratio=0.2",
+             "data.val_ratio=0.1", "data.cache=false"],
+        ))
+    return rows
