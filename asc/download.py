@@ -9,30 +9,19 @@ what is already there and resumes a broken download.
 
 from pathlib import Path
 
-from common.download import ZENODO_API
-from common.errors import DataError
+from common.download import ZENODO_API, find_data_root
 
 RECORD = "6337421"
 LAYOUT = ("meta.csv", "audio", "evaluation_setup")  # what a TAU 2022 data folder holds
 __all__ = ["RECORD", "ZENODO_API", "download", "find_data_folder"]
 
 
-def find_data_folder(dest, max_depth=3):
-    """The folder under `dest` (or `dest` itself) that holds meta.csv, audio/ and evaluation_setup/.
-
-    Returns:
-        Path, the shallowest such folder (the `--data` path).
-    """
-    dest = Path(dest)
-    level = [dest]
-    for _ in range(max_depth + 1):
-        for folder in level:
-            if (folder / "meta.csv").is_file() and (folder / "audio").is_dir() and (folder / "evaluation_setup").is_dir():
-                return folder
-        level = sorted(child for folder in level for child in folder.iterdir() if child.is_dir() and child.name != "downloads")
-    raise DataError(
-        f"{dest}: no folder with meta.csv, audio/ and evaluation_setup/ after extraction; "
-        "the archives may be incomplete (run the command again) or not the TAU 2022 Mobile development set"
+def find_data_folder(dest):
+    """The folder under `dest` (or `dest` itself) that holds meta.csv, audio/ and evaluation_setup/."""
+    return find_data_root(
+        dest,
+        lambda folder: (folder / "meta.csv").is_file() and (folder / "audio").is_dir() and (folder / "evaluation_setup").is_dir(),
+        "TAU 2022 Mobile folder (meta.csv, audio/, evaluation_setup/)",
     )
 
 

@@ -158,6 +158,37 @@ def fetch_files(files, dest, *, extract=True, quiet=False):
     return dest
 
 
+def find_data_root(dest, is_root, layout, max_depth=3):
+    """The shallowest folder under `dest` (or `dest` itself) for which `is_root(folder)` holds.
+
+    Archives often unpack into a folder of their own (DEST/NWPU-RESISC45/airplane/...), so the
+    data set root is searched for up to `max_depth` levels down, skipping `downloads/`.
+
+    Args:
+        dest: the download folder.
+        is_root: callable(Path) -> bool, whether a folder is the data set root.
+        layout: words for the error message, e.g. "TrainData/img with TrainData/mask".
+
+    Returns:
+        Path of the data set root (what the task's `--data` takes).
+
+    Raises:
+        DataError: no such folder, naming what is in `dest` instead.
+    """
+    dest = Path(dest)
+    level = [dest] if dest.is_dir() else []
+    for _ in range(max_depth + 1):
+        found = sorted(folder for folder in level if is_root(folder))
+        if found:
+            return found[0]
+        level = sorted(child for folder in level for child in folder.iterdir() if child.is_dir() and child.name != "downloads")
+    present = ", ".join(sorted(p.name for p in dest.iterdir() if p.name != "downloads")) if dest.is_dir() else ""
+    raise DataError(
+        f"{dest}: no {layout} after unpacking (found: {present or 'nothing'}); "
+        "the download may be incomplete (run the command again) or not this data set"
+    )
+
+
 def _is_archive(path):
     name = path.name.lower()
     return name.endswith((".zip", ".tar", ".tar.gz", ".tgz"))

@@ -11,37 +11,19 @@ Then the layout of landslide/data.py is looked for under DIR: the folder holding
 from pathlib import Path
 
 from common.download import ZENODO_API, fetch_files, zenodo_files
+from common.download import find_data_root as _find_data_root
 from common.errors import DataError
 from landslide import data as D
 
 RECORD = "10463239"
 DOI = "10.5281/zenodo.10463239"
 PARTS = ("TrainData", "ValidData", "TestData")
-#: How deep below DEST the archives may have put TrainData/ (e.g. DEST/Landslide4Sense/TrainData).
-SEARCH_DEPTH = 3
-
-
 def find_data_root(dest):
-    """The folder under `dest` (or `dest` itself) that holds `TrainData/img`.
-
-    Returns:
-        Path of the data set root (what `--data` takes).
-
-    Raises:
-        DataError: no such folder within SEARCH_DEPTH levels, naming what is there instead.
-    """
-    dest = Path(dest)
-    level = [dest]
-    for _ in range(SEARCH_DEPTH + 1):
-        found = sorted(folder for folder in level if (folder / "TrainData" / "img").is_dir())
-        if found:
-            return found[0]
-        level = [child for folder in level for child in sorted(folder.iterdir())
-                 if child.is_dir() and child.name != "downloads"]
-    present = ", ".join(sorted(p.name for p in dest.iterdir() if p.name != "downloads")) if dest.is_dir() else "nothing"
-    raise DataError(
-        f"{dest}: no Landslide4Sense layout (TrainData/img/image_N.h5 with TrainData/mask/mask_N.h5) "
-        f"after unpacking; found: {present or 'nothing'}"
+    """The folder under `dest` (or `dest` itself) that holds `TrainData/img` (what `--data` takes)."""
+    return _find_data_root(
+        dest,
+        lambda folder: (folder / "TrainData" / "img").is_dir(),
+        "Landslide4Sense layout (TrainData/img/image_N.h5 with TrainData/mask/mask_N.h5)",
     )
 
 

@@ -13,6 +13,7 @@ from pathlib import Path
 from urllib.parse import urlparse
 
 from common.download import fetch_files
+from common.download import find_data_root as _find_data_root
 from common.errors import DataError
 from rsic.data import IMAGE_SUFFIXES
 from rsic.sample import class_names
@@ -22,10 +23,6 @@ URL = ("https://hf.co/datasets/isaaccorley/resisc45/resolve/883edc0eee77b2c84225
 SHA256 = "beeecd0b63656290ae6d65cf7763185b0c1c4c54a753ef8088d6fba3faaf1f53"
 HOMEPAGE = "https://gcheng-nwpu.github.io/#Datasets"
 NUM_CLASSES = 45
-#: How deep below DEST the archive may have put the class folders (e.g. DEST/NWPU-RESISC45/airplane).
-SEARCH_DEPTH = 3
-
-
 def _class_folders(folder):
     """Names of the NWPU-RESISC45 class folders directly inside `folder`."""
     expected = set(class_names(NUM_CLASSES))
@@ -33,25 +30,12 @@ def _class_folders(folder):
 
 
 def find_data_root(dest):
-    """The folder under `dest` (or `dest` itself) that holds the 45 NWPU-RESISC45 class folders.
-
-    Returns:
-        Path of the data set root (what `--data` takes).
-
-    Raises:
-        DataError: no such folder within SEARCH_DEPTH levels, naming what is there instead.
-    """
-    dest = Path(dest)
-    level = [dest] if dest.is_dir() else []
-    for _ in range(SEARCH_DEPTH + 1):
-        found = sorted(folder for folder in level if len(_class_folders(folder)) == NUM_CLASSES)
-        if found:
-            return found[0]
-        level = [child for folder in level for child in sorted(folder.iterdir())
-                 if child.is_dir() and child.name != "downloads"]
-    present = ", ".join(sorted(p.name for p in dest.iterdir() if p.name != "downloads")) if dest.is_dir() else ""
-    raise DataError(f"{dest}: no NWPU-RESISC45 layout (45 class folders such as airplane/, wetland/) "
-                    f"after unpacking; found: {present or 'nothing'}")
+    """The folder under `dest` (or `dest` itself) that holds the 45 class folders (what `--data` takes)."""
+    return _find_data_root(
+        dest,
+        lambda folder: len(_class_folders(folder)) == NUM_CLASSES,
+        "NWPU-RESISC45 layout (45 class folders such as airplane/, wetland/)",
+    )
 
 
 def count_images(root):

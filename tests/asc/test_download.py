@@ -64,7 +64,7 @@ def test_corrupted_archive_is_rejected(tmp_path, capsys):
 def test_archive_without_the_tau_layout_is_an_error(tmp_path):
     server = serve_record({"other.zip": make_zip({"stuff/meta.csv": b"x", "stuff/audio/a.wav": b"y"})})
     try:
-        with pytest.raises(DataError, match="no folder with meta.csv, audio/ and evaluation_setup/"):
+        with pytest.raises(DataError, match=r"no TAU 2022 Mobile folder \(meta.csv, audio/, evaluation_setup/\)"):
             download(tmp_path, api=f"{server.url}/api", quiet=True, say=lambda _: None)
     finally:
         server.close()
