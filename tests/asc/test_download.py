@@ -8,7 +8,7 @@ import pytest
 from asc.cli import cli
 from asc.download import download
 from common.errors import DataError
-from tests.common.test_download import Server, make_zip
+from tests.fake_http import Server, make_zip
 
 TOP = "TAU-urban-acoustic-scenes-2022-mobile-development"
 META = "filename\tscene_label\tidentifier\tsource_label\naudio/bus-lyon-1-0-a.wav\tbus\tlyon-1\ta\n"

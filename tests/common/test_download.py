@@ -1,68 +1,15 @@
 """The downloader against a local HTTP server on 127.0.0.1 (never the internet)."""
 
 import hashlib
-import http.server
-import io
 import json
-import threading
-import zipfile
 
 import pytest
 
 from common.download import download_file, extract_archive, fetch_files, zenodo_files
 from common.errors import DataError
-
-
-def make_zip(files):
-    buffer = io.BytesIO()
-    with zipfile.ZipFile(buffer, "w") as archive:
-        for name, data in files.items():
-            archive.writestr(name, data)
-    return buffer.getvalue()
-
+from tests.fake_http import Server, make_zip
 
 ARCHIVE = make_zip({"TrainData/img/image_1.h5": b"x" * 5000, "TrainData/mask/mask_1.h5": b"y" * 3000})
-
-
-class Server:
-    """Serves `files` (path -> bytes) with HTTP Range support and counts bytes sent."""
-
-    def __init__(self, files):
-        self.files = files
-        self.sent = 0
-        server = self
-
-        class Handler(http.server.BaseHTTPRequestHandler):
-            def log_message(self, *args):
-                pass
-
-            def do_GET(self):
-                data = server.files.get(self.path)
-                if data is None:
-                    self.send_error(404)
-                    return
-                start = 0
-                if self.headers.get("Range"):
-                    start = int(self.headers["Range"].split("=")[1].split("-")[0])
-                    if start >= len(data):
-                        self.send_error(416)
-                        return
-                    self.send_response(206)
-                    self.send_header("Content-Range", f"bytes {start}-{len(data) - 1}/{len(data)}")
-                else:
-                    self.send_response(200)
-                self.send_header("Content-Length", str(len(data) - start))
-                self.end_headers()
-                self.wfile.write(data[start:])
-                server.sent += len(data) - start
-
-        self.httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.url = f"http://127.0.0.1:{self.httpd.server_address[1]}"
-        threading.Thread(target=self.httpd.serve_forever, daemon=True).start()
-
-    def close(self):
-        self.httpd.shutdown()
-        self.httpd.server_close()
 
 
 @pytest.fixture

@@ -11,7 +11,7 @@ from common.cli import run_cli
 from landslide.cli import main
 from landslide.download import download, find_data_root
 from landslide.sample import write_sample
-from tests.common.test_download import Server
+from tests.fake_http import Server
 
 
 @pytest.fixture(scope="module")

@@ -10,7 +10,7 @@ from common.cli import run_cli
 from rsic.cli import main
 from rsic.download import find_data_root
 from rsic.sample import write_sample
-from tests.common.test_download import Server, make_zip
+from tests.fake_http import Server, make_zip
 
 
 @pytest.fixture(scope="module")
