@@ -10,7 +10,7 @@ from rsic.config import DEFAULTS
 from rsic.models import build_model
 
 # (backbone, alpha, input size, mode): the smallest settings that still run every layer. All run with
-# `make test-slow` (pytest -m slow): the default run exports one compact model, the shared tiny
+# `make test-all` (or pytest -m slow): the default run exports one compact model, the shared tiny
 # MobileNetV2 teacher, through the command line (tests/rsic/test_edge.py) and tests the over-budget
 # refusal there too (tests/rsic/test_cli.py). EfficientNet (Rescaling, Normalization) and
 # NASNetMobile (BatchNormalization after a concatenation) take the QAT path, which must handle

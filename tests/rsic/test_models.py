@@ -11,7 +11,7 @@ from rsic.config import DEFAULTS
 from rsic.models import BACKBONES, build_model, get_backbone
 
 # The default run builds the compact backbones (paper 4's candidates); the large ones and
-# NASNetMobile (slow to build) run with `make test-slow` (pytest -m slow).
+# NASNetMobile (slow to build) run with `make test-all` (or pytest -m slow).
 LARGE = {"EfficientNetB7", "ResNet50", "ResNet152V2", "InceptionV3", "InceptionResNetV2", "DenseNet121",
          "DenseNet201", "ConvNeXtTiny", "ConvNeXtLarge", "NASNetMobile"}
 
