@@ -451,8 +451,45 @@ def cmd_summary(args):
           f"(14 bands + engineered), {info['outputs']} output head(s)")
 
 
-def run_demo(out, n=48, seed=0, config=None):
-    """Sample data -> train the tiny model -> evaluate -> export; write OUT/summary.json."""
+LADDER = ["unet_ce", "features", "residual", "attention", "multires"]  # the rungs below full.yaml
+
+
+def tiny_rung_config(rung):
+    """A rung of the ablation ladder at the tiny model's size: the rung's own switches, with every
+    value in which tiny.yaml differs from full.yaml (width, heads, schedule, split) applied on top."""
+    defaults = _defaults()
+    tiny = load_config(CONFIG_DIR / "tiny.yaml", defaults=defaults)
+    full = load_config(CONFIG_DIR / "full.yaml", defaults=defaults)
+    cfg = load_config(CONFIG_DIR / f"{rung}.yaml", defaults=defaults)
+    for section, values in tiny.items():
+        for key, value in values.items():
+            if value != full[section][key]:
+                cfg[section][key] = value
+    return cfg
+
+
+def run_ladder(out, data):
+    """Train and evaluate every lower rung of the ladder at tiny width; summary rows (float F1 only)."""
+    from common.complexity import model_complexity
+
+    rows = []
+    for rung in LADDER:
+        cfg = tiny_rung_config(rung)
+        cfg["data"]["root"] = str(Path(data).resolve())
+        cfg["train"]["verbose"] = 0
+        run, _ = train_run(cfg, Path(out) / "ladder" / rung, overwrite=True)
+        metrics = evaluate_run(run)
+        complexity = model_complexity(_load_run(run)[1])
+        log.info("ladder rung %s: F1 %.4f", rung, metrics["f1"])
+        rows.append({"task": "landslide", "model": f"ladder: {rung}.yaml, width 1/16", "params": complexity["params"],
+                     "macs": complexity["macs"], "metric_name": "f1", "float_metric": metrics["f1"],
+                     "int8_metric": None, "tflite_bytes": None, "latency_ms": None})
+    return rows
+
+
+def run_demo(out, n=48, seed=0, config=None, ladder=True):
+    """Sample data -> the lower rungs of the ladder (tiny width) -> train the tiny full model ->
+    evaluate -> export; write OUT/summary.json."""
     from common.tflite_runtime import TFLiteModel
     from landslide.sample import write_sample
 
@@ -464,6 +501,7 @@ def run_demo(out, n=48, seed=0, config=None):
     cfg = load_config(config or CONFIG_DIR / "tiny.yaml", ["train.verbose=0"], defaults=_defaults())
     cfg["data"]["root"] = str(data.resolve())
     log.info("sample data in %s (%.0f s)", data, time.perf_counter() - clock)
+    rows = run_ladder(out, data) if ladder else []
     run, _ = train_run(cfg, out / "landslide_run", overwrite=True)
     log.info("trained %s (%.0f s)", run, time.perf_counter() - clock)
     metrics = evaluate_run(run)
@@ -483,7 +521,7 @@ def run_demo(out, n=48, seed=0, config=None):
         "tflite_bytes": report["tflite_bytes"],
         "latency_ms": latency,
     }
-    write_json(out / "summary.json", [row])
+    write_json(out / "summary.json", rows + [row])
     return row
 
 

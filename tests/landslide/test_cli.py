@@ -155,3 +155,16 @@ def test_predict_geotiff_scene(tiny_run, tmp_path, capsys):
     with rasterio.open(tmp_path / "maps" / "scene_landslide.tif") as result:
         assert (result.height, result.width, result.crs.to_epsg()) == (168, 128, 32645)
         assert set(np.unique(result.read(1))) <= {0, 1, 255}
+
+
+def test_demo_ladder_rungs_keep_their_switches_at_tiny_size():
+    from landslide.cli import LADDER, tiny_rung_config
+
+    tiny = tiny_rung_config("full")
+    for rung in LADDER:
+        cfg = tiny_rung_config(rung)
+        assert cfg["model"]["width"] == tiny["model"]["width"] == 0.0625
+        assert cfg["train"]["epochs"] == tiny["train"]["epochs"] and cfg["data"]["split"] == "holdout"
+    assert tiny_rung_config("unet_ce")["loss"]["name"] == "ce"
+    assert not any(tiny_rung_config("unet_ce")["model"][key] for key in ("residual", "attention", "multires"))
+    assert tiny_rung_config("attention")["model"]["attention"] and not tiny_rung_config("attention")["model"]["multires"]
