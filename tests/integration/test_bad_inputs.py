@@ -12,19 +12,16 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from common.cli import run_cli
 from common.errors import ProjectError
+from tests.cli_runner import run_in_process
 
 TINY_LANDSLIDE = "configs/landslide/tiny.yaml"
 
 
 def cli(task, argv, capsys):
     """Run `python -m TASK argv` in-process; return (exit code, stderr)."""
-    main = importlib.import_module(f"{task}.cli").main
-    capsys.readouterr()
-    with pytest.raises(SystemExit) as info:
-        run_cli(main, [str(a) for a in argv])
-    return info.value.code, capsys.readouterr().err
+    code, _, err = run_in_process(importlib.import_module(f"{task}.cli").main, argv, capsys)
+    return code, err
 
 
 def assert_one_line_error(code, err, *fragments):

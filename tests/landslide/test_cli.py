@@ -11,6 +11,7 @@ from sklearn.metrics import f1_score, jaccard_score, precision_score, recall_sco
 
 from landslide import data as D
 from landslide.cli import evaluate_folds, main
+from tests.cli_runner import run_in_process
 from tests.landslide.conftest import TINY, run_cli
 
 
@@ -111,12 +112,7 @@ def test_bad_file_exits_2_with_one_line(tmp_path):
 
 
 def run_main(argv, capsys):
-    from common.cli import run_cli as run
-
-    with pytest.raises(SystemExit) as info:
-        run(main, argv)
-    captured = capsys.readouterr()
-    return info.value.code, captured.out, captured.err
+    return run_in_process(main, argv, capsys)
 
 
 def test_bad_input_in_process(capsys, tmp_path, sample_root):

@@ -7,10 +7,10 @@ import zipfile
 
 import pytest
 
-from common.cli import run_cli
 from landslide.cli import main
 from landslide.download import download, find_data_root
 from landslide.sample import write_sample
+from tests.cli_runner import run_in_process
 from tests.fake_http import Server
 
 
@@ -39,11 +39,7 @@ def zenodo(files):
 
 
 def cli(argv, capsys):
-    """Run the command line in-process: (exit code, stdout, stderr)."""
-    with pytest.raises(SystemExit) as exit_info:
-        run_cli(main, argv)
-    captured = capsys.readouterr()
-    return exit_info.value.code, captured.out, captured.err
+    return run_in_process(main, argv, capsys)
 
 
 def test_download_unpacks_checks_and_names_the_data_folder(archive, tmp_path, capsys):

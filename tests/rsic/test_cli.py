@@ -6,16 +6,14 @@ import json
 
 import pytest
 
-from common.cli import run_cli
 from rsic.cli import main
+from tests.cli_runner import run_in_process
 from tests.rsic.conftest import CONFIGS
 
 
 def cli(*args):
     """Run `python -m rsic ARGS` in-process; returns the exit code."""
-    with pytest.raises(SystemExit) as exit_info:
-        run_cli(main, [str(a) for a in args])
-    return exit_info.value.code
+    return run_in_process(main, args)[0]
 
 
 def test_cli_end_to_end(tmp_path, capsys):

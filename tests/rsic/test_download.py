@@ -6,10 +6,10 @@ import zipfile
 
 import pytest
 
-from common.cli import run_cli
 from rsic.cli import main
 from rsic.download import find_data_root
 from rsic.sample import write_sample
+from tests.cli_runner import run_in_process
 from tests.fake_http import Server, make_zip
 
 
@@ -25,11 +25,7 @@ def archive(tmp_path_factory):
 
 
 def cli(argv, capsys):
-    """Run the command line in-process: (exit code, stdout, stderr)."""
-    with pytest.raises(SystemExit) as exit_info:
-        run_cli(main, [str(a) for a in argv])
-    captured = capsys.readouterr()
-    return exit_info.value.code, captured.out, captured.err
+    return run_in_process(main, argv, capsys)
 
 
 def serve(data):
