@@ -157,6 +157,37 @@ def test_qat_failure_falls_back_to_ptq(ptq_export, tmp_path, monkeypatch):
     assert sorted(p.name for p in tmp_path.iterdir()) == ["export_report.json", "m.tflite"]
 
 
+def test_unfaithful_qat_conversion_falls_back_to_the_closer_ptq(ptq_export, tmp_path, monkeypatch):
+    """When the converted QAT model does not follow its fake-quantized Keras model, export also
+    converts with PTQ and keeps whichever int8 model is closer to the float one. A learning rate
+    of 5 wrecks the QAT copy, so PTQ must win here."""
+    model, x, y, *_ = ptq_export
+    faithful = export.export_tflite(model, x[:16], tmp_path / "a" / "m.tflite", train_data=(x, y),
+                                    loss="sparse_categorical_crossentropy", qat_steps=2, heldout=x[32:])
+    assert faithful["quantization"] == "qat" and faithful["qat_vs_ptq_mean_abs_diff"] is None
+    assert faithful["qat_conversion"]["agreement"] >= export.FAITHFUL_AGREEMENT
+    assert faithful["qat_conversion"]["mean_abs_diff"] <= export.FAITHFUL_MEAN_ABS_DIFF
+
+    monkeypatch.setattr(export, "_conversion_is_faithful", lambda closeness: False)
+    out = tmp_path / "b" / "m.tflite"
+    report = export.export_tflite(model, x[:16], out, train_data=(x, y), loss="sparse_categorical_crossentropy",
+                                  qat_steps=3, qat_lr=5.0, heldout=x[32:])
+    gaps = report["qat_vs_ptq_mean_abs_diff"]
+    assert gaps["ptq"] < gaps["qat"] and report["quantization"] == "ptq" and report["float_layers"] == []
+    assert report["fallback_reason"].startswith("the QAT int8 model differs from its fake-quantized Keras model")
+    assert "PTQ is closer to the float model" in report["fallback_reason"]
+    # The file written is the PTQ model the report describes.
+    written = TFLiteModel(out).predict(x[32:])
+    float_out = model.predict(x[32:], verbose=0)
+    assert np.mean(np.abs(written - float_out)) == pytest.approx(gaps["ptq"], abs=1e-6)
+    assert report["mean_abs_diff"] == pytest.approx(gaps["ptq"], abs=1e-6)
+
+    # mode="qat" keeps QAT whatever the check says; the report still carries the numbers.
+    kept = export.export_tflite(model, x[:16], tmp_path / "c" / "m.tflite", mode="qat", train_data=(x, y),
+                                loss="sparse_categorical_crossentropy", qat_steps=3, qat_lr=5.0, heldout=x[32:])
+    assert kept["quantization"] == "qat" and kept["qat_vs_ptq_mean_abs_diff"] is None
+    assert set(kept["qat_conversion"]) == {"agreement", "mean_abs_diff", "max_abs_diff"}
+
 def test_command_line(ptq_export, tmp_path, capsys):
     model, x, *_ = ptq_export
     model.save(tmp_path / "model.keras")
@@ -208,6 +239,33 @@ def test_qat_residual_unet_with_attention(tmp_path):
     assert report["float_ops"] == []
     assert TFLiteModel(tmp_path / "unet.tflite").predict(x[:2]).shape == (2, 16, 16, 1)
 
+
+def test_separable_convolutions_are_quantized(tmp_path):
+    """tfmot's registry rejects SeparableConv2D, but its layout transform splits one into a
+    depthwise and a 1x1 convolution that it does quantize, BatchNormalization folded. Leaving them
+    float (as the registry's answer suggests) put 160 float layers into NASNetMobile's QAT model
+    and its int8 file differed from Keras by up to 0.54."""
+    _seed(2)
+    x, y = _classification_data((12, 12, 3))
+    inputs = keras.Input((12, 12, 3))
+    h = layers.Conv2D(8, 3, padding="same", use_bias=False, name="stem")(inputs)
+    h = layers.Activation("relu", name="stem_relu")(layers.BatchNormalization(name="stem_bn")(h))
+    h = layers.ZeroPadding2D(1, name="pad")(h)
+    h = layers.SeparableConv2D(8, 3, strides=2, use_bias=False, name="sep")(h)
+    h = layers.BatchNormalization(name="sep_bn")(h)
+    h = layers.GlobalAveragePooling2D(name="pool")(layers.Activation("relu", name="sep_relu")(h))
+    model = keras.Model(inputs, layers.Dense(3, activation="softmax", name="probs")(h))
+    model.compile(keras.optimizers.Adam(0.02), "sparse_categorical_crossentropy")
+    model.fit(x, y, epochs=10, batch_size=32, verbose=0)
+
+    qat_model, float_layers = export.quantize_for_training(model)
+    assert float_layers == []
+    assert {"DepthwiseConv2D", "Conv2D"} <= {type(getattr(layer, "layer", layer)).__name__ for layer in qat_model.layers}
+    report = export_tflite(model, x[:32], tmp_path / "m.tflite", train_data=(x, y),
+                           loss="sparse_categorical_crossentropy", qat_steps=2, heldout=x[32:])
+    assert report["quantization"] == "qat" and report["float_layers"] == [] and report["float_ops"] == []
+    assert report["delegate"] == "xnnpack"
+    assert report["agreement"] >= 0.9 and report["max_abs_diff"] < 0.1, report
 
 def _backbone_classifier(backbone, shape, x, classes=5):
     """A keras.applications backbone nested as one layer, under a 5-class head.
