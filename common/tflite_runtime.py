@@ -101,8 +101,8 @@ class TFLiteModel:
 
     def _invoke(self, chunk):
         """One interpreter call. XNNPACK may refuse a graph only when it is prepared for a batch
-        (seen on EfficientNetB0 and NASNetMobile int8: "failed to prepare"); then the builtin kernels
-        take over for good."""
+        (seen on EfficientNetB0 int8, and on NASNetMobile while QAT left its separable convolutions
+        float: "failed to prepare"); then the builtin kernels take over for good."""
         try:
             self._resize(len(chunk))
             self._interpreter.set_tensor(self._input["index"], self._quantize_input(chunk))
