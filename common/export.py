@@ -6,14 +6,14 @@ Two paths lead to an int8 model:
   `tfmot.quantization.keras.quantize_annotate_layer`. Layers that the default 8-bit registry of
   tensorflow-model-optimization supports get its config (fake-quantized weights and activations);
   SeparableConv2D is quantized too (tfmot splits it into a depthwise and a 1x1 convolution and
-  folds the BatchNormalization that follows); the rest (MultiHeadAttention, LayerNormalization,
+  folds the BatchNormalization that follows). The rest (MultiHeadAttention, LayerNormalization,
   Rescaling/Normalization, a BatchNormalization that does not follow a convolution, custom layers
-  such as `PositionEmbedding`) get
-  `NoOpQuantizeConfig`, which quantizes nothing: they are trained in float. `quantize_apply` runs
-  inside `quantize_scope` with that config registered; the activation ranges are started from one
-  pass over the representative data (tfmot starts them at [-6, 6]), the model is fine-tuned a
-  short while (eagerly when 8 steps or fewer: cheaper than tracing) and converted. Nested models (a keras.applications backbone used as a layer) are first inlined
-  into one flat functional graph, because tfmot refuses nested models.
+  such as `PositionEmbedding`) get `NoOpQuantizeConfig`, which quantizes nothing: they are trained
+  in float. `quantize_apply` runs inside `quantize_scope` with that config registered; the
+  activation ranges are started from one pass over the representative data (tfmot starts them at
+  [-6, 6]), the model is fine-tuned a short while (eagerly when 8 steps or fewer: cheaper than
+  tracing) and converted. Nested models (a keras.applications backbone used as a layer) are first
+  inlined into one flat functional graph, because tfmot refuses nested models.
 * PTQ (post-training full-integer quantization, `mode="ptq"`): the float model is converted with a
   representative data set that calibrates every activation range.
 
