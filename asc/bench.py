@@ -114,28 +114,12 @@ def speed_row(name, data, quick=False):
         lambda: make_dataset(x, y, len(classes), batch, shuffle=True, mixup_alpha=cfg["augment"]["mixup_alpha"], seed=0),
         batches=max(1, len(y) // batch), repeats=1 if quick else 3,
     )  # fmt: skip
-    ratio = pipeline["median"] / train["median"]
     shape = "x".join(str(d) for d in feats.input_shape(cfg["features"]))
-    return {
-        "kind": "speed",
-        "task": "asc",
-        "model": MODELS[name],
-        "input": f"{shape} (1-s clip)",
-        "params": report["params"],
-        "macs": report["macs"],
-        "float_bytes": report["float_keras_bytes"],
-        "int8_bytes": report["tflite_bytes"],
-        "train_examples_per_s": train,
-        "keras_latency_ms": keras_ms,
-        "tflite_latency_ms": tflite_ms,
-        "pipeline_examples_per_s": pipeline,
-        "train_batch": batch,
-        "note": (
-            f"asc {name}: the tf.data pipeline (cached features + mixup) delivers {ratio:.1f}x the clips/s "
-            f"that training at batch {batch} consumes"
-            + (" (the input is not the bottleneck)" if ratio > 1 else " (the input IS the bottleneck)")
-        ),
-    }
+    return harness.speed_row(
+        task="asc", model=MODELS[name], input=f"{shape} (1-s clip)", report=report, train=train,
+        keras_ms=keras_ms, tflite_ms=tflite_ms, pipeline=pipeline, batch=batch,
+        pipeline_desc="the tf.data pipeline (cached features + mixup)", unit="clips",
+    )
 
 
 def _accuracy_row(model, data, run, metrics_accuracy, report):

@@ -119,6 +119,38 @@ def pipeline_examples_per_s(make_dataset, batches=20, repeats=3):
     return spread(rates[1:])  # the first pass warms caches and traces
 
 
+def speed_row(*, task, model, input, report, train, keras_ms, tflite_ms, pipeline, batch, pipeline_desc, unit):
+    """The `kind: speed` row of a task's bench: sizes from the export report, the timings, and a note
+    saying whether the input pipeline keeps up with training.
+
+    Args:
+        task, model, input: str, the row's labels.
+        report: dict returned by `common.export.export_tflite`.
+        train, pipeline: `spread` dicts of examples/s; keras_ms, tflite_ms: `spread` dicts in ms.
+        batch: int, the training batch size.
+        pipeline_desc: str, what the pipeline does, e.g. "the tf.data pipeline (cached features)".
+        unit: str, what an example is, plural ("patches", "images", "clips").
+    """
+    ratio = pipeline["median"] / train["median"]
+    verdict = "the input is not the bottleneck" if ratio > 1 else "the input IS the bottleneck"
+    return {
+        "kind": "speed",
+        "task": task,
+        "model": model,
+        "input": input,
+        "params": report["params"],
+        "macs": report["macs"],
+        "float_bytes": report["float_keras_bytes"],
+        "int8_bytes": report["tflite_bytes"],
+        "train_examples_per_s": train,
+        "keras_latency_ms": keras_ms,
+        "tflite_latency_ms": tflite_ms,
+        "pipeline_examples_per_s": pipeline,
+        "train_batch": batch,
+        "note": (f"{task} {model}: {pipeline_desc} delivers {ratio:.1f}x the {unit}/s that training at batch "
+                 f"{batch} consumes ({verdict}); int8 TFLite {report['tflite_bytes'] / 1e6:.2f} MB"),
+    }
+
 def _leaves(structure):
     if isinstance(structure, dict):
         for value in structure.values():

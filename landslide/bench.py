@@ -93,26 +93,11 @@ def speed_row(name, patches, quick=False):
         lambda: D.training_dataset(patches, batch_size=batch, seed=0, augment_data=True, cache=False, patch_size=size),
         batches=len(patches.images) // batch, repeats=1 if quick else 3,
     )
-    ratio = pipeline["median"] / train["median"]
-    return {
-        "kind": "speed",
-        "task": "landslide",
-        "model": MODELS[name],
-        "input": f"{size}x{size}x{D.NUM_BANDS}",
-        "params": report["params"],
-        "macs": report["macs"],
-        "float_bytes": report["float_keras_bytes"],
-        "int8_bytes": report["tflite_bytes"],
-        "train_examples_per_s": train,
-        "keras_latency_ms": keras_ms,
-        "tflite_latency_ms": tflite_ms,
-        "pipeline_examples_per_s": pipeline,
-        "train_batch": batch,
-        "note": (f"landslide {name}: the tf.data pipeline (read + decode + augment, no cache) delivers "
-                 f"{ratio:.1f}x the patches/s that training at batch {batch} consumes"
-                 + (" (the input is not the bottleneck)" if ratio > 1 else " (the input IS the bottleneck)")
-                 + f"; int8 TFLite {report['tflite_bytes'] / 1e6:.2f} MB"),
-    }
+    return harness.speed_row(
+        task="landslide", model=MODELS[name], input=f"{size}x{size}x{D.NUM_BANDS}", report=report, train=train,
+        keras_ms=keras_ms, tflite_ms=tflite_ms, pipeline=pipeline, batch=batch,
+        pipeline_desc="the tf.data pipeline (read + decode + augment, no cache)", unit="patches",
+    )
 
 
 def accuracy_row(data, out, label, overrides=(), mode="auto"):

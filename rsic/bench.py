@@ -90,26 +90,11 @@ def speed_row(name, folder, quick=False):
                              augment=cfg["data"]["augment"], seed=0, cache=False),
         batches=len(folder.files) // batch, repeats=1 if quick else 3,
     )
-    ratio = pipeline["median"] / train["median"]
-    return {
-        "kind": "speed",
-        "task": "rsic",
-        "model": MODELS[name],
-        "input": f"{size}x{size}x3, {classes} classes",
-        "params": report["params"],
-        "macs": report["macs"],
-        "float_bytes": report["float_keras_bytes"],
-        "int8_bytes": report["tflite_bytes"],
-        "train_examples_per_s": train,
-        "keras_latency_ms": keras_ms,
-        "tflite_latency_ms": tflite_ms,
-        "pipeline_examples_per_s": pipeline,
-        "train_batch": batch,
-        "note": (f"rsic {MODELS[name]}: the tf.data pipeline (JPEG decode + resize + augment at {size}, "
-                 f"no cache) delivers {ratio:.1f}x the images/s that training at batch {batch} consumes"
-                 + (" (the input is not the bottleneck)" if ratio > 1 else " (the input IS the bottleneck)")
-                 + f"; int8 TFLite {report['tflite_bytes'] / 1e6:.2f} MB"),
-    }
+    return harness.speed_row(
+        task="rsic", model=MODELS[name], input=f"{size}x{size}x3, {classes} classes", report=report, train=train,
+        keras_ms=keras_ms, tflite_ms=tflite_ms, pipeline=pipeline, batch=batch,
+        pipeline_desc=f"the tf.data pipeline (JPEG decode + resize + augment at {size}, no cache)", unit="images",
+    )
 
 
 def demo_rows(out):
