@@ -27,7 +27,7 @@ import numpy as np
 
 from asc import features as feats
 from asc.config import load
-from benchmarks import harness
+from common import bench as harness
 
 log = logging.getLogger("asc.bench")
 ROOT = Path(__file__).resolve().parents[1]

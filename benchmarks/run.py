@@ -15,7 +15,7 @@ import sys
 import time
 from pathlib import Path
 
-from benchmarks.harness import machine
+from common.bench import machine
 from common.io import write_json, write_text
 
 TASKS = ["landslide", "rsic", "asc"]

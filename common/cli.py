@@ -1,61 +1,192 @@
-"""Pieces every task's command line shares: common options, TensorFlow set-up, error handling.
+"""The command line of every task, built once from its Task (common/task.py): `python -m TASK COMMAND`.
+
+    download   fetch the real data set (no TensorFlow)
+    sample     write a small sample data set in the real layout (no TensorFlow)
+    train      train a model: a run directory in --out
+    distill    train a student from a teacher run (--teacher RUN), tasks with classifiers
+    evaluate   score a run (--run) on its reported split, another split or another data set
+    export     int8 TFLite of a run, checked against its Keras model
+    predict    a run's model (--run) or an exported .tflite (--tflite, LiteRT only) on files
+    demo       sample data -> the task's small runs -> OUT/summary.json
+    + the task's own commands (landslide stats/summary, rsic benchmark, asc features/complexity)
 
 A command that fails on bad input prints one line, `error: <file or key>: <problem>`, and exits
-with code 2; never a TensorFlow stack trace.
+with code 2; never a TensorFlow stack trace. TensorFlow's native start-up lines (oneDNN, CUDA)
+are kept out of the terminal unless `--verbose` is given.
 """
 
 import argparse
 import logging
 import os
+import re
 import sys
+import threading
+import warnings
 
-
-def add_common_args(parser, *, data=True, out=True, run=False, config=True):
-    """Add the options shared by the task commands to an argparse (sub)parser."""
-    if config:
-        parser.add_argument("--config", help="YAML config file (see configs/)")
-    if data:
-        parser.add_argument("--data", help="data set folder")
-    if out:
-        parser.add_argument("--out", help="output folder (a run directory for train)")
-    if run:
-        parser.add_argument("--run", required=True, help="run directory written by train")
-    parser.add_argument(
-        "--set",
-        dest="overrides",
-        action="append",
-        default=[],
-        metavar="KEY=VALUE",
-        help="override one config value, e.g. --set train.lr=0.01 (repeatable)",
-    )
-    if out:
-        parser.add_argument(
-            "--strategy",
-            choices=["default", "mirrored", "multiworker"],
-            action=_OverrideAction,
-            config_key="train.strategy",
-            help="tf.distribute strategy (same as --set train.strategy=...)",
-        )
-        parser.add_argument("--overwrite", action="store_true", help="replace an existing run in --out")
-        parser.add_argument("--resume", action="store_true", help="continue the run in --out")
-    return parser
+# ---------------------------------------------------------------------------------------------
+# Options
 
 
 class _OverrideAction(argparse.Action):
-    """An option that is shorthand for one `--set key=value`."""
+    """An option that is shorthand for one `--set key=value` (a flag: `key=true`)."""
 
     def __init__(self, option_strings, dest, config_key, **kwargs):
         self.config_key = config_key
         super().__init__(option_strings, dest, **kwargs)
 
     def __call__(self, parser, namespace, value, option_string=None):
+        value = "true" if self.nargs == 0 else value
         overrides = list(getattr(namespace, "overrides", None) or [])
         namespace.overrides = overrides + [f"{self.config_key}={value}"]
         setattr(namespace, self.dest, value)
 
 
+def add_shorthand(parser, flag, config_key, help, **kwargs):
+    """An option `flag` that means `--set config_key=VALUE` (with nargs=0: a true/false flag)."""
+    parser.add_argument(flag, action=_OverrideAction, config_key=config_key, help=help, **kwargs)
+
+
+def add_set_arg(parser):
+    parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                        help="override one config value, e.g. --set train.lr=0.01 (repeatable)")
+
+
+def add_config_args(parser, *, data_help="data set folder"):
+    """`--config`, `--data` and `--set` (the options of every command that reads a config)."""
+    parser.add_argument("--config", help="YAML config file (a path, or a file name in configs/TASK/)")
+    parser.add_argument("--data", help=data_help)
+    add_set_arg(parser)
+
+
+def _add_train_args(parser, task):
+    add_config_args(parser, data_help="data set folder (the run remembers it)")
+    parser.add_argument("--out", required=True, help="run directory to write")
+    add_shorthand(parser, "--strategy", "train.strategy", choices=["default", "mirrored", "multiworker"],
+                  help="tf.distribute strategy (same as --set train.strategy=...)")
+    parser.add_argument("--overwrite", action="store_true", help="replace an existing run in --out")
+    parser.add_argument("--resume", action="store_true", help="continue the unfinished run in --out")
+
+
+def build_parser(task):
+    """The argparse parser of `python -m TASK` (every verb, the same flags in every task)."""
+    parser = argparse.ArgumentParser(prog=f"python -m {task.name}", description=task.description)
+    parser.add_argument("--verbose", action="store_true", help="show TensorFlow's own log lines too")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    p = sub.add_parser("download", help="fetch the real data set (resumable, checksum-verified, unpacked)")
+    p.add_argument("--dest", required=True, help="folder to download and unpack into")
+    p.add_argument("--quiet", action="store_true", help="no progress lines")
+    task.add_download_arguments(p)
+
+    p = sub.add_parser("sample", help="write a small sample data set in the real on-disk layout")
+    p.add_argument("--out", required=True, help="data set folder to create")
+    task.add_sample_arguments(p)
+
+    p = sub.add_parser("train", help="train a model (writes a run directory in --out)")
+    _add_train_args(p, task)
+    task.add_arguments("train", p)
+    if task.distill_config:
+        p = sub.add_parser("distill", help="train a student from a teacher run (writes a run directory)")
+        _add_train_args(p, task)
+        p.add_argument("--teacher", required=True, help="run directory of the trained teacher")
+        task.add_arguments("distill", p)
+
+    p = sub.add_parser("evaluate", help=f"{task.metric_name} and more of a run -> RUN/metrics.json")
+    p.add_argument("--run", required=True, help="run directory written by train")
+    p.add_argument("--data", help="another data set: scored whole, written to RUN/metrics_<folder>.json")
+    p.add_argument("--split", help=f"a split of the run's split.json (default {task.reported_split})")
+    p.add_argument("--tflite", action="store_true", help="score the exported int8 model instead")
+    p.add_argument("--out", help="folder for the metrics file (default: the run directory)")
+    p.add_argument("--folds", action="store_true", help="RUN holds fold_K runs: their mean and std")
+    add_set_arg(p)
+    task.add_arguments("evaluate", p)
+
+    p = sub.add_parser("export", help="int8 TFLite -> RUN/model_int8.tflite, labels.txt, export_report.json")
+    p.add_argument("--run", required=True, help="run directory written by train")
+    p.add_argument("--data", help="the data set, when it has moved since training")
+    add_shorthand(p, "--mode", "export.mode", choices=["auto", "qat", "ptq"],
+                  help="quantization (same as --set export.mode=...)")
+    add_set_arg(p)
+    task.add_arguments("export", p)
+
+    p = sub.add_parser("predict", help="predict files or folders with a run or an exported .tflite")
+    p.add_argument("inputs", nargs="*", help="files or folders (searched recursively)")
+    p.add_argument("--data", action="append", default=[], help="a folder of inputs (same as giving it as an input)")
+    p.add_argument("--run", help="run directory written by train (the Keras model)")
+    p.add_argument("--tflite", help="exported .tflite model instead of --run: LiteRT only, no TensorFlow")
+    p.add_argument("--out", required=True, help=task.predict_out_help)
+    p.add_argument("--overwrite", action="store_true", help="replace earlier predictions in --out")
+    add_set_arg(p)
+    task.add_arguments("predict", p)
+
+    p = sub.add_parser("demo", help="sample data -> small runs -> evaluate -> export -> OUT/summary.json")
+    p.add_argument("--out", default=f"runs/demo/{task.name}", help=f"demo folder (default runs/demo/{task.name})")
+    add_set_arg(p)
+
+    for command in task.commands():
+        p = sub.add_parser(command.name, help=command.help)
+        if command.common_args:
+            add_config_args(p)
+        command.add_arguments(p)
+    return parser
+
+
+def main(task, argv=None):
+    """Parse `argv` and run the command on `task`; returns the exit code. Errors propagate
+    (`run_cli` turns them into one line)."""
+    from common import runner
+
+    args = build_parser(task).parse_args(argv)
+    extra = {c.name: c for c in task.commands()}
+    if args.command == "download":
+        runner.say(f"{task.name}: {task.download(args.dest, args)}")
+        return 0
+    if args.command == "sample":
+        runner.say(f"{task.name}: {task.sample(args.out, args)}")
+        return 0
+    if args.command == "predict" and args.tflite:  # the edge path: LiteRT, never TensorFlow
+        runner.predict(task, [*args.data, *args.inputs], args.out, tflite=args.tflite,
+                       overwrite=args.overwrite, overrides=args.overrides, args=args)
+        return 0
+    if args.command in extra and not extra[args.command].tensorflow:
+        return extra[args.command].run(args) or 0
+    setup_tensorflow()
+    if args.command == "train":
+        for cfg, out in task.train_runs(_train_config(task, args, task.train_config), args):
+            runner.train(task, cfg, out, resume=args.resume, overwrite=args.overwrite)
+    elif args.command == "distill":
+        cfg = _train_config(task, args, task.distill_config)
+        runner.distill(task, cfg, args.out, args.teacher, resume=args.resume, overwrite=args.overwrite)
+    elif args.command == "evaluate":
+        if args.folds:
+            runner.evaluate_folds(task, args.run, data=args.data, overrides=args.overrides)
+        else:
+            runner.evaluate(task, args.run, data=args.data, split=args.split, tflite=args.tflite, out=args.out,
+                            overrides=args.overrides)
+    elif args.command == "export":
+        runner.export(task, args.run, data=args.data, overrides=args.overrides)
+    elif args.command == "predict":
+        runner.predict(task, [*args.data, *args.inputs], args.out, run=args.run, overwrite=args.overwrite,
+                       overrides=args.overrides, args=args)
+    elif args.command == "demo":
+        runner.demo(task, args.out, args.overrides)
+    else:
+        return extra[args.command].run(args) or 0
+    return 0
+
+
+def _train_config(task, args, default):
+    from common.runner import load_task_config
+
+    return load_task_config(task, args.config, args.overrides, args.data, default=default)
+
+
+# ---------------------------------------------------------------------------------------------
+# TensorFlow set-up and the terminal
+
+
 def setup_tensorflow(threads=None):
-    """Quiet TensorFlow's start-up logs and size its thread pools.
+    """Quiet TensorFlow's Python logs and size its thread pools.
 
     `threads` (or the environment variable EDGE_THREADS) caps the intra-op pool; by default
     TensorFlow uses every core. Call before any TensorFlow op runs.
@@ -63,6 +194,8 @@ def setup_tensorflow(threads=None):
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     import tensorflow as tf
 
+    # The converter's and Keras' Python warnings are about their internals, not the user's input.
+    warnings.filterwarnings("ignore", module=r"(tensorflow|tf_keras|keras|tensorflow_model_optimization)(\.|$)")
     tf.get_logger().setLevel(logging.ERROR)
     logging.getLogger("absl").setLevel(logging.ERROR)
     threads = threads or int(os.environ.get("EDGE_THREADS", "0"))
@@ -72,6 +205,45 @@ def setup_tensorflow(threads=None):
             tf.config.threading.set_inter_op_parallelism_threads(threads)
         except RuntimeError:  # already initialised: keep what is set
             pass
+
+
+# The native (C++) log lines of TensorFlow and XLA: "I0000 00:00:17... port.cc:153] ...", and
+# absl's notice about them. They read as failures ("failed call to cuInit") on every command.
+NATIVE_LOG_LINE = re.compile(
+    rb"^([IWEF]\d{4} \d\d:\d\d:\d+\.\d+\s+\d+ \S+:\d+\]|WARNING: All log messages before absl"
+    rb"|INFO: Created TensorFlow Lite|fully_quantize: )"
+)
+
+
+def quiet_native_logs(log_path=None):
+    """Keep TensorFlow's native log lines out of the terminal.
+
+    Native code writes to file descriptor 2 directly, so the descriptor is pointed at a pipe and
+    a thread copies every line that is not a native log line back to the real stderr (the native
+    lines go to `log_path` when given). Python's own `sys.stderr` writes straight to the real
+    stderr, so error messages never wait on the thread.
+    """
+    try:
+        real = os.dup(2)
+        read_end, write_end = os.pipe()
+        os.dup2(write_end, 2)
+        os.close(write_end)
+    except OSError:
+        return
+    sys.stderr = os.fdopen(os.dup(real), "w", buffering=1, encoding="utf-8", errors="replace")
+
+    def pump():
+        log = open(log_path, "ab") if log_path else None
+        with os.fdopen(read_end, "rb") as pipe:
+            for line in pipe:
+                if NATIVE_LOG_LINE.match(line):
+                    if log:
+                        log.write(line)
+                        log.flush()
+                else:
+                    os.write(real, line)
+
+    threading.Thread(target=pump, daemon=True, name="native-log-filter").start()
 
 
 def _discard_unstarted_runs():
@@ -88,12 +260,21 @@ def run_cli(main, argv=None):
         code = main(argv)
     except ProjectError as error:
         _discard_unstarted_runs()
-        print(f"error: {error}", file=sys.stderr)
+        print(f"error: {error}", file=sys.stderr, flush=True)
         sys.exit(2)
     except (FileNotFoundError, NotADirectoryError, PermissionError, IsADirectoryError) as error:
-        print(f"error: {error.filename or ''}: {error.strerror or error}", file=sys.stderr)
+        print(f"error: {error.filename or ''}: {error.strerror or error}", file=sys.stderr, flush=True)
         sys.exit(2)
     except KeyboardInterrupt as interrupt:
-        print(f"interrupted{': ' + str(interrupt) if str(interrupt) else ''}", file=sys.stderr)
+        print(f"interrupted{': ' + str(interrupt) if str(interrupt) else ''}", file=sys.stderr, flush=True)
         sys.exit(130)
     sys.exit(code or 0)
+
+
+def entry(task, argv=None):
+    """`python -m TASK`: the task's command line with the project's error handling."""
+    argv = sys.argv[1:] if argv is None else argv
+    if "--verbose" not in argv:
+        os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+        quiet_native_logs()
+    run_cli(lambda a: main(task, a), argv)

@@ -42,6 +42,17 @@ TRAIN_DEFAULTS = {
     "verbose": 1,  # Keras progress: 0 silent, 1 progress bar, 2 one line per epoch
 }
 
+# The `export:` section every task config has (used by common.runner.export).
+EXPORT_DEFAULTS = {
+    "mode": "auto",  # auto (QAT, PTQ fallback) | qat | ptq; `export --mode` is shorthand
+    "qat_epochs": 1,
+    "qat_steps": 20,  # QAT batches per epoch (a short fine-tune); 0 = the whole training set
+    "qat_lr": 1e-4,
+    "calibration_examples": 128,  # training examples (a seeded random pick) calibrating int8 ranges
+    "size_budget_mb": 20.0,  # the largest int8 file allowed (paper 4: 20 MB)
+    "num_threads": 2,  # LiteRT threads for the parity check and the latency measurement
+}
+
 # Keys whose values must be strictly positive wherever they appear.
 _POSITIVE_KEYS = {"lr", "epochs", "batch_size", "temperature"}
 _NON_NEGATIVE_KEYS = {"weight_decay", "steps_per_epoch", "early_stopping_patience", "label_smoothing"}

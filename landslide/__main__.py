@@ -1,6 +1,7 @@
-"""`python -m landslide COMMAND`: see landslide/cli.py."""
+"""`python -m landslide COMMAND`: see landslide/task.py and common/cli.py."""
 
-from common.cli import run_cli
-from landslide.cli import main
+from common.cli import entry
+from landslide.task import LandslideTask
 
-run_cli(main)
+if __name__ == "__main__":
+    entry(LandslideTask())

@@ -20,7 +20,7 @@ from pathlib import Path
 
 import numpy as np
 
-from benchmarks import harness
+from common import bench as harness
 from common.config import load_config
 from landslide import data as D
 

@@ -2,10 +2,14 @@
 
 Each rung of the paper's ablation ladder is one YAML file that switches on one more of
 `features.*`, `model.residual`, `model.attention`, `model.multires`, `loss.name: focal_iou`.
+Reading a config never imports TensorFlow (the edge and download paths read none, but `stats`,
+`summary` and the demo plan resolve configs before TensorFlow starts).
 """
 
-from common.train import TRAIN_DEFAULTS
-from landslide.features import FEATURE_NAMES
+from common.config import EXPORT_DEFAULTS, TRAIN_DEFAULTS
+
+# The engineered bands (landslide/features.py computes them), in the order they are stacked.
+FEATURE_NAMES = ["ndvi", "nbr", "ndwi", "gray", "gray_gradient", "dem_gradient"]
 
 DEFAULTS = {
     "data": {
@@ -38,11 +42,14 @@ DEFAULTS = {
         "iou_weight": 1.0,
     },
     "train": {**TRAIN_DEFAULTS, "monitor": "val_f1", "monitor_mode": "max", "epochs": 50},
+    "predict": {
+        "threshold": 0.5,  # landslide probability above which a pixel is 1 (`--threshold`)
+        "overlap": 32,  # GeoTIFF scenes: pixels shared by neighbouring tiles (`--overlap`)
+    },
     "export": {
-        "qat_epochs": 1,
-        "qat_steps": 20,  # QAT batches (a short fine-tune)
-        "qat_lr": 1e-4,
-        "calibration_patches": 64,
+        **EXPORT_DEFAULTS,
+        "calibration_examples": 64,
+        "calibration_patches": 0,  # the older name of calibration_examples; 0 = unset
         "size_budget_mb": 40.0,
     },
 }

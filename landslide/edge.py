@@ -59,51 +59,39 @@ def load_model(path, num_threads=2):
     return model
 
 
-def predict_patches(model_path, inputs, out, *, threshold=0.5, num_threads=2):
-    """Predict a mask for every .h5 patch in `inputs` with a TFLite model; write OUT/mask_N.h5.
+def predict(model, inputs, out, *, threshold=0.5, overlap=32, geojson=False):
+    """Landslide masks of patches and maps of GeoTIFF scenes; the one predict path.
 
     Args:
-        model_path: the exported `.tflite` file.
-        inputs: list of .h5 patches, folders of them, or folders holding img/.
-        out: output folder (created).
+        model: anything with `predict(x (N, S, S, 14)) -> (N, S, S, 1)` probabilities and
+            `input_shape` (S, S, 14): a `TFLiteModel` (`load_model`) or the Keras adapter of
+            landslide/task.py.
+        inputs: .h5 patches, folders of them (or holding img/), .tif scenes.
+        out: output folder: OUT/mask_N.h5 per image_N.h5 (dataset "mask", uint8 0/1) and
+            OUT/<scene>_landslide.tif (+ .geojson with `geojson`) per scene.
         threshold: landslide probability above which a pixel is 1.
-        num_threads: interpreter threads.
+        overlap: scenes: pixels shared by neighbouring tiles.
 
     Returns:
-        list of the written mask paths, in input order.
+        One line saying what was written.
     """
-    model = load_model(model_path, num_threads)
+    scenes, patches = split_inputs(inputs)
     size = model.input_shape[0]
-    files = D.image_files(inputs)
+    files = D.image_files(patches) if patches else []
     for path in files:  # every header is checked before any mask is written
         D.check_image_header(path, size)
-    written = []
     for path in files:
         image, _ = D.read_image(path, size)
         probs = model.predict(image[None])[0, ..., 0]
-        target = Path(out) / output_name(path)
-        write_mask(target, (probs > threshold).astype(np.uint8))
-        written.append(target)
-    return written
+        write_mask(Path(out) / output_name(path), (probs > threshold).astype(np.uint8))
+    if scenes:
+        from landslide.scene import predict_scene
 
-
-def predict_scenes(model_path, scenes, out, *, threshold=0.5, overlap=32, geojson=False, num_threads=2):
-    """Landslide maps of whole GeoTIFF scenes (landslide/scene.py) with a TFLite model.
-
-    Writes OUT/<name>_landslide.tif (0/1 mask, nodata 255) and with `geojson` also
-    OUT/<name>_landslide.geojson (polygons with their area in square metres).
-
-    Returns:
-        list of the written GeoTIFF paths.
-    """
-    from landslide.scene import predict_scene
-
-    model = load_model(model_path, num_threads)
-    written = []
-    for scene in map(Path, scenes):
-        target = Path(out) / f"{scene.stem}_landslide.tif"
-        predict_scene(scene, target, model.predict, bands=D.NUM_BANDS, patch=model.input_shape[0],
-                      overlap=overlap, threshold=threshold,
-                      geojson_path=target.with_suffix(".geojson") if geojson else None, progress=False)
-        written.append(target)
-    return written
+        for scene in map(Path, scenes):
+            target = Path(out) / f"{scene.stem}_landslide.tif"
+            predict_scene(scene, target, model.predict, bands=D.NUM_BANDS, patch=size, overlap=overlap,
+                          threshold=threshold, geojson_path=target.with_suffix(".geojson") if geojson else None,
+                          progress=False)
+    parts = [f"{len(files)} masks"] if files else []
+    parts += [f"{len(scenes)} scene maps"] if scenes else []
+    return f"wrote {' and '.join(parts)} to {out}"

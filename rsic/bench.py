@@ -20,7 +20,7 @@ sample data written into benchmarks/tmp/rsic/ (git-ignored):
 import logging
 from pathlib import Path
 
-from benchmarks import harness
+from common import bench as harness
 from common.config import load_config
 
 log = logging.getLogger("rsic.bench")

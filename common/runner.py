@@ -1,0 +1,552 @@
+"""The commands of every task, written once against the Task interface (common/task.py).
+
+    train     config -> data check -> strategy -> run dir -> split.json + labels.txt -> fit
+              -> metrics.json (the reported split) -> pictures
+    distill   the same, with a frozen teacher run (common.distill.Distiller), on the teacher's split
+    evaluate  a run's model (Keras or its int8 TFLite) on its reported split, another split or
+              another data set; writes metrics*.json beside the run's own
+    export    int8 TFLite (common.export) calibrated on a seeded pick of training examples and
+              checked on a seeded pick of reported examples; latency and sizes in the report
+    predict   a run's Keras model or an exported .tflite (no TensorFlow) on files and folders
+    demo      sample data -> the task's demo plan -> summary.json (one row builder)
+
+Every step prints one short line in one style (`say`); numbers are rounded for people.
+"""
+
+import re
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from common.config import load_config, read_saved_config
+from common.errors import ConfigError, DataError, RunDirError
+from common.io import write_json, write_text
+
+TFLITE_FILE = "model_int8.tflite"
+SPLIT_FILE = "split.json"
+LABELS_FILE = "labels.txt"
+METRICS_FILE = "metrics.json"
+REPORT_FILE = "export_report.json"
+HELDOUT_EXAMPLES = 256  # reported-split examples the export checks parity and the int8 metric on
+# An export whose int8 model departs this much from Keras finishes with a warning line.
+MIN_AGREEMENT = 0.95
+MAX_METRIC_DROP = 0.05
+
+
+def say(text):
+    """The one progress style of every command: a plain line on stdout, flushed."""
+    print(text, flush=True)
+
+
+@dataclass
+class RunResult:
+    """What `train` and `distill` return: the run directory and its reported metrics."""
+
+    run: Path
+    metrics: dict
+    history: dict = field(default_factory=dict)
+
+
+# ---------------------------------------------------------------------------------------------
+# Configs and run directories
+
+
+def config_path(task, path, default):
+    """`path` as given, else the task's config folder's file of that name, else `default`."""
+    if not path:
+        return task.config_dir / default
+    path = Path(path)
+    if not path.is_file() and (task.config_dir / path).is_file():
+        return task.config_dir / path
+    return path
+
+
+def load_task_config(task, path=None, overrides=(), data=None, default=None):
+    """The resolved config of a YAML file (or of the task's default), `--data` applied."""
+    cfg = load_config(config_path(task, path, default or task.train_config), overrides, defaults=task.defaults())
+    if data:
+        cfg["data"]["root"] = str(Path(data).resolve())
+    return cfg
+
+
+def run_config(task, run, overrides=(), data=None):
+    """The config of a run directory (its config.yaml), overrides and `--data` applied."""
+    run = Path(run)
+    if not (run / "config.yaml").is_file():
+        raise RunDirError(f"{run}: not a run directory (no config.yaml); run `python -m {task.name} train` first")
+    cfg = load_config(run / "config.yaml", overrides, defaults=task.defaults())
+    if data:
+        cfg["data"]["root"] = str(Path(data).resolve())
+    return cfg
+
+
+def need_data(cfg):
+    if not cfg["data"]["root"]:
+        raise ConfigError("no data set: give --data DIR (or data.root in the config)")
+    return cfg
+
+
+def write_split(task, run, cfg, data, split, teacher=None):
+    """RUN/split.json (identifiers of every split, the reported one named) and RUN/labels.txt."""
+    ids = task.split_ids(data, split)
+    content = {
+        **task.split_info(cfg, split),
+        "data": cfg["data"]["root"],
+        "classes": list(task.class_names(data)),
+        "reported": task.reported_split,
+        "splits": list(ids),
+        **({"teacher": str(Path(teacher).resolve())} if teacher else {}),
+        **ids,
+    }
+    write_json(Path(run) / SPLIT_FILE, content)
+    write_labels(Path(run) / LABELS_FILE, task.class_names(data))
+
+
+def read_split(task, run, data):
+    """The split of `data` that RUN/split.json records."""
+    path = Path(run) / SPLIT_FILE
+    if not path.is_file():
+        raise RunDirError(f"{path}: no split file; was this run trained by `python -m {task.name} train`?")
+    content = read_json(path)
+    names = content.get("splits") or [k for k in ("train", "val", "test", "evaluate") if k in content]
+    return task.split_from_ids(data, {name: content[name] for name in names}), content
+
+
+def read_json(path):
+    import json
+
+    try:
+        return json.loads(Path(path).read_text())
+    except (OSError, ValueError) as error:
+        raise RunDirError(f"{path}: unreadable JSON ({error})") from None
+
+
+def write_labels(path, names):
+    write_text(path, "".join(f"{name}\n" for name in names))
+
+
+def read_labels(path):
+    """Class names from a labels.txt (no TensorFlow)."""
+    path = Path(path)
+    if not path.is_file():
+        raise DataError(f"{path}: labels file not found")
+    return [line.strip() for line in path.read_text().splitlines() if line.strip()]
+
+
+# ---------------------------------------------------------------------------------------------
+# train / distill
+
+
+def train(task, cfg, out, *, resume=False, overwrite=False, teacher=None):
+    """Train the model of `cfg` into the run directory `out`; evaluate it on the reported split.
+
+    Args:
+        task: a common.task.Task. cfg: resolved config. out: the run directory.
+        resume, overwrite: see common.train.prepare_run_dir.
+        teacher: a trained run directory to distill from (common.distill.Distiller); the student
+            then trains on the teacher's split.
+
+    Returns:
+        RunResult.
+    """
+    need_data(cfg)
+    data = task.open_data(cfg)  # bad data is reported before TensorFlow starts
+    teacher_model = None
+    if teacher is not None:
+        split = _check_teacher(task, cfg, data, teacher)
+    else:
+        split = task.make_split(cfg, data)
+
+    from common import train as T
+
+    T.start_strategy(cfg["train"])  # before any TensorFlow op (multi-worker needs it first)
+    run = T.prepare_run_dir(out, config=cfg, resume=resume, overwrite=overwrite)
+    write_split(task, run, cfg, data, split, teacher=teacher)
+    train_ds, val_ds, steps = task.datasets(cfg, data, split)
+    sizes = ", ".join(f"{name} {len(items)}" for name, items in split.items())
+    say(f"{task.name}: training {task.describe(cfg)} on {sizes} -> {run}")
+    if teacher is not None:
+        teacher_model = T.load_run_model(teacher)
+    models = {}
+
+    def build():
+        training, models["inference"] = task.build(cfg, data, split, run)
+        optimizer = T.make_optimizer(cfg["train"], steps)
+        if teacher_model is None:
+            task.compile(training, cfg, optimizer)
+            return training
+        from common.distill import Distiller
+
+        d = cfg["distill"]
+        distiller = Distiller(training, teacher_model, label_loss=task.label_loss(cfg),
+                              label_weight=d["label_weight"], kd_weight=d["kd_weight"],
+                              temperature=d["temperature"], embedding_weight=d["embedding_weight"])
+        distiller.compile(optimizer=optimizer, metrics=["accuracy"])
+        return distiller
+
+    clock = time.perf_counter()
+    with task.error_context():
+        model, history = T.fit(build, train_ds, val_ds, cfg["train"], run,
+                               final_model_fn=lambda _: models["inference"],
+                               extra_callbacks=task.callbacks(cfg, data, split))
+    say(f"{task.name}: trained {len(history.epoch)} epochs in {time.perf_counter() - clock:.0f} s")
+    metrics = _evaluate_and_write(task, model, cfg, data, split[task.reported_split], run / METRICS_FILE,
+                                  split_name=task.reported_split, teacher=teacher_model)
+    if T.is_chief():
+        _training_curves(run)
+        task.pictures(run, model, cfg, data, split[task.reported_split])
+    return RunResult(run, metrics, dict(history.history))
+
+
+def _check_teacher(task, cfg, data, teacher):
+    """The teacher's split of `data`, after checking that the teacher fits this student."""
+    teacher = Path(teacher)
+    if not task.distill_config:
+        raise ConfigError(f"{task.name}: this task has no distillation")
+    teacher_cfg = read_saved_config(teacher / "config.yaml") if (teacher / "config.yaml").is_file() else None
+    if teacher_cfg is None or not (teacher / "model.keras").is_file():
+        raise RunDirError(f"{teacher}: not a trained run directory (no config.yaml and model.keras); train a teacher first")
+    task.check_teacher(cfg, teacher_cfg, teacher)
+    teacher_labels = read_labels(teacher / LABELS_FILE)
+    if teacher_labels != list(task.class_names(data)):
+        raise DataError(f"{cfg['data']['root']}: classes differ from the teacher's {teacher / LABELS_FILE}")
+    split, _ = read_split(task, teacher, data)
+    return split
+
+
+def distill(task, cfg, out, teacher, *, resume=False, overwrite=False):
+    """Train the student of `cfg` from the teacher run `teacher` (see `train`)."""
+    if not cfg["data"]["root"]:
+        saved = read_saved_config(Path(teacher) / "config.yaml") if (Path(teacher) / "config.yaml").is_file() else {}
+        cfg["data"]["root"] = saved.get("data", {}).get("root", "")
+    return train(task, cfg, out, resume=resume, overwrite=overwrite, teacher=teacher)
+
+
+def _training_curves(run):
+    from common.plots import plot_history
+    from common.train import read_history
+
+    history = read_history(run)
+    if history:
+        plot_history(history, Path(run) / "training_curves.png", title=f"training: {Path(run).name}")
+
+
+# ---------------------------------------------------------------------------------------------
+# evaluate
+
+
+def _evaluate_and_write(task, model, cfg, data, items, path, *, split_name, teacher=None, extra=None):
+    """Score `model` on `items`, write `path` (metrics JSON), print one line; return the metrics."""
+    if not len(items):
+        raise DataError(f"{cfg['data']['root']}: the '{split_name}' split is empty")
+    with task.error_context():
+        metrics = task.evaluate(model, cfg, data, items)
+        if teacher is not None:
+            metrics.update(_teacher_scores(task, teacher, model, cfg, data, items))
+    metrics = {**metrics, "split": split_name, "data": cfg["data"]["root"], "examples": len(items), **(extra or {})}
+    write_json(path, metrics)
+    say(f"{task.name}: {task.score_line(metrics)} on {len(items)} {split_name} examples -> {path}")
+    return metrics
+
+
+def _teacher_scores(task, teacher, student, cfg, data, items):
+    """The teacher's metric and the share of examples where student and teacher agree."""
+    from common.export import prediction_agreement
+
+    x, labels = task.examples(cfg, data, items)
+    teacher_out = np.asarray(teacher.predict(x, batch_size=32, verbose=0))
+    student_out = np.asarray(student.predict(x, batch_size=32, verbose=0))
+    return {f"teacher_{task.metric_name}": float(task.metric(labels, teacher_out)),
+            "teacher_agreement": prediction_agreement(teacher_out, student_out)}
+
+
+def evaluate(task, run, *, data=None, split=None, tflite=False, out=None, overrides=()):
+    """Evaluate a run (its Keras model, or with `tflite` its exported int8 model).
+
+    Without `data`: the run's own data and split.json, split `split` (default the reported one),
+    written to RUN/metrics.json (other splits: metrics_SPLIT.json; the int8 model: *_int8.json).
+    With `data` naming another data set: every labelled example there, written beside the run's
+    own metrics as metrics_<folder name>.json, so the run's own scores are never replaced.
+
+    Returns:
+        (metrics dict, path written).
+    """
+    run = Path(run)
+    cfg = run_config(task, run, overrides)
+    own_root = cfg["data"]["root"]
+    other = data is not None and Path(data).resolve() != Path(own_root or "/nonexistent").resolve()
+    if data:
+        cfg["data"]["root"] = str(Path(data).resolve())
+    need_data(cfg)
+    dataset = task.open_data(cfg)
+    if other:
+        items, split_name = task.all_items(dataset), "all"
+        check_labels(task, run, dataset)
+        name = f"metrics_{_slug(Path(data).resolve().name)}"
+    else:
+        parts, _ = read_split(task, run, dataset)
+        split_name = split or task.reported_split
+        if split_name not in parts:
+            raise ConfigError(f"--split {split_name}: the run's split.json has {', '.join(parts)}")
+        items = parts[split_name]
+        name = "metrics" if split_name == task.reported_split else f"metrics_{split_name}"
+    model = _tflite_of(task, run) if tflite else _keras_of(task, run)
+    name += "_int8" if tflite else ""
+    path = Path(out) / f"{name}.json" if out else run / f"{name}.json"
+    metrics = _evaluate_and_write(task, model, cfg, dataset, items, path, split_name=split_name,
+                                  extra={"model": "int8 tflite" if tflite else "keras"})
+    if not tflite and not other:
+        _training_curves(run)
+        task.pictures(path.parent, model, cfg, dataset, items)
+    return metrics, path
+
+
+def check_labels(task, run, dataset):
+    """Another data set's classes must be among the run's (same index order is the task's job)."""
+    if not task.classifier:
+        return
+    known = read_labels(Path(run) / LABELS_FILE)
+    unknown = [name for name in task.class_names(dataset) if name not in known]
+    if unknown:
+        raise DataError(f"{unknown[0]}: class '{unknown[0]}' is not one the model of {run} knows ({', '.join(known)})")
+
+
+def evaluate_folds(task, parent, *, data=None, overrides=()):
+    """Evaluate every PARENT/fold_K run; write PARENT/metrics.json (means) and metrics_folds.json."""
+    runs = sorted((r for r in Path(parent).glob("fold_*") if (r / "model.keras").is_file()),
+                  key=lambda r: int(re.sub(r"\D", "", r.name) or 0))
+    if not runs:
+        raise RunDirError(f"{parent}: no trained fold_K runs (train with --fold all)")
+    per_fold = [evaluate(task, run, data=data, overrides=overrides)[0] for run in runs]
+    keys = [k for k, v in per_fold[0].items() if isinstance(v, float)]
+    mean = {k: float(np.mean([m[k] for m in per_fold])) for k in keys}
+    std = {k: float(np.std([m[k] for m in per_fold])) for k in keys}
+    write_json(Path(parent) / METRICS_FILE, mean)
+    write_json(Path(parent) / "metrics_folds.json",
+               {"folds": [r.name for r in runs], "per_fold": per_fold, "mean": mean, "std": std})
+    say(f"{task.name}: {len(runs)} folds: " + "  ".join(f"{k} {mean[k]:.3f} +- {std[k]:.3f}" for k in keys))
+    return mean, std
+
+
+def _slug(text):
+    return re.sub(r"[^A-Za-z0-9_.-]+", "_", text) or "data"
+
+
+def _keras_of(task, run):
+    from common.train import load_run_model
+
+    task.register_layers()
+    return load_run_model(run)
+
+
+def _tflite_of(task, run):
+    from common.tflite_runtime import TFLiteModel
+
+    path = Path(run) / TFLITE_FILE
+    if not path.is_file():
+        raise RunDirError(f"{path}: not found; run `python -m {task.name} export --run {run}` first")
+    return TFLiteModel(path)
+
+
+# ---------------------------------------------------------------------------------------------
+# export
+
+
+def seeded_pick(items, count, seed):
+    """Up to `count` of `items`, a seeded random choice kept in the items' order."""
+    order = np.random.default_rng(seed).permutation(len(items))[: int(count)]
+    return [items[i] for i in np.sort(order)]
+
+
+def calibration_count(export_cfg):
+    """`export.calibration_examples`, or a task's older name for it (calibration_patches,
+    calibration_images, calibration_clips) when a config still sets that."""
+    older = [v for k, v in export_cfg.items() if k.startswith("calibration_") and k != "calibration_examples" and v]
+    return int(older[0] if older else export_cfg["calibration_examples"])
+
+
+def export(task, run, *, data=None, overrides=()):
+    """int8 TFLite of a run's model: RUN/model_int8.tflite, labels.txt, export_report.json.
+
+    QAT fine-tunes on the run's training split (`export.mode`: auto, qat, ptq); the converter
+    is calibrated on a seeded pick of `export.calibration_examples` training examples; parity,
+    the int8 metric and latency are measured on a seeded pick of reported-split examples.
+
+    Returns:
+        The export report (see common.export.export_tflite) with `latency_ms` added.
+    """
+    from common.export import export_tflite
+    from common.tflite_runtime import TFLiteModel
+
+    run = Path(run)
+    cfg = need_data(run_config(task, run, overrides, data))
+    dataset = task.open_data(cfg)
+    split, _ = read_split(task, run, dataset)
+    model = _keras_of(task, run)
+    e = cfg["export"]
+    seed = int(cfg["train"]["seed"])
+    calibration, _ = task.examples(cfg, dataset, seeded_pick(split["train"], calibration_count(e), seed))
+    heldout, heldout_labels = task.examples(cfg, dataset,
+                                            seeded_pick(split[task.reported_split], HELDOUT_EXAMPLES, seed + 1))
+    train_data, steps = None, None
+    if e["mode"] != "ptq":
+        train_data, _, _ = task.datasets(cfg, dataset, split)
+        steps = int(e["qat_steps"]) or None
+        if steps:
+            train_data = train_data.repeat()
+    say(f"{task.name}: exporting {run / TFLITE_FILE} (mode {e['mode']})")
+    with task.error_context():
+        report = export_tflite(
+            model, calibration, run / TFLITE_FILE, mode=e["mode"], train_data=train_data,
+            loss=task.label_loss(cfg) if train_data is not None else None, qat_epochs=int(e["qat_epochs"]),
+            qat_steps=steps, qat_lr=float(e["qat_lr"]), heldout=heldout, heldout_labels=heldout_labels,
+            metric=task.metric, metric_name=task.metric_name, size_budget_mb=float(e["size_budget_mb"]),
+            labels=task.class_names(dataset), num_threads=int(e["num_threads"]),
+        )
+    tflite = TFLiteModel(run / TFLITE_FILE, num_threads=int(e["num_threads"]))
+    report["latency_ms"] = tflite.latency_ms(heldout[0])
+    report["calibration_examples"] = len(calibration)
+    write_json(run / REPORT_FILE, report)
+    say(f"{task.name}: {export_line(task, report)}")
+    for warning in export_warnings(report):
+        say(f"warning: {warning}")
+    return report
+
+
+def export_line(task, report):
+    """One line for an export: size, quantization, metrics, agreement, latency."""
+    return (f"{report['path']}: {_size(report['tflite_bytes'])} int8 ({report['quantization']}); "
+            f"{report['metric_name']} float {_num(report['keras_metric'])}, int8 {_num(report['tflite_metric'])}; "
+            f"agreement {report['agreement']:.3f} on {report['parity_examples']} examples; "
+            f"{report['latency_ms']:.1f} ms per example")
+
+
+def export_warnings(report):
+    """Lines saying how far the int8 model departs from Keras, when it does."""
+    warnings = []
+    if report["agreement"] < MIN_AGREEMENT:
+        warnings.append(f"the int8 model agrees with Keras on only {report['agreement']:.3f} of predictions "
+                        f"(under {MIN_AGREEMENT}); train longer or try --set export.mode=ptq/qat")
+    keras_metric, tflite_metric = report.get("keras_metric"), report.get("tflite_metric")
+    if keras_metric is not None and tflite_metric is not None and abs(keras_metric - tflite_metric) > MAX_METRIC_DROP:
+        warnings.append(f"int8 {report['metric_name']} {tflite_metric:.3f} differs from the Keras model's "
+                        f"{keras_metric:.3f} by more than {MAX_METRIC_DROP}")
+    return warnings
+
+
+def _size(nbytes):
+    return f"{nbytes / 1e3:.0f} KB" if nbytes < 1e6 else f"{nbytes / 1e6:.2f} MB"
+
+
+def _num(value):
+    return "-" if value is None else f"{value:.3f}"
+
+
+# ---------------------------------------------------------------------------------------------
+# predict
+
+
+def check_output(out, overwrite):
+    """Refuse to write predictions over an existing file or into a non-empty folder."""
+    out = Path(out)
+    if overwrite or not out.exists():
+        return
+    if out.is_file() or (out.is_dir() and any(out.iterdir())):
+        raise RunDirError(f"{out}: exists and holds earlier output; use --overwrite or another --out")
+
+
+def predict(task, inputs, out, *, run=None, tflite=None, overwrite=False, overrides=(), args=None):
+    """Predict files and folders with a run's Keras model or an exported .tflite; returns the line said."""
+    if bool(run) == bool(tflite):
+        raise ConfigError("predict: give either --run RUN (the Keras model) or --tflite MODEL.tflite (LiteRT)")
+    if not inputs:
+        raise ConfigError("predict: give the files or folders to predict")
+    if not out:
+        raise ConfigError("predict: --out is required")
+    check_output(out, overwrite)
+    if tflite:
+        line = task.edge_predict(tflite, inputs, out, args)
+    else:
+        cfg = run_config(task, run, overrides)
+        line = task.predict(_keras_of(task, run), cfg, inputs, out, args)
+    say(f"{task.name}: {line}")
+    return line
+
+
+# ---------------------------------------------------------------------------------------------
+# demo
+
+
+def summary_row(task, model_name, metrics, report=None, complexity=None):
+    """One row of a demo's summary.json (see scripts/demo.py for the table)."""
+    source = report or complexity or {}
+    return {
+        "task": task.name,
+        "model": model_name,
+        "params": source.get("params"),
+        "macs": source.get("macs"),
+        "metric_name": task.metric_name,
+        "float_metric": metrics.get(task.metric_name),
+        "int8_metric": report.get("tflite_metric") if report else None,
+        "tflite_bytes": report.get("tflite_bytes") if report else None,
+        "latency_ms": report.get("latency_ms") if report else None,
+    }
+
+
+def _own_run(path):
+    """True when `path` holds an earlier run (the demo replaces it); a foreign folder is refused."""
+    path = Path(path)
+    if not path.exists() or not any(path.iterdir()):
+        return False
+    if not (path / "config.yaml").is_file():
+        raise RunDirError(f"{path}: exists and is not a run directory; use another --out for the demo")
+    return True
+
+
+def demo(task, out, overrides=()):
+    """Sample data -> every run of `task.demo_plan()` (train or distill, evaluate, export) ->
+    OUT/summary.json. Returns the summary rows."""
+    from common.complexity import model_complexity
+
+    out = Path(out)
+    started = time.perf_counter()
+    data = out / "data"
+    if not data.is_dir() or not any(data.iterdir()):
+        say(f"{task.name}: {task.sample(data, None)}")
+    rows = []
+    for step in task.demo_plan():
+        config = step.config
+        run_overrides = ["train.verbose=0", *step.overrides, *overrides]
+        if isinstance(config, dict):
+            cfg = config
+            for item in run_overrides:
+                cfg = _apply_override(task, cfg, item)
+        else:
+            cfg = load_task_config(task, config, run_overrides)
+        cfg["data"]["root"] = str(data.resolve())
+        target = out / step.name
+        teacher = out / step.teacher if step.teacher else None
+        result = train(task, cfg, target, overwrite=_own_run(target), teacher=teacher)
+        report = export(task, target) if step.export else None
+        complexity = None if report else model_complexity(_keras_of(task, target))
+        rows.append(summary_row(task, f"{step.name}: {task.describe(cfg)}", result.metrics, report, complexity))
+    write_json(out / "summary.json", rows)
+    say(f"{task.name}: demo done in {time.perf_counter() - started:.0f} s -> {out / 'summary.json'}")
+    from common.tables import markdown_table
+
+    say(markdown_table(rows))
+    return rows
+
+
+def _apply_override(task, cfg, item):
+    """`cfg` with one `--set` string applied and validated (for configs given as dicts)."""
+    import copy
+
+    from common.config import _merge, _nest, _parse_override
+
+    cfg = copy.deepcopy(cfg)
+    key, value = _parse_override(item)
+    _merge(cfg, _nest(key, value), task.defaults(), source="--set")
+    return cfg

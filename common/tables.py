@@ -1,0 +1,36 @@
+"""The summary table of `make demo` and `python -m TASK demo` (rows from common.runner.summary_row)."""
+
+COLUMNS = [
+    ("task", "task"),
+    ("model", "model"),
+    ("params", "params"),
+    ("macs", "MACs"),
+    ("metric_name", "metric"),
+    ("float_metric", "float"),
+    ("int8_metric", "int8"),
+    ("tflite_bytes", "TFLite size"),
+    ("latency_ms", "latency/example"),
+]
+
+
+def format_cell(key, value):
+    """A summary value as people read it: 1.23M params, 0.950, 146 KB, 1.52 ms; '-' when absent."""
+    if value is None:
+        return "-"
+    if key in ("params", "macs"):
+        return f"{value / 1e6:.2f}M" if value >= 1e5 else f"{value / 1e3:.1f}K"
+    if key == "tflite_bytes":
+        return f"{value / 1024:.0f} KB" if value < 1024**2 else f"{value / 1024**2:.2f} MB"
+    if key in ("float_metric", "int8_metric"):
+        return f"{value:.3f}"
+    if key == "latency_ms":
+        return f"{value:.2f} ms"
+    return str(value)
+
+
+def markdown_table(rows, columns=COLUMNS):
+    """Rows (dicts) as a Markdown table with the given (key, title) columns."""
+    lines = ["| " + " | ".join(title for _, title in columns) + " |", "|" + "---|" * len(columns)]
+    for row in rows:
+        lines.append("| " + " | ".join(format_cell(key, row.get(key)) for key, _ in columns) + " |")
+    return "\n".join(lines)

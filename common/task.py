@@ -1,0 +1,263 @@
+"""The Task interface: what a task package implements once so that common/ can run every command.
+
+A task package (landslide, rsic, asc, or a new one) defines one subclass of `Task` in
+`TASK/task.py` and a two-line `__main__.py` (`common.cli.main(TheTask())`). The commands
+(train, distill, evaluate, export, predict, demo) are written once in `common/runner.py` and the
+command line once in `common/cli.py`, the way torchgeo's trainers are written once against its
+data sets. See docs/ARCHITECTURE.md, "Adding a task", and tests/common/test_fourth_task.py.
+
+The runner calls a task in this order (`train`): config -> strategy -> `open_data` (no
+TensorFlow yet, so bad data is reported in one line before TensorFlow starts) -> `make_split`
+-> run directory -> split.json + labels.txt -> `datasets` -> `build` + `compile` inside the
+strategy scope -> fit -> `evaluate` on `reported_split` -> metrics.json -> `pictures`.
+
+Methods marked "no TensorFlow" must not import it: `download`, `sample` and `predict --tflite`
+run on machines (an edge device) without it.
+"""
+
+import contextlib
+from dataclasses import dataclass, field
+from pathlib import Path
+
+
+@dataclass
+class Command:
+    """An extra command of one task (landslide `stats`, rsic `benchmark`, asc `features`, ...).
+
+    Attributes:
+        name: the verb, `python -m TASK NAME`.
+        help: one line for `--help`.
+        add_arguments: callable(argparse parser) adding the command's own options.
+        run: callable(args) -> exit code (None = 0); errors are `ProjectError`s.
+        tensorflow: False when the command never imports TensorFlow (download, sample, features).
+        common_args: add `--config --data --set` (common.cli.add_config_args).
+    """
+
+    name: str
+    help: str
+    add_arguments: object
+    run: object
+    tensorflow: bool = True
+    common_args: bool = False
+
+
+@dataclass
+class DemoRun:
+    """One run of a task's demo (see `Task.demo_plan`).
+
+    Attributes:
+        name: folder name under the demo's output folder, and the model column of the summary.
+        config: a YAML path (relative names are looked up in the task's config folder) or a
+            resolved config dict.
+        teacher: name of an earlier DemoRun: this run is distilled from it (`distill`).
+        export: export the run to int8 TFLite and report its int8 metric, size and latency.
+        overrides: `--set` strings applied to this run's config (before the demo's own).
+    """
+
+    name: str
+    config: object
+    teacher: str = ""
+    export: bool = False
+    overrides: list = field(default_factory=list)
+
+
+class Task:
+    """Base class of a task. Subclasses set the attributes and override the methods below.
+
+    Attributes:
+        name: package name (`python -m NAME`) and the `task` column of summary rows.
+        description: one line for `--help`.
+        config_dir: the folder of the task's YAML configs (configs/NAME).
+        train_config: the config `train` uses without `--config`.
+        distill_config: the config `distill` uses without `--config`; "" = the task has no
+            `distill` (its models are not classifiers with an "embedding" layer).
+        metric_name: the headline metric (a key of metrics.json): "f1", "accuracy".
+        reported_split: the split that `train` and `evaluate` report (metrics.json).
+        classifier: True when the model outputs class probabilities (N, C): predictions are a
+            CSV (file, label, probability, one column per class) and agreement is of arg-maxes.
+    """
+
+    name = ""
+    description = ""
+    config_dir = Path(".")
+    train_config = ""
+    distill_config = ""
+    metric_name = "accuracy"
+    reported_split = "test"
+    classifier = True
+    predict_out_help = "CSV file to write (file, label, probability, one column per class)"
+
+    # -- configuration (no TensorFlow) --------------------------------------------------------
+
+    def defaults(self):
+        """The config schema: a nested dict of every key with its default (see common.config)."""
+        raise NotImplementedError
+
+    def describe(self, cfg):
+        """A few words naming the model of `cfg`, for progress lines and the demo table."""
+        return cfg.get("model", {}).get("kind", "") or self.name
+
+    # -- data (no TensorFlow) ----------------------------------------------------------------
+
+    def open_data(self, cfg):
+        """List and check the data set of `cfg["data"]["root"]`; raise DataError on bad input.
+
+        Returns:
+            The task's own data object (opaque to the runner).
+        """
+        raise NotImplementedError
+
+    def class_names(self, data):
+        """Class names in index order (written to labels.txt)."""
+        raise NotImplementedError
+
+    def make_split(self, cfg, data):
+        """The split of `data`: dict of split name -> list of items (the task's own item type).
+
+        Must hold "train" and `reported_split`; the runner stores it through `split_ids`.
+        """
+        raise NotImplementedError
+
+    def split_ids(self, data, split):
+        """dict of split name -> list of str identifiers (file names), for split.json."""
+        raise NotImplementedError
+
+    def split_from_ids(self, data, ids):
+        """The inverse of `split_ids`: a split of `data` from identifiers read from split.json.
+
+        Raises DataError when an identifier is not in `data`.
+        """
+        raise NotImplementedError
+
+    def all_items(self, data):
+        """Every labelled item of `data` (evaluate on another data set)."""
+        raise NotImplementedError
+
+    def split_info(self, cfg, split):
+        """Extra keys for split.json (protocol, fold, seed, ...)."""
+        return {}
+
+    # -- training (TensorFlow) -----------------------------------------------------------------
+
+    def register_layers(self):
+        """Import the modules that register the task's custom layers (before loading a model)."""
+
+    def error_context(self):
+        """A context manager that turns the task's data errors raised inside TensorFlow (a
+        tf.data reader) back into its own one-line errors."""
+        return contextlib.nullcontext()
+
+    def check_teacher(self, cfg, teacher_cfg, teacher_run):
+        """Raise ConfigError when the teacher run cannot teach the model of `cfg` (other input)."""
+
+    def datasets(self, cfg, data, split):
+        """The training and validation pipelines.
+
+        Returns:
+            (train tf.data.Dataset of batched (x, y), validation dataset or None, steps per epoch).
+        """
+        raise NotImplementedError
+
+    def build(self, cfg, data, split, run_dir):
+        """The models of `cfg` (called inside the strategy scope; `run_dir` may receive files the
+        model depends on, e.g. normalisation statistics).
+
+        Returns:
+            (training model, inference model): the same model for most tasks; the inference
+            model takes raw input and is what model.keras holds.
+        """
+        raise NotImplementedError
+
+    def label_loss(self, cfg):
+        """The loss on labels (a Keras loss), for training, distillation and QAT."""
+        raise NotImplementedError
+
+    def compile(self, model, cfg, optimizer):
+        """Compile the training model with the task's loss and metrics."""
+        model.compile(optimizer=optimizer, loss=self.label_loss(cfg), metrics=["accuracy"])
+
+    def callbacks(self, cfg, data, split):
+        """Extra Keras callbacks for training (e.g. BatchNorm re-estimation)."""
+        return []
+
+    # -- evaluation ----------------------------------------------------------------------------
+
+    def examples(self, cfg, data, items):
+        """Model inputs and labels of `items` as arrays (for calibration and parity checks).
+
+        Returns:
+            (x (N, *input_shape) float32, labels (N,) or (N, H, W, 1)).
+        """
+        raise NotImplementedError
+
+    def metric(self, labels, outputs):
+        """The headline metric of model outputs against labels (arrays), a fraction."""
+        raise NotImplementedError
+
+    def evaluate(self, model, cfg, data, items):
+        """Scores of `model` (Keras, or anything with `predict(x)`) on `items`.
+
+        Returns:
+            dict for metrics.json: `metric_name` and the other scores as fractions in [0, 1].
+        """
+        raise NotImplementedError
+
+    def score_line(self, metrics):
+        """One line of rounded scores for the terminal."""
+        return f"{self.metric_name} {metrics[self.metric_name]:.3f}"
+
+    def pictures(self, out_dir, model, cfg, data, items):
+        """Optional pictures of an evaluation (examples, spectrograms) written into `out_dir`."""
+
+    # -- command line ----------------------------------------------------------------------------
+
+    def add_arguments(self, command, parser):
+        """Options of a shared command (train, distill, evaluate, export, predict) that only this
+        task has, e.g. landslide's `--fold` and `--threshold` (see common.cli.add_shorthand)."""
+
+    def train_runs(self, cfg, args):
+        """The (config, run directory) pairs one `train` command trains; landslide's `--fold all`
+        gives one per fold. Default: the one run in `--out`."""
+        return [(cfg, args.out)]
+
+    # -- prediction ----------------------------------------------------------------------------
+
+    def predict(self, model, cfg, inputs, out, args):
+        """Predict `inputs` (files or folders) with a Keras model; write into `out`.
+
+        Returns:
+            One line for the terminal saying what was written.
+        """
+        raise NotImplementedError
+
+    def edge_predict(self, tflite_path, inputs, out, args):
+        """The same with an exported .tflite model through LiteRT (no TensorFlow)."""
+        raise NotImplementedError
+
+    # -- demo, sample, download, extra commands -------------------------------------------------
+
+    def add_sample_arguments(self, parser):
+        """Options of `sample` (sizes, seed)."""
+
+    def sample(self, out, args):
+        """Write a sample data set in the real on-disk layout into `out` (no TensorFlow).
+
+        `args` is the argparse namespace of `sample`, or None for the defaults (the demo).
+        Returns one line for the terminal.
+        """
+        raise NotImplementedError
+
+    def add_download_arguments(self, parser):
+        """Options of `download` beyond `--dest` and `--quiet`."""
+
+    def download(self, dest, args):
+        """Fetch the real data set into `dest` (no TensorFlow). Returns one line for the terminal."""
+        raise NotImplementedError
+
+    def demo_plan(self):
+        """The runs of `python -m TASK demo`, in order (a list of DemoRun)."""
+        raise NotImplementedError
+
+    def commands(self):
+        """Extra commands of this task (a list of Command)."""
+        return []
