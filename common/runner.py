@@ -311,6 +311,7 @@ def check_labels(task, run, dataset):
     unknown = [name for name in task.class_names(dataset) if name not in known]
     if unknown:
         raise DataError(f"{unknown[0]}: class '{unknown[0]}' is not one the model of {run} knows ({', '.join(known)})")
+    task.align_classes(dataset, known)
 
 
 def evaluate_folds(task, parent, *, data=None, overrides=()):

@@ -133,6 +133,11 @@ class Task:
         """Every labelled item of `data` (evaluate on another data set)."""
         raise NotImplementedError
 
+    def align_classes(self, data, run_classes):
+        """Give another data set (evaluate --data) the class indices of a run that knows
+        `run_classes` (its labels.txt); called after the runner checked that every class of `data`
+        is among them. Default: nothing (the data's classes are always in the run's order)."""
+
     def split_info(self, cfg, split):
         """Extra keys for split.json (protocol, fold, seed, ...)."""
         return {}
@@ -261,3 +266,20 @@ class Task:
     def commands(self):
         """Extra commands of this task (a list of Command)."""
         return []
+
+
+def task_by_name(name):
+    """The Task of the package `name` (its `NAME/task.py` defines exactly one Task subclass).
+
+    Used by scripts and tests that loop over tasks; common/ never imports a task package by name
+    otherwise.
+    """
+    import importlib
+    import inspect
+
+    module = importlib.import_module(f"{name}.task")
+    found = [obj for _, obj in inspect.getmembers(module, inspect.isclass)
+             if issubclass(obj, Task) and obj is not Task and obj.__module__ == module.__name__]
+    if len(found) != 1:
+        raise LookupError(f"{module.__name__}: expected one Task subclass, found {len(found)}")
+    return found[0]()

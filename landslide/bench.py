@@ -58,9 +58,9 @@ def speed_row(name, patches, quick=False):
     """Speed and size of one config's model on `patches` (a PatchFolder of labelled sample patches)."""
     from common.export import export_tflite
     from common.train import make_optimizer, set_seed
-    from landslide.cli import f1_metric, load_arrays
+    from landslide.features import compute_stats, normalisation
     from landslide.models import build_models, compile_training_model
-    from landslide.stats import compute_stats, normalisation
+    from landslide.task import LandslideTask, f1_metric
 
     cfg = _config(name)
     set_seed(0)
@@ -71,7 +71,7 @@ def speed_row(name, patches, quick=False):
     mean, std = normalisation(stats, cfg["data"]["normalization"])
     training, inference = build_models(cfg, mean, std)
     compile_training_model(training, cfg, make_optimizer(cfg["train"], 100))
-    x, y = load_arrays(patches, len(patches.images), size)
+    x, y = LandslideTask().examples(cfg, patches, patches.names)
     y = y.astype(np.float32)
     example = x[:1]
 
@@ -103,16 +103,18 @@ def speed_row(name, patches, quick=False):
 def accuracy_row(data, out, label, overrides=(), mode="auto"):
     """Train the tiny config on `data`, evaluate on its validation split, export int8: one row.
 
-    The same steps as `python -m landslide demo` (train_run, evaluate_run, export_run).
+    The same steps as `python -m landslide demo` (common.runner train and export).
     """
-    from landslide.cli import evaluate_run, export_run, train_run
+    from common import runner
+    from landslide.task import LandslideTask
 
-    cfg = _config("tiny", overrides)
+    task = LandslideTask()
+    cfg = _config("tiny", [*overrides, f"export.mode={mode}"])
     cfg["data"]["root"] = str(Path(data).resolve())
     log.info("bench accuracy: training tiny on %s", label)
-    run, _ = train_run(cfg, out, overwrite=True)
-    metrics = evaluate_run(run)
-    report = export_run(run, mode=mode)
+    result = runner.train(task, cfg, out, overwrite=True)
+    metrics = result.metrics
+    report = runner.export(task, result.run)
     return {
         "kind": "accuracy",
         "task": "landslide",

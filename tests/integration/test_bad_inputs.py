@@ -13,6 +13,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from common.errors import ProjectError
+from common.task import task_by_name
 from tests.cli_runner import run_in_process
 
 TINY_LANDSLIDE = "configs/landslide/tiny.yaml"
@@ -20,7 +21,7 @@ TINY_LANDSLIDE = "configs/landslide/tiny.yaml"
 
 def cli(task, argv, capsys):
     """Run `python -m TASK argv` in-process; return (exit code, stderr)."""
-    code, _, err = run_in_process(importlib.import_module(f"{task}.cli").main, argv, capsys)
+    code, _, err = run_in_process(task_by_name(task), argv, capsys)
     return code, err
 
 

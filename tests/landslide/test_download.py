@@ -7,9 +7,9 @@ import zipfile
 
 import pytest
 
-from landslide.cli import main
 from landslide.download import download, find_data_root
 from landslide.sample import write_sample
+from landslide.task import LandslideTask
 from tests.cli_runner import run_in_process
 from tests.fake_http import Server
 
@@ -39,7 +39,7 @@ def zenodo(files):
 
 
 def cli(argv, capsys):
-    return run_in_process(main, argv, capsys)
+    return run_in_process(LandslideTask(), argv, capsys)
 
 
 def test_download_unpacks_checks_and_names_the_data_folder(archive, tmp_path, capsys):

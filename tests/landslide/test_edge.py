@@ -24,11 +24,12 @@ def tflite_model(tiny_run, tmp_path_factory):
     if (tiny_run / "model_int8.tflite").is_file():
         shutil.copy(tiny_run / "model_int8.tflite", model)
         return model
-    from landslide.cli import export_run
+    from common import runner
+    from landslide.task import LandslideTask
 
     run = model.parent / "run"
     shutil.copytree(tiny_run, run, ignore=shutil.ignore_patterns("checkpoints", "tb"))
-    report = export_run(run, mode="ptq", overrides=["export.calibration_patches=8"])
+    report = runner.export(LandslideTask(), run, overrides=["export.mode=ptq", "export.calibration_examples=8"])
     assert report["quantization"] == "ptq"
     shutil.copy(run / "model_int8.tflite", model)
     return model
@@ -59,8 +60,9 @@ def edge_output(tflite_model, sample_root, scene, tmp_path_factory):
     out = tmp_path_factory.mktemp("edge_pred")
     code = (
         "import sys\n"
-        "from landslide.cli import main\n"
-        f"main(['predict', '--tflite', {str(tflite_model)!r}, '--data', {str(sample_root / 'TestData')!r}, "
+        "from common.cli import main\n"
+        "from landslide.task import LandslideTask\n"
+        f"main(LandslideTask(), ['predict', '--tflite', {str(tflite_model)!r}, '--data', {str(sample_root / 'TestData')!r}, "
         f"{str(scene)!r}, '--out', {str(out)!r}, '--geojson'])\n"
         "print('tensorflow modules:', sorted(m for m in sys.modules if m.split('.')[0] == 'tensorflow')[:3])\n"
     )
@@ -83,14 +85,12 @@ def _masks(folder):
 def test_edge_predict_never_imports_tensorflow(edge_output):
     out, stdout = edge_output
     assert "tensorflow modules: []" in stdout, stdout
-    assert "wrote 1 scene masks" in stdout and "wrote 8 masks" in stdout
+    assert "wrote 8 masks and 1 scene maps" in stdout
 
 
 def test_edge_masks_match_keras_predict(edge_output, tiny_run, sample_root, tmp_path):
-    from landslide.cli import predict_files
-
     out, _ = edge_output
-    predict_files(tiny_run, [sample_root / "TestData"], tmp_path)
+    _keras_predict(tiny_run, [sample_root / "TestData"], tmp_path)
     edge, keras = _masks(out), _masks(tmp_path)
     assert list(edge) == list(keras) == [f"mask_{i}.h5" for i in range(1, 9)]
     for name in keras:
@@ -105,10 +105,8 @@ def test_edge_scene_map_matches_keras(edge_output, tiny_run, scene, tmp_path):
 
     import rasterio
 
-    from landslide.cli import predict_scenes
-
     out, _ = edge_output
-    predict_scenes(tiny_run, [scene], tmp_path, geojson=True)
+    _keras_predict(tiny_run, [scene], tmp_path, "--geojson")
     with rasterio.open(out / "valley_landslide.tif") as edge, rasterio.open(tmp_path / "valley_landslide.tif") as keras:
         assert edge.crs == keras.crs and edge.transform == keras.transform and edge.nodata == 255
         edge_map, keras_map = edge.read(1), keras.read(1)
@@ -119,12 +117,21 @@ def test_edge_scene_map_matches_keras(edge_output, tiny_run, scene, tmp_path):
     assert all(feature["properties"]["area_m2"] >= 100 for feature in polygons["features"])  # 10 m pixels
 
 
+def _keras_predict(run, inputs, out, *flags):
+    from common.cli import main
+    from landslide.task import LandslideTask
+
+    main(LandslideTask(), ["predict", "--run", str(run), *map(str, inputs), "--out", str(out), "--overwrite", *flags])
+
+
 def test_predict_needs_exactly_one_model(tflite_model, sample_root, tmp_path):
-    from landslide.cli import main
+    from common.cli import main
+    from landslide.task import LandslideTask
 
     with pytest.raises(ConfigError, match="either --run"):
-        main(["predict", "--data", str(sample_root / "TestData"), "--out", str(tmp_path)])
+        main(LandslideTask(), ["predict", "--data", str(sample_root / "TestData"), "--out", str(tmp_path)])
     bad = tmp_path / "bad.tflite"
     bad.write_bytes(b"not a model")
     with pytest.raises(DataError, match="bad.tflite"):
-        main(["predict", "--tflite", str(bad), "--data", str(sample_root / "TestData"), "--out", str(tmp_path)])
+        main(LandslideTask(), ["predict", "--tflite", str(bad), "--data", str(sample_root / "TestData"),
+                               "--out", str(tmp_path / "new")])
