@@ -54,9 +54,10 @@ class RunResult:
 
 
 def config_path(task, path, default):
-    """`path` as given, else the task's config folder's file of that name, else `default`."""
+    """`path` as given, else the task's config folder's file of that name, else `default`
+    (None when the task has no default file: its schema's defaults alone)."""
     if not path:
-        return task.config_dir / default
+        return task.config_dir / default if default else None
     path = Path(path)
     if not path.is_file() and (task.config_dir / path).is_file():
         return task.config_dir / path
@@ -235,6 +236,17 @@ def _training_curves(run):
 
 # ---------------------------------------------------------------------------------------------
 # evaluate
+
+
+def outputs(model, x, batch_size=32):
+    """Model outputs for an array of inputs, from a Keras model or a TFLiteModel alike.
+
+    Returns:
+        float32 array (N, *output_shape).
+    """
+    if hasattr(model, "layers"):  # Keras: no progress bar
+        return np.asarray(model.predict(x, batch_size=batch_size, verbose=0), np.float32)
+    return np.asarray(model.predict(x), np.float32)
 
 
 def _evaluate_and_write(task, model, cfg, data, items, path, *, split_name, teacher=None, extra=None):

@@ -1,0 +1,132 @@
+"""A fourth task in a few dozen lines runs every command through the common runner and CLI.
+
+This is what docs/ARCHITECTURE.md, "Adding a task", walks through: a Task subclass that reads its
+data (one .npz file), splits it, builds a two-layer classifier and predicts .npy files; common/
+does the rest (run directory, split.json, labels.txt, metrics.json, int8 export with parity and
+latency, the predictions CSV, the LiteRT path).
+"""
+
+import csv
+import json
+from pathlib import Path
+
+import numpy as np
+
+from common.config import EXPORT_DEFAULTS, TRAIN_DEFAULTS
+from common.errors import DataError
+from common.predictions import write_class_predictions
+from common.runner import outputs, read_labels
+from common.task import Task
+from tests.cli_runner import run_in_process
+
+
+class PointsTask(Task):
+    """Is a point's first coordinate plus its second positive? 8 features per example."""
+
+    name = "points"
+    description = "two-class points"
+    metric_name = "accuracy"
+    reported_split = "test"
+
+    def defaults(self):
+        return {"data": {"root": ""}, "model": {"units": 16},
+                "train": {**TRAIN_DEFAULTS, "epochs": 12, "batch_size": 16, "verbose": 0,
+                          "monitor": "val_accuracy", "monitor_mode": "max"},
+                "export": {**EXPORT_DEFAULTS, "mode": "ptq", "calibration_examples": 32}}
+
+    def open_data(self, cfg):
+        path = Path(cfg["data"]["root"]) / "points.npz"
+        if not path.is_file():
+            raise DataError(f"{path}: not found")
+        return dict(np.load(path))
+
+    def class_names(self, data):
+        return ["negative", "positive"]
+
+    def make_split(self, cfg, data):
+        n = len(data["y"])
+        return {"train": list(range(n * 3 // 4)), "test": list(range(n * 3 // 4, n))}
+
+    def split_ids(self, data, split):
+        return {name: [str(i) for i in items] for name, items in split.items()}
+
+    def split_from_ids(self, data, ids):
+        return {name: [int(i) for i in items] for name, items in ids.items()}
+
+    def datasets(self, cfg, data, split):
+        import tensorflow as tf
+
+        x, y = self.examples(cfg, data, split["train"])
+        batch = cfg["train"]["batch_size"]
+        train = tf.data.Dataset.from_tensor_slices((x, y)).shuffle(len(x), seed=0).batch(batch)
+        return train, tf.data.Dataset.from_tensor_slices(self.examples(cfg, data, split["test"])).batch(batch), None
+
+    def build(self, cfg, data, split, run_dir):
+        import tf_keras as keras
+
+        inputs = keras.Input((8,))
+        hidden = keras.layers.Dense(cfg["model"]["units"], activation="relu", name="embedding")(inputs)
+        model = keras.Model(inputs, keras.layers.Dense(2, activation="softmax", name="probs")(hidden))
+        return model, model
+
+    def label_loss(self, cfg):
+        return "sparse_categorical_crossentropy"
+
+    def examples(self, cfg, data, items):
+        return data["x"][items], data["y"][items]
+
+    def metric(self, labels, probs):
+        return float(np.mean(np.argmax(probs, axis=1) == labels))
+
+    def evaluate(self, model, cfg, data, items):
+        x, y = self.examples(cfg, data, items)
+        return {"accuracy": self.metric(y, outputs(model, x))}
+
+    def predict(self, model, cfg, inputs, out, args):
+        probs = outputs(model, np.stack([np.load(path) for path in inputs]))
+        write_class_predictions(out, inputs, probs, self.class_names(None))
+        return f"{len(inputs)} predictions -> {out}"
+
+    def edge_predict(self, tflite_path, inputs, out, args):
+        from common.tflite_runtime import TFLiteModel
+
+        probs = TFLiteModel(tflite_path).predict(np.stack([np.load(path) for path in inputs]))
+        write_class_predictions(out, inputs, probs, read_labels(Path(tflite_path).with_name("labels.txt")))
+        return f"{len(inputs)} predictions -> {out}"
+
+    def sample(self, out, args):
+        x = np.random.default_rng(0).normal(size=(400, 8)).astype(np.float32)
+        Path(out).mkdir(parents=True, exist_ok=True)
+        np.savez(Path(out) / "points.npz", x=x, y=(x[:, 0] + x[:, 1] > 0).astype(np.int64))
+        return f"wrote 400 points to {out}"
+
+
+def test_a_fourth_task_runs_every_command(tmp_path, capsys):
+    task, data, run = PointsTask(), tmp_path / "data", tmp_path / "run"
+    assert run_in_process(task, ["sample", "--out", data], capsys)[0] == 0
+    code, out, _ = run_in_process(task, ["train", "--data", data, "--out", run], capsys)
+    assert code == 0 and "points: accuracy" in out
+    metrics = json.loads((run / "metrics.json").read_text())
+    assert metrics["accuracy"] > 0.85 and metrics["split"] == "test" and metrics["examples"] == 100
+    assert json.loads((run / "split.json").read_text())["test"][0] == "300"
+    assert (run / "labels.txt").read_text() == "negative\npositive\n"
+
+    assert run_in_process(task, ["evaluate", "--run", run, "--split", "train"], capsys)[0] == 0
+    assert json.loads((run / "metrics_train.json").read_text())["examples"] == 300
+
+    code, out, _ = run_in_process(task, ["export", "--run", run], capsys)
+    report = json.loads((run / "export_report.json").read_text())
+    assert code == 0 and report["agreement"] >= 0.95 and report["quantization"] == "ptq"
+    assert report["latency_ms"] > 0 and report["tflite_bytes"] < 10_000 and report["calibration_examples"] == 32
+
+    inputs = []
+    for i, point in enumerate(np.load(data / "points.npz")["x"][-5:]):
+        inputs.append(tmp_path / f"p{i}.npy")
+        np.save(inputs[-1], point)
+    csv_path = tmp_path / "edge.csv"
+    code, _, _ = run_in_process(task, ["predict", "--tflite", run / "model_int8.tflite", *inputs, "--out", csv_path],
+                                capsys)
+    rows = list(csv.reader(csv_path.open()))
+    assert code == 0 and rows[0] == ["file", "label", "probability", "negative", "positive"] and len(rows) == 6
+    code, _, err = run_in_process(task, ["predict", "--run", run, *inputs, "--out", csv_path], capsys)
+    assert code == 2 and "use --overwrite" in err  # earlier predictions are never replaced silently
