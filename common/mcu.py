@@ -123,7 +123,7 @@ def _tflm_run(tflite, inputs, arena_size, allocations=False):
     """
     from tflite_micro.python.tflite_micro import runtime
 
-    outputs, log = [], []
+    outputs = []
     with _captured_stderr() as log:
         try:
             interpreter = runtime.Interpreter.from_bytes(tflite, arena_size=int(arena_size))
@@ -431,18 +431,19 @@ def _convert_for_tflm(model, calibration, probe, out_dir, layer_names):
                               f"nothing written") from err
         ops = model_ops(tflite)
         io = _io_details(tflite)
-        arena = max(4 * 1024 * 1024, 16 * len(tflite))
+        arena = MAX_ARENA_BYTES
         try:
             _tflm_run(tflite, quantize_input(probe, io[0]["scale"], io[0]["zero_point"]), arena)
             return tflite, sorted(float_ops), arena
         except _TFLMFailure as failure:
-            kind, name, index = _failed_op(failure.log, ops)
+            log = failure.log
+            kind, name, index = _failed_op(log, ops)
         op = ops[index] if index is not None and index < len(ops) else None
         layer = layer_of(op["tensor"], layer_names) if op else None
         if kind == "missing":
             raise ExportError(_refusal(out_dir, name, layer, "TFLM has no kernel for it"))
         if kind is None:
-            last = next((line for line in reversed(failure.log) if line.strip()), "no message")
+            last = next((line for line in reversed(log) if line.strip()), "no message")
             if "allocate" in last.lower() or "arena" in last.lower():
                 break
             raise ExportError(f"{out_dir}: TFLite Micro failed to run the model: {last.strip()}; nothing written")
