@@ -330,14 +330,52 @@ def _convert(model, calibration):
     """int8 TFLite bytes of `model` (float32 input/output), calibrated on `calibration` examples."""
     import tensorflow as tf
 
+    converter = tf.lite.TFLiteConverter.from_keras_model(model)
+    converter.optimizations = [tf.lite.Optimize.DEFAULT]
+    converter.representative_dataset = _representative(calibration)
+    return converter.convert()
+
+
+def _representative(calibration, nan_to_zero=False):
+    """The converter's representative-data generator: each example as a batch of 1, float32."""
     def representative():
         for example in calibration:
-            yield [example[None].astype(np.float32)]
+            example = example[None].astype(np.float32)
+            yield [np.nan_to_num(example, nan=0.0) if nan_to_zero else example]
+
+    return representative
+
+
+def convert_full_integer(model, calibration, float_ops=()):
+    """Full-integer TFLite bytes of `model`: int8 input and output tensors, int8 inside.
+
+    The microcontroller export (`common.mcu`) uses this. The converter calibrates on
+    `calibration` (array (N, *input_shape), raw inputs; NaNs count as 0) and then quantizes every
+    op it can, input and output included, except the TFLite op types named in `float_ops` (e.g.
+    "SQRT"), which stay float between a DEQUANTIZE and a QUANTIZE (for ops the target runtime has
+    only a float kernel for).
+
+    Args:
+        model: tf_keras model (float32).
+        calibration: float array (N, *input_shape).
+        float_ops: iterable of TFLite builtin op names to leave in float.
+
+    Returns:
+        bytes of the .tflite flatbuffer.
+    """
+    import tensorflow as tf
+    from tensorflow.lite.python import convert as tflite_convert
 
     converter = tf.lite.TFLiteConverter.from_keras_model(model)
     converter.optimizations = [tf.lite.Optimize.DEFAULT]
-    converter.representative_dataset = representative
-    return converter.convert()
+    # NaN -> 0 here: an int8 input tensor cannot hold NaN, so the firmware quantizes NaN as 0.0.
+    converter.representative_dataset = _representative(calibration, nan_to_zero=True)
+    converter._experimental_calibrate_only = True  # noqa: SLF001 - calibrate, then quantize below
+    calibrated = converter.convert()
+    return tflite_convert.mlir_quantize(
+        calibrated, fully_quantize=True, input_data_type=tf.int8, output_data_type=tf.int8,
+        denylisted_ops=sorted(float_ops) or None,
+    )
 
 
 def prediction_agreement(reference, other):
