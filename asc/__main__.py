@@ -1,6 +1,7 @@
-"""`python -m asc COMMAND`: see asc.cli."""
+"""`python -m asc COMMAND`: see asc/task.py and common/cli.py."""
 
-from asc.cli import cli
+from asc.task import AscTask
+from common.cli import entry
 
 if __name__ == "__main__":
-    cli()
+    entry(AscTask())

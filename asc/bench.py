@@ -9,7 +9,7 @@ sample data written into benchmarks/tmp/asc/ (git-ignored):
   tf.data pipeline alone (cached features + mixup) in clips/s with its ratio to training;
   the student row also carries the feature extraction speed per spectrogram (warm: after numba
   has compiled librosa's kernels), the part of the edge pipeline that is not the model;
-* an accuracy row: the demo (`asc.pipeline.demo`: teacher_tiny, distilled student, PTQ) on the
+* an accuracy row: the demo (`python -m asc demo`: teacher_tiny, distilled student, PTQ) on the
   sample data, float vs int8 accuracy and agreement on the evaluate split;
 * with a real TAU 2022 Mobile folder under `real_data`, a short-run row there (a subset of the
   folds, the student trained alone for a few epochs, labelled as such).
@@ -49,8 +49,8 @@ def _say(line):
 
 def _sample_data(per_class):
     """The bench's sample data set in the TAU layout (written once) with its feature cache."""
-    from asc.pipeline import build_all_features
     from asc.sample import write_sample
+    from asc.task import build_all_features
 
     data = WORK / f"sample{per_class}"
     if not (data / "meta.csv").is_file():
@@ -82,18 +82,21 @@ def speed_row(name, data, quick=False):
     import tf_keras as keras
 
     from asc.data import make_dataset, one_hot
-    from asc.pipeline import _accuracy_metric, _build_student_or_teacher, load_split
+    from asc.task import AscTask, accuracy, build_model
     from common.export import export_tflite
     from common.train import make_optimizer, set_seed
 
     cfg = load(CONFIG_DIR / f"{name}.yaml", QUIET, data)
     set_seed(0)
-    x, y, _, classes = load_split(cfg, "train", say=_say)
-    x_eval, y_eval, _, _ = load_split(cfg, "evaluate", say=_say)
+    task = AscTask()
+    dataset = task.open_data(cfg)
+    classes = dataset.classes
+    x, y = task.examples(cfg, dataset, dataset.train)
+    x_eval, y_eval = task.examples(cfg, dataset, dataset.evaluate)
     x, x_eval = np.asarray(x), np.asarray(x_eval)
     batch = min(cfg["train"]["batch_size"], MAX_TRAIN_BATCH[name])
     heavy = name == "teacher"
-    model = _build_student_or_teacher(cfg, len(classes))
+    model = build_model(cfg, len(classes))
     model.compile(optimizer=make_optimizer(cfg["train"], 100), loss=keras.losses.CategoricalCrossentropy())
     example = x[:1]
 
@@ -105,7 +108,7 @@ def speed_row(name, data, quick=False):
     log.info("bench %s: int8 export (PTQ)", name)
     report = export_tflite(
         model, x[: 16 if heavy else 64], WORK / name / "model_int8.tflite", mode="ptq",
-        heldout=x_eval[:32], heldout_labels=y_eval[:32], metric=_accuracy_metric, metric_name="accuracy",
+        heldout=x_eval[:32], heldout_labels=y_eval[:32], metric=accuracy, metric_name="accuracy",
         labels=classes,
     )  # fmt: skip
     tflite_ms = harness.tflite_latency_ms(report["path"], example, repeats=10 if quick else 50, num_threads=2)
@@ -137,11 +140,12 @@ def _accuracy_row(model, data, run, metrics_accuracy, report):
 
 
 def demo_accuracy_row():
-    """The demo (`asc.pipeline.demo`, 20 sample clips per scene): the distilled student, float vs int8."""
-    from asc.pipeline import demo
+    """The demo (`python -m asc demo`, 20 sample clips per scene): the distilled student, float vs int8."""
+    from asc.task import AscTask
+    from common.runner import demo
 
     out = WORK / "demo"
-    rows = demo(out, per_class=20, say=_say)
+    rows = demo(AscTask(), out)
     report = _read_json(out / "student" / "export_report.json")
     return _accuracy_row("student distilled from teacher_tiny (the demo, 12 epochs)",
                          "sample data, 50 evaluate clips", out / "student", rows[1]["float_metric"], report)  # fmt: skip
@@ -149,30 +153,30 @@ def demo_accuracy_row():
 
 def quick_accuracy_row(data):
     """A 3-epoch student trained alone (no teacher) on the sample data, exported with PTQ."""
-    from asc import pipeline
+    from asc.task import AscTask
+    from common import runner
 
     cfg = load(CONFIG_DIR / "student.yaml", [*QUIET, "train.epochs=3", "train.batch_size=16", "export.mode=ptq"], data)
     run = WORK / "quick_student"
-    pipeline.train(cfg, run, overwrite=True, say=_say)
-    metrics = pipeline.evaluate(cfg, run, say=_say)
-    report = pipeline.export(cfg, run, say=_say)
-    return _accuracy_row("student alone, 3 epochs (quick)", "sample data", run, metrics["accuracy"], report)
+    result = runner.train(AscTask(), cfg, run, overwrite=run.exists())
+    report = runner.export(AscTask(), run)
+    return _accuracy_row("student alone, 3 epochs (quick)", "sample data", run, result.metrics["accuracy"], report)
 
 
 def real_accuracy_row(folder, epochs=10):
     """A short run on real TAU 2022 Mobile data: a seeded subset of fold1, the student trained alone."""
-    from asc import pipeline
+    from asc.task import AscTask, build_all_features
+    from common import runner
 
     subset = _subset(folder, WORK / "tau_subset")
     cfg = load(CONFIG_DIR / "student.yaml", [*QUIET, f"train.epochs={epochs}", "export.mode=ptq"], subset)
     run = WORK / "tau_student"
-    pipeline.build_all_features(cfg, say=_say)
-    pipeline.train(cfg, run, overwrite=True, say=_say)
-    metrics = pipeline.evaluate(cfg, run, say=_say)
-    report = pipeline.export(cfg, run, say=_say)
+    build_all_features(cfg, say=_say)
+    result = runner.train(AscTask(), cfg, run, overwrite=run.exists())
+    report = runner.export(AscTask(), run)
     label = (f"TAU 2022 Mobile dev, fold1 subset ({REAL_CLIPS['train']} train / {REAL_CLIPS['evaluate']} "
              f"evaluate clips): a short run, not the paper's setup")  # fmt: skip
-    return _accuracy_row(f"student alone (no teacher), {epochs} epochs", label, run, metrics["accuracy"], report)
+    return _accuracy_row(f"student alone (no teacher), {epochs} epochs", label, run, result.metrics["accuracy"], report)
 
 
 def _subset(folder, out):

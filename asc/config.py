@@ -6,7 +6,7 @@ overrides single values with `--set distill.embedding_weight=0.5`.
 """
 
 from asc.features import FEATURE_DEFAULTS
-from common.config import TRAIN_DEFAULTS
+from common.config import EXPORT_DEFAULTS, TRAIN_DEFAULTS
 
 # Reading a config must not import TensorFlow (the edge `predict --tflite` path reads one), so the
 # model section's defaults live here rather than in asc.models (which imports tf_keras).
@@ -44,14 +44,13 @@ DEFAULTS = {
         "monitor": "val_accuracy",
         "monitor_mode": "max",
         # Training batches over which BatchNormalization statistics are re-estimated before each
-        # validation (see asc.pipeline.recalibrate_batchnorm); 0 = off.
+        # validation (see asc.models.recalibrate_batchnorm); 0 = off.
         "bn_recalibration_batches": 16,
     },
     "export": {
-        "mode": "auto",  # auto (QAT, PTQ when QAT cannot apply) | qat | ptq
-        "qat_epochs": 1,
-        "qat_lr": 1e-4,
-        "calibration_clips": 128,
+        **EXPORT_DEFAULTS,
+        "calibration_examples": 128,
+        "calibration_clips": 0,  # the older name of calibration_examples; 0 = unset
         "size_budget_mb": 1.0,
     },
 }

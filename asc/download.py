@@ -4,14 +4,17 @@ The record (https://zenodo.org/record/6337421) holds the audio in 21 zip parts p
 zips, about 30 GB in all. Each file is fetched resumably and checked against the md5 that Zenodo
 publishes (`common.download`), then extracted; the result is one folder holding `meta.csv`,
 `audio/` and `evaluation_setup/`, which is what `--data` takes. Running the command again skips
-what is already there and resumes a broken download.
+what is already there and resumes a broken download. Without network it fails in one line saying
+which files to fetch by hand, from where, and where to unpack them.
 """
 
 from pathlib import Path
 
 from common.download import ZENODO_API, find_data_root
+from common.errors import DataError
 
 RECORD = "6337421"
+TOP = "TAU-urban-acoustic-scenes-2022-mobile-development"  # the folder the zips unpack into
 LAYOUT = ("meta.csv", "audio", "evaluation_setup")  # what a TAU 2022 data folder holds
 __all__ = ["RECORD", "ZENODO_API", "download", "find_data_folder"]
 
@@ -39,11 +42,13 @@ def download(dest, *, record=RECORD, api=ZENODO_API, quiet=False, say=print):
     from common.download import fetch_files, zenodo_files
 
     dest = Path(dest)
-    files = zenodo_files(record, api=api)
+    try:
+        files = zenodo_files(record, api=api)
+    except DataError as error:
+        raise DataError(f"{error}; or download the zip files of https://zenodo.org/record/{record} "
+                        f"({TOP}.*.zip) by hand and unpack them into {dest}") from None
     total = sum(f["size"] or 0 for f in files)
-    say(f"Zenodo record {record}: {len(files)} files, {total / 1e9:.1f} GB -> {dest}")
+    if not quiet:
+        say(f"Zenodo record {record}: {len(files)} files, {total / 1e9:.1f} GB -> {dest}")
     fetch_files(files, dest, quiet=quiet)
-    data = find_data_folder(dest)
-    clips = sum(1 for _ in (data / "audio").glob("*.wav"))
-    say(f"{data}: {clips} clips; use --data {data}")
-    return data
+    return find_data_folder(dest)

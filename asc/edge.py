@@ -8,17 +8,14 @@ TensorFlow (a test checks `sys.modules`).
 
 What the model was trained on is read from beside the .tflite file, where `python -m asc export`
 writes it: `config.yaml` of the run (its `features:` section) and `labels.txt` (class names in
-index order). A run directory given with `--run` takes precedence for the config.
+index order). A config given with `--config` (a config.yaml or a run directory) takes precedence.
 """
 
 from pathlib import Path
 
-import numpy as np
-
 from asc import features as feats
 from asc.data import SCENES, ClipReport
 from common.errors import DataError, RunDirError
-from common.io import write_text
 
 
 def wav_inputs(inputs):
@@ -44,18 +41,20 @@ def wav_inputs(inputs):
     return files
 
 
-def edge_config(tflite_path, run_dir=None, overrides=()):
+def edge_config(tflite_path, config=None, overrides=()):
     """The resolved asc config that goes with a .tflite file.
 
-    From `run_dir/config.yaml` when `run_dir` is given, else the `config.yaml` beside the model
-    (an exported run directory), else the defaults (the paper's three 128-bin spectrograms).
+    From `config` when given (a config.yaml, or a run directory holding one), else the
+    `config.yaml` beside the model (an exported run directory), else the defaults (the paper's
+    three 128-bin spectrograms).
     """
     from asc.config import load
 
-    if run_dir is not None:
-        path = Path(run_dir) / "config.yaml"
+    if config:
+        path = Path(config)
+        path = path / "config.yaml" if path.is_dir() else path
         if not path.is_file():
-            raise RunDirError(f"{run_dir}: not a run directory (no config.yaml)")
+            raise RunDirError(f"{config}: no config.yaml (give the run the model was exported from)")
         return load(path, overrides)
     beside = Path(tflite_path).with_name("config.yaml")
     return load(beside if beside.is_file() else None, overrides)
@@ -74,23 +73,30 @@ def read_labels(tflite_path, cfg=None):
     return list(SCENES)
 
 
-def write_predictions(out_csv, files, probs, classes):
-    """Write the predictions CSV: filename, scene_label, then one probability column per class.
+def classify(predict_fn, inputs, out_csv, cfg, classes, *, model_name="model", say=print):
+    """Spectrograms of the wav files of `inputs`, their scene probabilities, the predictions CSV.
 
     Args:
-        files: list of N paths; probs: float (N, C); classes: list of C names.
+        predict_fn: callable(x float32 (N, bins, frames, kinds)) -> probabilities (N, C); a Keras
+            model's or a TFLiteModel's predict.
+        inputs: wav files or folders. out_csv: the CSV to write (`common.predictions`: file,
+            label, probability, one column per class). cfg: resolved asc config (its `features:`).
+        classes: list of C class names. model_name: names the model in errors.
 
     Returns:
-        list of (filename, predicted label) pairs.
+        list of (file, predicted label) pairs.
     """
-    rows = ["filename,scene_label," + ",".join(classes)]
-    result = []
-    for path, p in zip(files, probs):
-        label = classes[int(np.argmax(p))]
-        result.append((str(path), label))
-        rows.append(f"{path},{label}," + ",".join(f"{v:.5f}" for v in p))
-    write_text(out_csv, "\n".join(rows) + "\n")
-    return result
+    from common.predictions import write_class_predictions
+
+    files = wav_inputs(inputs)
+    report = ClipReport()
+    x = feats.compute_many([str(f) for f in files], cfg["features"], report)
+    for line in report.lines():
+        say(line)
+    probs = predict_fn(x)
+    if probs.shape[-1] != len(classes):
+        raise DataError(f"{model_name}: the model has {probs.shape[-1]} outputs but there are {len(classes)} labels")
+    return write_class_predictions(out_csv, files, probs, classes)
 
 
 def predict(tflite_path, inputs, out_csv, *, cfg=None, num_threads=2, say=print):
@@ -105,7 +111,7 @@ def predict(tflite_path, inputs, out_csv, *, cfg=None, num_threads=2, say=print)
         num_threads: LiteRT CPU threads.
 
     Returns:
-        list of (filename, predicted label) pairs.
+        list of (file, predicted label) pairs.
     """
     from common.tflite_runtime import TFLiteModel
 
@@ -117,17 +123,7 @@ def predict(tflite_path, inputs, out_csv, *, cfg=None, num_threads=2, say=print)
     if model.input_shape != shape:
         raise DataError(
             f"{tflite_path}: the model takes input {model.input_shape} but the features config gives {shape}; "
-            "pass the run it was exported from with --run"
+            "give the run it was exported from with --config RUN"
         )
     classes = read_labels(tflite_path, cfg)
-    files = wav_inputs(inputs)
-    report = ClipReport()
-    x = feats.compute_many([str(f) for f in files], cfg["features"], report)
-    for line in report.lines():
-        say(line)
-    probs = model.predict(x)
-    if probs.shape[-1] != len(classes):
-        raise DataError(f"{tflite_path}: the model has {probs.shape[-1]} outputs but there are {len(classes)} labels")
-    result = write_predictions(out_csv, files, probs, classes)
-    say(f"{out_csv}: {len(files)} predictions ({tflite_path.name}, LiteRT int8)")
-    return result
+    return classify(model.predict, inputs, out_csv, cfg, classes, model_name=str(tflite_path), say=say)

@@ -168,3 +168,52 @@ def complexity(model):
         "max_macs": MAX_MACS,
         "within_limits": params <= MAX_PARAMS and macs <= MAX_MACS,
     }
+
+
+def recalibrate_batchnorm(model, batches):
+    """Set every BatchNormalization's moving mean and variance to the average statistics of `batches`.
+
+    In a short run on little data the moving averages lag far behind weights that still change
+    fast, and inference (which uses them) falls to chance while training-mode predictions are
+    right. Averaging the batch statistics of the current weights over some training batches
+    removes the lag (the "BN re-estimation" of SWA and NAS).
+
+    Args:
+        model: keras.Model (for a Distiller, pass its student).
+        batches: iterable of input batches (B, bins, frames, kinds).
+    """
+    norms = [m for m in model.submodules if isinstance(m, keras.layers.BatchNormalization) and m.trainable]
+    saved = [n.momentum for n in norms]
+    try:
+        for k, x in enumerate(batches, start=1):
+            for n in norms:
+                n.momentum = (k - 1) / k  # running mean of the batch statistics
+            model(x, training=True)
+    finally:
+        for n, momentum in zip(norms, saved):
+            n.momentum = momentum
+
+
+class RecalibrateBatchNorm(keras.callbacks.Callback):
+    """Re-estimates the BatchNormalization statistics (`recalibrate_batchnorm`) on plain training
+    batches before each validation, and at the end of a run without validation.
+
+    Args:
+        x: float array (N, bins, frames, kinds), the training clips to use (a seeded pick).
+        batch_size: int, clips per batch.
+    """
+
+    def __init__(self, x, batch_size):
+        super().__init__()
+        self.x, self.batch_size = x, int(batch_size)
+
+    def _recalibrate(self):
+        net = getattr(self.model, "student", self.model)
+        recalibrate_batchnorm(net, (self.x[i : i + self.batch_size] for i in range(0, len(self.x), self.batch_size)))
+
+    def on_test_begin(self, logs=None):
+        self._recalibrate()
+
+    def on_train_end(self, logs=None):
+        if self.params.get("do_validation") is False:
+            self._recalibrate()

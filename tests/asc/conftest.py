@@ -4,16 +4,18 @@ Training happens once per test session (about half of this folder's run time); t
 a trained model share these runs.
 """
 
+import copy
 from pathlib import Path
 
 import pytest
 
 from asc.config import load
 from asc.sample import write_sample
+from asc.task import AscTask
 
 CONFIGS = Path(__file__).resolve().parents[2] / "configs" / "asc"
 PER_CLASS = 10  # 7 training and 3 evaluation clips per scene
-FAST = ["train.verbose=0", "train.batch_size=16", "export.mode=ptq", "export.calibration_clips=32"]
+FAST = ["train.verbose=0", "train.batch_size=16", "export.mode=ptq", "export.calibration_examples=32"]
 
 
 @pytest.fixture(scope="session")
@@ -33,17 +35,17 @@ def student_cfg(sample_dir):
 
 @pytest.fixture(scope="session")
 def teacher_run(teacher_cfg, tmp_path_factory):
-    from asc import pipeline
+    """(run directory, common.runner.RunResult) of teacher_tiny trained on the sample data."""
+    from common import runner
 
     out = tmp_path_factory.mktemp("runs") / "teacher"
-    result = pipeline.train(teacher_cfg, out, say=lambda _: None)
-    return out, result
+    return out, runner.train(AscTask(), copy.deepcopy(teacher_cfg), out)
 
 
 @pytest.fixture(scope="session")
 def student_run(student_cfg, teacher_run, tmp_path_factory):
-    from asc import pipeline
+    """(run directory, RunResult) of the student distilled from `teacher_run`."""
+    from common import runner
 
     out = tmp_path_factory.mktemp("runs") / "student"
-    result = pipeline.distill(student_cfg, out, teacher_run[0], say=lambda _: None)
-    return out, result
+    return out, runner.distill(AscTask(), copy.deepcopy(student_cfg), out, teacher_run[0])

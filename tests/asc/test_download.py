@@ -5,9 +5,10 @@ import json
 
 import pytest
 
-from asc.cli import cli
 from asc.download import download
+from asc.task import AscTask
 from common.errors import DataError
+from tests.cli_runner import run_in_process
 from tests.fake_http import Server, make_zip
 
 TOP = "TAU-urban-acoustic-scenes-2022-mobile-development"
@@ -34,11 +35,10 @@ def serve_record(files, md5s=None):
 def test_download_extracts_the_tau_layout_and_names_the_data_folder(tmp_path, capsys):
     server = serve_record({f"{TOP}.audio.1.zip": AUDIO_ZIP, f"{TOP}.meta.zip": META_ZIP})
     try:
-        with pytest.raises(SystemExit) as exit_info:
-            cli(["download", "--dest", str(tmp_path / "tau"), "--api", f"{server.url}/api"])
-        assert exit_info.value.code == 0
+        code, out, _ = run_in_process(AscTask(), ["download", "--dest", tmp_path / "tau", "--api", f"{server.url}/api"], capsys)
+        assert code == 0
         data = tmp_path / "tau" / TOP
-        assert f"use --data {data}" in capsys.readouterr().out
+        assert f"asc: TAU Urban Acoustic Scenes 2022 Mobile is in {data}: 1 clips; use it with --data {data}" in out
         assert (data / "meta.csv").read_text() == META and (data / "audio/bus-lyon-1-0-a.wav").stat().st_size == 404
         sent = server.sent
         assert download(tmp_path / "tau", api=f"{server.url}/api", quiet=True, say=lambda _: None) == data
@@ -51,10 +51,9 @@ def test_corrupted_archive_is_rejected(tmp_path, capsys):
     corrupted = AUDIO_ZIP[:-20] + b"corrupted bytes here"
     server = serve_record({f"{TOP}.audio.1.zip": corrupted}, md5s={f"{TOP}.audio.1.zip": hashlib.md5(AUDIO_ZIP).hexdigest()})
     try:
-        with pytest.raises(SystemExit) as exit_info:
-            cli(["download", "--dest", str(tmp_path), "--api", f"{server.url}/api"])
-        assert exit_info.value.code == 2
-        err = capsys.readouterr().err.strip().splitlines()[-1]  # after the progress line
+        code, _, err = run_in_process(AscTask(), ["download", "--dest", tmp_path, "--api", f"{server.url}/api"], capsys)
+        assert code == 2
+        err = err.strip().splitlines()[-1]  # after the progress line
         assert err.startswith("error: ") and "checksum mismatch" in err
         assert not list((tmp_path / "downloads").glob("*.zip*"))  # neither the archive nor a .part is kept
     finally:
@@ -70,11 +69,14 @@ def test_archive_without_the_tau_layout_is_an_error(tmp_path):
         server.close()
 
 
-def test_unreachable_host_is_one_line_and_exit_2(tmp_path, capsys):
+def test_unreachable_host_is_one_line_with_the_hand_download_hint(tmp_path, capsys):
     server = serve_record({"x.zip": AUDIO_ZIP})
     url = server.url
     server.close()
-    with pytest.raises(SystemExit) as exit_info:
-        cli(["download", "--dest", str(tmp_path), "--api", f"{url}/api"])
-    err = capsys.readouterr().err.strip()
-    assert exit_info.value.code == 2 and "cannot reach the host" in err and "\n" not in err
+    code, _, err = run_in_process(AscTask(), ["download", "--dest", tmp_path / "tau", "--api", f"{url}/api"], capsys)
+    err = err.strip()
+    assert code == 2 and "cannot reach the host" in err and "\n" not in err
+    # which files, from where, and where to put them
+    assert f"download the zip files of https://zenodo.org/record/6337421 ({TOP}.*.zip) by hand" in err
+    assert err.endswith(f"unpack them into {tmp_path / 'tau'}")
+    assert not (tmp_path / "tau").exists()  # nothing left behind

@@ -12,10 +12,13 @@ from pathlib import Path
 
 import pytest
 
-from asc import edge, pipeline
+from asc import edge
 from asc.config import load
+from asc.task import AscTask
+from common import runner
 from common.errors import DataError
 from tests.asc.conftest import CONFIGS, FAST
+from tests.cli_runner import run_in_process
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -25,12 +28,13 @@ def exported(sample_dir, tmp_path_factory):
     """(cfg, run dir) of a trained and exported single-branch student."""
     work = tmp_path_factory.mktemp("edge")
     # Calibrating on every training clip (70) keeps int8 and float within a clip or two.
+    # export.calibration_clips is the older name of export.calibration_examples: still honoured.
     overrides = [*FAST, "train.epochs=8", "export.calibration_clips=128", "features.kinds=[logmel]",
                  f"features.cache={work / 'logmel.h5'}"]  # fmt: skip
     cfg = load(CONFIGS / "student.yaml", overrides, sample_dir)
-    say = lambda _: None  # noqa: E731
-    pipeline.train(cfg, work / "run", say=say)
-    pipeline.export(cfg, work / "run", say=say)
+    runner.train(AscTask(), cfg, work / "run")
+    report = runner.export(AscTask(), work / "run")
+    assert report["calibration_examples"] == 70  # every training clip
     return cfg, work / "run"
 
 
@@ -42,14 +46,15 @@ def evaluate_wavs(sample_dir):
 def test_tflite_predict_agrees_with_keras(exported, sample_dir, tmp_path):
     cfg, run = exported
     wavs = evaluate_wavs(sample_dir)
-    keras_labels = pipeline.predict(cfg, run, wavs, tmp_path / "keras.csv", say=lambda _: None)
+    runner.predict(AscTask(), wavs, tmp_path / "keras.csv", run=run)
     edge_labels = edge.predict(run / "model_int8.tflite", wavs, tmp_path / "edge.csv", say=lambda _: None)
-    agree = sum(a == b for a, b in zip(keras_labels, edge_labels)) / len(wavs)
-    assert len(wavs) == 30 and agree >= 0.9
     keras_rows = list(csv.DictReader((tmp_path / "keras.csv").open()))
     edge_rows = list(csv.DictReader((tmp_path / "edge.csv").open()))
-    assert list(keras_rows[0]) == list(edge_rows[0]) == ["filename", "scene_label", *cfg["data"]["classes"]]
-    assert [r["filename"] for r in edge_rows] == wavs
+    agree = sum(a["label"] == b["label"] for a, b in zip(keras_rows, edge_rows)) / len(wavs)
+    assert len(wavs) == 30 and agree >= 0.9
+    classes = (run / "labels.txt").read_text().split()
+    assert list(keras_rows[0]) == list(edge_rows[0]) == ["file", "label", "probability", *classes]
+    assert [r["file"] for r in edge_rows] == wavs and [(r["file"], r["label"]) for r in edge_rows] == edge_labels
     correct = sum(Path(f).name.split("-")[0] == label for f, label in edge_labels)
     assert correct / len(wavs) >= 0.5  # the int8 model learned the scenes (chance: 0.1)
 
@@ -57,7 +62,7 @@ def test_tflite_predict_agrees_with_keras(exported, sample_dir, tmp_path):
 def test_features_that_do_not_fit_the_model_are_an_error(exported, sample_dir, tmp_path):
     _, run = exported
     wrong = load(None)  # the default three spectrograms; the model takes log-Mel only
-    with pytest.raises(DataError, match=r"takes input \(128, 87, 1\).*--run"):
+    with pytest.raises(DataError, match=r"takes input \(128, 87, 1\).*--config RUN"):
         edge.predict(run / "model_int8.tflite", evaluate_wavs(sample_dir)[:1], tmp_path / "p.csv", cfg=wrong)
 
 
@@ -74,25 +79,31 @@ def test_edge_cli_runs_without_tensorflow(exported, sample_dir, tmp_path):
     out = tmp_path / "preds.csv"
     script = (
         "import sys\n"
-        "from asc.cli import main\n"
-        f"main(['predict', '--tflite', {str(device / 'model_int8.tflite')!r}, {str(wavs)!r},"
+        "from asc.task import AscTask\n"
+        "from common.cli import main\n"
+        f"main(AscTask(), ['predict', '--tflite', {str(device / 'model_int8.tflite')!r}, {str(wavs)!r},"
         f" '--out', {str(out)!r}])\n"
         "assert 'tensorflow' not in sys.modules and 'tf_keras' not in sys.modules, 'TensorFlow was imported'\n"
     )
     done = subprocess.run([sys.executable, "-c", script], cwd=ROOT, capture_output=True, text=True, timeout=120)
     assert done.returncode == 0, done.stderr[-2000:]
     rows = list(csv.DictReader(out.open()))
-    assert len(rows) == 5 and rows[0]["scene_label"] in rows[0]
+    assert len(rows) == 5 and rows[0]["label"] in rows[0]
+    assert f"asc: {out}: 5 predictions (model_int8.tflite, LiteRT int8)" in done.stdout
+
+    # Another device folder without config.yaml: --config names the run the model came from.
+    (device / "config.yaml").unlink()
+    out2 = tmp_path / "preds2.csv"
+    code, _, _ = run_in_process(AscTask(), ["predict", "--tflite", device / "model_int8.tflite", wavs,
+                                            "--config", run, "--out", out2])
+    assert code == 0 and out2.read_text() == out.read_text()
 
 
 def test_predict_needs_a_model_and_names_a_missing_one(tmp_path, capsys):
-    from asc.cli import cli
-
     for argv, message in (
-        (["predict", "a.wav", "--out", str(tmp_path / "p.csv")], "--run: required"),
-        (["predict", "--tflite", str(tmp_path / "none.tflite"), "a.wav", "--out", "p.csv"], "none.tflite: TFLite model file not found"),
+        (["predict", "a.wav", "--out", tmp_path / "p.csv"], "give either --run RUN"),
+        (["predict", "--tflite", tmp_path / "none.tflite", "a.wav", "--out", tmp_path / "p.csv"], "none.tflite: TFLite model file not found"),
     ):  # fmt: skip
-        with pytest.raises(SystemExit) as exit_info:
-            cli(argv)
-        err = capsys.readouterr().err.strip()
-        assert exit_info.value.code == 2 and message in err and "\n" not in err
+        code, _, err = run_in_process(AscTask(), argv, capsys)
+        err = err.strip()
+        assert code == 2 and message in err and "\n" not in err, err

@@ -2,28 +2,32 @@ import numpy as np
 import pytest
 import tf_keras as keras
 
-from asc import pipeline
-from asc.cli import main
 from asc.config import load
 from asc.features import input_shape
 from asc.models import MAX_MACS, MAX_PARAMS, build_model, complexity, embedding_model
+from asc.task import AscTask, complexity_report
+from asc.task import build_model as build_config_model
 from tests.asc.conftest import CONFIGS
+from tests.cli_runner import run_in_process
 
 
-def test_student_config_is_within_the_dcase_limits():
+def test_student_config_is_within_the_dcase_limits(capsys):
     cfg = load(CONFIGS / "student.yaml")
-    result = pipeline.complexity_report(cfg, say=lambda _: None)
+    result = complexity_report(build_config_model(cfg, 10), say=lambda _: None)
     assert result["within_limits"]
     assert result["params"] == 79_422 <= MAX_PARAMS
     assert result["macs"] == 17_137_920 <= MAX_MACS
     assert result["int8_bytes"] == result["params"]  # the estimate: one byte per parameter
-    assert main(["complexity", "--config", str(CONFIGS / "student.yaml")]) == 0
+    code, out, _ = run_in_process(AscTask(), ["complexity", "--config", "student.yaml"], capsys)
+    assert code == 0 and "parameters: 79,422 (limit 128,000)" in out and "within the DCASE" in out
+    assert run_in_process(AscTask(), ["complexity"])[0] == 0  # student.yaml is the default
 
 
 def test_a_large_model_fails_the_complexity_check(capsys):
-    code = main(["complexity", "--config", str(CONFIGS / "student.yaml"), "--set", "model.widths=[32,64,128,192,256]"])
+    code, out, _ = run_in_process(AscTask(), ["complexity", "--config", CONFIGS / "student.yaml",
+                                              "--set", "model.widths=[32,64,128,192,256]"], capsys)
     assert code == 1
-    assert "OVER the DCASE 2023 Task 1 limits" in capsys.readouterr().out
+    assert "OVER the DCASE 2023 Task 1 limits" in out
 
 
 def test_late_fusion_and_embedding_layers(tmp_path):

@@ -1,89 +1,148 @@
-"""Training, distillation, evaluation, export and prediction on the sample data (shared runs)."""
+"""Training, distillation, evaluation, export and prediction on the sample data (shared runs),
+through the common runner (common/runner.py) with the asc Task."""
 
 import csv
 import json
+import shutil
 
 import numpy as np
+import pytest
 
-from asc import pipeline
+from asc.data import SCENES
+from asc.task import AscTask, predict_probs
+from common import runner
+from common.errors import RunDirError
 from common.train import read_history
+from tests.cli_runner import run_in_process
 
 
 def test_teacher_learns_the_sample_data(teacher_run):
     run, result = teacher_run
-    assert result["val_accuracy"] >= 0.3  # 10 scenes: chance is 0.1
-    for name in ("model.keras", "config.yaml", "history.csv"):
+    assert result.metrics["accuracy"] >= 0.3  # 10 scenes: chance is 0.1
+    assert result.metrics["split"] == "evaluate" and result.metrics["examples"] == 30
+    for name in ("model.keras", "config.yaml", "history.csv", "split.json", "labels.txt", "metrics.json"):
         assert (run / name).exists(), name
+    split = json.loads((run / "split.json").read_text())
+    assert split["reported"] == "evaluate" and len(split["train"]) == 70 and len(split["evaluate"]) == 30
+    assert split["train"][0].startswith("audio/") and split["classes"] == SCENES
 
 
 def test_distilled_student_learns_from_embeddings(student_run, teacher_run):
+    from common.complexity import model_complexity
+    from common.train import load_run_model
+
     run, result = student_run
-    assert result["val_accuracy"] >= 0.5
-    assert result["params"] == 79_422  # model.keras is the student alone
+    assert result.metrics["accuracy"] >= 0.5
+    assert 0 <= result.metrics["teacher_agreement"] <= 1 and "teacher_accuracy" in result.metrics
+    AscTask().register_layers()
+    assert model_complexity(load_run_model(run))["params"] == 79_422  # model.keras is the student alone
     history = read_history(run)
     assert history["embedding_loss"][0] > 0 and history["embedding_loss"][-1] < history["embedding_loss"][0]
-    assert json.loads((run / "teacher.json").read_text())["teacher_run"].endswith("teacher")
+    split = json.loads((run / "split.json").read_text())
+    assert split["teacher"].endswith("teacher")
+    assert split["evaluate"] == json.loads((teacher_run[0] / "split.json").read_text())["evaluate"]
 
 
-def test_evaluate_writes_metrics(student_cfg, student_run):
+def test_distill_takes_the_teachers_data_and_refuses_other_features(teacher_run, tmp_path, capsys):
+    # No --data: the teacher's data root is used (else the error would be "no data set").
+    code, _, err = run_in_process(AscTask(), ["distill", "--teacher", teacher_run[0], "--out", tmp_path / "s",
+                                              "--set", "features.kinds=[logmel]"], capsys)
+    assert code == 2 and "the teacher was trained on other features" in err and "\n" not in err.strip()
+    assert not (tmp_path / "s").exists()
+
+
+def test_evaluate_writes_metrics(student_run):
     run, _ = student_run
-    result = pipeline.evaluate(student_cfg, run, say=lambda _: None)
+    result, path = runner.evaluate(AscTask(), run)
     saved = json.loads((run / "metrics.json").read_text())
-    assert saved["accuracy"] == result["accuracy"] >= 0.5
+    assert path == run / "metrics.json" and saved["accuracy"] == result["accuracy"] >= 0.5
+    assert saved["split"] == "evaluate" and saved["examples"] == 30 and saved["model"] == "keras"
     assert 0 < saved["log_loss"] < 2.3  # below the uniform guess, ln(10)
     assert set(saved["per_device"]) <= {"a", "b", "c", "s1", "s2", "s3", "s4", "s5", "s6"}
-    assert sum(d["clips"] for d in saved["per_device"].values()) == 30 == sum(c["clips"] for c in saved["per_class"].values())
+    assert sum(d["examples"] for d in saved["per_device"].values()) == 30 == sum(c["examples"] for c in saved["per_class"].values())
     assert saved["groups"]["accuracy"] >= saved["accuracy"]  # the 3-class grouping is easier
-    assert np.array(saved["confusion_matrix"]).sum() == 30
+    assert np.array(saved["confusion_matrix"]).sum() == 30 and saved["classes"] == SCENES
     for picture in ["confusion_matrix.png", "training_curves.png", "spectrograms.png"]:
         assert (run / picture).read_bytes()[:4] == b"\x89PNG", picture
 
 
-def test_int8_export_agrees_with_keras(student_cfg, student_run, sample_dir, tmp_path):
+def test_evaluate_on_another_split_or_data_set_writes_beside(student_run, sample_dir, tmp_path):
+    run, _ = student_run
+    before = (run / "metrics.json").read_text()
+    train, path = runner.evaluate(AscTask(), run, split="train")
+    assert path == run / "metrics_train.json" and train["examples"] == 70 and train["split"] == "train"
+    other = tmp_path / "moved"
+    shutil.copytree(sample_dir, other)  # its feature cache comes along
+    scores, path = runner.evaluate(AscTask(), run, data=other)
+    assert path == run / "metrics_moved.json" and scores["examples"] == 100 and scores["split"] == "all"
+    assert (run / "metrics.json").read_text() == before  # the run's own scores are never replaced
+
+
+def test_int8_export_agrees_with_keras(student_run, sample_dir, tmp_path, capsys):
     from common.tflite_runtime import TFLiteModel
 
     run, _ = student_run
-    report = pipeline.export(student_cfg, run, say=lambda _: None)
+    report = runner.export(AscTask(), run)
     assert report["agreement"] >= 0.8 and report["quantization"] == "ptq"
     assert abs(report["tflite_metric"] - report["keras_metric"]) <= 0.15
+    assert report["calibration_examples"] == 32 and report["latency_ms"] > 0
     assert report["tflite_bytes"] < 200_000 and (run / "labels.txt").read_text().split()[0] == "airport"
-    x, labels, _, _ = pipeline.load_split(student_cfg, "evaluate", say=lambda _: None)
-    probs = TFLiteModel(run / "model_int8.tflite").predict(x[:8])
+    assert json.loads((run / "export_report.json").read_text())["tflite_bytes"] == report["tflite_bytes"]
+    task = AscTask()
+    cfg = runner.run_config(task, run)
+    data = task.open_data(cfg)
+    x, _ = task.examples(cfg, data, data.evaluate[:8])
+    probs = TFLiteModel(run / "model_int8.tflite").predict(x)
     assert probs.shape == (8, 10) and np.allclose(probs.sum(axis=1), 1.0, atol=0.05)
-    sizes = pipeline.complexity_report(student_cfg, run, say=lambda _: None)
-    assert sizes["int8_bytes"] == report["tflite_bytes"] and sizes["within_limits"]
+    int8, path = runner.evaluate(task, run, tflite=True)
+    assert path == run / "metrics_int8.json" and int8["model"] == "int8 tflite" and int8["examples"] == 30
+
+    code, out, _ = run_in_process(task, ["complexity", "--run", run], capsys)
+    assert code == 0 and f"int8 bytes: {report['tflite_bytes']:,} ({run / 'model_int8.tflite'})" in out
 
     wavs = [str(w) for w in sorted((sample_dir / "audio").glob("bus-*.wav"))[:4]]
-    keras_labels = pipeline.predict(student_cfg, run, wavs, tmp_path / "k.csv", say=lambda _: None)
-    int8_labels = pipeline.predict(student_cfg, run, wavs, tmp_path / "q.csv", say=lambda _: None, tflite=True)
+    runner.predict(task, wavs, tmp_path / "k.csv", run=run)
+    runner.predict(task, wavs, tmp_path / "q.csv", tflite=run / "model_int8.tflite")
+    keras_labels = [r["label"] for r in csv.DictReader((tmp_path / "k.csv").open())]
+    int8_labels = [r["label"] for r in csv.DictReader((tmp_path / "q.csv").open())]
     assert sum(a == b for a, b in zip(keras_labels, int8_labels)) >= 3
 
 
-def test_predict_writes_a_csv(student_cfg, student_run, sample_dir, tmp_path):
+def test_predict_writes_a_csv(student_run, sample_dir, tmp_path):
     run, _ = student_run
     wavs = sorted((sample_dir / "audio").glob("park-*.wav"))[:3]
     out = tmp_path / "predictions.csv"
-    result = pipeline.predict(student_cfg, run, [str(w) for w in wavs], out, say=lambda _: None)
+    line = runner.predict(AscTask(), [str(w) for w in wavs], out, run=run)
+    assert line == f"{out}: 3 predictions (Keras model)"
     rows = list(csv.DictReader(out.open()))
-    assert len(rows) == len(result) == 3
-    assert rows[0]["filename"] == str(wavs[0]) and rows[0]["scene_label"] in rows[0]
-    assert abs(sum(float(rows[0][c]) for c in student_cfg["data"]["classes"]) - 1.0) < 1e-3
+    assert list(rows[0]) == ["file", "label", "probability", *SCENES]
+    assert len(rows) == 3 and rows[0]["file"] == str(wavs[0]) and rows[0]["label"] in SCENES
+    assert float(rows[0]["probability"]) == max(float(rows[0][c]) for c in SCENES)
+    assert abs(sum(float(rows[0][c]) for c in SCENES) - 1.0) < 1e-3
+    with pytest.raises(RunDirError, match="--overwrite"):
+        runner.predict(AscTask(), [str(wavs[0])], out, run=run)
 
 
-def test_large_splits_stream_from_the_cache(student_cfg, student_run):
+def test_large_splits_stream_from_the_cache(student_run):
     import copy
 
     from asc.data import make_dataset
     from asc.features import CachedFeatures
+    from common.train import load_run_model
 
     run, _ = student_run
-    x, labels, _, _ = pipeline.load_split(student_cfg, "evaluate", say=lambda _: None)
-    streaming = copy.deepcopy(student_cfg)
+    task = AscTask()
+    cfg = runner.run_config(task, run)
+    data = task.open_data(cfg)
+    x, labels = task.examples(cfg, data, data.evaluate)
+    streaming = copy.deepcopy(cfg)
     streaming["data"]["in_memory_gb"] = 0.0
-    lazy, lazy_labels, _, _ = pipeline.load_split(streaming, "evaluate", say=lambda _: None)
+    lazy, lazy_labels = task.examples(streaming, data, data.evaluate)
     assert isinstance(lazy, CachedFeatures) and lazy.shape == x.shape
     np.testing.assert_array_equal(lazy[[1, 3]], x[[1, 3]])
+    np.testing.assert_array_equal(lazy_labels, labels)
     batch = next(iter(make_dataset(lazy, lazy_labels, 10, batch_size=4)))
     np.testing.assert_array_equal(batch[0].numpy(), x[:4])
-    model = pipeline._load_model(run)
-    np.testing.assert_allclose(pipeline._predict(model, lazy, chunk=7), model.predict(x, verbose=0), atol=1e-5)
+    task.register_layers()
+    model = load_run_model(run)
+    np.testing.assert_allclose(predict_probs(model, lazy, chunk=7), model.predict(x, verbose=0), atol=1e-5)

@@ -1,0 +1,399 @@
+"""Acoustic scene classification (DCASE 2023 Task 1, paper 2) as a common.task.Task.
+
+    python -m asc download --dest data/tau2022             # TAU 2022 Mobile development (Zenodo)
+    python -m asc sample --out data/asc --per-class 30
+    python -m asc features --data data/asc                 # spectrogram cache -> data/asc/features.h5
+    python -m asc train --data data/asc --config teacher.yaml --out runs/asc_teacher
+    python -m asc distill --config student.yaml --teacher runs/asc_teacher --out runs/asc_student
+    python -m asc evaluate --run runs/asc_student          # the evaluate split -> metrics.json
+    python -m asc export --run runs/asc_student            # model_int8.tflite, labels.txt, export_report.json
+    python -m asc predict --run runs/asc_student recordings/ --out predictions.csv
+    python -m asc predict --tflite runs/asc_student/model_int8.tflite recordings/ --out predictions.csv
+    python -m asc complexity --config student.yaml         # exit code 1 when over the DCASE limits
+    python -m asc demo --out runs/demo/asc
+
+Items of a split are `asc.data.Clip`s, identified in split.json by their file names relative to
+the data root. The splits are the data set's own: TAU's fold1 train/evaluate files, or every
+`round(1 / data.val_fraction)`-th file of each class folder held out; the reported split is
+`evaluate` (also the validation set that picks the best epoch: the DCASE development setup has
+no third split). Model inputs come from the feature cache (asc.features), computed once.
+"""
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from asc import features as feats
+from asc.config import DEFAULTS
+from asc.data import SCENE_GROUPS, SCENES, open_dataset
+from common.errors import ConfigError, DataError
+from common.task import Command, DemoRun, Task
+
+CONFIG_DIR = Path(__file__).resolve().parents[1] / "configs" / "asc"
+SPECTROGRAM_TITLES = {"logmel": "log-Mel", "gammatone": "Gammatone", "cqt": "CQT"}
+# The demo's student trains briefly and is quantized after training (QAT takes minutes more);
+# `--set` options of the demo command come after these and win.
+DEMO_STUDENT_OVERRIDES = ["train.epochs=12", "train.batch_size=16", "export.mode=ptq"]
+
+
+@dataclass
+class AscData:
+    """An opened data set: its root, class names (index order) and the clips of its two splits."""
+
+    root: Path
+    classes: list
+    train: list
+    evaluate: list
+    val_fraction: float = 0.25
+
+    def by_name(self):
+        return {clip.filename: clip for clip in [*self.train, *self.evaluate]}
+
+
+def _say(line):
+    from common.runner import say
+
+    say(f"asc: {line}")
+
+
+def accuracy(labels, probs):
+    """Share of clips whose most probable class is the label."""
+    return float(np.mean(np.argmax(np.asarray(probs), axis=-1) == np.asarray(labels)))
+
+
+def scores(labels, probs, clips, classes):
+    """Accuracy and log loss overall, per device, per class, and for the 3-class grouping.
+
+    Args:
+        labels: int (N,); probs: float (N, C); clips: list of Clip; classes: list of C names.
+
+    Returns:
+        dict with accuracy, log_loss, per_device, per_class (each part with its accuracy,
+        log_loss and examples), groups (None unless the classes are the DCASE scenes),
+        confusion_matrix, classes.
+    """
+    from common.metrics import ConfusionMatrix, log_loss
+
+    labels = np.asarray(labels)
+    probs = np.asarray(probs, np.float64)
+    pred = probs.argmax(axis=1)
+
+    def part(mask):
+        return {"accuracy": float(np.mean(pred[mask] == labels[mask])), "log_loss": log_loss(labels[mask], probs[mask]),
+                "examples": int(mask.sum())}
+
+    cm = ConfusionMatrix(len(classes))
+    cm.update(labels, pred)
+    devices = np.array([c.device for c in clips])
+    overall = part(np.ones(len(labels), bool))
+    result = {
+        "accuracy": overall["accuracy"],
+        "log_loss": overall["log_loss"],
+        "per_device": {str(d): part(devices == d) for d in sorted(set(devices))},
+        "per_class": {name: part(labels == i) for i, name in enumerate(classes) if np.any(labels == i)},
+        "confusion_matrix": cm.matrix.tolist(),
+        "classes": list(classes),
+        "groups": None,
+    }
+    if sorted(classes) == sorted(SCENES):
+        names = list(SCENE_GROUPS)
+        group_of = np.array([next(g for g in names if c in SCENE_GROUPS[g]) for c in classes])
+        group_probs = np.stack([probs[:, group_of == g].sum(axis=1) for g in names], axis=1)
+        group_labels = np.array([names.index(group_of[i]) for i in labels])
+        result["groups"] = {
+            "accuracy": float(np.mean(group_probs.argmax(axis=1) == group_labels)),
+            "log_loss": log_loss(group_labels, group_probs),
+            "groups": SCENE_GROUPS,
+        }
+    return result
+
+
+def predict_probs(model, x, chunk=1024):
+    """Probabilities (N, C) of a Keras model or a TFLiteModel for an array or a lazy
+    `CachedFeatures`, `chunk` clips at a time."""
+    keras = hasattr(model, "layers")
+
+    def run(part):
+        return np.asarray(model.predict(part, batch_size=64, verbose=0) if keras else model.predict(part))
+
+    if isinstance(x, np.ndarray):
+        return run(x)
+    parts = [run(x[i : i + chunk]) for i in range(0, len(x), chunk)]
+    return np.concatenate(parts) if parts else np.zeros((0, model.output_shape[-1]), np.float32)
+
+
+def build_all_features(cfg, out=None, say=_say):
+    """Compute (or reuse) the cache of every clip of the data set (the `features` command).
+
+    Never imports TensorFlow. Returns dict: path, computed, reused and the clip fix counts.
+    """
+    root = Path(cfg["data"]["root"])
+    feats.check_config(cfg["features"])
+    d = cfg["data"]
+    names = [c.filename for c in open_dataset(root, "train", d["classes"], d["val_fraction"]).clips]
+    try:
+        names += [c.filename for c in open_dataset(root, "evaluate", d["classes"], d["val_fraction"]).clips]
+    except DataError:
+        pass  # a data set without an evaluate fold: its training clips alone
+    if (root / "meta.csv").is_file():
+        names += [c.filename for c in open_dataset(root, "all", d["classes"]).clips]
+    path = Path(out) if out else feats.default_cache_path(root, cfg["features"])
+    path, counts = feats.build_cache(root, names, cfg["features"], path, say)
+    say(f"{path}: {counts['computed']} computed, {counts['reused']} reused, shape {feats.input_shape(cfg['features'])}")
+    return {"path": str(path), **counts}
+
+
+def complexity_report(model, tflite=None, say=_say):
+    """Parameters, MACs and int8 bytes of `model` against the DCASE limits.
+
+    The int8 size is that of the `tflite` file when it exists, else the estimate of one byte per
+    parameter. Returns dict: params, macs, int8_bytes, int8_bytes_source, within_limits,
+    max_params, max_macs.
+    """
+    from asc.models import complexity
+
+    c = complexity(model)
+    if tflite is not None and Path(tflite).is_file():
+        c["int8_bytes"], c["int8_bytes_source"] = Path(tflite).stat().st_size, str(tflite)
+    else:
+        c["int8_bytes"], c["int8_bytes_source"] = c["int8_bytes_estimate"], "estimate: 1 byte per parameter"
+    say(f"parameters: {c['params']:,} (limit {c['max_params']:,})")
+    say(f"MACs per clip: {c['macs']:,} ({c['macs'] / 1e6:.2f} M, limit {c['max_macs'] / 1e6:.0f} M)")
+    say(f"int8 bytes: {c['int8_bytes']:,} ({c['int8_bytes_source']})")
+    say(f"{'within' if c['within_limits'] else 'OVER'} the DCASE 2023 Task 1 limits")
+    return c
+
+
+def build_model(cfg, num_classes):
+    """The teacher or student of `cfg` (not compiled)."""
+    from asc.models import build_model as build
+
+    return build(feats.input_shape(cfg["features"]), num_classes, cfg["model"], cfg["features"]["kinds"])
+
+
+class AscTask(Task):
+    name = "asc"
+    description = "Acoustic scene classification, DCASE 2023 Task 1 (multi-spectrogram teacher -> student)"
+    config_dir = CONFIG_DIR
+    train_config = "teacher.yaml"
+    distill_config = "student.yaml"
+    metric_name = "accuracy"
+    reported_split = "evaluate"
+    classifier = True
+
+    def defaults(self):
+        return DEFAULTS
+
+    def describe(self, cfg):
+        m, kinds = cfg["model"], cfg["features"]["kinds"]
+        block = "residual" if m["kind"] == "teacher" else "depthwise-separable"
+        return f"{m['kind']}, {len(kinds)} x {block} CNN ({'+'.join(kinds)})"
+
+    # -- data --------------------------------------------------------------------------------
+
+    def open_data(self, cfg):
+        """Both splits of the data set; `data.classes` is set to its classes (the run keeps them)."""
+        d = cfg["data"]
+        feats.check_config(cfg["features"])
+        train = open_dataset(d["root"], "train", d["classes"], d["val_fraction"])
+        evaluate = open_dataset(d["root"], "evaluate", d["classes"], d["val_fraction"])
+        d["classes"] = list(train.classes)
+        return AscData(Path(d["root"]), list(train.classes), train.clips, evaluate.clips, d["val_fraction"])
+
+    def class_names(self, data):
+        return data.classes
+
+    def make_split(self, cfg, data):
+        return {"train": list(data.train), "evaluate": list(data.evaluate)}
+
+    def split_ids(self, data, split):
+        return {name: [clip.filename for clip in clips] for name, clips in split.items()}
+
+    def split_from_ids(self, data, ids):
+        known = data.by_name()
+        for names in ids.values():
+            for name in names:
+                if name not in known:
+                    raise DataError(f"{data.root / name}: in the run's split.json but not in the data set")
+        return {split: [known[name] for name in names] for split, names in ids.items()}
+
+    def all_items(self, data):
+        if (data.root / "meta.csv").is_file():
+            return open_dataset(data.root, "all", data.classes).clips
+        return [*data.train, *data.evaluate]
+
+    # -- training ----------------------------------------------------------------------------
+
+    def register_layers(self):
+        import asc.models  # noqa: F401
+
+    def check_teacher(self, cfg, teacher_cfg, teacher_run):
+        if feats.feature_hash(teacher_cfg.get("features", {})) != feats.feature_hash(cfg["features"]):
+            raise ConfigError(f"{teacher_run}: the teacher was trained on other features than this config's 'features'")
+        if cfg["model"]["kind"] != "student":
+            _say("note: model.kind is not 'student'; distilling into it anyway")
+
+    def datasets(self, cfg, data, split):
+        from asc.data import make_dataset
+
+        self.register_layers()  # a teacher run loaded next holds asc layers
+        names = [clip.filename for clips in split.values() for clip in clips]
+        feats.build_cache(data.root, names, cfg["features"], feats.default_cache_path(data.root, cfg["features"]), _say)
+        x_train, y_train = self.examples(cfg, data, split["train"])
+        x_val, y_val = self.examples(cfg, data, split["evaluate"])
+        t, n = cfg["train"], len(data.classes)
+        train_ds = make_dataset(x_train, y_train, n, t["batch_size"], shuffle=True,
+                                mixup_alpha=cfg["augment"]["mixup_alpha"], seed=t["seed"])
+        val_ds = make_dataset(x_val, y_val, n, t["batch_size"])
+        steps = t["steps_per_epoch"] or -(-len(y_train) // t["batch_size"])
+        return train_ds, val_ds, steps
+
+    def callbacks(self, cfg, data, split):
+        """BatchNorm re-estimation (asc.models.RecalibrateBatchNorm) on a seeded pick of
+        `train.bn_recalibration_batches` training batches."""
+        from asc.models import RecalibrateBatchNorm
+        from common.runner import seeded_pick
+
+        t = cfg["train"]
+        if t["bn_recalibration_batches"] <= 0:
+            return []
+        some = seeded_pick(split["train"], t["bn_recalibration_batches"] * t["batch_size"], t["seed"])
+        return [RecalibrateBatchNorm(np.asarray(self.examples(cfg, data, some)[0]), t["batch_size"])]
+
+    def build(self, cfg, data, split, run_dir):
+        model = build_model(cfg, len(data.classes))
+        return model, model
+
+    def label_loss(self, cfg):
+        import tf_keras as keras
+
+        return keras.losses.CategoricalCrossentropy()  # one-hot (and mixup) labels
+
+    # -- evaluation --------------------------------------------------------------------------
+
+    def examples(self, cfg, data, items):
+        """Spectrogram stacks through the feature cache (a lazy `CachedFeatures` view when they
+        exceed `data.in_memory_gb`) and integer labels."""
+        names = [clip.filename for clip in items]
+        path = feats.default_cache_path(data.root, cfg["features"])
+        x = feats.cached_features(data.root, names, cfg["features"], path, _say, max_gb=cfg["data"]["in_memory_gb"])
+        return x, np.array([clip.label for clip in items], np.int64)
+
+    def metric(self, labels, outputs):
+        return accuracy(labels, outputs)
+
+    def evaluate(self, model, cfg, data, items):
+        x, labels = self.examples(cfg, data, items)
+        result = scores(labels, predict_probs(model, x), items, data.classes)
+        self._last = (model, items, result["confusion_matrix"])
+        return result
+
+    def score_line(self, metrics):
+        line = f"accuracy {metrics['accuracy']:.3f}  log loss {metrics['log_loss']:.3f}"
+        if metrics.get("groups"):
+            line += f"  3-class accuracy {metrics['groups']['accuracy']:.3f}"
+        return line
+
+    def pictures(self, out_dir, model, cfg, data, items):
+        """OUT/confusion_matrix.png and OUT/spectrograms.png (the first clip's spectrograms)."""
+        from common.plots import plot_confusion_matrix, plot_spectrograms
+
+        last = getattr(self, "_last", None)
+        if last is not None and last[0] is model and last[1] is items:
+            matrix = last[2]
+        else:
+            matrix = self.evaluate(model, cfg, data, items)["confusion_matrix"]
+        plot_confusion_matrix(np.array(matrix), data.classes, Path(out_dir) / "confusion_matrix.png")
+        if items:
+            x, _ = self.examples(cfg, data, items[:1])
+            names = [SPECTROGRAM_TITLES[kind] for kind in cfg["features"]["kinds"]]
+            title = f"{items[0].filename} ({data.classes[items[0].label]})"
+            plot_spectrograms(np.asarray(x[0]), names, Path(out_dir) / "spectrograms.png", title=title)
+
+    # -- command line and prediction -----------------------------------------------------------
+
+    def add_arguments(self, command, parser):
+        if command == "predict":
+            parser.add_argument("--config", help="with --tflite: the config.yaml (or run directory) the model was "
+                                                  "exported from; default the config.yaml beside the model")
+
+    def predict(self, model, cfg, inputs, out, args):
+        from asc.edge import classify
+        from common.runner import read_labels
+
+        labels = Path(args.run) / "labels.txt" if args is not None and args.run else None
+        classes = read_labels(labels) if labels and labels.is_file() else (cfg["data"]["classes"] or SCENES)
+        result = classify(lambda x: model.predict(x, batch_size=64, verbose=0), inputs, out, cfg, classes,
+                          model_name=str(getattr(args, "run", "model")), say=_say)
+        return f"{out}: {len(result)} predictions (Keras model)"
+
+    def edge_predict(self, tflite_path, inputs, out, args):
+        from asc import edge
+
+        cfg = edge.edge_config(tflite_path, getattr(args, "config", None), getattr(args, "overrides", ()))
+        result = edge.predict(tflite_path, inputs, out, cfg=cfg, num_threads=cfg["export"]["num_threads"], say=_say)
+        return f"{out}: {len(result)} predictions ({Path(tflite_path).name}, LiteRT int8)"
+
+    # -- sample, download, demo, extra commands ----------------------------------------------------
+
+    def add_sample_arguments(self, parser):
+        parser.add_argument("--per-class", type=int, default=30, help="clips per scene (default 30)")
+        parser.add_argument("--seed", type=int, default=0)
+
+    def sample(self, out, args):
+        from asc.sample import write_sample
+
+        per_class, seed = (args.per_class, args.seed) if args is not None else (20, 0)
+        if per_class < 2:
+            raise DataError(f"--per-class: need at least 2 clips per scene, got {per_class}")
+        write_sample(out, per_class=per_class, seed=seed)
+        return f"wrote {out}: {10 * per_class} clips (10 scenes x {per_class}) in the TAU 2022 Mobile layout"
+
+    def add_download_arguments(self, parser):
+        from asc.download import RECORD, ZENODO_API
+
+        parser.add_argument("--record", default=RECORD, help=f"Zenodo record id (default {RECORD})")
+        parser.add_argument("--api", default=ZENODO_API, help=f"Zenodo REST API (default {ZENODO_API})")
+
+    def download(self, dest, args):
+        from asc.download import download
+
+        data = download(dest, record=args.record, api=args.api, quiet=args.quiet, say=_say)
+        clips = sum(1 for _ in (data / "audio").glob("*.wav"))
+        return f"TAU Urban Acoustic Scenes 2022 Mobile is in {data}: {clips} clips; use it with --data {data}"
+
+    def demo_plan(self):
+        """teacher_tiny, then the student distilled from it (briefly, PTQ) and exported."""
+        return [DemoRun("teacher", "teacher_tiny.yaml"),
+                DemoRun("student", "student.yaml", teacher="teacher", export=True, overrides=DEMO_STUDENT_OVERRIDES)]
+
+    def commands(self):
+        return [
+            Command("features", "compute the spectrogram cache of a data set (no TensorFlow)",
+                    lambda p: p.add_argument("--out", help="cache file (.h5); default <data>/features.h5"),
+                    self._features, tensorflow=False, common_args=True),
+            Command("complexity", "parameters, MACs and int8 bytes; exit code 1 when over the DCASE limits",
+                    lambda p: p.add_argument("--run", help="a run directory (its model and exported size) "
+                                                           "instead of --config"),
+                    self._complexity, common_args=True),
+        ]
+
+    def _features(self, args):
+        from common.runner import load_task_config, need_data
+
+        build_all_features(need_data(load_task_config(self, args.config, args.overrides, args.data)), args.out)
+
+    def _complexity(self, args):
+        from common.runner import TFLITE_FILE, load_task_config, run_config
+        from common.train import load_run_model
+
+        if args.run:
+            run_config(self, args.run)  # RunDirError when it is not a run
+            self.register_layers()
+            model, tflite = load_run_model(args.run), Path(args.run) / TFLITE_FILE
+        else:
+            cfg = load_task_config(self, args.config, args.overrides, default=self.distill_config)
+            feats.check_config(cfg["features"])
+            model, tflite = build_model(cfg, len(cfg["data"]["classes"]) or len(SCENES)), None
+        return 0 if complexity_report(model, tflite)["within_limits"] else 1
