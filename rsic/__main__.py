@@ -1,6 +1,7 @@
-"""`python -m rsic COMMAND`: see rsic/cli.py."""
+"""`python -m rsic COMMAND`: see rsic/task.py and common/cli.py."""
 
-from rsic.cli import entry
+from common.cli import entry
+from rsic.task import RsicTask
 
 if __name__ == "__main__":
-    entry()
+    entry(RsicTask())

@@ -1,4 +1,13 @@
-"""`make bench` for rsic: speed and size of paper 3's and paper 4's models, float vs int8 accuracy.
+"""rsic's benchmarks: paper 3's backbone table (`python -m rsic benchmark`) and `make bench`.
+
+`python -m rsic benchmark --config CONFIG --data DIR --out OUT [--backbones A,B]` trains every
+backbone of `benchmark.backbones` with the same config (data split, input size, training), each
+in `OUT/<backbone>/` through common.runner (train, then export), and writes `OUT/benchmark.json`
+and `OUT/benchmark.md`: backbone, parameters, test accuracy, int8 TFLite size, int8 accuracy and
+latency, and the accuracy paper 3 reports on NWPU-RESISC45. A backbone that already has a
+finished run in `OUT` is not trained again (delete its folder, or give --overwrite, to redo it).
+
+`make bench`: speed and size of paper 3's and paper 4's models, float vs int8 accuracy.
 
 Called by `python -m benchmarks.run` (see benchmarks/run.py for the row keys). Everything runs on
 sample data written into benchmarks/tmp/rsic/ (git-ignored):
@@ -17,11 +26,15 @@ sample data written into benchmarks/tmp/rsic/ (git-ignored):
 `quick=True`: the tiny model only (speed at 64x64, and a 2-epoch training with a PTQ export).
 """
 
+import copy
+import json
 import logging
 from pathlib import Path
 
 from common import bench as harness
 from common.config import load_config
+from common.errors import ExportError
+from common.io import write_json, write_text
 
 log = logging.getLogger("rsic.bench")
 ROOT = Path(__file__).resolve().parents[1]
@@ -61,7 +74,7 @@ def speed_row(name, folder, quick=False):
     """Speed and size of one config's (untrained) model on the images of `folder` (an ImageFolder)."""
     from common.export import export_tflite
     from common.train import make_optimizer, set_seed
-    from rsic.data import load_images, make_dataset
+    from rsic.features import load_images, make_dataset
     from rsic.models import build_model, compile_classifier
 
     cfg = _config(name)
@@ -98,24 +111,22 @@ def speed_row(name, folder, quick=False):
 
 
 def demo_rows(out):
-    """The demo's tiny teacher and distilled student (`rsic.demo`): float vs int8 accuracy rows."""
-    import json
-
-    from rsic.demo import run_demo
+    """The demo's tiny teacher and distilled student (`python -m rsic demo`): float vs int8 accuracy rows."""
+    from common import runner
+    from rsic.task import RsicTask
 
     rows = []
-    for row in run_demo(out, log=log.info):
-        name = row["model"].split()[0]
-        report = json.loads((Path(out) / name / "export_report.json").read_text())
+    for row in runner.demo(RsicTask(), out):
+        name = row["model"].split(":")[0]
+        report = json.loads((Path(out) / name / runner.REPORT_FILE).read_text())
         rows.append({
             "kind": "accuracy",
             "task": "rsic",
-            "model": f"{row['model']}{' (distilled)' if name == 'student' else ''}, "
-                     f"int8 {report['quantization']}",
+            "model": f"{row['model']}{' (distilled)' if name == 'student' else ''}, int8 {report['quantization']}",
             "data": f"sample (5 classes x 40 images of 64x64, test split of {report['parity_examples']})",
             "metric_name": "accuracy",
-            "float_metric": row["float_metric"],
-            "int8_metric": row["int8_metric"],
+            "float_metric": report["keras_metric"],
+            "int8_metric": report["tflite_metric"],
             "agreement": report["agreement"],
         })
     return rows
@@ -123,16 +134,16 @@ def demo_rows(out):
 
 def accuracy_row(data, out, label, overrides=(), mode="ptq"):
     """Train the tiny config on `data`, export it int8 (`mode`) and compare float with int8: one row."""
-    from common.train import load_run_model
-    from rsic.export import TFLITE_FILE, export_model
-    from rsic.train import load_data, train
+    from common import runner
+    from rsic.task import RsicTask
 
+    task = RsicTask()
     cfg = _config("tiny", [f"export.mode={mode}", *overrides])
     cfg["data"]["root"] = str(Path(data).resolve())
     log.info("bench accuracy: training tiny on %s", label)
-    folder, split = load_data(cfg, log=log.info)  # one listing (every image decoded once) for both steps
-    run_dir, _ = train(cfg, out, overwrite=True, data=(folder, split), log=log.info)
-    report = export_model(load_run_model(run_dir), cfg, folder, split, run_dir / TFLITE_FILE, log=log.info)
+    with reuse_listing(task, cfg):  # one listing (every image decoded once) for both steps
+        runner.train(task, cfg, out, overwrite=True)
+        report = runner.export(task, out)
     return {
         "kind": "accuracy",
         "task": "rsic",
@@ -189,3 +200,129 @@ def run(quick=False, real_data=None):
              "data.val_ratio=0.1", "data.cache=false"],
         ))
     return rows
+
+
+# ---------------------------------------------------------------------------------------------
+# `python -m rsic benchmark`: paper 3's backbone table
+
+
+class reuse_listing:
+    """Within the block, `task.open_data` returns one listing of `cfg`'s data set (every image is
+    checked once, not once per backbone)."""
+
+    def __init__(self, task, cfg):
+        self.task, self.cfg = task, cfg
+
+    def __enter__(self):
+        d = self.cfg["data"]
+        self.key = (str(Path(d["root"]).resolve()), bool(d["skip_bad"]))
+        self.task._folders[self.key] = self.task.open_data(self.cfg)
+        return self.task._folders[self.key]
+
+    def __exit__(self, *exc):
+        self.task._folders.pop(self.key, None)
+
+
+def run_benchmark(task, cfg, out, *, overwrite=False):
+    """Train, evaluate and export every backbone of `cfg["benchmark"]` into the folder `out`.
+
+    Returns:
+        list of row dicts (also in benchmark.json): backbone, input_size, params, macs, accuracy,
+        int8_accuracy, tflite_bytes, latency_ms, paper_accuracy, note.
+    """
+    from common.runner import need_data, say
+    from rsic.models import get_backbone
+
+    specs = [get_backbone(name) for name in cfg["benchmark"]["backbones"]]  # all names checked first
+    need_data(cfg)
+    out = Path(out)
+    rows = []
+    with reuse_listing(task, cfg):
+        out.mkdir(parents=True, exist_ok=True)
+        for spec in specs:
+            say(f"rsic: benchmark {spec.name} ({len(rows) + 1} of {len(specs)})")
+            rows.append(_benchmark_one(task, cfg, spec, out / spec.name, overwrite=overwrite))
+            write_json(out / "benchmark.json", rows)  # after every backbone: a long run shows progress
+    write_text(out / "benchmark.md", markdown_table(rows, cfg))
+    say(markdown_table(rows, cfg))
+    return rows
+
+
+def _benchmark_one(task, cfg, spec, run_dir, *, overwrite):
+    from common import runner
+    from common.complexity import model_complexity
+
+    run_cfg = copy.deepcopy(cfg)
+    model_cfg = run_cfg["model"]
+    model_cfg["backbone"] = spec.name
+    notes = []
+    if model_cfg["alpha"] != 1.0 and not spec.has_alpha:
+        model_cfg["alpha"] = 1.0
+        notes.append("alpha 1.0")
+    if model_cfg["input_size"] < spec.min_size:
+        model_cfg["input_size"] = spec.min_size
+        notes.append(f"input {spec.min_size}")
+
+    finished = (run_dir / "model.keras").is_file() and (run_dir / runner.METRICS_FILE).is_file()
+    if finished and not overwrite:
+        runner.say(f"rsic: {run_dir}: finished run found, reusing it")
+        metrics = json.loads((run_dir / runner.METRICS_FILE).read_text())
+    else:
+        metrics = runner.train(task, run_cfg, run_dir, overwrite=overwrite).metrics
+    complexity = model_complexity(runner._keras_of(task, run_dir))
+    row = {
+        "backbone": spec.name,
+        "input_size": model_cfg["input_size"],
+        "params": complexity["params"],
+        "macs": complexity["macs"],
+        "accuracy": metrics["accuracy"],
+        "int8_accuracy": None,
+        "tflite_bytes": None,
+        "latency_ms": None,
+        "paper_accuracy": spec.paper_accuracy,
+        "note": ", ".join(notes),
+    }
+    if run_cfg["benchmark"]["export"]:
+        report_path = run_dir / runner.REPORT_FILE
+        try:
+            if report_path.is_file() and (run_dir / runner.TFLITE_FILE).is_file() and not overwrite:
+                report = json.loads(report_path.read_text())
+            else:
+                report = runner.export(task, run_dir)
+            row.update(int8_accuracy=report["tflite_metric"], tflite_bytes=report["tflite_bytes"],
+                       latency_ms=report.get("latency_ms"))
+        except ExportError as error:
+            row["note"] = ", ".join(notes + [f"not exported: {str(error).split(': ', 1)[-1]}"])
+            runner.say(f"rsic: {spec.name}: {error}")
+    return row
+
+
+def markdown_table(rows, cfg):
+    """The benchmark rows as a Markdown table (accuracies in %, sizes in MB)."""
+    size = cfg["model"]["input_size"]
+    lines = [
+        f"Backbones at {size}x{size}, train ratio {cfg['data']['train_ratio']:g} of each class; "
+        f"accuracy on the test split. Paper: NWPU-RESISC45 accuracy reported in paper 3.",
+        "",
+        "| backbone | params | accuracy % | int8 accuracy % | int8 TFLite MB | latency ms | paper % | note |",
+        "|---|---:|---:|---:|---:|---:|---:|---|",
+    ]
+    for row in rows:
+        lines.append(
+            f"| {row['backbone']} | {row['params'] / 1e6:.2f}M | {_percent(row['accuracy'])} | "
+            f"{_percent(row['int8_accuracy'])} | {_mb(row['tflite_bytes'])} | {_ms(row['latency_ms'])} | "
+            f"{row['paper_accuracy'] if row['paper_accuracy'] is not None else '-'} | {row['note']} |"
+        )
+    return "\n".join(lines) + "\n"
+
+
+def _percent(value):
+    return "-" if value is None else f"{100 * value:.1f}"
+
+
+def _mb(value):
+    return "-" if value is None else f"{value / 1e6:.2f}"
+
+
+def _ms(value):
+    return "-" if value is None else f"{value:.1f}"

@@ -1,10 +1,10 @@
 """The rsic config schema (`DEFAULTS`): every key a config file under configs/rsic/ may set.
 
 A YAML file states only what differs (see `common.config.load_config`); the command line
-overrides single values with `--set model.alpha=0.5`.
+overrides single values with `--set model.alpha=0.5`. Reading a config never imports TensorFlow.
 """
 
-from common.train import TRAIN_DEFAULTS
+from common.config import EXPORT_DEFAULTS, TRAIN_DEFAULTS
 
 DEFAULTS = {
     "data": {
@@ -48,13 +48,10 @@ DEFAULTS = {
         "embedding_weight": 0.0,  # MSE between embeddings (projected when sizes differ)
     },
     "export": {
-        "mode": "auto",  # auto (QAT, PTQ fallback) | qat | ptq
-        "qat_epochs": 1,
-        "qat_steps": 20,  # QAT batches per epoch (a short fine-tune); 0 = whole training set
-        "qat_lr": 1e-4,
+        **EXPORT_DEFAULTS,
+        "calibration_examples": 128,  # training images (a seeded pick) calibrating the int8 ranges
+        "calibration_images": 0,  # the older name of calibration_examples; 0 = unset
         "size_budget_mb": 20.0,  # paper 4: at most 20 MB
-        "calibration_images": 128,
-        "num_threads": 2,
     },
     "benchmark": {
         "backbones": ["MobileNet", "MobileNetV2", "NASNetMobile", "EfficientNetB0"],

@@ -26,6 +26,8 @@ Data set layout (the layout of NWPU-RESISC45, UC Merced and AID)::
   `train`, `test` and optionally `val` of paths relative to the root (`class/name.jpg`); the split
   used is always written to the run directory as `split.json` in that same format.
 
+No TensorFlow here (the edge path uses `collect_images`); the tf.data pipeline is in rsic/features.py.
+
 Every image is checked once with PIL before training (header and a full decode) so that a broken
 file is reported by name as a `DataError`, never from inside TensorFlow. `skip_bad=True`
 (`--skip-bad`) skips such files instead and lists them in a log line.
@@ -40,7 +42,6 @@ from pathlib import Path
 import numpy as np
 
 from common.errors import DataError
-from common.io import write_json, write_text
 
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".tif", ".tiff")
 _TIFF_SUFFIXES = (".tif", ".tiff")
@@ -143,9 +144,7 @@ def scan_image_folder(root, *, skip_bad=False, log=print, workers=4):
             if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES and not p.name.startswith(".")
         )
         if not images:
-            raise DataError(
-                f"{root / name}: class folder has no images ({', '.join(IMAGE_SUFFIXES)})"
-            )
+            raise DataError(f"{root / name}: class '{name}' has no images ({', '.join(IMAGE_SUFFIXES)})")
         files.extend(images)
         labels.extend([index] * len(images))
 
@@ -171,7 +170,7 @@ def scan_image_folder(root, *, skip_bad=False, log=print, workers=4):
     usable_labels = np.asarray(usable_labels, np.int64)
     for index, name in enumerate(class_names):
         if not np.any(usable_labels == index):
-            raise DataError(f"{root / name}: class folder has no readable images")
+            raise DataError(f"{root / name}: class '{name}' has no readable images")
     return ImageFolder(root, class_names, usable, usable_labels, skipped, converted)
 
 
@@ -182,7 +181,7 @@ def _check_or_error(path):
         return None, error
 
 
-def make_split(labels, train_ratio, *, val_ratio=0.0, seed=0):
+def make_split(labels, train_ratio, *, val_ratio=0.0, seed=0, class_names=None, root=None):
     """A stratified, seeded split: per class, `train_ratio` of the images train, the rest test.
 
     Args:
@@ -190,6 +189,7 @@ def make_split(labels, train_ratio, *, val_ratio=0.0, seed=0):
         train_ratio: float in (0, 1), share of each class used for training (papers: 0.1, 0.2).
         val_ratio: float in [0, 1), share of each class's training images held out for validation.
         seed: int.
+        class_names, root: the class names and data folder, to name a class in messages.
 
     Returns:
         dict with int arrays "train", "val", "test" of indices into `labels` (sorted).
@@ -205,7 +205,9 @@ def make_split(labels, train_ratio, *, val_ratio=0.0, seed=0):
     for label in np.unique(labels):
         members = rng.permutation(np.flatnonzero(labels == label))
         if len(members) < 2:
-            raise DataError(f"class {label} has {len(members)} image; a split needs at least 2 per class")
+            name = class_names[label] if class_names is not None else f"class {label}"
+            where = f"{Path(root) / name}: " if root is not None and class_names is not None else ""
+            raise DataError(f"{where}class '{name}' has {len(members)} image; a split needs at least 2 per class")
         n_train = int(np.clip(round(train_ratio * len(members)), 1, len(members) - 1))
         n_val = int(round(val_ratio * n_train)) if n_train > 1 else 0
         n_val = min(n_val, n_train - 1)
@@ -215,12 +217,27 @@ def make_split(labels, train_ratio, *, val_ratio=0.0, seed=0):
     return {name: np.sort(np.asarray(idx, np.int64)) for name, idx in parts.items()}
 
 
-def read_split_file(path, folder):
-    """Read a split JSON (lists `train`, `test`, optional `val` of root-relative paths).
+def split_from_ids(folder, ids, source):
+    """Index arrays into `folder.files` of root-relative paths (`class/name.jpg`) per split.
 
     Args:
-        path: str or Path of the JSON file.
-        folder: ImageFolder the paths refer to.
+        folder: ImageFolder. ids: dict of split name -> list of relative paths.
+        source: what the paths came from (a file), for messages.
+    """
+    index = {name: i for i, name in enumerate(folder.relative())}
+    parts = {}
+    for name, entries in ids.items():
+        entries = entries or []
+        missing = [e for e in entries if e not in index]
+        if missing:
+            raise DataError(f"{source}: '{missing[0]}' in '{name}' is not an image of {folder.root}")
+        parts[name] = np.asarray(sorted(index[e] for e in entries), np.int64)
+    return parts
+
+
+def read_split_file(path, folder):
+    """Read a split JSON (lists `train`, `test`, optional `val` of root-relative paths), e.g. a
+    run's split.json.
 
     Returns:
         dict of int index arrays "train", "val", "test" into `folder.files`.
@@ -234,152 +251,42 @@ def read_split_file(path, folder):
         raise DataError(f"{path}: not valid JSON ({_one_line(error)})") from None
     if not isinstance(content, dict) or "train" not in content or "test" not in content:
         raise DataError(f"{path}: split file needs lists 'train' and 'test'")
-    index = {name: i for i, name in enumerate(folder.relative())}
-    parts = {}
-    for name in ("train", "val", "test"):
-        entries = content.get(name) or []
-        missing = [e for e in entries if e not in index]
-        if missing:
-            raise DataError(f"{path}: '{missing[0]}' in '{name}' is not an image of {folder.root}")
-        parts[name] = np.asarray(sorted(index[e] for e in entries), np.int64)
+    parts = split_from_ids(folder, {name: content.get(name) for name in ("train", "val", "test")}, path)
     if len(parts["train"]) == 0 or len(parts["test"]) == 0:
         raise DataError(f"{path}: 'train' and 'test' must not be empty")
     return parts
 
 
-def write_split(run_dir, folder, split, **info):
-    """Write `split.json` (the membership of every part) and `labels.txt` into `run_dir`."""
-    run_dir = Path(run_dir)
-    content = {"root": str(folder.root), "classes": list(folder.class_names), **info}
-    for name in ("train", "val", "test"):
-        content[name] = folder.relative(split[name])
-    write_json(run_dir / "split.json", content)
-    write_labels(run_dir / "labels.txt", folder.class_names)
-
-
-def write_labels(path, class_names):
-    """Write one class name per line, in class-index order."""
-    write_text(path, "".join(f"{name}\n" for name in class_names))
-
-
-def read_labels(path):
-    """Class names from a `labels.txt`."""
-    path = Path(path)
-    if not path.is_file():
-        raise DataError(f"{path}: labels file not found")
-    return [line.strip() for line in path.read_text().splitlines() if line.strip()]
-
-
-def make_dataset(files, labels, *, image_size, batch_size, training=False, augment=None,
-                 seed=0, cache=False, shuffle_buffer=2048):
-    """A batched tf.data pipeline of (image, label).
-
-    Args:
-        files: list of Path (validated images). labels: int array (N,).
-        image_size: int, side of the square model input in pixels.
-        batch_size: int.
-        training: bool; shuffle (reshuffled every epoch) and augment.
-        augment: dict with `flip` (bool, horizontal and vertical), `rot90` (bool, random
-            multiples of 90 degrees) and `crop` (float in (0, 1]: smallest side of a random crop as
-            a share of the image; 1 = no crop). None: no augmentation.
-        seed: int; shuffling and augmentation are deterministic for a seed.
-        cache: bool; keep the decoded, resized images in memory (small data sets).
-        shuffle_buffer: int, shuffle buffer size in examples.
+def collect_images(inputs, *, skip_bad=False, log=print):
+    """Image files from a list of files and folders (folders searched recursively), validated.
 
     Returns:
-        tf.data.Dataset of (float32 (B, S, S, 3) raw RGB in [0, 255], int64 (B,)).
-        The model does its own preprocessing (a layer at its front).
+        list of Path, sorted within each folder, in the order given.
     """
-    import tensorflow as tf
-
-    paths = [str(p) for p in files]
-    use_pil = any(Path(p).suffix.lower() in _TIFF_SUFFIXES for p in paths)
-    labels = np.asarray(labels, np.int64)
-    ds = tf.data.Dataset.from_tensor_slices((paths, labels))
-    if training and not cache:
-        ds = ds.shuffle(min(len(paths), 100_000), seed=seed, reshuffle_each_iteration=True)
-
-    def load(path, label):
-        image = _decode_pil(path) if use_pil else _decode_tf(path)
-        image = tf.image.resize(image, (image_size, image_size), antialias=True)
-        image = tf.cast(tf.clip_by_value(tf.round(image), 0.0, 255.0), tf.uint8)
-        return image, label
-
-    ds = ds.map(load, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
-    if cache:
-        ds = ds.cache()
-        if training:
-            ds = ds.shuffle(min(len(paths), shuffle_buffer), seed=seed, reshuffle_each_iteration=True)
-    if training and augment:
-        seeds = tf.data.Dataset.random(seed=seed, rerandomize_each_iteration=True).batch(2)
-        ds = tf.data.Dataset.zip((ds, seeds))
-        ds = ds.map(lambda example, s: (_augment(example[0], s, augment, image_size), example[1]),
-                    num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
-    ds = ds.map(lambda image, label: (tf.cast(image, tf.float32), label))
-    return ds.batch(batch_size).prefetch(tf.data.AUTOTUNE)
-
-
-def load_images(files, image_size):
-    """Decode and resize images into one array, as the data pipeline does (no augmentation).
-
-    Returns:
-        float32 array (N, S, S, 3) of raw RGB values in [0, 255].
-    """
-    ds = make_dataset(files, np.zeros(len(files), np.int64), image_size=image_size,
-                      batch_size=64)
-    batches = [x.numpy() for x, _ in ds]
-    return np.concatenate(batches) if batches else np.zeros((0, image_size, image_size, 3), np.float32)
-
-
-def _decode_tf(path):
-    import tensorflow as tf
-
-    data = tf.io.read_file(path)
-    # channels=3 turns greyscale into RGB and drops alpha; expand_animations=False gives 3-D.
-    image = tf.io.decode_image(data, channels=3, expand_animations=False, dtype=tf.uint8)
-    image.set_shape([None, None, 3])
-    return tf.cast(image, tf.float32)
-
-
-def _decode_pil(path):
-    import tensorflow as tf
-
-    image = tf.numpy_function(_pil_rgb, [path], tf.float32, stateful=False)
-    image.set_shape([None, None, 3])
-    return image
-
-
-def _pil_rgb(path):
-    from PIL import Image
-
-    with Image.open(path.decode() if isinstance(path, bytes) else str(path)) as image:
-        return np.asarray(image.convert("RGB"), np.float32)
-
-
-def _augment(image, seed, augment, image_size):
-    """Flips, 90-degree rotations and a random crop, all stateless (seeded per example)."""
-    import tensorflow as tf
-
-    seed = tf.cast(seed, tf.int64)
-    seeds = tf.random.experimental.stateless_split(seed, 4)
-    if augment.get("flip", False):
-        image = tf.image.stateless_random_flip_left_right(image, seeds[0])
-        image = tf.image.stateless_random_flip_up_down(image, seeds[1])
-    if augment.get("rot90", False):
-        k = tf.random.stateless_uniform([], seeds[2], 0, 4, dtype=tf.int32)
-        image = tf.image.rot90(image, k)
-    crop = float(augment.get("crop", 1.0))
-    if crop < 1.0:
-        values = tf.random.stateless_uniform([3], seeds[3], 0.0, 1.0)
-        side = crop + (1.0 - crop) * values[0]
-        top = (1.0 - side) * values[1]
-        left = (1.0 - side) * values[2]
-        box = tf.stack([top, left, top + side, left + side])[tf.newaxis]
-        image = tf.image.crop_and_resize(
-            tf.cast(image, tf.float32)[tf.newaxis], box, [0], (image_size, image_size)
-        )[0]
-        image = tf.cast(tf.clip_by_value(tf.round(image), 0.0, 255.0), tf.uint8)
-    return image
+    files = []
+    for item in inputs:
+        path = Path(item)
+        if path.is_dir():
+            found = sorted(p for p in path.rglob("*") if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES)
+            if not found:
+                raise DataError(f"{path}: folder has no images ({', '.join(IMAGE_SUFFIXES)})")
+            files.extend(found)
+        elif path.is_file():
+            files.append(path)
+        else:
+            raise DataError(f"{path}: no such file or folder")
+    usable = []
+    for path in files:
+        try:
+            check_image(path)
+            usable.append(path)
+        except DataError:
+            if not skip_bad:
+                raise
+            log(f"skipping unreadable image {path} (--skip-bad)")
+    if not usable:
+        raise DataError("no readable images to predict")
+    return usable
 
 
 def _one_line(error):

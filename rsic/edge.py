@@ -3,7 +3,8 @@
 `python -m rsic predict --tflite MODEL.tflite FILES_OR_FOLDERS --out preds.csv` lands here. The
 exported model holds its backbone's preprocessing as its first layer, so it takes raw RGB images
 (float, 0-255) of its input size; this side only decodes and resizes the images with PIL and
-writes the same CSV as the Keras `predict` (file, label, probability). Class names come from
+writes the same CSV as the Keras `predict` (common.predictions: file, label, probability, then one
+column per class). Class names come from
 `labels.txt` beside the model, where `python -m rsic export` writes it.
 
 What the device needs: `ai-edge-litert`, `numpy`, `pillow`. Nothing here, nor anything it
@@ -20,8 +21,9 @@ from pathlib import Path
 import numpy as np
 
 from common.errors import DataError
-from rsic.data import read_labels
-from rsic.evaluate import collect_images, write_predictions
+from common.predictions import write_class_predictions
+from common.runner import read_labels
+from rsic.data import collect_images
 
 
 def load_image(path, size):
@@ -63,26 +65,28 @@ def load_model(path, num_threads=2):
     return model, class_names
 
 
-def predict(model_path, inputs, out, *, skip_bad=False, num_threads=2, log=print):
+def predict(model_path, inputs, out, *, skip_bad=False, num_threads=2, log=None):
     """Classify image files and folders with a TFLite model; write the predictions CSV.
 
     Args:
         model_path: the exported `.tflite` file (labels.txt beside it).
         inputs: list of image files or folders (searched recursively).
-        out: CSV path; columns file, label, probability (of the predicted class).
+        out: CSV path (common.predictions.write_class_predictions).
         skip_bad: skip unreadable images instead of stopping.
         num_threads: LiteRT interpreter threads.
+        log: callable(str) for lines about skipped images (default common.runner.say).
 
     Returns:
         (list of image Paths, float32 array (N, C) of class probabilities).
     """
+    from common.runner import say
+
     model, class_names = load_model(model_path, num_threads)
-    files = collect_images(inputs, skip_bad=skip_bad, log=log)
+    files = collect_images(inputs, skip_bad=skip_bad, log=log or say)
     size = model.input_shape[0]
     probs = np.concatenate([model.predict(load_image(path, size)[None]) for path in files])
     if probs.shape[1] != len(class_names):
         raise DataError(f"{Path(model_path).with_name('labels.txt')}: {len(class_names)} class names, "
                         f"the model has {probs.shape[1]} outputs")
-    write_predictions(out, files, probs, class_names)
-    log(f"{len(files)} predictions -> {out}")
+    write_class_predictions(out, files, probs, class_names)
     return files, probs

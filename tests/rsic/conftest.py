@@ -1,16 +1,24 @@
 """Session-scoped fixtures shared by the rsic tests: one sample data set and one trained tiny teacher.
 
-Training happens once per session; the tests that need a trained model share this run.
+Training happens once per session (through common.runner, as `python -m rsic train` does); the
+tests that need a trained model share this run.
 """
 
 from pathlib import Path
 
 import pytest
 
-from rsic.cli import load_task_config
+from common import runner
 from rsic.sample import write_sample
+from rsic.task import RsicTask
 
 CONFIGS = Path(__file__).resolve().parents[2] / "configs" / "rsic"
+TASK = RsicTask()
+
+
+def tiny_config(data, name="tiny.yaml", overrides=()):
+    """The resolved config of configs/rsic/NAME with `--data data` applied."""
+    return runner.load_task_config(TASK, CONFIGS / name, list(overrides), data)
 
 
 @pytest.fixture(scope="session")
@@ -22,7 +30,5 @@ def sample_dir(tmp_path_factory):
 @pytest.fixture(scope="session")
 def teacher_run(sample_dir, tmp_path_factory):
     """A tiny MobileNetV2 (configs/rsic/tiny.yaml) trained on the sample: (run_dir, metrics)."""
-    from rsic.train import train
-
-    cfg = load_task_config(CONFIGS / "tiny.yaml", [], data=sample_dir)
-    return train(cfg, tmp_path_factory.mktemp("rsic_runs") / "teacher", log=lambda _: None)
+    result = runner.train(TASK, tiny_config(sample_dir), tmp_path_factory.mktemp("rsic_runs") / "teacher")
+    return result.run, result.metrics

@@ -1,12 +1,13 @@
-"""rsic.benchmark: the table format and up-front checks (the full run is the `benchmark` command)."""
+"""rsic.bench (`python -m rsic benchmark`): the table format and up-front checks."""
 
 import copy
 
 import pytest
 
 from common.errors import ConfigError
-from rsic.benchmark import markdown_table, run_benchmark
+from rsic.bench import markdown_table, run_benchmark
 from rsic.config import DEFAULTS
+from tests.rsic.conftest import TASK
 
 
 def test_markdown_table():
@@ -27,5 +28,5 @@ def test_unknown_backbone_refused_before_any_work(tmp_path):
     cfg = copy.deepcopy(DEFAULTS)
     cfg["benchmark"]["backbones"] = ["MobileNetV2", "ResNet9000"]
     with pytest.raises(ConfigError, match="ResNet9000"):
-        run_benchmark(cfg, tmp_path / "bench")
+        run_benchmark(TASK, cfg, tmp_path / "bench")
     assert not (tmp_path / "bench").exists()

@@ -7,15 +7,10 @@ import pytest
 from PIL import Image
 
 from common.errors import DataError
-from rsic.data import (
-    load_images,
-    make_dataset,
-    make_split,
-    read_split_file,
-    scan_image_folder,
-    write_split,
-)
+from rsic.data import make_split, read_split_file, scan_image_folder
+from rsic.features import load_images, make_dataset
 from rsic.sample import write_sample
+from tests.rsic.conftest import TASK
 
 
 @pytest.fixture
@@ -51,7 +46,7 @@ def test_not_an_image(small):
 def test_empty_class_folder(small):
     (small / "empty_class").mkdir()
     (small / "empty_class" / "readme.txt").write_text("x")
-    with pytest.raises(DataError, match="empty_class: class folder has no images"):
+    with pytest.raises(DataError, match="empty_class: class 'empty_class' has no images"):
         scan_image_folder(small)
 
 
@@ -96,17 +91,26 @@ def test_split_stratified_seeded():
     assert len(ten["train"]) == 20 and len(ten["val"]) == 0 and len(ten["test"]) == 180
     with pytest.raises(DataError, match="train_ratio"):
         make_split(labels, 1.0)
+    with pytest.raises(DataError, match=r"data/b: class 'b' has 1 image"):
+        make_split([0, 0, 1], 0.5, class_names=["a", "b"], root="data")
 
 
 def test_split_written_and_read_back(small, tmp_path):
+    from common.runner import read_split, write_split
+
     folder = scan_image_folder(small)
+    cfg = {"data": {"root": str(small), "train_ratio": 0.5, "val_ratio": 0.0, "seed": 0, "split_file": ""}}
     split = make_split(folder.labels, 0.5, seed=0)
-    write_split(tmp_path / "run", folder, split, seed=0)
+    (tmp_path / "run").mkdir()
+    write_split(TASK, tmp_path / "run", cfg, folder, split)
     content = json.loads((tmp_path / "run" / "split.json").read_text())
     assert content["classes"] == folder.class_names and len(content["train"]) == 9
+    assert content["train"][0].startswith("airplane/airplane_")  # root-relative paths
     assert (tmp_path / "run" / "labels.txt").read_text().split() == folder.class_names
-    again = read_split_file(tmp_path / "run" / "split.json", folder)
+    again, _ = read_split(TASK, tmp_path / "run", folder)
     assert all(np.array_equal(again[k], split[k]) for k in ("train", "val", "test"))
+    assert all(np.array_equal(read_split_file(tmp_path / "run" / "split.json", folder)[k], split[k])
+               for k in ("train", "val", "test"))
     content["test"].append("airplane/missing.jpg")
     (tmp_path / "bad.json").write_text(json.dumps(content))
     with pytest.raises(DataError, match="airplane/missing.jpg"):

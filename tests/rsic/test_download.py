@@ -6,11 +6,11 @@ import zipfile
 
 import pytest
 
-from rsic.cli import main
 from rsic.download import find_data_root
 from rsic.sample import write_sample
 from tests.cli_runner import run_in_process
 from tests.fake_http import Server, make_zip
+from tests.rsic.conftest import TASK
 
 
 @pytest.fixture(scope="module")
@@ -25,7 +25,7 @@ def archive(tmp_path_factory):
 
 
 def cli(argv, capsys):
-    return run_in_process(main, argv, capsys)
+    return run_in_process(TASK, argv, capsys)
 
 
 def serve(data):

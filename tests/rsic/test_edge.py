@@ -12,10 +12,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from common.cli import run_cli
 from common.errors import DataError
 from rsic import edge
-from rsic.cli import main
+from tests.cli_runner import run_in_process
+from tests.rsic.conftest import TASK
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -26,9 +26,7 @@ def exported(teacher_run, tmp_path_factory):
     of the teacher run (labels.txt and export_report.json beside it)."""
     run_dir = tmp_path_factory.mktemp("rsic_edge") / "teacher"
     shutil.copytree(teacher_run[0], run_dir)
-    with pytest.raises(SystemExit) as exit_info:
-        run_cli(main, ["export", "--run", str(run_dir), "--set", "export.mode=ptq"])
-    assert exit_info.value.code == 0
+    assert run_in_process(TASK, ["export", "--run", run_dir])[0] == 0  # tiny.yaml: export.mode ptq
     return run_dir / "model_int8.tflite"
 
 
@@ -37,6 +35,7 @@ def test_cli_export_report(exported, sample_dir):
     report = json.loads(exported.with_name("export_report.json").read_text())
     assert exported.stat().st_size == report["tflite_bytes"] < 20e6
     assert report["quantization"] == "ptq" and report["parity_examples"] == 100  # the test split
+    assert report["calibration_examples"] == 64  # tiny.yaml's export.calibration_examples
     assert exported.with_name("labels.txt").read_text().split() == sorted(p.name for p in sample_dir.iterdir())
     assert report["agreement"] >= 0.85 and report["tflite_metric"] >= report["keras_metric"] - 0.1, report
     assert report["latency_ms"] > 0
@@ -49,12 +48,11 @@ def read_csv(path):
 
 def test_tflite_predict_agrees_with_keras(exported, teacher_run, sample_dir, tmp_path):
     run_dir, _ = teacher_run
-    with pytest.raises(SystemExit) as exit_info:
-        run_cli(main, ["predict", "--run", str(run_dir), str(sample_dir), "--out", str(tmp_path / "keras.csv")])
-    assert exit_info.value.code == 0
-    files, probs = edge.predict(exported, [sample_dir], tmp_path / "edge.csv", log=lambda _: None)
+    assert run_in_process(TASK, ["predict", "--run", run_dir, sample_dir, "--out", tmp_path / "keras.csv"])[0] == 0
+    files, probs = edge.predict(exported, [sample_dir], tmp_path / "edge.csv")
     keras_rows, edge_rows = read_csv(tmp_path / "keras.csv"), read_csv(tmp_path / "edge.csv")
-    assert len(edge_rows) == len(keras_rows) == 200 and list(edge_rows[0]) == ["file", "label", "probability"]
+    assert len(edge_rows) == len(keras_rows) == 200 and list(edge_rows[0]) == list(keras_rows[0])
+    assert list(edge_rows[0]) == ["file", "label", "probability", *sorted(p.name for p in sample_dir.iterdir())]
     assert [r["file"] for r in edge_rows] == [r["file"] for r in keras_rows] == [str(f) for f in files]
     agree = np.mean([a["label"] == b["label"] for a, b in zip(keras_rows, edge_rows)])
     assert agree >= 0.85, agree
@@ -64,7 +62,7 @@ def test_tflite_predict_agrees_with_keras(exported, teacher_run, sample_dir, tmp
 
 
 def test_pil_resize_close_to_the_training_resize(sample_dir):
-    from rsic.data import load_images
+    from rsic.features import load_images
 
     files = sorted((sample_dir / "beach").iterdir())[:4]
     ours = np.stack([edge.load_image(f, 40) for f in files])
@@ -92,10 +90,10 @@ def test_edge_cli_runs_without_tensorflow(exported, sample_dir, tmp_path):
     out = tmp_path / "preds.csv"
     script = (
         "import sys\n"
-        "from common.cli import run_cli\n"
-        "from rsic.cli import main\n"
+        "from common.cli import entry\n"
+        "from rsic.task import RsicTask\n"
         "try:\n"
-        f"    run_cli(main, ['predict', '--tflite', {str(device / 'model_int8.tflite')!r},"
+        f"    entry(RsicTask(), ['predict', '--tflite', {str(device / 'model_int8.tflite')!r},"
         f" {str(sample_dir / 'airport')!r}, '--out', {str(out)!r}])\n"
         "except SystemExit as done:\n"
         "    assert done.code == 0, done.code\n"

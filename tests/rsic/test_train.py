@@ -4,30 +4,33 @@ import csv
 import json
 
 import numpy as np
+import pytest
 from sklearn.metrics import accuracy_score, confusion_matrix, recall_score
 
+from common import runner
+from common.errors import ConfigError
 from common.train import load_run_model
-from rsic.cli import load_task_config
 from rsic.data import read_split_file, scan_image_folder
-from rsic.evaluate import classification_metrics, predict_probs
+from rsic.features import predict_probs
 from rsic.models import build_model
-from rsic.train import distill
-from tests.rsic.conftest import CONFIGS
+from rsic.task import classification_metrics
+from tests.rsic.conftest import TASK, tiny_config
 
 
 def test_tiny_model_learns_sample(teacher_run):
     run_dir, metrics = teacher_run
     assert metrics["accuracy"] > 0.6  # 5 classes: chance is 0.2
     for name in ("model.keras", "config.yaml", "split.json", "labels.txt", "history.csv", "metrics.json",
-                 "confusion_matrix.csv", "confusion_matrix.png"):
+                 "confusion_matrix.csv", "confusion_matrix.png", "training_curves.png"):
         assert (run_dir / name).is_file(), name
-    assert json.loads((run_dir / "metrics.json").read_text())["accuracy"] == metrics["accuracy"]
+    saved = json.loads((run_dir / "metrics.json").read_text())
+    assert saved["accuracy"] == metrics["accuracy"] and saved["split"] == "test" and saved["examples"] == 100
 
 
 def test_evaluation_matches_sklearn(teacher_run, sample_dir):
     run_dir, metrics = teacher_run
     folder = scan_image_folder(sample_dir)
-    test = read_split_file(run_dir / "split.json", folder)["test"]
+    test = read_split_file(run_dir / "split.json", folder)["test"]  # a run's split.json is a split file
     probs = predict_probs(load_run_model(run_dir), [folder.files[i] for i in test], 64)
     y_true, y_pred = folder.labels[test], probs.argmax(1)
     assert metrics["accuracy"] == accuracy_score(y_true, y_pred)
@@ -51,21 +54,35 @@ def test_classification_metrics_random_against_sklearn():
                        recall_score(labels, probs.argmax(1), average=None))
 
 
+def test_split_file_honoured(teacher_run, sample_dir):
+    run_dir, _ = teacher_run
+    cfg = tiny_config(sample_dir, overrides=[f"data.split_file={run_dir / 'split.json'}", "data.train_ratio=0.1"])
+    data = TASK.open_data(cfg)
+    split = TASK.make_split(cfg, data)
+    assert TASK.split_ids(data, split)["train"] == json.loads((run_dir / "split.json").read_text())["train"]
+
+
 def test_distillation_moves_student_toward_teacher(teacher_run, sample_dir, tmp_path):
     teacher_dir, teacher_metrics = teacher_run
     # Half the demo's epochs: enough to show the pull toward the teacher, at half the cost.
-    cfg = load_task_config(CONFIGS / "tiny_student.yaml", ["train.epochs=3"], data=sample_dir)
+    cfg = tiny_config(None, "tiny_student.yaml", ["train.epochs=3"])  # the data: the teacher's
     folder = scan_image_folder(sample_dir)
     test_files = [folder.files[i] for i in read_split_file(teacher_dir / "split.json", folder)["test"]]
     teacher_pred = predict_probs(load_run_model(teacher_dir), test_files, 64).argmax(1)
     untrained = build_model(cfg["model"], 5)
     before = np.mean(predict_probs(untrained, test_files, 64).argmax(1) == teacher_pred)
 
-    run_dir, metrics = distill(cfg, teacher_dir, tmp_path / "student", log=lambda _: None)
+    metrics = runner.distill(TASK, cfg, tmp_path / "student", teacher_dir).metrics
     assert metrics["teacher_accuracy"] == teacher_metrics["accuracy"]
     assert metrics["teacher_agreement"] > before + 0.2, (before, metrics)
     assert metrics["accuracy"] > 0.4
-    split = json.loads((run_dir / "split.json").read_text())
+    split = json.loads((tmp_path / "student" / "split.json").read_text())
     assert split["test"] == json.loads((teacher_dir / "split.json").read_text())["test"]  # the teacher's split
-    student = load_run_model(run_dir)
+    assert split["teacher"] == str(teacher_dir.resolve())
+    student = load_run_model(tmp_path / "student")
     assert student.get_layer("embedding").output_shape == (None, 64)  # the student itself, not the Distiller
+
+    other = tiny_config(None, "tiny_student.yaml", ["model.input_size=32"])
+    with pytest.raises(ConfigError, match="model.input_size.*32 differs from the teacher's 64"):
+        runner.distill(TASK, other, tmp_path / "wrong", teacher_dir)
+    assert not (tmp_path / "wrong").exists()
