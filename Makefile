@@ -11,9 +11,11 @@ DATA ?=
 CONFIG ?=
 OUT ?=
 RUN ?=
+ARGS ?=
 
 .PHONY: install test test-all demo bench lint clean \
-        train-landslide train-rsic train-asc export-landslide export-rsic export-asc
+        train-landslide train-rsic train-asc export-landslide export-rsic export-asc \
+        evaluate-landslide evaluate-rsic evaluate-asc
 
 install: $(STAMP)
 
@@ -41,18 +43,19 @@ bench: install
 lint: install
 	$(VENV)/bin/ruff check .
 
-train-landslide: install
-	$(PY) -m landslide train --data $(DATA) --config $(or $(CONFIG),configs/landslide/full.yaml) --out $(or $(OUT),runs/landslide)
-train-rsic: install
-	$(PY) -m rsic train --data $(DATA) --config $(or $(CONFIG),configs/rsic/mobilenetv2.yaml) --out $(or $(OUT),runs/rsic)
-train-asc: install
-	$(PY) -m asc train --data $(DATA) --config $(or $(CONFIG),configs/asc/teacher.yaml) --out $(or $(OUT),runs/asc)
-export-landslide: install
-	$(PY) -m landslide export --run $(RUN) --data $(DATA)
-export-rsic: install
-	$(PY) -m rsic export --run $(RUN) --data $(DATA)
-export-asc: install
-	$(PY) -m asc export --run $(RUN) --data $(DATA)
+# `make train-TASK DATA=dir [CONFIG=file] [OUT=dir] [ARGS="--set train.epochs=5 --fold all"]`
+# `make export-TASK RUN=dir [ARGS="--target mcu"]`; `make evaluate-TASK RUN=dir [ARGS=...]`.
+need = $(if $($(1)),,$(error set $(1)=... ($(2))))
+
+train-landslide train-rsic train-asc: train-%: install
+	$(call need,DATA,the data set folder)
+	$(PY) -m $* train --data $(DATA) $(if $(CONFIG),--config $(CONFIG)) --out $(or $(OUT),runs/$*) $(ARGS)
+export-landslide export-rsic export-asc: export-%: install
+	$(call need,RUN,the run directory written by make train-$*)
+	$(PY) -m $* export --run $(RUN) $(if $(DATA),--data $(DATA)) $(ARGS)
+evaluate-landslide evaluate-rsic evaluate-asc: evaluate-%: install
+	$(call need,RUN,the run directory written by make train-$*)
+	$(PY) -m $* evaluate --run $(RUN) $(if $(DATA),--data $(DATA)) $(ARGS)
 
 clean:
 	rm -rf runs .pytest_cache .ruff_cache .hypothesis benchmarks/tmp

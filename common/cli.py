@@ -106,6 +106,8 @@ def build_parser(task):
     p.add_argument("--data", help="the data set, when it has moved since training")
     add_shorthand(p, "--mode", "export.mode", choices=["auto", "qat", "ptq"],
                   help="quantization (same as --set export.mode=...)")
+    add_shorthand(p, "--target", "export.target", choices=["edge", "mcu"],
+                  help="edge (LiteRT, the default) or mcu: also TFLite Micro, int8 in and out, a C array")
     add_set_arg(p)
     task.add_arguments("export", p)
 

@@ -51,6 +51,9 @@ EXPORT_DEFAULTS = {
     "calibration_examples": 128,  # training examples (a seeded random pick) calibrating int8 ranges
     "size_budget_mb": 20.0,  # the largest int8 file allowed (paper 4: 20 MB)
     "num_threads": 2,  # LiteRT threads for the parity check and the latency measurement
+    # edge: model_int8.tflite for LiteRT (float input/output). mcu: also a fully integer model
+    # checked in TFLite Micro, with model_int8.cc/.h (`export --target mcu`, common/mcu.py).
+    "target": "edge",
 }
 
 # Keys whose values must be strictly positive wherever they appear.

@@ -421,11 +421,38 @@ def export(task, run, *, data=None, overrides=()):
     tflite = TFLiteModel(run / TFLITE_FILE, num_threads=int(e["num_threads"]))
     report["latency_ms"] = tflite.latency_ms(heldout[0])
     report["calibration_examples"] = len(calibration)
+    report["target"] = e["target"]
     write_json(run / REPORT_FILE, report)
     say(f"{task.name}: {export_line(task, report)}")
     for warning in export_warnings(report):
         say(f"warning: {warning}")
+    if e["target"] == "mcu":
+        report["mcu"] = export_microcontroller(task, cfg, model, run, calibration, heldout, heldout_labels,
+                                               task.class_names(dataset))
+    elif e["target"] != "edge":
+        raise ConfigError(f"config key 'export.target' must be edge or mcu, got {e['target']!r}")
     return report
+
+
+def export_microcontroller(task, cfg, model, run, calibration, heldout, heldout_labels, labels):
+    """The `mcu` target (common/mcu.py): a fully integer model checked in TFLite Micro, its C
+    array, and the task's front end for firmware (`Task.write_frontend`). Returns the report's
+    `mcu` section (also stored in export_report.json)."""
+    from common.mcu import export_mcu
+
+    with task.error_context():
+        section = export_mcu(model, calibration, run, heldout=heldout, heldout_labels=heldout_labels,
+                             metric=task.metric, metric_name=task.metric_name, labels=labels)
+    frontend = task.write_frontend(cfg, run, section)
+    if frontend:
+        section["frontend"] = frontend
+        from common.mcu import _store_section
+
+        _store_section(run / REPORT_FILE, section)
+    fits = [target["name"] for target in section["targets"] if target["fits"]]
+    say(f"{task.name}: microcontroller model {_size(section['flash_bytes'])} flash, {_size(section['arena_bytes'])} "
+        f"arena, agreement with Keras {section['agreement_keras']:.3f}; fits {', '.join(fits) or 'none of the targets'}")
+    return section
 
 
 def export_line(task, report):
@@ -505,6 +532,8 @@ def summary_row(task, model_name, metrics, report=None, complexity=None):
         "int8_metric": report.get("tflite_metric") if report else None,
         "tflite_bytes": report.get("tflite_bytes") if report else None,
         "latency_ms": report.get("latency_ms") if report else None,
+        "mcu_flash_bytes": report["mcu"]["flash_bytes"] if report and report.get("mcu") else None,
+        "mcu_arena_bytes": report["mcu"]["arena_bytes"] if report and report.get("mcu") else None,
     }
 
 

@@ -10,6 +10,8 @@ COLUMNS = [
     ("int8_metric", "int8"),
     ("tflite_bytes", "TFLite size"),
     ("latency_ms", "latency/example"),
+    ("mcu_flash_bytes", "MCU flash"),
+    ("mcu_arena_bytes", "MCU arena"),
 ]
 
 
@@ -19,7 +21,7 @@ def format_cell(key, value):
         return "-"
     if key in ("params", "macs"):
         return f"{value / 1e6:.2f}M" if value >= 1e5 else f"{value / 1e3:.1f}K"
-    if key == "tflite_bytes":
+    if key in ("tflite_bytes", "mcu_flash_bytes", "mcu_arena_bytes"):
         return f"{value / 1024:.0f} KB" if value < 1024**2 else f"{value / 1024**2:.2f} MB"
     if key in ("float_metric", "int8_metric"):
         return f"{value:.3f}"

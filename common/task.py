@@ -214,6 +214,12 @@ class Task:
     def pictures(self, out_dir, model, cfg, data, items):
         """Optional pictures of an evaluation (examples, spectrograms) written into `out_dir`."""
 
+    def write_frontend(self, cfg, run_dir, mcu_section):
+        """`export --target mcu`: write what a firmware needs to compute the model's input from
+        raw data (asc: the spectrogram filter banks), beside the C array. Returns a dict for the
+        report's `mcu.frontend`, or None when the model takes the raw input itself."""
+        return None
+
     # -- command line ----------------------------------------------------------------------------
 
     def add_arguments(self, command, parser):

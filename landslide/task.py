@@ -222,6 +222,11 @@ class LandslideTask(Task):
                                    np.stack([masks[i] for i in chosen]), probs > cfg["predict"]["threshold"],
                                    Path(out_dir) / "examples.png", title="landslide examples (validation split)")
 
+    def write_frontend(self, cfg, run_dir, mcu_section):
+        return {"inside_model": True,
+                "note": "NaN replacement, engineered bands and normalisation are layers of the model: a firmware "
+                        "feeds the raw 14-band patch as stored (a NaN value is quantized as 0.0, the input zero point)"}
+
     # -- command line and prediction -----------------------------------------------------------
 
     def add_arguments(self, command, parser):
@@ -304,7 +309,7 @@ class LandslideTask(Task):
         """The lower rungs of the ladder at tiny width (trained and evaluated), then the tiny full
         model (also exported)."""
         rungs = [DemoRun(f"ladder_{rung}", tiny_rung_config(rung)) for rung in LADDER]
-        return rungs + [DemoRun("full_tiny", "tiny.yaml", export=True)]
+        return rungs + [DemoRun("full_tiny", "tiny.yaml", export=True, overrides=["export.target=mcu"])]
 
     def commands(self):
         return [

@@ -14,40 +14,9 @@ import time
 from pathlib import Path
 
 from common.io import write_text
+from common.tables import markdown_table
 
 TASKS = ["landslide", "rsic", "asc"]
-COLUMNS = [
-    ("task", "task"),
-    ("model", "model"),
-    ("params", "params"),
-    ("macs", "MACs"),
-    ("metric_name", "metric"),
-    ("float_metric", "float"),
-    ("int8_metric", "int8"),
-    ("tflite_bytes", "TFLite size"),
-    ("latency_ms", "latency/example"),
-]
-
-
-def format_cell(key, value):
-    if value is None:
-        return "-"
-    if key in ("params", "macs"):
-        return f"{value / 1e6:.2f}M" if value >= 1e5 else f"{value / 1e3:.1f}K"
-    if key == "tflite_bytes":
-        return f"{value / 1024:.0f} KB" if value < 1024**2 else f"{value / 1024**2:.2f} MB"
-    if key in ("float_metric", "int8_metric"):
-        return f"{value:.3f}"
-    if key == "latency_ms":
-        return f"{value:.2f} ms"
-    return str(value)
-
-
-def markdown_table(rows):
-    lines = ["| " + " | ".join(title for _, title in COLUMNS) + " |", "|" + "---|" * len(COLUMNS)]
-    for row in rows:
-        lines.append("| " + " | ".join(format_cell(key, row.get(key)) for key, _ in COLUMNS) + " |")
-    return "\n".join(lines)
 
 
 def main(argv=None):
@@ -76,6 +45,7 @@ def main(argv=None):
         "",
         "Sample data written by `python -m TASK sample`; small configurations; numbers are from sample",
         "data and say nothing about the real data sets. Latency: TFLite int8, batch 1, 2 threads.",
+        "MCU flash and arena: the fully integer model in TFLite Micro (`export --target mcu`).",
         "",
         table,
         "",
