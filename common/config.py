@@ -37,7 +37,9 @@ TRAIN_DEFAULTS = {
     "monitor_mode": "min",  # min | max
     "strategy": "default",  # default | mirrored | multiworker
     "devices": [],  # mirrored only: device names, e.g. ["/gpu:0", "/gpu:1"]; [] = all GPUs (else the CPU)
-    "precision": "float32",  # float32 | mixed_bfloat16
+    # auto: mixed_bfloat16 where the hardware computes bfloat16 natively (CPUs with AVX-512 BF16
+    # or AMX, GPUs from Ampere on), float32 elsewhere; the run's config.yaml records the choice.
+    "precision": "auto",  # auto | float32 | mixed_bfloat16
     "steps_per_epoch": 0,  # 0 = the whole training set each epoch
     "verbose": 1,  # Keras progress: 0 silent, 1 progress bar, 2 one line per epoch
 }

@@ -163,6 +163,10 @@ def train(task, cfg, out, *, resume=False, overwrite=False, teacher=None):
     from common import train as T
 
     T.start_strategy(cfg["train"])  # before any TensorFlow op (multi-worker needs it first)
+    precision, why = T.resolve_precision(cfg["train"])
+    if cfg["train"]["precision"] == "auto":
+        say(f"{task.name}: precision {precision} ({why})")
+        cfg["train"]["precision"] = precision  # the run's config.yaml says which was used
     run = T.prepare_run_dir(out, config=cfg, resume=resume, overwrite=overwrite)
     write_split(task, run, cfg, data, split, teacher=teacher)
     train_ds, val_ds, steps = task.datasets(cfg, data, split)

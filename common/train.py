@@ -181,12 +181,46 @@ def make_optimizer(train_cfg, steps_per_epoch):
     raise ConfigError(f"config key 'train.optimizer' must be adam, adamw or sgd, got {name!r}")
 
 
-def set_precision(train_cfg):
-    """Set the global Keras precision policy; call before building the model."""
+def hardware_has_bf16():
+    """(True/False, why): whether this machine computes bfloat16 natively.
+
+    CPUs with AVX-512 BF16 or AMX (Intel Cooper Lake and later, AMD Zen 4 and later) and GPUs of
+    compute capability 8.0 and later (Ampere) do; elsewhere bfloat16 is emulated and slower.
+    """
+    gpus = tf.config.list_physical_devices("GPU")
+    if gpus:
+        details = tf.config.experimental.get_device_details(gpus[0])
+        capability = details.get("compute_capability") or (0, 0)
+        name = details.get("device_name", "GPU")
+        return tuple(capability) >= (8, 0), f"{name} (compute capability {capability[0]}.{capability[1]})"
+    try:
+        with open("/proc/cpuinfo") as handle:
+            flags = next((line.split(":", 1)[1].split() for line in handle if line.startswith("flags")), [])
+    except OSError:
+        flags = []
+    found = [flag for flag in ("avx512_bf16", "amx_bf16") if flag in flags]
+    return bool(found), f"CPU with {', '.join(found)}" if found else "CPU without AVX-512 BF16 or AMX"
+
+
+def resolve_precision(train_cfg):
+    """The precision policy `train.precision` means here: auto -> mixed_bfloat16 where the hardware
+    computes bfloat16 natively (see `hardware_has_bf16`), float32 elsewhere. Returns (policy, why)."""
     policy = train_cfg["precision"]
+    if policy == "auto":
+        native, why = hardware_has_bf16()
+        return ("mixed_bfloat16" if native else "float32"), f"auto: {why}"
     if policy not in ("float32", "mixed_bfloat16"):
-        raise ConfigError(f"config key 'train.precision' must be float32 or mixed_bfloat16, got {policy!r}")
-    keras.mixed_precision.set_global_policy(policy)
+        raise ConfigError(f"config key 'train.precision' must be auto, float32 or mixed_bfloat16, got {policy!r}")
+    return policy, "set in the config"
+
+
+def set_precision(train_cfg):
+    """Set the global Keras precision policy; call before building the model.
+
+    Under mixed_bfloat16 the layers compute in bfloat16 and keep float32 variables; the models'
+    output layers are float32 (dtype="float32"), so losses and metrics stay float32.
+    """
+    keras.mixed_precision.set_global_policy(resolve_precision(train_cfg)[0])
 
 
 def fit(build_fn, train_ds, val_ds, train_cfg, run_dir, *, final_model_fn=None, extra_callbacks=()):
@@ -257,6 +291,9 @@ def fit(build_fn, train_ds, val_ds, train_cfg, run_dir, *, final_model_fn=None, 
         with strategy.scope():
             model.load_weights(str(write_dir / BEST_WEIGHTS))
     final = final_model_fn(model) if final_model_fn else model
+    if keras.mixed_precision.global_policy().name != "float32":
+        final = float32_copy(final)  # model.keras is float32 whatever the training precision
+        keras.mixed_precision.set_global_policy("float32")
     # Every worker of a multi-worker run must take part in saving (it runs collective ops);
     # the non-chief workers save into their scratch folders and delete them.
     with atomic_path(write_dir / MODEL_FILE) as tmp:
@@ -267,6 +304,29 @@ def fit(build_fn, train_ds, val_ds, train_cfg, run_dir, *, final_model_fn=None, 
     else:
         shutil.rmtree(write_dir, ignore_errors=True)
     return final, history
+
+
+def _float32_policies(config):
+    """A model config with every layer's dtype policy replaced by float32 (recursively)."""
+    if isinstance(config, dict):
+        if config.get("class_name") in ("Policy", "DTypePolicy"):
+            return "float32"
+        return {key: ("float32" if key == "dtype" and isinstance(value, str) and "bfloat16" in value
+                      else _float32_policies(value)) for key, value in config.items()}
+    if isinstance(config, list):
+        return [_float32_policies(item) for item in config]
+    return config
+
+
+def float32_copy(model):
+    """The same model computing in float32: mixed-precision layers keep float32 variables, so the
+    weights carry over unchanged. Exports (QAT, TFLite) and distillation want the float32 graph."""
+    import common.layers  # noqa: F401  (registers the shared custom layers)
+
+    config = _float32_policies(model.get_config())
+    copy = model.__class__.from_config(config)
+    copy.set_weights(model.get_weights())
+    return copy
 
 
 def load_run_model(run_dir):

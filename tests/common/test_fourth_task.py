@@ -130,3 +130,24 @@ def test_a_fourth_task_runs_every_command(tmp_path, capsys):
     assert code == 0 and rows[0] == ["file", "label", "probability", "negative", "positive"] and len(rows) == 6
     code, _, err = run_in_process(task, ["predict", "--run", run, *inputs, "--out", csv_path], capsys)
     assert code == 2 and "use --overwrite" in err  # earlier predictions are never replaced silently
+
+
+def test_auto_precision_learns_as_well_as_float32(tmp_path):
+    """`train.precision: auto` (bfloat16 where the hardware has it) reaches float32's accuracy, and
+    the saved model computes in float32 either way (exports and teachers want that graph)."""
+    import tf_keras as keras
+
+    from common import runner
+    from common.train import load_run_model, resolve_precision
+
+    task, data = PointsTask(), tmp_path / "data"
+    task.sample(data, None)
+    scores = {}
+    for precision in ("float32", "mixed_bfloat16"):
+        cfg = runner.load_task_config(task, None, [f"train.precision={precision}"], data)
+        result = runner.train(task, cfg, tmp_path / precision)
+        scores[precision] = result.metrics["accuracy"]
+        assert {layer.dtype_policy.name for layer in load_run_model(result.run).layers} == {"float32"}
+    assert keras.mixed_precision.global_policy().name == "float32"
+    assert abs(scores["float32"] - scores["mixed_bfloat16"]) <= 0.05, scores
+    assert resolve_precision({"precision": "auto"})[0] in ("float32", "mixed_bfloat16")
