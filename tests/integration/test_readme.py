@@ -4,14 +4,16 @@ command line, every config it names loads, and every `make` target it names exis
 (The commands themselves run end to end in each task's CLI tests on sample data.)
 """
 
-import importlib
 import re
 import shlex
 from pathlib import Path
 
 import pytest
 
+from common.cli import build_parser
 from common.config import load_config
+from common.runner import config_path
+from common.task import task_by_name
 
 ROOT = Path(__file__).resolve().parents[2]
 README = (ROOT / "README.md").read_text()
@@ -41,19 +43,22 @@ def test_readme_has_examples_for_every_task():
 @pytest.mark.parametrize("task, arguments", COMMANDS, ids=[f"{t} {a[:40]}" for t, a in COMMANDS])
 def test_example_parses_and_its_config_loads(task, arguments):
     argv = shlex.split(arguments)
-    parser = importlib.import_module(f"{task}.cli").build_parser()
+    task_object = task_by_name(task)
+    parser = build_parser(task_object)
     try:
         parser.parse_args(argv)
     except SystemExit as exit:
         pytest.fail(f"README example does not parse: python -m {task} {arguments} (exit {exit.code})")
     if "--config" in argv:
-        config = ROOT / argv[argv.index("--config") + 1]
+        config = config_path(task_object, ROOT / argv[argv.index("--config") + 1], None)
+        if not config.is_file():  # a bare file name is looked up in configs/TASK/
+            config = config_path(task_object, argv[argv.index("--config") + 1], None)
         assert config.is_file(), config
-        load_config(config, defaults=importlib.import_module(f"{task}.config").DEFAULTS)
+        load_config(config, defaults=task_object.defaults())
 
 
 def test_make_targets_named_in_the_readme_exist():
     makefile = (ROOT / "Makefile").read_text()
-    targets = set(re.findall(r"^([a-z][a-z-]*):", makefile, flags=re.M))
+    targets = {name for line in re.findall(r"^([a-z][a-z -]*):", makefile, flags=re.M) for name in line.split()}
     named = set(re.findall(r"(?:^|`)make ([a-z][a-z-]+)", README, flags=re.M))
     assert named and named <= targets, named - targets
