@@ -311,6 +311,14 @@ class AscTask(Task):
             title = f"{items[0].filename} ({data.classes[items[0].label]})"
             plot_spectrograms(np.asarray(x[0]), names, Path(out_dir) / "spectrograms.png", title=title)
 
+    def write_frontend(self, cfg, run_dir, mcu_section):
+        """`export --target mcu`: the spectrogram front end for a firmware (asc.frontend): the
+        filter banks as .npy files and C arrays, every parameter and the int8 input scale."""
+        from asc.frontend import write_frontend
+
+        written = write_frontend(cfg["features"], run_dir, model_input=mcu_section["input"])
+        return {"inside_model": False, "files": [Path(f).name for f in written["files"]]}
+
     # -- command line and prediction -----------------------------------------------------------
 
     def add_arguments(self, command, parser):

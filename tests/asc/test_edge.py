@@ -107,3 +107,19 @@ def test_predict_needs_a_model_and_names_a_missing_one(tmp_path, capsys):
         code, _, err = run_in_process(AscTask(), argv, capsys)
         err = err.strip()
         assert code == 2 and message in err and "\n" not in err, err
+
+
+def test_mcu_export_writes_the_frontend_beside_the_c_array(exported, tmp_path):
+    import json
+
+    _, run = exported
+    copy = tmp_path / "run"
+    shutil.copytree(run, copy)
+    report = runner.export(AscTask(), copy, overrides=["export.target=mcu"])
+    mcu = report["mcu"]
+    assert mcu["frontend"]["inside_model"] is False and "frontend.json" in mcu["frontend"]["files"]
+    for name in ("model_int8_mcu.tflite", "model_int8.h", "frontend.h", "frontend.cc", "logmel_weights.npy"):
+        assert (copy / name).is_file(), name
+    frontend = json.loads((copy / "frontend.json").read_text())
+    assert frontend["model_input"]["scale"] == mcu["input"]["scale"]
+    assert json.loads((copy / "export_report.json").read_text())["mcu"]["frontend"] == mcu["frontend"]
