@@ -144,10 +144,17 @@ def fetch_files(files, dest, *, extract=True, quiet=False):
     """
     dest = Path(dest)
     downloads = dest / "downloads"
+    created = [folder for folder in (dest, downloads) if not folder.exists()]
     for entry in files:
-        target = download_file(
-            entry["url"], downloads / entry["filename"], md5=entry.get("md5"), sha256=entry.get("sha256"), quiet=quiet
-        )
+        try:
+            target = download_file(entry["url"], downloads / entry["filename"], md5=entry.get("md5"),
+                                   sha256=entry.get("sha256"), quiet=quiet)
+        except BaseException:
+            # A failed first attempt leaves no empty folders behind (a partial file stays, to resume).
+            for folder in reversed(created):
+                if folder.is_dir() and not any(folder.iterdir()):
+                    folder.rmdir()
+            raise
         if extract and _is_archive(target):
             marker = downloads / f".{target.name}.extracted"
             if not marker.is_file():

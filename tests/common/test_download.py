@@ -66,3 +66,13 @@ def test_archive_escaping_its_folder_is_refused(tmp_path):
     (tmp_path / "junk.zip").write_bytes(b"not an archive")
     with pytest.raises(DataError, match="not a zip or tar archive"):
         extract_archive(tmp_path / "junk.zip", tmp_path / "out")
+
+
+def test_a_failed_first_download_leaves_no_empty_folders(tmp_path):
+    from common.download import fetch_files
+    from common.errors import DataError
+
+    dest = tmp_path / "data"
+    with pytest.raises(DataError):
+        fetch_files([{"url": "http://127.0.0.1:9/missing.zip", "filename": "missing.zip"}], dest, quiet=True)
+    assert not dest.exists()
