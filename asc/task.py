@@ -32,9 +32,10 @@ from common.task import Command, DemoRun, Task
 
 CONFIG_DIR = Path(__file__).resolve().parents[1] / "configs" / "asc"
 SPECTROGRAM_TITLES = {"logmel": "log-Mel", "gammatone": "Gammatone", "cqt": "CQT"}
-# The demo's student trains briefly and is quantized after training (QAT takes minutes more);
-# `--set` options of the demo command come after these and win.
-DEMO_STUDENT_OVERRIDES = ["train.epochs=12", "train.batch_size=16", "export.mode=ptq"]
+# The demo's student trains briefly and is quantized after training (QAT takes minutes more), and
+# is exported for microcontrollers too (TFLite Micro, C array, front end); `--set` options of the
+# demo command come after these and win.
+DEMO_STUDENT_OVERRIDES = ["train.epochs=12", "train.batch_size=16", "export.mode=ptq", "export.target=mcu"]
 
 
 @dataclass
@@ -372,7 +373,7 @@ class AscTask(Task):
         return f"TAU Urban Acoustic Scenes 2022 Mobile is in {data}: {clips} clips; use it with --data {data}"
 
     def demo_plan(self):
-        """teacher_tiny, then the student distilled from it (briefly, PTQ) and exported."""
+        """teacher_tiny, then the student distilled from it (briefly, PTQ) and exported (LiteRT and mcu)."""
         return [DemoRun("teacher", "teacher_tiny.yaml"),
                 DemoRun("student", "student.yaml", teacher="teacher", export=True, overrides=DEMO_STUDENT_OVERRIDES)]
 
