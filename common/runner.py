@@ -196,7 +196,8 @@ def train(task, cfg, out, *, resume=False, overwrite=False, teacher=None):
         model, history = T.fit(build, train_ds, val_ds, cfg["train"], run,
                                final_model_fn=lambda _: models["inference"],
                                extra_callbacks=task.callbacks(cfg, data, split))
-    say(f"{task.name}: trained {len(history.epoch)} epochs in {time.perf_counter() - clock:.0f} s")
+    epochs = len(history.epoch)
+    say(f"{task.name}: trained {epochs} epoch{'s' if epochs != 1 else ''} in {time.perf_counter() - clock:.0f} s")
     metrics = _evaluate_and_write(task, model, cfg, data, split[task.reported_split], run / METRICS_FILE,
                                   split_name=task.reported_split, teacher=teacher_model)
     if T.is_chief():
@@ -313,7 +314,7 @@ def evaluate(task, run, *, data=None, split=None, tflite=False, out=None, overri
     path = Path(out) / f"{name}.json" if out else run / f"{name}.json"
     metrics = _evaluate_and_write(task, model, cfg, dataset, items, path, split_name=split_name,
                                   extra={"model": "int8 tflite" if tflite else "keras"})
-    if not tflite and not other:
+    if not tflite and not other and split_name == task.reported_split:  # pictures show the reported split
         _training_curves(run)
         task.pictures(path.parent, model, cfg, dataset, items)
     return metrics, path
