@@ -173,7 +173,7 @@ def train(task, cfg, out, *, resume=False, overwrite=False, teacher=None):
     sizes = ", ".join(f"{name} {len(items)}" for name, items in split.items())
     say(f"{task.name}: training {task.describe(cfg)} on {sizes} -> {run}")
     if teacher is not None:
-        teacher_model = T.load_run_model(teacher)
+        teacher_model = _keras_of(task, teacher)
     models = {}
 
     def build():
@@ -249,6 +249,9 @@ def outputs(model, x, batch_size=32):
     Returns:
         float32 array (N, *output_shape).
     """
+    if not isinstance(x, np.ndarray):  # a lazy view (e.g. asc features streamed from a cache)
+        parts = [outputs(model, np.asarray(x[i:i + 1024]), batch_size) for i in range(0, len(x), 1024)]
+        return np.concatenate(parts) if parts else np.zeros((0,), np.float32)
     if hasattr(model, "layers"):  # Keras: no progress bar
         return np.asarray(model.predict(x, batch_size=batch_size, verbose=0), np.float32)
     return np.asarray(model.predict(x), np.float32)
@@ -273,8 +276,7 @@ def _teacher_scores(task, teacher, student, cfg, data, items):
     from common.export import prediction_agreement
 
     x, labels = task.examples(cfg, data, items)
-    teacher_out = np.asarray(teacher.predict(x, batch_size=32, verbose=0))
-    student_out = np.asarray(student.predict(x, batch_size=32, verbose=0))
+    teacher_out, student_out = outputs(teacher, x), outputs(student, x)
     return {f"teacher_{task.metric_name}": float(task.metric(labels, teacher_out)),
             "teacher_agreement": prediction_agreement(teacher_out, student_out)}
 

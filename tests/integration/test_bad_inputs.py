@@ -204,12 +204,64 @@ def test_asc_stereo_is_mixed_down_and_said(asc_sample, tmp_path, capsys):
     assert audio.shape == (44100,) and report.mixed_down == [str(path)]
 
 
+# --------------------------------------------------------------------------- rsic
+
+
+@pytest.fixture(scope="module")
+def rsic_sample(tmp_path_factory):
+    from rsic.sample import write_sample
+
+    return write_sample(tmp_path_factory.mktemp("rsic_bad") / "clean", classes=3, per_class=4, size=16)
+
+
+def _rsic_truncate(root):
+    path = root / "airport" / "airport_002.jpg"
+    path.write_bytes(path.read_bytes()[:100])
+    return path.name
+
+
+def _rsic_not_an_image(root):
+    (root / "airplane" / "notes.png").write_text("not a png")
+    return "notes.png"
+
+
+def _rsic_empty_class(root):
+    (root / "empty_class").mkdir()
+    return "empty_class"
+
+
+def _rsic_one_image(root):
+    for path in sorted((root / "airport").iterdir())[1:]:
+        path.unlink()
+    return "class 'airport'"
+
+
+RSIC_CASES = [
+    ("truncated jpg", _rsic_truncate, "unreadable or truncated image"),
+    ("not an image", _rsic_not_an_image, "unreadable or truncated image"),
+    ("empty class folder", _rsic_empty_class, "has no images"),
+    ("class with one image", _rsic_one_image, "has 1 image; a split needs at least 2 per class"),
+]
+
+
+@pytest.mark.parametrize("name, damage, message", RSIC_CASES, ids=[c[0] for c in RSIC_CASES])
+def test_rsic_bad_images(rsic_sample, tmp_path, capsys, name, damage, message):
+    data = tmp_path / "data"
+    shutil.copytree(rsic_sample, data)
+    named = damage(data)
+    out = tmp_path / "run"
+    code, err = cli("rsic", ["train", "--config", "configs/rsic/tiny.yaml", "--data", data, "--out", out], capsys)
+    assert_one_line_error(code, err, named, message)
+    assert not out.exists() or not any(out.iterdir())
+
+
 # --------------------------------------------------------------------------- every loader, random bytes
 
 LOADERS = {
     "landslide image": lambda path: importlib.import_module("landslide.data").read_image(path),
     "landslide mask": lambda path: importlib.import_module("landslide.data").read_mask(path),
     "asc wav": lambda path: importlib.import_module("asc.data").read_wav(path, 44100, 1.0),
+    "rsic image": lambda path: importlib.import_module("rsic.data").check_image(path),
     "config": lambda path: importlib.import_module("common.config").load_config(path, defaults={"a": 1}),
 }
 
