@@ -274,8 +274,40 @@ def spectrogram_batch(audio, kind, cfg):
         )  # fmt: skip
         return np.abs(cqt) ** 2
     section = cfg[kind]
-    stft = librosa.stft(audio, n_fft=section["n_fft"], hop_length=hop, win_length=section["win_length"])
-    return np.matmul(_filterbank(kind, cfg), stft.real**2 + stft.imag**2)
+    power = stft_power(audio, section["n_fft"], hop, section["win_length"])  # (B, frames, n_fft // 2 + 1)
+    weights = _filterbank(kind, cfg)
+    out = power.reshape(-1, power.shape[-1]) @ weights.T  # one BLAS product for the whole batch
+    return out.reshape(len(audio), -1, weights.shape[0]).transpose(0, 2, 1)
+
+
+_WINDOWS = {}
+
+
+def stft_power(audio, n_fft, hop_length, win_length):
+    """|STFT|^2 of a batch of clips, as librosa.stft (centred frames, zero padding, periodic Hann).
+
+    librosa's window of `win_length` sits in the middle of the `n_fft` frame; only those samples are
+    read and the FFT zero-pads them to n_fft, which shifts the phase but not the power.
+
+    Args:
+        audio: float32 (B, samples).
+
+    Returns:
+        float32 (B, frames, n_fft // 2 + 1) with frames = 1 + samples // hop_length.
+    """
+    import scipy.fft
+    import scipy.signal
+
+    audio = np.asarray(audio, np.float32)
+    n_fft, hop, win = int(n_fft), int(hop_length), int(win_length)
+    if win not in _WINDOWS:
+        _WINDOWS[win] = scipy.signal.get_window("hann", win, fftbins=True).astype(np.float32)
+    frames = 1 + audio.shape[-1] // hop
+    offset = (n_fft - win) // 2
+    padded = np.pad(audio, ((0, 0), (n_fft // 2, n_fft // 2)))
+    view = np.lib.stride_tricks.sliding_window_view(padded[:, offset:], win, axis=-1)[:, ::hop][:, :frames]
+    spectrum = scipy.fft.rfft(view * _WINDOWS[win], n=n_fft, axis=-1)
+    return spectrum.real**2 + spectrum.imag**2
 
 
 def spectrogram(audio, kind, cfg):
