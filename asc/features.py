@@ -208,7 +208,6 @@ class CQTKernel:
     _lock = threading.Lock()
 
     def __init__(self, cfg):
-        import librosa
         import scipy.fft
         import scipy.sparse
 
@@ -218,23 +217,27 @@ class CQTKernel:
         self.frames = 1 + self.samples // hop
         self.n_bins = n_bins
         freqs = c["fmin"] * 2.0 ** (np.arange(n_bins) / c["bins_per_octave"])
-        basis, lengths = librosa.filters.wavelet(freqs=freqs, sr=sr, window="hann", filter_scale=1, norm=1, pad_fft=True)
-        n = basis.shape[1]  # filters centred in an n-sample buffer (a power of 2)
-        spectrum = np.fft.fft(basis, axis=1)
-        spectrum[:, n // 2 + 1 :] = 0  # librosa keeps the non-negative frequencies only
-        kernel = np.fft.fft(spectrum, axis=1)  # h_k[j] = sum_f B_k(f) exp(-2 pi i f j / n)
+        lengths = _wavelet_lengths(freqs, sr)
+        n = int(2.0 ** np.ceil(np.log2(lengths.max())))  # librosa's filter buffer (a power of 2)
         self.pad = n // 2  # frame t is centred on sample t * hop, as librosa's (center=True)
         self.T = scipy.fft.next_fast_len(-(-(self.samples + n) // hop))
         self.M = self.T * hop
-        w = np.conj(np.fft.fft(np.conj(kernel), n=self.M, axis=1))[:, : self.M // 2 + 1]
-        # librosa.cqt's scale: filters times length / n_fft, response divided by sqrt(length);
-        # constant factors drop out of the per-clip dB reference.
-        w *= np.sqrt(lengths)[:, None]
-        sparse = librosa.util.sparsify_rows(w, quantile=0.01).tocoo()
-        columns = sparse.row * self.T + sparse.col % self.T
+        rows, cols, values = [], [], []
+        for k in range(n_bins):  # one filter at a time: a few MB of temporaries
+            spectrum = np.fft.fft(_wavelet(freqs[k], lengths[k], sr, n))
+            spectrum[n // 2 + 1 :] = 0  # librosa keeps the non-negative frequencies only
+            kernel = np.fft.fft(spectrum)  # h_k[j] = sum_f B_k(f) exp(-2 pi i f j / n)
+            # librosa.cqt's scale: filters times length / n_fft, response divided by sqrt(length);
+            # constant factors drop out of the per-clip dB reference.
+            w = np.conj(np.fft.fft(np.conj(kernel), n=self.M))[: self.M // 2 + 1] * np.sqrt(lengths[k])
+            keep = _sparsify(w, 0.01)
+            rows.append(k * self.T + keep % self.T)
+            cols.append(keep)
+            values.append(w[keep])
         # (n_bins * T, M/2+1): row k*T + m sums the spectrum bins F = m (mod T) of filter k.
         self.fold = scipy.sparse.csr_matrix(
-            (sparse.data.astype(np.complex64), (columns, sparse.col)), shape=(n_bins * self.T, self.M // 2 + 1)
+            (np.concatenate(values).astype(np.complex64), (np.concatenate(rows), np.concatenate(cols))),
+            shape=(n_bins * self.T, self.M // 2 + 1),
         )
 
     @classmethod
@@ -256,6 +259,39 @@ class CQTKernel:
         folded = (self.fold @ spectrum.T).T.reshape(len(audio), self.n_bins, self.T)
         response = scipy.fft.ifft(folded, axis=-1)[..., : self.frames]
         return (response.real**2 + response.imag**2).astype(np.float32)
+
+
+def _wavelet_lengths(freqs, sr):
+    """librosa.filters.wavelet_lengths (filter_scale 1, gamma 0): Q * sr / f, Q from the bin spacing."""
+    logf = np.log2(freqs)
+    bpo = np.empty_like(freqs)
+    bpo[0], bpo[-1] = 1 / (logf[1] - logf[0]), 1 / (logf[-1] - logf[-2])
+    bpo[1:-1] = 2 / (logf[2:] - logf[:-2])
+    alpha = (2.0 ** (2 / bpo) - 1) / (2.0 ** (2 / bpo) + 1)
+    return sr / alpha / freqs
+
+
+def _wavelet(freq, length, sr, size):
+    """One filter of librosa.filters.wavelet (Hann, L1-normalised), centred in `size` samples."""
+    import scipy.signal
+
+    t = np.arange(-length // 2, length // 2, dtype=float)
+    sig = np.exp(1j * 2 * np.pi * freq / sr * t) * scipy.signal.get_window("hann", len(t), fftbins=True)
+    sig /= np.abs(sig).sum()
+    out = np.zeros(size, np.complex128)
+    start = (size - len(sig)) // 2
+    out[start : start + len(sig)] = sig
+    return out
+
+
+def _sparsify(row, quantile):
+    """Indices of `row` to keep, as librosa.util.sparsify_rows: drop the smallest magnitudes that
+    together hold at most `quantile` of its L1 norm."""
+    mags = np.abs(row)
+    order = np.argsort(mags)
+    cumulative = np.cumsum(mags[order]) / mags.sum()
+    drop = np.searchsorted(cumulative, quantile)
+    return np.sort(order[drop:])
 
 
 def spectrogram_batch(audio, kind, cfg):
