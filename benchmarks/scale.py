@@ -219,7 +219,8 @@ def _child(step, work, n, timeout):
 def _extrapolate(small, large, full):
     """Peak MB at `full` items from a straight line through two (items, peak_mb) points."""
     slope = (large["peak_mb"] - small["peak_mb"]) / max(1, large["items"] - small["items"])
-    return {"mb_per_1000": 1000 * slope, "peak_mb_full": large["peak_mb"] + slope * (full - large["items"])}
+    # A falling line is measurement noise around a flat one: never extrapolate below the larger peak.
+    return {"mb_per_1000": 1000 * slope, "peak_mb_full": large["peak_mb"] + max(0.0, slope) * (full - large["items"])}
 
 
 def run(quick=False, work=None, timeout=1800, say=print):
@@ -270,7 +271,7 @@ def render(results):
         for run in step["runs"]:
             lines.append(
                 f"| {label} | {run['items']:,} | {run['per_s']:.1f} | {run['peak_mb']:.0f} | {step['mb_per_1000']:.1f} | "
-                f"{FULL[full_key]:,} | {minutes:.0f} min | {step['peak_mb_full']:.0f} |"
+                f"{FULL[full_key]:,} | {minutes:.1f} min | {step['peak_mb_full']:.0f} |"
             )
     cqt = s["asc_cqt"]["runs"][0]
     stream = s["asc_stream"]["runs"][-1]
