@@ -13,7 +13,7 @@ OUT ?=
 RUN ?=
 ARGS ?=
 
-.PHONY: install test test-all demo bench lint clean \
+.PHONY: install test test-all demo bench bench-scale lint clean \
         train-landslide train-rsic train-asc export-landslide export-rsic export-asc \
         evaluate-landslide evaluate-rsic evaluate-asc
 
@@ -60,3 +60,9 @@ evaluate-landslide evaluate-rsic evaluate-asc: evaluate-%: install
 clean:
 	rm -rf runs .pytest_cache .ruff_cache .hypothesis benchmarks/tmp
 	find . -name __pycache__ -not -path './$(VENV)/*' -prune -exec rm -rf {} +
+
+# Throughput and peak memory of the data steps at growing sizes (synthetic data in the real layouts),
+# extrapolated to the full data sets: benchmarks/scale.json and the Scale section of RESULTS.md.
+# About 15 minutes on 2 cores; `make bench-scale QUICK=1` for a smoke run of a few minutes.
+bench-scale: install
+	$(PY) -m benchmarks.scale --out benchmarks $(if $(QUICK),--quick,)

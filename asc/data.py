@@ -321,7 +321,7 @@ def make_dataset(x, labels, num_classes, batch_size, *, shuffle=False, mixup_alp
 
     Args:
         x: float array (N, bins, frames, kinds), or a lazy `asc.features.CachedFeatures` view
-            (read clip by clip, so the data set never has to fit in memory).
+            (read a batch at a time, so the data set never has to fit in memory).
         labels: int array (N,).
         num_classes: int.
         batch_size: int.
@@ -336,22 +336,21 @@ def make_dataset(x, labels, num_classes, batch_size, *, shuffle=False, mixup_alp
 
     targets = one_hot(labels, num_classes)
     if isinstance(x, np.ndarray):
-        ds = tf.data.Dataset.from_tensor_slices((x.astype(np.float32, copy=False), targets))
-        if shuffle:
-            ds = ds.shuffle(len(labels), seed=seed, reshuffle_each_iteration=True)
-    else:
-        # Shuffle indices, then read each clip from the cache.
-        shape = tuple(x.shape[1:])
-        ds = tf.data.Dataset.range(len(labels))
-        if shuffle:
-            ds = ds.shuffle(len(labels), seed=seed, reshuffle_each_iteration=True)
-
-        def read(i):
-            clip = tf.numpy_function(lambda j: x[int(j)], [i], tf.float32)
-            return tf.ensure_shape(clip, shape), tf.gather(targets, i)
-
-        ds = ds.map(read)
+        x = x.astype(np.float32, copy=False)
+    # Shuffle indices (8 bytes per clip), batch them, then fetch each batch's clips in one call: from
+    # the array (no copy of it inside TensorFlow, no shuffle buffer of clips) or from the cache
+    # (sorted rows, contiguous runs as slices). Memory beyond `x` itself is a few batches.
+    shape = tuple(x.shape[1:])
+    ds = tf.data.Dataset.range(len(labels))
+    if shuffle:
+        ds = ds.shuffle(len(labels), seed=seed, reshuffle_each_iteration=True)
     ds = ds.batch(batch_size)
+
+    def read(i):
+        clips = tf.numpy_function(lambda j: x[j], [i], tf.float32, stateful=False)
+        return tf.ensure_shape(clips, (None, *shape)), tf.gather(targets, i)
+
+    ds = ds.map(read)
     if mixup_alpha > 0:
         generator = tf.random.Generator.from_seed(seed)
         alpha = float(mixup_alpha)

@@ -13,6 +13,8 @@ index order). A config given with `--config` (a config.yaml or a run directory) 
 
 from pathlib import Path
 
+import numpy as np
+
 from asc import features as feats
 from asc.data import SCENES, ClipReport
 from common.errors import DataError, RunDirError
@@ -90,10 +92,10 @@ def classify(predict_fn, inputs, out_csv, cfg, classes, *, model_name="model", s
 
     files = wav_inputs(inputs)
     report = ClipReport()
-    x = feats.compute_many([str(f) for f in files], cfg["features"], report)
+    parts = [predict_fn(x) for _, x in feats.iter_features([str(f) for f in files], cfg["features"], report)]
     for line in report.lines():
         say(line)
-    probs = predict_fn(x)
+    probs = np.concatenate(parts) if parts else np.zeros((0, len(classes)), np.float32)
     if probs.shape[-1] != len(classes):
         raise DataError(f"{model_name}: the model has {probs.shape[-1]} outputs but there are {len(classes)} labels")
     return write_class_predictions(out_csv, files, probs, classes)

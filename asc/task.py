@@ -125,24 +125,9 @@ def predict_probs(model, x, chunk=1024):
 
 
 def build_all_features(cfg, out=None, say=_say):
-    """Compute (or reuse) the cache of every clip of the data set (the `features` command).
-
-    Never imports TensorFlow. Returns dict: path, computed, reused and the clip fix counts.
-    """
-    root = Path(cfg["data"]["root"])
-    feats.check_config(cfg["features"])
-    d = cfg["data"]
-    names = [c.filename for c in open_dataset(root, "train", d["classes"], d["val_fraction"]).clips]
-    try:
-        names += [c.filename for c in open_dataset(root, "evaluate", d["classes"], d["val_fraction"]).clips]
-    except DataError:
-        pass  # a data set without an evaluate fold: its training clips alone
-    if (root / "meta.csv").is_file():
-        names += [c.filename for c in open_dataset(root, "all", d["classes"]).clips]
-    path = Path(out) if out else feats.default_cache_path(root, cfg["features"])
-    path, counts = feats.build_cache(root, names, cfg["features"], path, say)
-    say(f"{path}: {counts['computed']} computed, {counts['reused']} reused, shape {feats.input_shape(cfg['features'])}")
-    return {"path": str(path), **counts}
+    """Compute (or reuse) the cache of every clip of the data set (the `features` command): chunked,
+    resumable, O(chunk) memory, never imports TensorFlow (asc.features.build_data_cache)."""
+    return feats.build_data_cache(cfg, out, say)
 
 
 def complexity_report(model, tflite=None, say=_say):

@@ -31,6 +31,7 @@ import tf_keras as keras
 
 from common.errors import ConfigError, DataError
 from common.io import write_json
+from landslide.config import FEATURE_NAMES  # noqa: E402  (the schema owns the names)
 from landslide.data import (
     BAND_NAMES,
     NAN_FILL,
@@ -41,7 +42,6 @@ from landslide.data import (
     reraise_data_errors,
 )
 
-from landslide.config import FEATURE_NAMES  # noqa: E402  (the schema owns the names)
 B2, B3, B4, B8, B12, SLOPE, DEM = 1, 2, 3, 7, 11, 12, 13
 RATIOS = {"ndvi": (B8, B4), "nbr": (B8, B12), "ndwi": (B3, B8)}
 GRAY_WEIGHTS = {B4: 0.299, B3: 0.587, B2: 0.114}

@@ -22,7 +22,7 @@ from pathlib import Path
 
 import numpy as np
 
-from common.cli import add_config_args, add_shorthand
+from common.cli import add_shorthand
 from common.config import load_config
 from common.errors import ConfigError, RunDirError
 from common.task import Command, DemoRun, Task
