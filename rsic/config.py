@@ -30,7 +30,7 @@ DEFAULTS = {
         "weights_path": "",  # no-top ImageNet weights file; "": the Keras cache ~/.keras/models
         "embedding_dim": 512,  # the Dense "embedding" of paper 3's head
         "dropout": 0.0,
-        "bn_momentum": 0.0,  # > 0: override the backbone's BatchNormalization momentum (short runs)
+        "bn_momentum": 0.0,  # > 0: override every BatchNormalization momentum (short runs)
         "attention": {  # paper 4: attention over several mid-level feature maps
             "enabled": False,
             "layers": [],  # [] = the registry's stride 8, 16, 32 layers of the backbone
@@ -39,6 +39,12 @@ DEFAULTS = {
             "key_dim": 32,
             "position_embedding": True,
             "dropout": 0.0,
+            # Edge speed (issue 16; see common.layers.attention_block and the README). Keys and
+            # values pooled to the grid of this input stride (32: 7 x 7 at 224; 0 = every position,
+            # (H*W)^2 scores); query_stride pools the map itself (the queries) the same way.
+            "kv_stride": 0,
+            "query_stride": 0,
+            "norm": "layer",  # layer | batch (BatchNorm: an affine map in int8 XNNPACK)
         },
     },
     "distill": {  # paper 3's teacher-student training (`distill --teacher RUN`)
