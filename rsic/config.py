@@ -39,12 +39,13 @@ DEFAULTS = {
             "key_dim": 32,
             "position_embedding": True,
             "dropout": 0.0,
-            # Edge speed (issue 16; see common.layers.attention_block and the README). Keys and
-            # values pooled to the grid of this input stride (32: 7 x 7 at 224; 0 = every position,
-            # (H*W)^2 scores); query_stride pools the map itself (the queries) the same way.
-            "kv_stride": 0,
-            "query_stride": 0,
-            "norm": "layer",  # layer | batch (BatchNorm: an affine map in int8 XNNPACK)
+            # Edge speed (issue 16; README, "Paper 4 at edge speed"). The map is pooled to the grid
+            # of input stride `query_stride` (16: 14 x 14 at 224; 0 = every position) and its keys
+            # and values to the grid of stride `kv_stride` (32: 7 x 7; 0 = the queries' grid, which
+            # makes (H*W)^2 scores: 22x the backbone's int8 latency at stride 8).
+            "query_stride": 16,
+            "kv_stride": 32,
+            "norm": "batch",  # layer | batch (BatchNorm after the residual: int8 MUL/ADD in XNNPACK)
         },
     },
     "distill": {  # paper 3's teacher-student training (`distill --teacher RUN`)
