@@ -61,6 +61,6 @@ def test_paper4_bench_quick_rows(tmp_path):
         assert 0.0 <= accuracy["int8_metric"] <= 1.0 and 0.0 <= accuracy["float_metric"] <= 1.0
         # The float model learned something (5 classes) and int8 keeps most of its decisions (a
         # 2-epoch backbone from scratch agreed on 0.7 of them: its decisions are close calls).
-        assert accuracy["float_metric"] > 0.3
+        assert accuracy["float_metric"] > 0.25  # chance: 0.2 (measured 0.34 and 0.53)
         assert accuracy["agreement"] >= 0.6
     print(row)
