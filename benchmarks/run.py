@@ -89,10 +89,39 @@ def render(results):
         table(accuracy, ACCURACY_COLUMNS),
         "",
     ]
+    paper4 = [row for row in results["rows"] if row.get("kind") == "paper4"]
+    if paper4:
+        lines += ["## Paper 4: attention model beside its backbone", ""] + paper4_table(paper4) + [""]
     if notes:
         lines += ["## Notes", ""] + [f"- {note}" for note in notes] + [""]
     lines.append(f"Total benchmark time: {results['seconds']:.0f} s.")
     return "\n".join(lines) + "\n"
+
+
+def paper4_table(rows):
+    """Markdown lines for the `kind: paper4` rows (rsic.bench.paper4_rows)."""
+    first = rows[0]
+    att = first["attention"]
+    lines = [
+        f"int8 PTQ at {first['input']}, untrained, batch 1, 2 LiteRT threads; the two models of a row are",
+        "timed in alternation (median of round medians, range in brackets), so their ratio holds on a busy",
+        f"machine better than the ms. Attention formulation: `model.attention` {att}.",
+        f"Accuracy: {first['accuracy_data']}; float / int8 (Keras-int8 agreement).",
+        "",
+        "| backbone | MACs backbone | MACs +attention | int8 size backbone | int8 size +attention "
+        "| int8 ms backbone | int8 ms +attention | ratio | accuracy backbone | accuracy +attention |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|---|---|",
+    ]
+    for row in rows:
+        accuracy = [f"{a['float_metric']:.3f} / {a['int8_metric']:.3f} ({a['agreement']:.2f})"
+                    for a in (row["backbone_accuracy"], row["attention_accuracy"])]
+        lines.append(
+            f"| {row['backbone']} | {row['backbone_macs'] / 1e6:.1f}M | {row['attention_macs'] / 1e6:.1f}M "
+            f"| {cell(row['backbone_int8_bytes'], 'bytes')} | {cell(row['attention_int8_bytes'], 'bytes')} "
+            f"| {cell(row['backbone_int8_ms'], '{:.1f}')} | {cell(row['attention_int8_ms'], '{:.1f}')} "
+            f"| {row['latency_ratio']:.2f}x | {accuracy[0]} | {accuracy[1]} |"
+        )
+    return lines
 
 
 def main(argv=None):

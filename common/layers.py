@@ -111,13 +111,30 @@ def residual_conv_block(x, filters, kernel_size=3, activation="relu", name=None)
     return layers.Activation(activation, name=f"{name}_out")(y)
 
 
-def attention_block(x, num_heads=4, key_dim=32, position_embedding=True, dropout=0.0, name=None):
+ATTENTION_NORMS = ("layer", "batch")
+
+
+def attention_block(x, num_heads=4, key_dim=32, position_embedding=True, dropout=0.0, name=None,
+                    kv_size=0, query_size=0, norm="layer"):
     """Multi-head self-attention over the H*W positions of a feature map, with a residual.
 
     The map is flattened to H*W tokens of C channels, optionally given a learned position
     embedding, passed through `MultiHeadAttention` (https://arxiv.org/abs/1706.03762), added to
-    its input and layer-normalized (post-norm), then reshaped back to H x W x C. Cost grows with
-    (H*W)^2: use it on small maps (a U-Net bottleneck, the last stage of a backbone).
+    its input and normalized (post-norm), then reshaped back to a map. Cost grows with
+    (H*W) x (keys): use it on small maps, or pool the keys and values (`kv_size`).
+
+    Two options make the block cheap on an int8 edge runtime (LiteRT), where the (H*W)^2 score
+    matrix, its softmax and LayerNormalization's RSQRT run outside XNNPACK:
+
+    * `kv_size`: keys and values come from the (position-embedded) map average-pooled to about
+      kv_size x kv_size (pool size H // kv_size, W // kv_size), as in the spatial-reduction
+      attention of PVT (https://arxiv.org/abs/2102.12122); every position still queries the whole
+      map. 0 (or a map no larger than kv_size) = keys and values at full resolution.
+    * `query_size`: the map itself is average-pooled to about query_size x query_size before
+      attention (fewer tokens everywhere); the output map is then that smaller size.
+    * `norm="batch"`: BatchNormalization instead of LayerNormalization after the residual (as in
+      LeViT, https://arxiv.org/abs/2104.01136): an affine MUL/ADD at inference, which int8 runs
+      inside XNNPACK.
 
     Args:
         x: Keras tensor of shape (batch, H, W, C) with static H, W and C.
@@ -128,30 +145,59 @@ def attention_block(x, num_heads=4, key_dim=32, position_embedding=True, dropout
         dropout: float, dropout rate on the attention weights. Defaults to `0.0`.
         name: str or None, prefix of every layer in the block (`{name}_mha`, `{name}_norm`, ...).
             Defaults to a unique `attention_block_N`.
+        kv_size: int >= 0, side of the pooled key/value map (see above). Defaults to `0` (none).
+        query_size: int >= 0, side of the pooled query map (see above). Defaults to `0` (none).
+        norm: "layer" or "batch", the normalization after the residual. Defaults to `"layer"`.
 
     Returns:
-        Keras tensor of shape (batch, H, W, C).
+        Keras tensor of shape (batch, H', W', C): H' = H, W' = W unless `query_size` pools them
+        (H' = H // (H // query_size)).
 
     Example:
     ```python
     inputs = keras.Input((8, 8, 64))
     y = attention_block(inputs, num_heads=2, key_dim=16, name="bottleneck_attn")  # (batch, 8, 8, 64)
+    z = attention_block(keras.Input((28, 28, 64)), kv_size=7, norm="batch")     # (batch, 28, 28, 64)
     ```
     """
     name = _block_name(name, "attention_block")
-    height, width, channels = x.shape[1:4]
-    if None in (height, width, channels) or len(x.shape) != 4:
+    if len(x.shape) != 4 or None in tuple(x.shape[1:4]):
         raise ValueError(
             f"attention_block {name}: needs a (batch, H, W, C) input with static H, W, C, got {x.shape}"
         )
+    if norm not in ATTENTION_NORMS:
+        raise ValueError(f"attention_block {name}: norm must be one of {ATTENTION_NORMS}, got {norm!r}")
+    if int(kv_size) < 0 or int(query_size) < 0:
+        raise ValueError(f"attention_block {name}: kv_size and query_size must be >= 0")
     layers = keras.layers
+    query_pool = _pool_size(x.shape[1:3], query_size)
+    if query_pool != (1, 1):
+        x = layers.AveragePooling2D(query_pool, name=f"{name}_query_pool")(x)
+    height, width, channels = (int(d) for d in x.shape[1:4])
     # Reshape keeps the batch dimension out of its target, so any batch size works.
     tokens = layers.Reshape((height * width, channels), name=f"{name}_tokens")(x)
     if position_embedding:
         tokens = PositionEmbedding(name=f"{name}_pos")(tokens)
+    context = tokens
+    kv_pool = _pool_size((height, width), kv_size)
+    if kv_pool != (1, 1):
+        grid = layers.Reshape((height, width, channels), name=f"{name}_kv_grid")(tokens)
+        grid = layers.AveragePooling2D(kv_pool, name=f"{name}_kv_pool")(grid)
+        context = layers.Reshape((grid.shape[1] * grid.shape[2], channels), name=f"{name}_kv_tokens")(grid)
     attended = layers.MultiHeadAttention(
         num_heads=num_heads, key_dim=key_dim, dropout=dropout, name=f"{name}_mha"
-    )(tokens, tokens)
+    )(tokens, context)
     y = layers.Add(name=f"{name}_add")([tokens, attended])
-    y = layers.LayerNormalization(epsilon=1e-6, name=f"{name}_norm")(y)
+    if norm == "layer":
+        y = layers.LayerNormalization(epsilon=1e-6, name=f"{name}_norm")(y)
+    else:
+        y = layers.BatchNormalization(name=f"{name}_norm")(y)
     return layers.Reshape((height, width, channels), name=f"{name}_map")(y)
+
+
+def _pool_size(hw, size):
+    """Pool size (ph, pw) that brings a map of side(s) `hw` down to about `size` (0: (1, 1))."""
+    size = int(size)
+    if size <= 0:
+        return (1, 1)
+    return tuple(max(1, int(side) // size) for side in hw)

@@ -23,7 +23,15 @@ sample data written into benchmarks/tmp/rsic/ (git-ignored):
 * with an NWPU-RESISC45 folder under `real_data`, an accuracy row there too (a short training of
   the tiny model, labelled as such).
 
-`quick=True`: the tiny model only (speed at 64x64, and a 2-epoch training with a PTQ export).
+* paper 4 (`paper4_rows`): for each of its four compact candidates (MobileNet, MobileNetV2,
+  NASNetMobile, EfficientNetB0), the attention model of `attention.yaml` beside its backbone (the
+  same config with `model.attention.enabled=false`): MACs, int8 size and int8 latency at 224x224
+  (untrained, PTQ, the two models timed in alternation so that a shared machine slows both alike;
+  their latency ratio is the number to read), and accuracy on sample data (each trained from
+  scratch at 64x64 on 5 classes x 40 images, float and int8).
+
+`quick=True`: the tiny model only (speed at 64x64, and a 2-epoch training with a PTQ export), and
+paper 4 for MobileNetV2 alone at alpha 0.35, 64x64.
 """
 
 import copy
@@ -173,6 +181,159 @@ def find_real_data(real_data):
     return None
 
 
+PAPER4_BACKBONES = ("MobileNet", "MobileNetV2", "NASNetMobile", "EfficientNetB0")
+PAPER4_ACCURACY_SIZE = 64  # sample-data training input side (5 classes x 40 images)
+
+
+def _paper4_configs(backbone, size, overrides=()):
+    """(backbone-only config, attention config): attention.yaml on `backbone` at `size` pixels."""
+    common = [f"model.backbone={backbone}", f"model.input_size={size}", *overrides]
+    return (_config("attention", [*common, "model.attention.enabled=false"]), _config("attention", common))
+
+
+def _interleaved_latency_ms(paths, example, rounds=5, per_round=10, num_threads=2):
+    """Batch-1 int8 latency of several TFLite files, timed in alternation.
+
+    Each round times `per_round` calls of every model in turn and keeps the round's median; the
+    result per model is the `harness.spread` of the round medians. Alternating makes a busy
+    (shared) machine slow every model alike, so ratios between them hold better than absolute ms.
+    """
+    import time
+
+    from common.tflite_runtime import TFLiteModel
+
+    models = {name: TFLiteModel(path, num_threads=num_threads) for name, path in paths.items()}
+    for model in models.values():
+        for _ in range(3):
+            model.predict(example)
+    medians = {name: [] for name in models}
+    for _ in range(rounds):
+        for name, model in models.items():
+            times = []
+            for _ in range(per_round):
+                start = time.perf_counter()
+                model.predict(example)
+                times.append(1000 * (time.perf_counter() - start))
+            medians[name].append(sorted(times)[len(times) // 2])
+    return {name: harness.spread(values) for name, values in medians.items()}
+
+
+def sample_accuracy(cfg, images, labels, split, out_dir, *, epochs=6, seed=0, batch=16, lr=3e-3):
+    """Train `cfg["model"]` from scratch on in-memory sample images; float and int8 accuracy.
+
+    Args:
+        cfg: a full rsic config (its `model:` section is used).
+        images: float32 (N, S, S, 3) raw RGB at the model's input size; labels: int (N,).
+        split: dict of index arrays "train" and "test" (`rsic.data.make_split`).
+        out_dir: where the int8 TFLite file and its report go.
+
+    Returns:
+        dict: float_metric, int8_metric (test accuracy), agreement (Keras vs int8 decisions),
+        quantization, train_s.
+    """
+    import time
+
+    import numpy as np
+    import tensorflow as tf
+    import tf_keras as keras
+
+    from common.export import export_tflite
+    from common.train import set_seed
+    from rsic.models import build_model, compile_classifier
+
+    set_seed(seed)
+    train, test = split["train"], split["test"]
+    model = build_model(cfg["model"], int(labels.max()) + 1)
+    steps = epochs * int(np.ceil(len(train) / batch))
+    compile_classifier(model, keras.optimizers.Adam(keras.optimizers.schedules.CosineDecay(lr, steps)))
+
+    def augment(image, label):  # aerial scenes: flips and quarter turns
+        turns = tf.random.uniform((), 0, 4, tf.int32, seed=seed)
+        return tf.image.rot90(tf.image.random_flip_left_right(image, seed=seed), turns), label
+
+    data = (tf.data.Dataset.from_tensor_slices((images[train], labels[train])).shuffle(len(train), seed=seed)
+            .map(augment).batch(batch))
+    start = time.perf_counter()
+    model.fit(data, epochs=epochs, verbose=0)
+    train_s = time.perf_counter() - start
+    report = export_tflite(
+        model, images[train][:64], Path(out_dir) / "model_int8.tflite", mode="ptq", heldout=images[test],
+        heldout_labels=labels[test], metric=lambda y, p: float(np.mean(p.argmax(-1) == y)),
+        metric_name="accuracy", size_budget_mb=SIZE_BUDGET_MB,
+    )
+    return {"float_metric": report["keras_metric"], "int8_metric": report["tflite_metric"],
+            "agreement": report["agreement"], "quantization": report["quantization"], "train_s": train_s}
+
+
+def paper4_rows(quick=False, backbones=PAPER4_BACKBONES, epochs=6, work=WORK, log=log.info):
+    """Paper 4's attention model beside its backbone, one row per candidate backbone.
+
+    Returns:
+        list of dicts (kind "paper4"): backbone, input, backbone_macs, attention_macs,
+        backbone_int8_bytes, attention_int8_bytes, backbone_int8_ms, attention_int8_ms
+        (`harness.spread` dicts), latency_ratio (attention / backbone median), attention (the
+        `model.attention` formulation), and the sample-data accuracy of both
+        (`backbone_accuracy`, `attention_accuracy`: `sample_accuracy` dicts). Files go under `work`.
+    """
+    import numpy as np
+
+    from common.export import export_tflite
+    from common.train import set_seed
+    from rsic.data import load_images, make_split, scan_image_folder
+    from rsic.models import build_model
+    from rsic.sample import write_sample
+
+    speed_size = 64 if quick else 224
+    tiny = ["model.alpha=0.35", "model.embedding_dim=64", "model.attention.reduce_channels=32"] if quick else []
+    small = Path(work) / "sample_paper4"
+    if not (small / "beach" / "beach_040.jpg").is_file():
+        write_sample(small, classes=5, per_class=40, size=PAPER4_ACCURACY_SIZE, seed=0)
+    folder = scan_image_folder(small, log=log)
+    images = load_images(folder.files, PAPER4_ACCURACY_SIZE)
+    labels = np.asarray(folder.labels)
+    split = make_split(labels, 0.5, seed=0)
+    calibration = np.random.default_rng(0).uniform(0, 255, (16, speed_size, speed_size, 3)).astype(np.float32)
+    rows = []
+    for backbone in backbones:
+        plain_cfg, attention_cfg = _paper4_configs(backbone, speed_size, tiny)
+        paths, macs, sizes = {}, {}, {}
+        for kind, cfg in (("backbone", plain_cfg), ("attention", attention_cfg)):
+            log(f"bench paper4 {backbone} {kind}: int8 export (PTQ) at {speed_size}")
+            set_seed(0)
+            model = build_model(cfg["model"], NUM_CLASSES)
+            report = export_tflite(model, calibration, Path(work) / "paper4" / f"{backbone}_{kind}" / "model_int8.tflite",
+                                   mode="ptq", heldout=calibration[:4], size_budget_mb=SIZE_BUDGET_MB)
+            paths[kind], macs[kind], sizes[kind] = report["path"], report["macs"], report["tflite_bytes"]
+        latency = _interleaved_latency_ms(paths, calibration[:1], rounds=3 if quick else 7)
+        accuracy = {}
+        for kind, cfg in zip(("backbone", "attention"), _paper4_configs(
+                backbone, PAPER4_ACCURACY_SIZE, [*tiny, "model.bn_momentum=0.5", "model.embedding_dim=128"])):
+            log(f"bench paper4 {backbone} {kind}: sample-data training ({epochs} epochs)")
+            accuracy[kind] = sample_accuracy(cfg, images, labels, split, Path(work) / "paper4_acc" / f"{backbone}_{kind}",
+                                             epochs=epochs)
+        att = attention_cfg["model"]["attention"]
+        rows.append({
+            "kind": "paper4",
+            "task": "rsic",
+            "backbone": backbone + (" alpha 0.35" if quick else ""),
+            "input": f"{speed_size}x{speed_size}x3, {NUM_CLASSES} classes",
+            "attention": {key: att[key] for key in ("kv_stride", "query_stride", "norm", "reduce_channels",
+                                                     "num_heads", "key_dim")},
+            "backbone_macs": macs["backbone"],
+            "attention_macs": macs["attention"],
+            "backbone_int8_bytes": sizes["backbone"],
+            "attention_int8_bytes": sizes["attention"],
+            "backbone_int8_ms": latency["backbone"],
+            "attention_int8_ms": latency["attention"],
+            "latency_ratio": latency["attention"]["median"] / latency["backbone"]["median"],
+            "accuracy_data": f"sample, 5 classes x 40 images at {PAPER4_ACCURACY_SIZE}x{PAPER4_ACCURACY_SIZE}, "
+                             f"half for training, {epochs} epochs from scratch",
+            "backbone_accuracy": accuracy["backbone"],
+            "attention_accuracy": accuracy["attention"],
+        })
+    return rows
+
+
 def run(quick=False, real_data=None):
     """All rsic benchmark rows (see the module docstring). `quick`: tiny only, few repeats."""
     from rsic.data import scan_image_folder
@@ -186,10 +347,12 @@ def run(quick=False, real_data=None):
         rows = [speed_row("tiny", scan_image_folder(small, log=log.info), quick=True)]
         rows.append(accuracy_row(small, WORK / "accuracy_quick", "sample (5 classes x 40 images of 64x64), "
                                  "2 epochs", ["train.epochs=2"]))
+        rows += paper4_rows(quick=True, backbones=("MobileNetV2",), epochs=2)
         return rows
     folder = scan_image_folder(_sample_data(), log=log.info)
     rows = [speed_row(name, folder) for name in ("mobilenetv2", "efficientnetb0", "attention")]
     rows += demo_rows(WORK / "demo")
+    rows += paper4_rows()
     real = find_real_data(real_data)
     if real is not None:
         steps, epochs = 100, 3

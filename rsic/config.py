@@ -30,7 +30,7 @@ DEFAULTS = {
         "weights_path": "",  # no-top ImageNet weights file; "": the Keras cache ~/.keras/models
         "embedding_dim": 512,  # the Dense "embedding" of paper 3's head
         "dropout": 0.0,
-        "bn_momentum": 0.0,  # > 0: override the backbone's BatchNormalization momentum (short runs)
+        "bn_momentum": 0.0,  # > 0: override every BatchNormalization momentum (short runs)
         "attention": {  # paper 4: attention over several mid-level feature maps
             "enabled": False,
             "layers": [],  # [] = the registry's stride 8, 16, 32 layers of the backbone
@@ -39,6 +39,13 @@ DEFAULTS = {
             "key_dim": 32,
             "position_embedding": True,
             "dropout": 0.0,
+            # Edge speed (issue 16; README, "Paper 4 at edge speed"). The map is pooled to the grid
+            # of input stride `query_stride` (16: 14 x 14 at 224; 0 = every position) and its keys
+            # and values to the grid of stride `kv_stride` (32: 7 x 7; 0 = the queries' grid, which
+            # makes (H*W)^2 scores: 22x the backbone's int8 latency at stride 8).
+            "query_stride": 16,
+            "kv_stride": 32,
+            "norm": "batch",  # layer | batch (BatchNorm after the residual: int8 MUL/ADD in XNNPACK)
         },
     },
     "distill": {  # paper 3's teacher-student training (`distill --teacher RUN`)

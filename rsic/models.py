@@ -31,7 +31,7 @@ import numpy as np
 import tf_keras as keras
 
 from common.errors import ConfigError, DataError
-from common.layers import attention_block
+from common.layers import ATTENTION_NORMS, attention_block
 
 # ImageNet statistics of the "torch" and "caffe" preprocessing modes (RGB order, 0-255 scale).
 _IMAGENET_MEAN = np.array([0.485, 0.456, 0.406])
@@ -150,16 +150,10 @@ def build_model(model_cfg, num_classes):
     backbone = getattr(keras.applications, spec.constructor)(**kwargs)
     if weights == "imagenet":
         load_imagenet_weights(backbone, spec, model_cfg, alpha, size)
-    if model_cfg.get("bn_momentum"):
-        # The backbones' moving averages (momentum 0.99-0.999) lag far behind in a short run from
-        # scratch, so evaluation would see stale statistics; a lower momentum catches up.
-        for layer in backbone.layers:
-            if isinstance(layer, keras.layers.BatchNormalization):
-                layer.momentum = float(model_cfg["bn_momentum"])
 
     attention = model_cfg["attention"]
     if attention["enabled"]:
-        features = _attention_features(backbone, spec, attention)
+        features = _attention_features(backbone, spec, attention, size)
     else:
         features = keras.layers.GlobalAveragePooling2D(name="pool")(backbone.output)
     x = features
@@ -171,7 +165,15 @@ def build_model(model_cfg, num_classes):
     logits = keras.layers.Dense(num_classes, name="logits")(x)
     probs = keras.layers.Activation("softmax", dtype="float32", name="probs")(logits)
     suffix = "_attention" if attention["enabled"] else ""
-    return keras.Model(inputs, probs, name=f"rsic_{spec.name.lower()}{suffix}")
+    model = keras.Model(inputs, probs, name=f"rsic_{spec.name.lower()}{suffix}")
+    if model_cfg.get("bn_momentum"):
+        # The moving averages (momentum 0.99-0.999) lag far behind in a short run from scratch, so
+        # evaluation would see stale statistics; a lower momentum catches up. Every
+        # BatchNormalization: the backbone's and the attention blocks' (`attention.norm: batch`).
+        for layer in model.layers:
+            if isinstance(layer, keras.layers.BatchNormalization):
+                layer.momentum = float(model_cfg["bn_momentum"])
+    return model
 
 
 def _preprocess(spec, inputs, imagenet):
@@ -195,7 +197,7 @@ def _preprocess(spec, inputs, imagenet):
     return inputs
 
 
-def _attention_features(backbone, spec, attention):
+def _attention_features(backbone, spec, attention, size):
     """Paper 4: attention over several backbone feature maps, each pooled; one concatenated vector."""
     layers = keras.layers
     names = attention["layers"] or list(spec.feature_layers)
@@ -203,6 +205,7 @@ def _attention_features(backbone, spec, attention):
         raise ConfigError(f"config key 'model.attention.layers': no default feature layers for "
                           f"{spec.name}; name them, or use one of "
                           + ", ".join(b.name for b in BACKBONES.values() if b.feature_layers))
+    _check_attention(attention)
     pooled = []
     for index, layer_name in enumerate(names):
         try:
@@ -217,9 +220,32 @@ def _attention_features(backbone, spec, attention):
             x = layers.ReLU(name=f"att{index}_reduce_relu")(x)
         x = attention_block(x, num_heads=int(attention["num_heads"]), key_dim=int(attention["key_dim"]),
                             position_embedding=bool(attention["position_embedding"]),
-                            dropout=float(attention["dropout"]), name=f"att{index}")
+                            dropout=float(attention["dropout"]), name=f"att{index}",
+                            kv_size=_grid(size, attention["kv_stride"]),
+                            query_size=_grid(size, attention["query_stride"]),
+                            norm=attention["norm"])
         pooled.append(layers.GlobalAveragePooling2D(name=f"att{index}_pool")(x))
     return layers.Concatenate(name="att_concat")(pooled) if len(pooled) > 1 else pooled[0]
+
+
+def _check_attention(attention):
+    """ConfigError naming the `model.attention` key whose value the attention block cannot take."""
+    for key in ("kv_stride", "query_stride", "reduce_channels"):
+        value = attention[key]
+        if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+            raise ConfigError(f"config key 'model.attention.{key}': expected an integer >= 0, got {value!r}")
+    for key in ("num_heads", "key_dim"):
+        value = attention[key]
+        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+            raise ConfigError(f"config key 'model.attention.{key}': expected an integer >= 1, got {value!r}")
+    if attention["norm"] not in ATTENTION_NORMS:
+        raise ConfigError(f"config key 'model.attention.norm': expected one of {', '.join(ATTENTION_NORMS)}, "
+                          f"got {attention['norm']!r}")
+
+
+def _grid(size, stride):
+    """Side of the grid of input stride `stride` on a `size`-pixel input (0: no pooling)."""
+    return max(1, size // int(stride)) if int(stride) > 0 else 0
 
 
 def imagenet_weights_path(spec, model_cfg, alpha=1.0, size=224):

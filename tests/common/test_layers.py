@@ -90,3 +90,42 @@ def test_model_saves_as_keras_and_reloads_identically(tmp_path):
     clone = keras.Model.from_config(model.get_config())
     assert [layer.name for layer in clone.layers] == [layer.name for layer in model.layers]
     assert tf.reduce_all(tf.equal(clone(x[:1]).shape, (1, 8, 8, 1)))
+
+
+def _block_model(size, channels=6, **kwargs):
+    inputs = keras.Input((size, size, channels))
+    return keras.Model(inputs, attention_block(inputs, num_heads=2, key_dim=4, name="a", **kwargs))
+
+
+def test_attention_block_pooled_keys_values_shapes():
+    model = _block_model(8, kv_size=2)
+    assert model.output_shape == (None, 8, 8, 6)  # every position still gets an output
+    assert model.get_layer("a_kv_tokens").output_shape == (None, 4, 6)  # 2 x 2 pooled keys/values
+    # A map no larger than kv_size is not pooled.
+    assert "a_kv_pool" not in {layer.name for layer in _block_model(4, kv_size=7).layers}
+
+
+def test_attention_block_pooled_keys_values_equal_full_attention_on_blockwise_constant_maps():
+    """Keys/values repeated k times leave a softmax-weighted average unchanged, so on a map that
+    is constant on 2 x 2 blocks, attention over the pooled map equals attention over every
+    position (same weights)."""
+    full = _block_model(8, position_embedding=False)
+    pooled = _block_model(8, position_embedding=False, kv_size=4)
+    pooled.set_weights(full.get_weights())
+    coarse = np.random.default_rng(1).normal(size=(3, 4, 4, 6)).astype("float32")
+    x = np.repeat(np.repeat(coarse, 2, axis=1), 2, axis=2)
+    np.testing.assert_allclose(pooled(x).numpy(), full(x).numpy(), atol=1e-5)
+    # On a general map they differ: the pooling is real.
+    x = np.random.default_rng(2).normal(size=(3, 8, 8, 6)).astype("float32")
+    assert np.abs(pooled(x).numpy() - full(x).numpy()).max() > 1e-3
+
+
+def test_attention_block_query_pooling_and_batch_norm():
+    model = _block_model(28, query_size=7, kv_size=7, norm="batch")
+    assert model.output_shape == (None, 7, 7, 6)
+    assert isinstance(model.get_layer("a_norm"), keras.layers.BatchNormalization)
+    assert "a_kv_pool" not in {layer.name for layer in model.layers}  # queries already 7 x 7
+    out = model(np.ones((2, 28, 28, 6), "float32"), training=False).numpy()
+    assert out.shape == (2, 7, 7, 6) and np.isfinite(out).all()
+    with pytest.raises(ValueError, match="norm"):
+        _block_model(8, norm="group")
