@@ -228,10 +228,9 @@ def run(quick=False, epochs=None, threads=2, out=ROOT / "benchmarks", configs=("
 
 
 def _macs(config, width):
+    from common.config import load_config
     from landslide.config import DEFAULTS
     from landslide.task import model_summary
-
-    from common.config import load_config
 
     cfg = load_config(ROOT / "configs" / "landslide" / f"{config}.yaml", [f"model.width={width}"], defaults=DEFAULTS)
     return model_summary(cfg)["macs"]
