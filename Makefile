@@ -2,7 +2,13 @@
 PYTHON ?= python3.11
 VENV := .venv
 PY := $(VENV)/bin/python
-STAMP := $(VENV)/.installed
+# `make install GPU=1` adds TensorFlow's CUDA libraries (tensorflow[and-cuda] at the pinned version).
+GPU ?=
+STAMP := $(VENV)/.installed$(if $(GPU),-gpu)
+TF_VERSION := $(shell sed -n 's/^tensorflow==//p' requirements.txt)
+# `make bench-peer`: PyTorch (CPU) in its own environment, never in .venv.
+PEER_VENV := .venv-peer
+PEER_STAMP := $(PEER_VENV)/.installed
 # Two cores on the reference machine: keep TensorFlow from oversubscribing them.
 export TF_CPP_MIN_LOG_LEVEL ?= 2
 export PYTHONHASHSEED ?= 0
@@ -13,7 +19,7 @@ OUT ?=
 RUN ?=
 ARGS ?=
 
-.PHONY: install test test-all demo bench bench-scale lint clean \
+.PHONY: install test test-all demo bench bench-scale bench-peer lint clean \
         train-landslide train-rsic train-asc export-landslide export-rsic export-asc \
         evaluate-landslide evaluate-rsic evaluate-asc
 
@@ -24,7 +30,14 @@ $(STAMP): requirements.txt
 	@command -v $(PYTHON) >/dev/null 2>&1 || { echo "error: $(PYTHON) not found; set PYTHON=/path/to/python3.11"; exit 2; }
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --disable-pip-version-check -r requirements.txt
+	$(if $(GPU),$(PY) -m pip install --quiet --disable-pip-version-check "tensorflow[and-cuda]==$(TF_VERSION)")
 	@touch $(STAMP)
+
+$(PEER_STAMP): benchmarks/peer/requirements.txt
+	@command -v $(PYTHON) >/dev/null 2>&1 || { echo "error: $(PYTHON) not found; set PYTHON=/path/to/python3.11"; exit 2; }
+	@test -x $(PEER_VENV)/bin/python || $(PYTHON) -m venv $(PEER_VENV)
+	$(PEER_VENV)/bin/python -m pip install --quiet --disable-pip-version-check -r benchmarks/peer/requirements.txt
+	@touch $(PEER_STAMP)
 
 # The default suite skips tests marked `slow` (NASNetMobile's int8 QAT conversion, minutes on 2
 # cores); `make test-all` runs them too (RUN_SLOW_EXPORT=1 adds nested-backbone QAT exports).
@@ -39,6 +52,10 @@ demo: install
 
 bench: install
 	$(PY) -m benchmarks.run --out benchmarks
+
+# This project beside the official PyTorch baseline (benchmarks/peer.py); ARGS="--quick" for a smoke run.
+bench-peer: install $(PEER_STAMP)
+	$(PY) -m benchmarks.peer --out benchmarks $(ARGS)
 
 lint: install
 	$(VENV)/bin/ruff check .

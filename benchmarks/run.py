@@ -95,6 +95,10 @@ def render(results):
     if notes:
         lines += ["## Notes", ""] + [f"- {note}" for note in notes] + [""]
     lines.append(f"Total benchmark time: {results['seconds']:.0f} s.")
+    if "peer" in results:
+        from benchmarks.peer import render as render_peer
+
+        lines += ["", render_peer(results["peer"])]
     return "\n".join(lines) + "\n"
 
 
@@ -150,6 +154,8 @@ def main(argv=None):
         rows = kept + rows
     rows.sort(key=lambda row: TASKS.index(row["task"]) if row.get("task") in TASKS else len(TASKS))
     results = {"machine": machine(), "seconds": time.time() - start, "rows": rows}
+    if previous.is_file() and "peer" in json.loads(previous.read_text()):
+        results["peer"] = json.loads(previous.read_text())["peer"]  # `make bench-peer`'s section
     write_json(out / f"results{suffix}.json", results)
     write_text(out / f"RESULTS{suffix}.md", render(results))
     print(render(results))

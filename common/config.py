@@ -41,6 +41,11 @@ TRAIN_DEFAULTS = {
     # or AMX, GPUs from Ampere on), float32 elsewhere; the run's config.yaml records the choice.
     "precision": "auto",  # auto | float32 | mixed_bfloat16
     "steps_per_epoch": 0,  # 0 = the whole training set each epoch
+    # Batches per call of the compiled training function (Keras' steps_per_execution): fewer
+    # Python round trips per step; callbacks and the progress bar see every Nth batch only.
+    "steps_per_execution": 1,
+    # XLA for the training step: auto = only where it is known to help (GPUs); true | false.
+    "jit_compile": "auto",  # auto | true | false
     "verbose": 1,  # Keras progress: 0 silent, 1 progress bar, 2 one line per epoch
 }
 
@@ -60,6 +65,8 @@ EXPORT_DEFAULTS = {
 
 # Keys whose values must be strictly positive wherever they appear.
 _POSITIVE_KEYS = {"lr", "epochs", "batch_size", "temperature"}
+# Keys whose value is "auto" or a YAML true/false (kept as the strings "true"/"false").
+_AUTO_OR_BOOL_KEYS = {"jit_compile"}
 _NON_NEGATIVE_KEYS = {"weight_decay", "steps_per_epoch", "early_stopping_patience", "label_smoothing"}
 
 
@@ -148,6 +155,12 @@ def _coerce(value, default, key, source):
     if default is None or value is None or default == {}:
         return value
     expected = type(default)
+    if key.rsplit(".", 1)[-1] in _AUTO_OR_BOOL_KEYS:
+        if isinstance(value, bool):
+            return "true" if value else "false"
+        if value not in ("auto", "true", "false"):
+            raise ConfigError(f"{source}: config key '{key}' must be auto, true or false, got {value!r}")
+        return value
     if expected is float and isinstance(value, int) and not isinstance(value, bool):
         return float(value)
     if expected is bool and not isinstance(value, bool):
