@@ -581,7 +581,8 @@ def build_cache(data_root, filenames, cfg, path=None, say=print):
     for name in todo:
         if not (data_root / name).is_file():
             raise DataError(f"{data_root / name}: file not found")
-    if status not in ("ok", "old"):
+    fresh = status not in ("ok", "old")
+    if fresh:
         _new_cache(path, cfg)
     chunk = max(1, int(cfg.get("chunk", 256)))
     resumed = f" (resuming after {len(have)} cached)" if have else ""
@@ -591,11 +592,17 @@ def build_cache(data_root, filenames, cfg, path=None, say=print):
     )
     done = 0
     with h5py.File(path, "r+") as h5:
-        for start, x in iter_features([str(data_root / f) for f in todo], cfg, report, chunk):
-            rows = _append(h5, todo[start : start + len(x)], x)
-            done += len(x)
-            if _after_chunk is not None:
-                _after_chunk(rows)
+        try:
+            for start, x in iter_features([str(data_root / f) for f in todo], cfg, report, chunk):
+                rows = _append(h5, todo[start : start + len(x)], x)
+                done += len(x)
+                if _after_chunk is not None:
+                    _after_chunk(rows)
+        except DataError:
+            if fresh and done == 0:  # a bad clip in the first chunk: leave no empty cache behind
+                h5.close()
+                path.unlink(missing_ok=True)
+            raise
         totals = json.loads(h5.attrs.get("clip_report", "{}"))
         h5.attrs["clip_report"] = json.dumps({k: totals.get(k, 0) + v for k, v in report.as_dict().items()})
     for line in report.lines():
