@@ -298,9 +298,9 @@ class AscTask(Task):
             plot_spectrograms(np.asarray(x[0]), names, Path(out_dir) / "spectrograms.png", title=title)
 
     def write_frontend(self, cfg, run_dir, mcu_section):
-        """`export --target mcu`: the spectrogram front end for a firmware (asc.frontend): the
+        """`export --target mcu`: the spectrogram front end for a firmware (asc.features): the
         filter banks as .npy files and C arrays, every parameter and the int8 input scale."""
-        from asc.frontend import write_frontend
+        from asc.features import write_frontend
 
         written = write_frontend(cfg["features"], run_dir, model_input=mcu_section["input"])
         return {"inside_model": False, "files": [Path(f).name for f in written["files"]]}
