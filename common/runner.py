@@ -173,7 +173,7 @@ def train(task, cfg, out, *, resume=False, overwrite=False, teacher=None):
     sizes = ", ".join(f"{name} {len(items)}" for name, items in split.items())
     say(f"{task.name}: training {task.describe(cfg)} on {sizes} -> {run}")
     if teacher is not None:
-        teacher_model = _keras_of(task, teacher)
+        teacher_model = keras_model(task, teacher)
     models = {}
 
     def build():
@@ -311,7 +311,7 @@ def evaluate(task, run, *, data=None, split=None, tflite=False, out=None, overri
             raise ConfigError(f"--split {split_name}: the run's split.json has {', '.join(parts)}")
         items = parts[split_name]
         name = "metrics" if split_name == task.reported_split else f"metrics_{split_name}"
-    model = _tflite_of(task, run) if tflite else _keras_of(task, run)
+    model = _tflite_of(task, run) if tflite else keras_model(task, run)
     name += "_int8" if tflite else ""
     path = Path(out) / f"{name}.json" if out else run / f"{name}.json"
     metrics = _evaluate_and_write(task, model, cfg, dataset, items, path, split_name=split_name,
@@ -354,7 +354,8 @@ def _slug(text):
     return re.sub(r"[^A-Za-z0-9_.-]+", "_", text) or "data"
 
 
-def _keras_of(task, run):
+def keras_model(task, run):
+    """The Keras model of a run directory (model.keras), the task's custom layers registered."""
     from common.train import load_run_model
 
     task.register_layers()
@@ -404,7 +405,7 @@ def export(task, run, *, data=None, overrides=()):
     cfg = need_data(run_config(task, run, overrides, data))
     dataset = task.open_data(cfg)
     split, _ = read_split(task, run, dataset)
-    model = _keras_of(task, run)
+    model = keras_model(task, run)
     e = cfg["export"]
     seed = int(cfg["train"]["seed"])
     calibration, _ = task.examples(cfg, dataset, seeded_pick(split["train"], calibration_count(e), seed))
@@ -517,7 +518,7 @@ def predict(task, inputs, out, *, run=None, tflite=None, overwrite=False, overri
         line = task.edge_predict(tflite, inputs, out, args)
     else:
         cfg = run_config(task, run, overrides)
-        line = task.predict(_keras_of(task, run), cfg, inputs, out, args)
+        line = task.predict(keras_model(task, run), cfg, inputs, out, args)
     say(f"{task.name}: {line}")
     return line
 
@@ -579,7 +580,7 @@ def demo(task, out, overrides=()):
         teacher = out / step.teacher if step.teacher else None
         result = train(task, cfg, target, overwrite=_own_run(target), teacher=teacher)
         report = export(task, target) if step.export else None
-        complexity = None if report else model_complexity(_keras_of(task, target))
+        complexity = None if report else model_complexity(keras_model(task, target))
         rows.append(summary_row(task, f"{step.name}: {task.describe(cfg)}", result.metrics, report, complexity))
     write_json(out / "summary.json", rows)
     say(f"{task.name}: demo done in {time.perf_counter() - started:.0f} s -> {out / 'summary.json'}")

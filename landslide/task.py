@@ -24,7 +24,7 @@ import numpy as np
 
 from common.cli import add_shorthand
 from common.config import load_config
-from common.errors import ConfigError, RunDirError
+from common.errors import ConfigError
 from common.task import Command, DemoRun, Task
 from landslide import data as D
 from landslide.config import DEFAULTS
@@ -356,13 +356,3 @@ def model_summary(cfg):
     return {"params": training.count_params(), "inference_params": complexity["params"],
             "macs": complexity["macs"], "channels": channels, "outputs": training.output_shape[-1]}
 
-
-def load_run(run):
-    """The config and Keras model of a landslide run directory (for benchmarks and notebooks)."""
-    from common.runner import run_config
-    from common.train import load_run_model
-
-    if not (Path(run) / "config.yaml").is_file():
-        raise RunDirError(f"{run}: not a run directory (no config.yaml)")
-    LandslideTask().register_layers()
-    return run_config(LandslideTask(), run), load_run_model(run)

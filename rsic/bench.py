@@ -432,7 +432,7 @@ def _benchmark_one(task, cfg, spec, run_dir, *, overwrite):
         metrics = json.loads((run_dir / runner.METRICS_FILE).read_text())
     else:
         metrics = runner.train(task, run_cfg, run_dir, overwrite=overwrite).metrics
-    complexity = model_complexity(runner._keras_of(task, run_dir))
+    complexity = model_complexity(runner.keras_model(task, run_dir))
     row = {
         "backbone": spec.name,
         "input_size": model_cfg["input_size"],

@@ -11,7 +11,7 @@ from sklearn.metrics import f1_score, jaccard_score, precision_score, recall_sco
 
 from common import runner
 from landslide import data as D
-from landslide.task import LandslideTask, load_run
+from landslide.task import LandslideTask
 from tests.cli_runner import run_in_process
 from tests.landslide.conftest import TINY, run_cli
 
@@ -38,7 +38,7 @@ def evaluated(tiny_run):
 
 
 def _val_predictions(run):
-    cfg, model = load_run(run)
+    cfg, model = runner.run_config(TASK, run), runner.keras_model(TASK, run)
     patches = D.index_folder(D.labelled_folder(cfg["data"]["root"]))
     patches = patches.subset(json.loads((run / "split.json").read_text())["val"])
     images, masks = TASK.examples(cfg, patches, patches.names)
