@@ -83,7 +83,6 @@ def speed_row(name, data, quick=False):
 
     from asc.data import make_dataset, one_hot
     from asc.task import AscTask, accuracy, build_model
-    from common.export import export_tflite
     from common.train import make_optimizer, set_seed
 
     cfg = load(CONFIG_DIR / f"{name}.yaml", QUIET, data)
@@ -96,22 +95,18 @@ def speed_row(name, data, quick=False):
     x, x_eval = np.asarray(x), np.asarray(x_eval)
     batch = min(cfg["train"]["batch_size"], MAX_TRAIN_BATCH[name])
     heavy = name == "teacher"
-    model = build_model(cfg, len(classes))
-    model.compile(optimizer=make_optimizer(cfg["train"], 100), loss=keras.losses.CategoricalCrossentropy())
-    example = x[:1]
 
-    log.info("bench %s: training throughput (batch %d)", name, batch)
-    train = harness.train_examples_per_s(
-        model, x, one_hot(y, len(classes)), batch, steps=2 if heavy else 5, repeats=1 if quick else (2 if heavy else 3)
-    )
-    keras_ms = harness.keras_latency_ms(model, example, repeats=5 if quick else (10 if heavy else 30))
-    log.info("bench %s: int8 export (PTQ)", name)
-    report = export_tflite(
-        model, x[: 16 if heavy else 64], WORK / name / "model_int8.tflite", mode="ptq",
-        heldout=x_eval[:32], heldout_labels=y_eval[:32], metric=accuracy, metric_name="accuracy",
-        labels=classes,
+    def build():
+        model = build_model(cfg, len(classes))
+        model.compile(optimizer=make_optimizer(cfg["train"], 100), loss=keras.losses.CategoricalCrossentropy())
+        return model, model
+
+    speed = harness.model_speed(
+        build=build, train_cfg=cfg["train"], x=x, y=one_hot(y, len(classes)), batch=batch,
+        calibration=x[: 16 if heavy else 64], path=WORK / name / "model_int8.tflite", heavy=heavy, quick=quick,
+        log=log.info, name=name, heldout=x_eval[:32], heldout_labels=y_eval[:32], metric=accuracy,
+        metric_name="accuracy", labels=classes,
     )  # fmt: skip
-    tflite_ms = harness.tflite_latency_ms(report["path"], example, repeats=10 if quick else 50, num_threads=2)
     log.info("bench %s: input pipeline", name)
     pipeline = harness.pipeline_examples_per_s(
         lambda: make_dataset(x, y, len(classes), batch, shuffle=True, mixup_alpha=cfg["augment"]["mixup_alpha"], seed=0),
@@ -119,8 +114,7 @@ def speed_row(name, data, quick=False):
     )  # fmt: skip
     shape = "x".join(str(d) for d in feats.input_shape(cfg["features"]))
     return harness.speed_row(
-        task="asc", model=MODELS[name], input=f"{shape} (1-s clip)", report=report, train=train,
-        keras_ms=keras_ms, tflite_ms=tflite_ms, pipeline=pipeline, batch=batch,
+        task="asc", model=MODELS[name], input=f"{shape} (1-s clip)", speed=speed, pipeline=pipeline, batch=batch,
         pipeline_desc="the tf.data pipeline (cached features + mixup)", unit="clips",
     )
 

@@ -48,8 +48,9 @@ def project_worker(argv):
     """`python -m benchmarks.peer worker CONFIG DATA OUT [key=value ...]`: train through the runner,
     waiting for an `epoch` line on stdin before each epoch and printing one JSON line after it."""
     config, data, out, *overrides = argv
-    from common.cli import setup_tensorflow
+    from common.cli import quiet_native_logs, setup_tensorflow
 
+    quiet_native_logs()  # TensorFlow's native start-up lines stay out of the terminal
     setup_tensorflow()
     import tf_keras as keras
 

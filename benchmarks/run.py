@@ -29,6 +29,7 @@ SPEED_COLUMNS = [
     ("macs", "MACs", "{:,}"),
     ("float_bytes", "float size", "bytes"),
     ("int8_bytes", "int8 TFLite", "bytes"),
+    ("train_precision", "train precision", "{}"),
     ("train_examples_per_s", "train ex/s", "{:.1f}"),
     ("keras_latency_ms", "Keras float ms", "{:.1f}"),
     ("tflite_latency_ms", "TFLite int8 ms", "{:.1f}"),
@@ -136,8 +137,9 @@ def main(argv=None):
     parser.add_argument("--real-data", default=os.path.join("..", "shared", "data"),
                         help="where real data sets may be (used for the accuracy part when present)")
     args = parser.parse_args(argv)
-    from common.cli import setup_tensorflow
+    from common.cli import quiet_native_logs, setup_tensorflow
 
+    quiet_native_logs()  # TensorFlow's native start-up lines stay out of the terminal
     setup_tensorflow()
     start = time.time()
     rows = []

@@ -139,7 +139,7 @@ def step_asc_stream(work, n):
 
     from asc.config import load
     from asc.models import build_model
-    from benchmarks.harness import train_examples_per_s
+    from common.bench import train_examples_per_s
 
     config = load(ROOT / "configs" / "asc" / "student.yaml")
     model = build_model(feats.input_shape(cfg), 10, config["model"], cfg["kinds"])

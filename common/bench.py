@@ -119,18 +119,82 @@ def pipeline_examples_per_s(make_dataset, batches=20, repeats=3):
     return spread(rates[1:])  # the first pass warms caches and traces
 
 
-def speed_row(*, task, model, input, report, train, keras_ms, tflite_ms, pipeline, batch, pipeline_desc, unit):
+def int8_export(model, calibration, path, **checks):
+    """A benchmark's int8 TFLite file of an in-memory Keras model: post-training quantization
+    (minutes faster to make than QAT, and the same graph), calibrated on `calibration`.
+
+    Args:
+        model: a float32 Keras model; calibration: numpy inputs with their batch axis.
+        path: where the .tflite file goes (its export report beside it).
+        checks: passed on to `common.export.export_tflite` (heldout, heldout_labels, metric,
+            metric_name, labels, size_budget_mb).
+
+    Returns:
+        the export report (dict): path, tflite_bytes, params, macs, agreement, ...
+    """
+    from common.export import export_tflite
+
+    return export_tflite(model, calibration, path, mode="ptq", **checks)
+
+
+def model_speed(*, build, train_cfg, x, y, batch, calibration, path, heavy=False, quick=False, log=print,
+                name="", **checks):
+    """Training throughput, Keras and int8 TFLite batch-1 latency, sizes: one model's speed measurements.
+
+    Training runs at the precision a user's `train` would pick (`train.precision`, auto by default);
+    latency and the export use the float32 model, as `export` does.
+
+    Args:
+        build: () -> (training model, inference model), both compiled as needed; called under the
+            training precision policy. They may be the same model.
+        train_cfg: the config's `train:` section (for `precision`).
+        x, y: numpy training examples and targets (a few batches); batch: training batch size.
+        calibration: numpy inputs for the int8 export; path: the .tflite file to write.
+        heavy: fewer steps and repeats (models of several GMACs); quick: one repeat of each.
+        checks: passed on to `int8_export`.
+
+    Returns:
+        dict: precision (str), train (spread of examples/s), keras_ms and tflite_ms (spreads in ms),
+        report (the export report).
+    """
+    import tf_keras as keras
+
+    from common.train import float32_copy, resolve_precision
+
+    precision = resolve_precision(train_cfg)[0]
+    keras.mixed_precision.set_global_policy(precision)
+    try:
+        training, inference = build()
+        log(f"bench {name}: training throughput (batch {batch}, {precision})")
+        train = train_examples_per_s(training, x, y, batch, steps=2 if heavy else 5,
+                                     repeats=1 if quick else (2 if heavy else 3))
+    finally:
+        keras.mixed_precision.set_global_policy("float32")
+    if precision != "float32":
+        inference = float32_copy(inference)
+    example = x[:1]
+    log(f"bench {name}: Keras latency")
+    keras_ms = keras_latency_ms(inference, example, repeats=5 if quick or heavy else 20, warmup=2 if heavy else 3)
+    log(f"bench {name}: int8 export (PTQ)")
+    report = int8_export(inference, calibration, path, **checks)
+    tflite_ms = tflite_latency_ms(report["path"], example, repeats=10 if quick or heavy else 50,
+                                  warmup=2 if heavy else 5, num_threads=2)
+    return {"precision": precision, "train": train, "keras_ms": keras_ms, "tflite_ms": tflite_ms, "report": report}
+
+
+def speed_row(*, task, model, input, speed, pipeline, batch, pipeline_desc, unit):
     """The `kind: speed` row of a task's bench: sizes from the export report, the timings, and a note
     saying whether the input pipeline keeps up with training.
 
     Args:
         task, model, input: str, the row's labels.
-        report: dict returned by `common.export.export_tflite`.
-        train, pipeline: `spread` dicts of examples/s; keras_ms, tflite_ms: `spread` dicts in ms.
+        speed: dict returned by `model_speed`.
+        pipeline: `spread` dict of examples/s of the input pipeline alone.
         batch: int, the training batch size.
         pipeline_desc: str, what the pipeline does, e.g. "the tf.data pipeline (cached features)".
         unit: str, what an example is, plural ("patches", "images", "clips").
     """
+    report, train = speed["report"], speed["train"]
     ratio = pipeline["median"] / train["median"]
     verdict = "the input is not the bottleneck" if ratio > 1 else "the input IS the bottleneck"
     return {
@@ -142,14 +206,17 @@ def speed_row(*, task, model, input, report, train, keras_ms, tflite_ms, pipelin
         "macs": report["macs"],
         "float_bytes": report["float_keras_bytes"],
         "int8_bytes": report["tflite_bytes"],
+        "train_precision": speed["precision"],
         "train_examples_per_s": train,
-        "keras_latency_ms": keras_ms,
-        "tflite_latency_ms": tflite_ms,
+        "keras_latency_ms": speed["keras_ms"],
+        "tflite_latency_ms": speed["tflite_ms"],
         "pipeline_examples_per_s": pipeline,
         "train_batch": batch,
         "note": (f"{task} {model}: {pipeline_desc} delivers {ratio:.1f}x the {unit}/s that training at batch "
-                 f"{batch} consumes ({verdict}); int8 TFLite {report['tflite_bytes'] / 1e6:.2f} MB"),
+                 f"{batch} ({speed['precision']}) consumes ({verdict}); int8 TFLite "
+                 f"{report['tflite_bytes'] / 1e6:.2f} MB"),
     }
+
 
 def _leaves(structure):
     if isinstance(structure, dict):

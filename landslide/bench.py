@@ -56,7 +56,6 @@ def _sample_data():
 
 def speed_row(name, patches, quick=False):
     """Speed and size of one config's model on `patches` (a PatchFolder of labelled sample patches)."""
-    from common.export import export_tflite
     from common.train import make_optimizer, set_seed
     from landslide.features import compute_stats, normalisation
     from landslide.models import build_models, compile_training_model
@@ -69,34 +68,29 @@ def speed_row(name, patches, quick=False):
     heavy = name == "full"
     stats = compute_stats(patches, cfg["features"], normalization=cfg["data"]["normalization"], patch_size=size)
     mean, std = normalisation(stats, cfg["data"]["normalization"])
-    training, inference = build_models(cfg, mean, std)
-    compile_training_model(training, cfg, make_optimizer(cfg["train"], 100))
     x, y = LandslideTask().examples(cfg, patches, patches.names)
     y = y.astype(np.float32)
-    example = x[:1]
 
-    log.info("bench %s: training throughput (batch %d)", name, batch)
-    train = harness.train_examples_per_s(training, x, y, batch, steps=2 if heavy else 5,
-                                         repeats=1 if quick else (2 if heavy else 3))
-    log.info("bench %s: Keras latency", name)
-    keras_ms = harness.keras_latency_ms(inference, example, repeats=5 if quick or heavy else 20,
-                                        warmup=2 if heavy else 3)
-    log.info("bench %s: int8 export (PTQ)", name)
+    def build():
+        training, inference = build_models(cfg, mean, std)
+        compile_training_model(training, cfg, make_optimizer(cfg["train"], 100))
+        return training, inference
+
     calibration = 8 if heavy else 16
-    report = export_tflite(inference, x[:calibration], WORK / name / "model_int8.tflite", mode="ptq",
-                           heldout=x[-4:], heldout_labels=y[-4:], metric=f1_metric, metric_name="f1",
-                           size_budget_mb=FULL_SIZE_BUDGET_MB)
-    tflite_ms = harness.tflite_latency_ms(report["path"], example, repeats=10 if quick or heavy else 50,
-                                          warmup=2 if heavy else 5, num_threads=2)
+    speed = harness.model_speed(
+        build=build, train_cfg=cfg["train"], x=x, y=y, batch=batch, calibration=x[:calibration],
+        path=WORK / name / "model_int8.tflite", heavy=heavy, quick=quick, log=log.info, name=name,
+        heldout=x[-4:], heldout_labels=y[-4:], metric=f1_metric, metric_name="f1", size_budget_mb=FULL_SIZE_BUDGET_MB,
+    )  # fmt: skip
     log.info("bench %s: input pipeline", name)
     pipeline = harness.pipeline_examples_per_s(
         lambda: D.training_dataset(patches, batch_size=batch, seed=0, augment_data=True, cache=False, patch_size=size),
         batches=len(patches.images) // batch, repeats=1 if quick else 3,
     )
     return harness.speed_row(
-        task="landslide", model=MODELS[name], input=f"{size}x{size}x{D.NUM_BANDS}", report=report, train=train,
-        keras_ms=keras_ms, tflite_ms=tflite_ms, pipeline=pipeline, batch=batch,
-        pipeline_desc="the tf.data pipeline (read + decode + augment, no cache)", unit="patches",
+        task="landslide", model=MODELS[name], input=f"{size}x{size}x{D.NUM_BANDS}", speed=speed,
+        pipeline=pipeline, batch=batch, pipeline_desc="the tf.data pipeline (read + decode + augment, no cache)",
+        unit="patches",
     )
 
 

@@ -80,7 +80,6 @@ def _sample_data():
 
 def speed_row(name, folder, quick=False):
     """Speed and size of one config's (untrained) model on the images of `folder` (an ImageFolder)."""
-    from common.export import export_tflite
     from common.train import make_optimizer, set_seed
     from rsic.features import load_images, make_dataset
     from rsic.models import build_model, compile_classifier
@@ -90,21 +89,18 @@ def speed_row(name, folder, quick=False):
     size = int(cfg["model"]["input_size"])
     classes = len(folder.class_names)
     batch = min(int(cfg["train"]["batch_size"]), TRAIN_BATCH)
-    model = build_model(cfg["model"], classes)
-    compile_classifier(model, make_optimizer(cfg["train"], 100))
     x = load_images(folder.files, size)
-    y = folder.labels
-    example = x[:1]
 
-    log.info("bench %s: training throughput (batch %d)", name, batch)
-    train = harness.train_examples_per_s(model, x, y, batch, steps=3, repeats=1 if quick else 2)
-    log.info("bench %s: Keras latency", name)
-    keras_ms = harness.keras_latency_ms(model, example, repeats=5 if quick else 10, warmup=2)
-    log.info("bench %s: int8 export (PTQ)", name)
-    report = export_tflite(model, x[:32], WORK / name / "model_int8.tflite", mode="ptq", heldout=x[-16:],
-                           size_budget_mb=SIZE_BUDGET_MB)
-    tflite_ms = harness.tflite_latency_ms(report["path"], example, repeats=10 if quick else 30, warmup=3,
-                                          num_threads=2)
+    def build():
+        model = build_model(cfg["model"], classes)
+        compile_classifier(model, make_optimizer(cfg["train"], 100))
+        return model, model
+
+    speed = harness.model_speed(
+        build=build, train_cfg=cfg["train"], x=x, y=folder.labels, batch=batch, calibration=x[:32],
+        path=WORK / name / "model_int8.tflite", heavy=size >= 224, quick=quick, log=log.info, name=name,
+        heldout=x[-16:], size_budget_mb=SIZE_BUDGET_MB,
+    )  # fmt: skip
     log.info("bench %s: input pipeline", name)
     pipeline = harness.pipeline_examples_per_s(
         lambda: make_dataset(folder.files, folder.labels, image_size=size, batch_size=batch, training=True,
@@ -112,9 +108,9 @@ def speed_row(name, folder, quick=False):
         batches=len(folder.files) // batch, repeats=1 if quick else 3,
     )
     return harness.speed_row(
-        task="rsic", model=MODELS[name], input=f"{size}x{size}x3, {classes} classes", report=report, train=train,
-        keras_ms=keras_ms, tflite_ms=tflite_ms, pipeline=pipeline, batch=batch,
-        pipeline_desc=f"the tf.data pipeline (JPEG decode + resize + augment at {size}, no cache)", unit="images",
+        task="rsic", model=MODELS[name], input=f"{size}x{size}x3, {classes} classes", speed=speed,
+        pipeline=pipeline, batch=batch, unit="images",
+        pipeline_desc=f"the tf.data pipeline (JPEG decode + resize + augment at {size}, no cache)",
     )
 
 
@@ -237,7 +233,6 @@ def sample_accuracy(cfg, images, labels, split, out_dir, *, epochs=6, seed=0, ba
     import tensorflow as tf
     import tf_keras as keras
 
-    from common.export import export_tflite
     from common.train import set_seed
     from rsic.models import build_model, compile_classifier
 
@@ -256,8 +251,8 @@ def sample_accuracy(cfg, images, labels, split, out_dir, *, epochs=6, seed=0, ba
     start = time.perf_counter()
     model.fit(data, epochs=epochs, verbose=0)
     train_s = time.perf_counter() - start
-    report = export_tflite(
-        model, images[train][:64], Path(out_dir) / "model_int8.tflite", mode="ptq", heldout=images[test],
+    report = harness.int8_export(
+        model, images[train][:64], Path(out_dir) / "model_int8.tflite", heldout=images[test],
         heldout_labels=labels[test], metric=lambda y, p: float(np.mean(p.argmax(-1) == y)),
         metric_name="accuracy", size_budget_mb=SIZE_BUDGET_MB,
     )
@@ -277,9 +272,9 @@ def paper4_rows(quick=False, backbones=PAPER4_BACKBONES, epochs=6, work=WORK, lo
     """
     import numpy as np
 
-    from common.export import export_tflite
     from common.train import set_seed
-    from rsic.data import load_images, make_split, scan_image_folder
+    from rsic.data import make_split, scan_image_folder
+    from rsic.features import load_images
     from rsic.models import build_model
     from rsic.sample import write_sample
 
@@ -301,8 +296,8 @@ def paper4_rows(quick=False, backbones=PAPER4_BACKBONES, epochs=6, work=WORK, lo
             log(f"bench paper4 {backbone} {kind}: int8 export (PTQ) at {speed_size}")
             set_seed(0)
             model = build_model(cfg["model"], NUM_CLASSES)
-            report = export_tflite(model, calibration, Path(work) / "paper4" / f"{backbone}_{kind}" / "model_int8.tflite",
-                                   mode="ptq", heldout=calibration[:4], size_budget_mb=SIZE_BUDGET_MB)
+            report = harness.int8_export(model, calibration, Path(work) / "paper4" / f"{backbone}_{kind}" / "model_int8.tflite",
+                                         heldout=calibration[:4], size_budget_mb=SIZE_BUDGET_MB)
             paths[kind], macs[kind], sizes[kind] = report["path"], report["macs"], report["tflite_bytes"]
         latency = _interleaved_latency_ms(paths, calibration[:1], rounds=3 if quick else 7)
         accuracy = {}
