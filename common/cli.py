@@ -74,7 +74,8 @@ def build_parser(task):
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     p = sub.add_parser("download", help="fetch the real data set (resumable, checksum-verified, unpacked)")
-    p.add_argument("--dest", required=True, help="folder to download and unpack into")
+    p.add_argument("--dest", help="folder to download and unpack into (required unless the task's "
+                   "own options fetch something else)")
     p.add_argument("--quiet", action="store_true", help="no progress lines")
     task.add_download_arguments(p)
 
@@ -137,10 +138,13 @@ def main(task, argv=None):
     """Parse `argv` and run the command on `task`; returns the exit code. Errors propagate
     (`run_cli` turns them into one line)."""
     from common import runner
+    from common.errors import ConfigError
 
     args = build_parser(task).parse_args(argv)
     extra = {c.name: c for c in task.commands()}
     if args.command == "download":
+        if args.dest is None and task.download_needs_dest(args):
+            raise ConfigError("download: --dest is required (the folder to download the data set into)")
         runner.say(f"{task.name}: {task.download(args.dest, args)}")
         return 0
     if args.command == "sample":

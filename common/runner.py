@@ -69,7 +69,7 @@ def load_task_config(task, path=None, overrides=(), data=None, default=None):
     cfg = load_config(config_path(task, path, default or task.train_config), overrides, defaults=task.defaults())
     if data:
         cfg["data"]["root"] = str(Path(data).resolve())
-    return cfg
+    return task.resolve_config(cfg)
 
 
 def run_config(task, run, overrides=(), data=None):

@@ -93,6 +93,12 @@ class Task:
         """The config schema: a nested dict of every key with its default (see common.config)."""
         raise NotImplementedError
 
+    def resolve_config(self, cfg):
+        """Turn references in a loaded config into values (rsic: `model.backbone=best:BENCH_DIR`);
+        called by `runner.load_task_config`, so a run's config.yaml holds the values. Returns
+        `cfg`; raises ConfigError naming the key."""
+        return cfg
+
     def describe(self, cfg):
         """A few words naming the model of `cfg`, for progress lines and the demo table."""
         return cfg.get("model", {}).get("kind", "") or self.name
@@ -262,8 +268,13 @@ class Task:
         """Options of `download` beyond `--dest` and `--quiet`."""
 
     def download(self, dest, args):
-        """Fetch the real data set into `dest` (no TensorFlow). Returns one line for the terminal."""
+        """Fetch the real data set into `dest` (no TensorFlow). Returns one line for the terminal.
+        `dest` is None only when `download_needs_dest(args)` said so."""
         raise NotImplementedError
+
+    def download_needs_dest(self, args):
+        """Whether this `download` command line needs `--dest` (rsic's `--weights` alone does not)."""
+        return True
 
     def demo_plan(self):
         """The runs of `python -m TASK demo`, in order (a list of DemoRun)."""

@@ -26,8 +26,10 @@ DEFAULTS = {
         "backbone": "MobileNetV2",  # see rsic.models.BACKBONES
         "input_size": 224,  # square input side in pixels
         "alpha": 1.0,  # width multiplier (MobileNet, MobileNetV2)
-        "weights": None,  # null: train from scratch; imagenet: local weights file, never downloaded
-        "weights_path": "",  # no-top ImageNet weights file; "": the Keras cache ~/.keras/models
+        # null: train from scratch; imagenet: keras.applications' no-top ImageNet weights, downloaded
+        # once into the Keras cache ($KERAS_HOME/models, default ~/.keras/models) and reused
+        "weights": None,
+        "weights_path": "",  # a no-top ImageNet weights file to load instead of the Keras cache
         "embedding_dim": 512,  # the Dense "embedding" of paper 3's head
         "dropout": 0.0,
         "bn_momentum": 0.0,  # > 0: override every BatchNormalization momentum (short runs)
@@ -61,7 +63,11 @@ DEFAULTS = {
         "size_budget_mb": 20.0,  # paper 4: at most 20 MB
     },
     "benchmark": {
-        "backbones": ["MobileNet", "MobileNetV2", "NASNetMobile", "EfficientNetB0"],
+        # `python -m rsic benchmark`: paper 3's twelve backbones and NASNetMobile, paper 4's fourth
+        # compact candidate (rsic.models.BACKBONES); --backbones picks others
+        "backbones": ["MobileNet", "MobileNetV2", "NASNetMobile", "EfficientNetB0", "EfficientNetB7",
+                      "ResNet50", "ResNet152V2", "InceptionV3", "InceptionResNetV2", "DenseNet121",
+                      "DenseNet201", "ConvNeXtTiny", "ConvNeXtLarge"],
         "export": True,  # also export each to int8 TFLite (size and latency columns)
     },
     "train": {**TRAIN_DEFAULTS, "monitor": "val_accuracy", "monitor_mode": "max"},

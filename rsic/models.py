@@ -13,9 +13,14 @@ EfficientNet and ConvNeXt), so the exported TFLite model takes the same raw inpu
 built on the model's own input tensor, so its layers sit in the model's one functional graph (no
 nested model), which quantization needs.
 
-ImageNet weights are never downloaded: `model.weights: imagenet` loads the no-top weights file
-from `model.weights_path` or from the Keras cache (`~/.keras/models/<file>`), else stops with a
-`DataError` that says where to put the file. The default is training from scratch.
+ImageNet weights (`model.weights: imagenet`) come the way keras.applications gets them: the no-top
+file is downloaded once with `keras.utils.get_file` from the URL keras.applications publishes,
+checked against its published hash, and cached in the Keras cache (`$KERAS_HOME/models`, default
+`~/.keras/models`), where keras.applications finds it too; later builds reuse it. One line says
+which ("downloading ..." or "using cached ..."). Without network and without the cached file, a
+`DataError` names the file, its URL and the folder to put it in (`python -m rsic download
+--weights NAME` fills the cache ahead of time). `model.weights_path` loads a given file instead.
+`model.weights: null` (the schema default, and the tiny configs) trains from scratch.
 
 Example:
     from rsic.config import DEFAULTS
@@ -23,6 +28,7 @@ Example:
                          "input_size": 96}, num_classes=45)
 """
 
+import hashlib
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -105,6 +111,32 @@ BACKBONES = {
 # Width multipliers (and input sizes) for which ImageNet weight files exist.
 _MOBILENET_ALPHAS = {0.25: "2_5", 0.5: "5_0", 0.75: "7_5", 1.0: "1_0"}
 _MOBILENETV2_ALPHAS = (0.35, 0.5, 0.75, 1.0, 1.3, 1.4)
+
+# Where keras.applications publishes each backbone's no-top ImageNet weights (`{file}` is the file
+# name of `Backbone.weights_file`) and the hash its `get_file` call checks, copied from
+# tf_keras/src/applications/*.py (md5, or sha256 for ConvNeXt). keras.applications publishes no
+# hash for MobileNet and MobileNetV2 (their many alpha/size files): those are not checked.
+# A module-level table so that a test (or a mirror) can point a backbone elsewhere.
+_KERAS_APPS = "https://storage.googleapis.com/tensorflow/keras-applications/"
+IMAGENET_WEIGHTS = {
+    "MobileNet": (_KERAS_APPS + "mobilenet/{file}", None),
+    "MobileNetV2": (_KERAS_APPS + "mobilenet_v2/{file}", None),
+    "NASNetMobile": (_KERAS_APPS + "nasnet/NASNet-mobile-no-top.h5", "1ed92395b5b598bdda52abe5c0dbfd63"),
+    "EfficientNetB0": ("https://storage.googleapis.com/keras-applications/{file}",
+                       "50bc09e76180e00e4465e1a485ddc09d"),
+    "EfficientNetB7": ("https://storage.googleapis.com/keras-applications/{file}",
+                       "cbcfe4450ddf6f3ad90b1b398090fe4a"),
+    "ResNet50": (_KERAS_APPS + "resnet/{file}", "4d473c1dd8becc155b73f8504c6f6626"),
+    "ResNet152V2": (_KERAS_APPS + "resnet/{file}", "ed17cf2e0169df9d443503ef94b23b33"),
+    "InceptionV3": (_KERAS_APPS + "inception_v3/{file}", "bcbd6486424b2319ff4ef7d526e38f63"),
+    "InceptionResNetV2": (_KERAS_APPS + "inception_resnet_v2/{file}", "d19885ff4a710c122648d3b5c3b684e4"),
+    "DenseNet121": (_KERAS_APPS + "densenet/{file}", "30ee3e1110167f948a6b9946edeeb738"),
+    "DenseNet201": (_KERAS_APPS + "densenet/{file}", "c13680b51ded0fb44dff2d8f86ac8bb1"),
+    "ConvNeXtTiny": (_KERAS_APPS + "convnext/{file}",
+                     "d547c096cabd03329d7be5562c5e14798aa39ed24b474157cef5e85ab9e49ef1"),
+    "ConvNeXtLarge": (_KERAS_APPS + "convnext/{file}",
+                      "96f02b6f0753d4f543261bc9d09bed650f24dd6bc02ddde3066135b63d23a1cd"),
+}
 
 
 def get_backbone(name):
@@ -248,11 +280,25 @@ def _grid(size, stride):
     return max(1, size // int(stride)) if int(stride) > 0 else 0
 
 
-def imagenet_weights_path(spec, model_cfg, alpha=1.0, size=224):
-    """Where the no-top ImageNet weights of `spec` are: `model.weights_path` or the Keras cache.
+def keras_cache_dir():
+    """The folder keras.applications caches weights in: `$KERAS_HOME/models` (default ~/.keras/models)."""
+    return Path(os.environ.get("KERAS_HOME", Path.home() / ".keras")).expanduser() / "models"
+
+
+def imagenet_weights_origin(spec, alpha=1.0, size=224):
+    """(file name in the Keras cache, URL, expected hash or None) of `spec`'s no-top ImageNet weights."""
+    filename = _weights_filename(spec, alpha, size)
+    origin, file_hash = IMAGENET_WEIGHTS[spec.name]
+    return filename, origin.format(file=filename), file_hash
+
+
+def imagenet_weights_path(spec, model_cfg, alpha=1.0, size=224, log=None):
+    """The no-top ImageNet weights file of `spec`: `model.weights_path`, else the Keras cache
+    (downloaded there first if it is not; see `fetch_imagenet_weights`).
 
     Raises:
-        DataError: the file is not there; the message names the file and where to put it.
+        DataError: the given file is missing, or the download failed (the message names the file,
+            its URL and where to put it).
     """
     given = model_cfg.get("weights_path")
     if given:
@@ -260,16 +306,72 @@ def imagenet_weights_path(spec, model_cfg, alpha=1.0, size=224):
         if not path.is_file():
             raise DataError(f"{path}: ImageNet weights file (model.weights_path) not found")
         return path
-    filename = _weights_filename(spec, alpha, size)
-    cache = Path(os.environ.get("KERAS_HOME", Path.home() / ".keras")) / "models"
-    path = cache / filename
-    if not path.is_file():
+    return fetch_imagenet_weights(spec, alpha, size, log=log)
+
+
+def fetch_imagenet_weights(spec, alpha=1.0, size=224, log=None):
+    """The cached no-top ImageNet weights file of `spec`, downloaded with `keras.utils.get_file` if absent.
+
+    A cached file whose hash does not match is downloaded again (as Keras does). The download goes
+    to `<file>.part` and is renamed once complete and verified, so an interrupted one never leaves
+    a file that looks cached.
+
+    Args:
+        spec: a `Backbone`. alpha, size: width multiplier and input side (they pick the MobileNet
+            and MobileNetV2 file; other backbones have one file).
+        log: callable taking one line (default `common.runner.say`).
+
+    Returns:
+        Path of the file in `keras_cache_dir()`.
+
+    Raises:
+        DataError: no network (or a bad download) and no cached file: one line naming the file, its
+            URL and the folder to put it in.
+    """
+    if log is None:
+        from common.runner import say as log
+    filename, origin, file_hash = imagenet_weights_origin(spec, alpha, size)
+    folder = keras_cache_dir()
+    path = folder / filename
+    if path.is_file():
+        if file_hash is None or _hash_matches(path, file_hash):
+            log(f"rsic: using cached ImageNet weights of {spec.name}: {path}")
+            return path
+        log(f"rsic: {path}: hash differs from the published {file_hash}; downloading it again")
+    log(f"rsic: downloading ImageNet weights of {spec.name}: {origin} -> {path}")
+    # get_file falls back to /tmp/.keras when the cache folder is missing: make it first.
+    folder.mkdir(parents=True, exist_ok=True)
+    part = folder / f"{filename}.part"
+    part.unlink(missing_ok=True)  # a left-over of a killed download is never taken as the file
+    interactive = keras.utils.is_interactive_logging_enabled()
+    keras.utils.disable_interactive_logging()  # get_file's own "Downloading data from" and progress bar
+    try:
+        got = Path(keras.utils.get_file(part.name, origin, file_hash=file_hash, cache_subdir="models",
+                                        cache_dir=str(folder.parent)))
+    except Exception as error:  # get_file raises bare Exception (network) or ValueError (hash)
+        part.unlink(missing_ok=True)
+        reason = str(error).splitlines()[0].split(" -- ")[-1] if str(error) else type(error).__name__
         raise DataError(
-            f"{path}: ImageNet weights for {spec.name} not found and never downloaded here; copy "
-            f"'{filename}' (keras.applications no-top weights) there, set model.weights_path, or "
-            f"train from scratch with model.weights=null"
-        )
-    return path
+            f"{path}: cannot download {spec.name}'s ImageNet weights from {origin} ({reason}); download "
+            f"that URL where there is network (or run `python -m rsic download --weights {spec.name}` "
+            f"there) and put the file in {folder}/, set model.weights_path, or train from scratch "
+            f"with model.weights=null"
+        ) from None
+    finally:
+        if interactive:
+            keras.utils.enable_interactive_logging()
+    final = got.with_name(filename)
+    os.replace(got, final)
+    return final
+
+
+def _hash_matches(path, expected):
+    """Whether the file's md5 (32 hex digits) or sha256 (64) equals `expected`, as get_file checks."""
+    digest = hashlib.sha256() if len(expected) == 64 else hashlib.md5()
+    with open(path, "rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest() == expected
 
 
 def _weights_filename(spec, alpha, size):
@@ -287,7 +389,8 @@ def _weights_filename(spec, alpha, size):
 
 
 def load_imagenet_weights(backbone, spec, model_cfg, alpha=1.0, size=224):
-    """Load no-top ImageNet weights into `backbone` (the keras.applications model), offline."""
+    """Load no-top ImageNet weights into `backbone` (the keras.applications model), downloading
+    them into the Keras cache first if needed (`imagenet_weights_path`)."""
     path = imagenet_weights_path(spec, model_cfg, alpha, size)
     try:
         backbone.load_weights(str(path))

@@ -1,6 +1,7 @@
 """Remote-sensing scene classification (papers 3 and 4) as a common.task.Task.
 
     python -m rsic download --dest data/                   # NWPU-RESISC45 (about 0.4 GB)
+    python -m rsic download --weights all                  # ImageNet weights into ~/.keras/models
     python -m rsic sample --out data/rsic_sample --classes 5 --per-class 40 --size 64
     python -m rsic train --config tiny.yaml --data data/rsic_sample --out runs/rsic_teacher
     python -m rsic distill --teacher runs/rsic_teacher --config tiny_student.yaml --out runs/rsic_student
@@ -9,6 +10,7 @@
     python -m rsic predict --run runs/rsic_student photos/ --out predictions.csv
     python -m rsic predict --tflite runs/rsic_student/model_int8.tflite photos/ --out predictions.csv
     python -m rsic benchmark --config tiny.yaml --data data/rsic_sample --out runs/bench
+    python -m rsic train --config attention.yaml --set model.backbone=best:runs/bench --data D --out runs/att
     python -m rsic demo --out runs/demo/rsic
 
 The data is a folder per class (rsic/data.py). Items of a split are int indices into the listed
@@ -27,6 +29,7 @@ from rsic import data as D
 from rsic.config import DEFAULTS
 
 CONFIG_DIR = Path(__file__).resolve().parents[1] / "configs" / "rsic"
+BEST_PREFIX = "best:"  # model.backbone=best:BENCH_DIR (see RsicTask.resolve_config)
 
 
 def accuracy_metric(labels, probs):
@@ -84,6 +87,19 @@ class RsicTask(Task):
 
     def defaults(self):
         return DEFAULTS
+
+    def resolve_config(self, cfg):
+        """`model.backbone: best:BENCH_DIR` -> the best of paper 4's candidates in that benchmark run."""
+        backbone = str(cfg["model"]["backbone"])
+        if backbone.startswith(BEST_PREFIX):
+            from common.runner import say
+            from rsic.bench import PAPER4_BACKBONES, best_benchmarked
+
+            row = best_benchmarked(backbone[len(BEST_PREFIX):], PAPER4_BACKBONES, key="model.backbone")
+            say(f"rsic: model.backbone={backbone}: {row['backbone']}, the best of paper 4's candidates there "
+                f"({100 * row['accuracy']:.1f}% test accuracy)")
+            cfg["model"]["backbone"] = row["backbone"]
+        return cfg
 
     def describe(self, cfg):
         m = cfg["model"]
@@ -244,12 +260,30 @@ class RsicTask(Task):
 
         parser.add_argument("--url", default=URL, help="archive URL (default: the pinned torchgeo mirror)")
         parser.add_argument("--sha256", default=SHA256, help="expected SHA-256 of the archive")
+        parser.add_argument("--weights", metavar="BACKBONE[,BACKBONE...]|all",
+                            help="fetch these backbones' no-top ImageNet weights into the Keras cache "
+                                 "(~/.keras/models) for offline training; --dest is then optional")
+        parser.add_argument("--alpha", type=float, default=1.0,
+                            help="MobileNet/MobileNetV2 width multiplier of --weights (default 1.0)")
+        parser.add_argument("--input-size", type=int, default=224,
+                            help="MobileNet/MobileNetV2 input side of --weights (default 224)")
+
+    def download_needs_dest(self, args):
+        return not args.weights
 
     def download(self, dest, args):
-        from rsic.download import download
+        from rsic.download import download, download_weights, weights_backbones
 
-        root, classes, images = download(dest, url=args.url, sha256=args.sha256, quiet=args.quiet)
-        return f"NWPU-RESISC45 is in {root}: {classes} classes, {images} images; use it with --data {root}"
+        lines = []
+        if args.weights:
+            names = weights_backbones(args.weights)  # every name checked before any download
+            paths = download_weights(names, alpha=args.alpha, size=args.input_size)
+            lines.append(f"ImageNet weights of {len(paths)} backbone(s) in {paths[0].parent}: "
+                         + ", ".join(path.name for path in paths))
+        if dest:
+            root, classes, images = download(dest, url=args.url, sha256=args.sha256, quiet=args.quiet)
+            lines.append(f"NWPU-RESISC45 is in {root}: {classes} classes, {images} images; use it with --data {root}")
+        return "; ".join(lines)
 
     def demo_plan(self):
         """A tiny MobileNetV2 teacher, then a student distilled from it; both exported."""

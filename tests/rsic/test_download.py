@@ -6,7 +6,8 @@ import zipfile
 
 import pytest
 
-from rsic.download import find_data_root
+from rsic import models
+from rsic.download import find_data_root, weights_backbones
 from rsic.sample import write_sample
 from tests.cli_runner import run_in_process
 from tests.fake_http import Server, make_zip
@@ -78,3 +79,37 @@ def test_unknown_layout_and_unreachable_host(tmp_path, capsys):
 def test_find_data_root_accepts_the_folder_itself(tmp_path):
     write_sample(tmp_path, classes=45, per_class=2, size=8)
     assert find_data_root(tmp_path) == tmp_path
+
+
+def test_download_weights_fills_the_keras_cache(tmp_path, monkeypatch, capsys):
+    """`download --weights A,B` without --dest: each file lands in the cache, hash-checked; no data set."""
+    files = {"/MobileNetV2.h5": b"mobilenet v2 weights" * 100, "/NASNetMobile.h5": b"nasnet weights" * 100}
+    server = Server(files)
+    monkeypatch.setitem(models.IMAGENET_WEIGHTS, "MobileNetV2", (f"{server.url}/MobileNetV2.h5", None))
+    monkeypatch.setitem(models.IMAGENET_WEIGHTS, "NASNetMobile", (
+        f"{server.url}/NASNetMobile.h5", hashlib.md5(files["/NASNetMobile.h5"]).hexdigest()))
+    monkeypatch.setenv("KERAS_HOME", str(tmp_path / "keras_home"))
+    monkeypatch.chdir(tmp_path)
+    try:
+        code, out, err = cli(["download", "--weights", "mobilenetv2,NASNetMobile", "--quiet"], capsys)
+        cache = tmp_path / "keras_home" / "models"
+        assert code == 0, err
+        assert (cache / "mobilenet_v2_weights_tf_dim_ordering_tf_kernels_1.0_224_no_top.h5").read_bytes() == \
+            files["/MobileNetV2.h5"]
+        assert (cache / "nasnet_mobile_no_top.h5").read_bytes() == files["/NASNetMobile.h5"]
+        assert f"ImageNet weights of 2 backbone(s) in {cache}" in out and "NWPU-RESISC45" not in out
+        assert sorted(p.name for p in tmp_path.iterdir()) == ["keras_home"]  # no data set fetched
+        sent = server.sent
+        code, out, _ = cli(["download", "--weights", "NASNetMobile", "--alpha", "0.35"], capsys)
+        assert code == 0 and server.sent == sent and "using cached ImageNet weights of NASNetMobile" in out
+    finally:
+        server.close()
+
+
+def test_download_weights_names_checked(capsys):
+    assert weights_backbones("all") == list(models.BACKBONES) and len(weights_backbones("all")) == 13
+    code, _, err = cli(["download", "--weights", "MobileNet,ResNet9000"], capsys)
+    assert code == 2 and err.count("\n") == 1
+    assert "unknown backbone 'ResNet9000'" in err and "known: all, MobileNet, MobileNetV2, NASNetMobile" in err
+    code, _, err = cli(["download"], capsys)
+    assert code == 2 and err.count("\n") == 1 and "--dest is required" in err

@@ -1,14 +1,17 @@
 """rsic.models: every registry backbone builds offline and runs; the attention model; weights."""
 
 import copy
+import hashlib
 
 import numpy as np
 import pytest
 import tf_keras as keras
 
 from common.errors import ConfigError, DataError
+from rsic import models
 from rsic.config import DEFAULTS
 from rsic.models import BACKBONES, build_model, get_backbone
+from tests.fake_http import Server
 
 # Every backbone builds at its smallest input in the default run (about 35 s for all thirteen on
 # 2 cores; ConvNeXtLarge's 197M parameters take under 1 GB).
@@ -84,14 +87,86 @@ def test_bad_model_configs():
         build_model(model_cfg(backbone="ResNet50", input_size=32, alpha=0.5), 2)
 
 
-def test_imagenet_weights_never_downloaded(tmp_path, monkeypatch):
+WEIGHTS_FILE = "mobilenet_v2_weights_tf_dim_ordering_tf_kernels_0.35_96_no_top.h5"
+
+
+@pytest.fixture(scope="module")
+def weights_file(tmp_path_factory):
+    """A no-top MobileNetV2 (alpha 0.35, 96 px) weights file with distinctive values:
+    (file bytes, {layer name: its weights})."""
+    source = keras.applications.MobileNetV2(input_shape=(96, 96, 3), alpha=0.35, include_top=False, weights=None)
+    rng = np.random.default_rng(0)
+    source.set_weights([rng.uniform(0.5, 1.5, w.shape).astype(np.float32) for w in source.get_weights()])
+    path = tmp_path_factory.mktemp("weights") / "source.h5"
+    source.save_weights(str(path))
+    return path.read_bytes(), {layer.name: layer.get_weights() for layer in source.layers if layer.weights}
+
+
+@pytest.fixture
+def served_weights(weights_file, tmp_path, monkeypatch):
+    """`weights_file` served on 127.0.0.1 under keras.applications' file name, with its real sha256,
+    as the MobileNetV2 entry of the weights table; an empty Keras cache in tmp_path/keras_home.
+
+    Yields (server, {layer name: weights}, file bytes)."""
+    data, layers = weights_file
+    server = Server({f"/weights/{WEIGHTS_FILE}": data})
+    monkeypatch.setitem(models.IMAGENET_WEIGHTS, "MobileNetV2",
+                        (f"{server.url}/weights/{{file}}", hashlib.sha256(data).hexdigest()))
     monkeypatch.setenv("KERAS_HOME", str(tmp_path / "keras_home"))
-    cfg = model_cfg(backbone="MobileNet", alpha=0.25, input_size=32, weights="imagenet", embedding_dim=8)
-    with pytest.raises(DataError, match=r"keras_home/models/mobilenet_2_5_224_tf_no_top.h5.*not found"):
-        build_model(cfg, 2)
-    cfg["weights_path"] = str(tmp_path / "missing.h5")
-    with pytest.raises(DataError, match="missing.h5"):
-        build_model(cfg, 2)
+    yield server, layers, data
+    server.close()
+
+
+def imagenet_cfg():
+    return model_cfg(backbone="MobileNetV2", alpha=0.35, input_size=96, weights="imagenet", embedding_dim=8)
+
+
+def test_imagenet_weights_downloaded_once_then_cached(served_weights, tmp_path, capsys):
+    server, layers, data = served_weights
+    model = build_model(imagenet_cfg(), 2)
+    cached = tmp_path / "keras_home" / "models" / WEIGHTS_FILE
+    assert cached.read_bytes() == data and not list(cached.parent.glob("*.part"))
+    out = capsys.readouterr().out
+    assert out.count("downloading ImageNet weights of MobileNetV2") == 1 and str(cached) in out
+    # Every layer of the backbone holds the file's values (not a fresh initialisation).
+    assert len(layers) > 50
+    for name, weights in layers.items():
+        got = model.get_layer(name).get_weights()
+        assert len(got) == len(weights)
+        for value, want in zip(got, weights):
+            np.testing.assert_array_equal(value, want)
+    sent = server.sent
+    again = build_model(imagenet_cfg(), 2)
+    assert server.sent == sent  # the second build reads the cache
+    assert f"using cached ImageNet weights of MobileNetV2: {cached}" in capsys.readouterr().out
+    np.testing.assert_array_equal(again.get_layer("Conv1").get_weights()[0], layers["Conv1"][0])
+
+
+def test_imagenet_weights_with_no_network_name_file_url_and_folder(served_weights, tmp_path):
+    server, _, _ = served_weights
+    server.close()  # nothing listens there now: the download fails as without network
+    with pytest.raises(DataError) as error:
+        build_model(imagenet_cfg(), 2)
+    message = str(error.value)
+    folder = tmp_path / "keras_home" / "models"
+    assert "\n" not in message and WEIGHTS_FILE in message and f"{server.url}/weights/{WEIGHTS_FILE}" in message
+    assert f"put the file in {folder}/" in message and "download --weights MobileNetV2" in message
+    assert not list(folder.glob("*"))  # nothing half-written that would look cached
+    with pytest.raises(DataError, match="missing.h5: ImageNet weights file"):
+        models.imagenet_weights_path(BACKBONES["MobileNetV2"], {"weights_path": str(tmp_path / "missing.h5")})
+
+
+def test_imagenet_weights_table_covers_every_backbone():
+    """Each backbone has keras.applications' URL; hashes as published (none for MobileNet, MobileNetV2)."""
+    assert set(models.IMAGENET_WEIGHTS) == set(BACKBONES)
+    _, url, file_hash = models.imagenet_weights_origin(BACKBONES["ResNet50"])
+    assert url == ("https://storage.googleapis.com/tensorflow/keras-applications/resnet/"
+                   "resnet50_weights_tf_dim_ordering_tf_kernels_notop.h5")
+    assert file_hash == "4d473c1dd8becc155b73f8504c6f6626"
+    name, url, file_hash = models.imagenet_weights_origin(BACKBONES["MobileNet"], 0.25, 128)
+    assert name == "mobilenet_2_5_128_tf_no_top.h5" and url.endswith("/mobilenet/" + name) and file_hash is None
+    name, url, _ = models.imagenet_weights_origin(BACKBONES["NASNetMobile"])
+    assert name == "nasnet_mobile_no_top.h5" and url.endswith("/nasnet/NASNet-mobile-no-top.h5")
 
 
 def test_imagenet_weights_from_local_file(tmp_path):
@@ -103,3 +178,13 @@ def test_imagenet_weights_from_local_file(tmp_path):
                     weights_path=str(path), embedding_dim=8)
     model = build_model(cfg, 2)
     np.testing.assert_array_equal(model.get_layer("conv1").get_weights()[0], source.get_layer("conv1").get_weights()[0])
+
+
+def test_cached_file_with_wrong_hash_is_downloaded_again(served_weights, tmp_path, capsys):
+    _, _, data = served_weights
+    folder = tmp_path / "keras_home" / "models"
+    folder.mkdir(parents=True)
+    (folder / WEIGHTS_FILE).write_bytes(data[:1000])  # a truncated copy
+    path = models.fetch_imagenet_weights(BACKBONES["MobileNetV2"], 0.35, 96)
+    assert path == folder / WEIGHTS_FILE and path.read_bytes() == data
+    assert "hash differs from the published" in capsys.readouterr().out
