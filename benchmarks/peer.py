@@ -151,7 +151,9 @@ def run(quick=False, epochs=None, threads=2, out=ROOT / "benchmarks", configs=("
                   "--batch", str(batch), "--threads", str(threads), "--width", str(width)]
     # model.bn_momentum 0.9 is PyTorch's BatchNorm default (momentum 0.1): with Keras' 0.99 the
     # moving statistics of a few-epoch run are still mostly their initial values, and the
-    # validation F1 says nothing. It changes no speed.
+    # validation F1 says nothing. It changes no speed. unet_ce.yaml (and every rung built on it)
+    # now sets it itself, with the baseline's weight decay 5e-4 (train.weight_decay_mode l2, as
+    # torch.optim.Adam applies it in l4s_torch.py); the override keeps other configs comparable.
     common = [f"train.batch_size={batch}", f"train.epochs={epochs}", "train.verbose=0", "data.split=kfold",
               "data.folds=5", "data.fold=0", f"model.width={width}", "model.bn_momentum=0.9"]
     project = [sys.executable, "-m", "benchmarks.peer", "worker"]

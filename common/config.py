@@ -30,6 +30,11 @@ TRAIN_DEFAULTS = {
     "optimizer": "adam",  # adam | adamw | sgd
     "lr": 1e-3,
     "weight_decay": 0.0,
+    # How weight_decay acts: l2 adds weight_decay * w to every gradient before the optimizer's
+    # update (PyTorch's Adam and SGD `weight_decay`, the official Landslide4Sense baseline's);
+    # decoupled shrinks the weights by lr * weight_decay * w beside the update (AdamW).
+    # auto: decoupled for adamw, l2 for adam and sgd.
+    "weight_decay_mode": "auto",  # auto | l2 | decoupled
     "schedule": "constant",  # constant | cosine
     "seed": 42,
     "early_stopping_patience": 0,  # epochs without improvement; 0 = off

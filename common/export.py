@@ -492,7 +492,8 @@ def _fit_qat(qat_model, train_data, loss, epochs, steps, lr):
 
 def export_tflite(model, representative_data, out_path, *, mode="auto", train_data=None, loss=None,
                   qat_epochs=1, qat_steps=None, qat_lr=1e-4, heldout=None, heldout_labels=None,
-                  metric=None, metric_name=None, size_budget_mb=20.0, labels=None, num_threads=2):
+                  metric=None, metric_name=None, metrics=None, size_budget_mb=20.0, labels=None,
+                  num_threads=2):
     """Quantize `model` to int8 TFLite, check it against the Keras model, write it and a report.
 
     Args:
@@ -513,13 +514,15 @@ def export_tflite(model, representative_data, out_path, *, mode="auto", train_da
         heldout_labels: array of labels of `heldout`, for `metric`.
         metric: callable(labels, probs) -> float, computed for both models when labels are given.
         metric_name: str, its name in the report.
+        metrics: optional callable(labels, probs) -> dict of named scores, computed for both
+            models when labels are given (the report's keras_metrics and tflite_metrics).
         size_budget_mb: float, the largest TFLite file allowed, in MB (10**6 bytes).
         labels: list of class names, written one per line to `labels.txt`.
         num_threads: int, LiteRT interpreter threads for the parity check.
 
     Returns:
         The report dict (also in `export_report.json`): tflite_bytes, params, macs, keras_metric,
-        tflite_metric, metric_name, agreement, max_abs_diff, quantization ("qat" | "ptq"),
+        tflite_metric, metric_name, keras_metrics, tflite_metrics (None without `metrics`), agreement, max_abs_diff, quantization ("qat" | "ptq"),
         fallback_reason, float_layers, float_keras_bytes, path, and details.
 
     Raises:
@@ -617,6 +620,10 @@ def export_tflite(model, representative_data, out_path, *, mode="auto", train_da
         y = np.asarray(heldout_labels)[: len(parity_x)]
         keras_metric = float(metric(y, keras_out))
         tflite_metric = float(metric(y, tflite_out))
+    keras_metrics = tflite_metrics = None
+    if metrics is not None and heldout_labels is not None:
+        y = np.asarray(heldout_labels)[: len(parity_x)]
+        keras_metrics, tflite_metrics = metrics(y, keras_out), metrics(y, tflite_out)
 
     complexity = model_complexity(model)
     report = {
@@ -628,6 +635,8 @@ def export_tflite(model, representative_data, out_path, *, mode="auto", train_da
         "metric_name": metric_name,
         "keras_metric": keras_metric,
         "tflite_metric": tflite_metric,
+        "keras_metrics": keras_metrics,
+        "tflite_metrics": tflite_metrics,
         "agreement": prediction_agreement(keras_out, tflite_out),
         "max_abs_diff": float(np.max(np.abs(keras_out - tflite_out))),
         "mean_abs_diff": float(np.mean(np.abs(keras_out - tflite_out))),

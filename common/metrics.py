@@ -1,7 +1,7 @@
 """Evaluation metrics: confusion matrix and the scores derived from it, log loss, a Keras F1.
 
 The numpy side (`ConfusionMatrix`, `per_class_scores`, `mean_iou`, `accuracy`, `log_loss`,
-`StreamingLogLoss`) accumulates over batches, so a whole test set never has to sit in memory; its
+`StreamingLogLoss`, and per image `per_image_confusion`, `mean_iou_per_image`) accumulates over batches, so a whole test set never has to sit in memory; its
 results match scikit-learn with `zero_division=0`. `BinaryF1` is a streaming Keras metric used to
 monitor segmentation training.
 """
@@ -130,6 +130,64 @@ def mean_iou(cm):
         zero_division=0)`.
     """
     return float(np.mean(per_class_scores(cm)["iou"]))
+
+
+def per_image_confusion(y_true, y_pred, num_classes):
+    """One confusion matrix per image of a batch of label maps.
+
+    Args:
+        y_true, y_pred: integer label arrays of the same shape (N, ...), the first axis the image.
+        num_classes: int, the number of classes K.
+
+    Returns:
+        int64 array (N, K, K): `[n, i, j]` counts the pixels of image n of true class i predicted
+        as class j. Its sum over the first axis is the pooled matrix (`ConfusionMatrix.matrix`).
+
+    Example:
+    ```python
+    matrices = per_image_confusion(masks, (probs > 0.5).astype(int), 2)   # masks (N, H, W)
+    mean_iou_per_image(matrices)
+    ```
+    """
+    if np.shape(y_true) != np.shape(y_pred):
+        raise ValueError(f"per_image_confusion: y_true shape {np.shape(y_true)} != y_pred shape {np.shape(y_pred)}")
+    if np.ndim(y_true) < 1:
+        raise ValueError("per_image_confusion: labels need a leading image axis")
+    k, n = int(num_classes), np.shape(y_true)[0]
+    true = _as_labels(y_true, k, "per_image_confusion y_true")
+    pred = _as_labels(y_pred, k, "per_image_confusion y_pred")
+    # One bincount for the whole batch: image n's pixels land in bins n*K*K .. (n+1)*K*K - 1.
+    image = np.repeat(np.arange(n, dtype=np.int64), true.size // n if n else 0)
+    counts = np.bincount((image * k + true) * k + pred, minlength=n * k * k)
+    return counts.reshape(n, k, k)
+
+
+def mean_iou_per_image(matrices):
+    """Mean IoU computed within each image, then averaged over the images.
+
+    Within an image, a class absent from both the mask and the prediction (IoU 0/0) is left out of
+    that image's mean, so an image is not punished for a class it does not contain. With two
+    classes this equals counting such a class as IoU 1: an image with no landslide pixel in mask or
+    prediction has every pixel background in both, so its background IoU is 1 and its mean is 1
+    either way. A class present in the mask or the prediction but not both counts 0.
+
+    Args:
+        matrices: array (N, K, K) of per-image confusion matrices (`per_image_confusion`).
+
+    Returns:
+        float in [0, 1]; 0.0 for no images.
+    """
+    matrices = np.asarray(matrices, dtype=np.float64)
+    if matrices.ndim != 3 or matrices.shape[1] != matrices.shape[2]:
+        raise ValueError(f"mean_iou_per_image: expected (N, K, K) matrices, got shape {matrices.shape}")
+    if not len(matrices):
+        return 0.0
+    tp = np.diagonal(matrices, axis1=1, axis2=2)
+    union = matrices.sum(axis=1) + matrices.sum(axis=2) - tp  # (N, K): true + predicted - both
+    present = union > 0
+    iou = _divide(tp, union)
+    per_image = (iou * present).sum(axis=1) / np.maximum(present.sum(axis=1), 1)
+    return float(per_image.mean())
 
 
 def accuracy(cm):

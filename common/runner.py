@@ -423,8 +423,8 @@ def export(task, run, *, data=None, overrides=()):
             model, calibration, run / TFLITE_FILE, mode=e["mode"], train_data=train_data,
             loss=task.label_loss(cfg) if train_data is not None else None, qat_epochs=int(e["qat_epochs"]),
             qat_steps=steps, qat_lr=float(e["qat_lr"]), heldout=heldout, heldout_labels=heldout_labels,
-            metric=task.metric, metric_name=task.metric_name, size_budget_mb=float(e["size_budget_mb"]),
-            labels=task.class_names(dataset), num_threads=int(e["num_threads"]),
+            metric=task.metric, metric_name=task.metric_name, metrics=task.metrics,
+            size_budget_mb=float(e["size_budget_mb"]), labels=task.class_names(dataset), num_threads=int(e["num_threads"]),
         )
     tflite = TFLiteModel(run / TFLITE_FILE, num_threads=int(e["num_threads"]))
     report["latency_ms"] = tflite.latency_ms(heldout[0])
@@ -465,8 +465,12 @@ def export_microcontroller(task, cfg, model, run, calibration, heldout, heldout_
 
 def export_line(task, report):
     """One line for an export: size, quantization, metrics, agreement, latency."""
+    keras_more, tflite_more = report.get("keras_metrics") or {}, report.get("tflite_metrics") or {}
+    more = "".join(f", {key} {_num(keras_more.get(key))}/{_num(tflite_more.get(key))}"
+                   for key in task.secondary_metrics if key in keras_more)
     return (f"{report['path']}: {_size(report['tflite_bytes'])} int8 ({report['quantization']}); "
-            f"{report['metric_name']} float {_num(report['keras_metric'])}, int8 {_num(report['tflite_metric'])}; "
+            f"{report['metric_name']} float {_num(report['keras_metric'])}, int8 {_num(report['tflite_metric'])}"
+            f"{more}; "
             f"agreement {report['agreement']:.3f} on {report['parity_examples']} examples; "
             f"{report['latency_ms']:.1f} ms per example")
 
@@ -528,8 +532,10 @@ def predict(task, inputs, out, *, run=None, tflite=None, overwrite=False, overri
 
 
 def summary_row(task, model_name, metrics, report=None, complexity=None):
-    """One row of a demo's summary.json (see scripts/demo.py for the table)."""
+    """One row of a demo's summary.json (see scripts/demo.py for the table). `more_metrics`: the
+    task's secondary metrics of the float model (landslide's IoUs), absent for other tasks."""
     source = report or complexity or {}
+    more = {key: metrics[key] for key in task.secondary_metrics if key in metrics}
     return {
         "task": task.name,
         "model": model_name,
@@ -542,6 +548,7 @@ def summary_row(task, model_name, metrics, report=None, complexity=None):
         "latency_ms": report.get("latency_ms") if report else None,
         "mcu_flash_bytes": report["mcu"]["flash_bytes"] if report and report.get("mcu") else None,
         "mcu_arena_bytes": report["mcu"]["arena_bytes"] if report and report.get("mcu") else None,
+        **({"more_metrics": more} if more else {}),
     }
 
 

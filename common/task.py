@@ -72,6 +72,8 @@ class Task:
         distill_config: the config `distill` uses without `--config`; "" = the task has no
             `distill` (its models are not classifiers with an "embedding" layer).
         metric_name: the headline metric (a key of metrics.json): "f1", "accuracy".
+        secondary_metrics: other keys of metrics.json shown beside the headline in the export
+            report and the demo's summary rows (landslide: its three IoUs); () for none.
         reported_split: the split that `train` and `evaluate` report (metrics.json).
         classifier: True when the model outputs class probabilities (N, C): predictions are a
             CSV (file, label, probability, one column per class) and agreement is of arg-maxes.
@@ -83,6 +85,7 @@ class Task:
     train_config = ""
     distill_config = ""
     metric_name = "accuracy"
+    secondary_metrics = ()
     reported_split = "test"
     classifier = True
     predict_out_help = "CSV file to write (file, label, probability, one column per class)"
@@ -204,6 +207,11 @@ class Task:
     def metric(self, labels, outputs):
         """The headline metric of model outputs against labels (arrays), a fraction."""
         raise NotImplementedError
+
+    def metrics(self, labels, outputs):
+        """The headline and secondary metrics of outputs against labels (arrays), a dict of
+        fractions (the export report's keras_metrics and tflite_metrics)."""
+        return {self.metric_name: float(self.metric(labels, outputs))}
 
     def evaluate(self, model, cfg, data, items):
         """Scores of `model` (Keras, or anything with `predict(x)`) on `items`.

@@ -159,10 +159,11 @@ def is_chief():
 
 
 def make_optimizer(train_cfg, steps_per_epoch):
-    """The optimizer of `train_cfg` with its learning-rate schedule.
+    """The optimizer of `train_cfg` with its learning-rate schedule and weight decay.
 
     Args:
-        train_cfg: the `train:` section of a config.
+        train_cfg: the `train:` section of a config (`optimizer`, `lr`, `schedule`, `epochs`,
+            `weight_decay`, `weight_decay_mode`).
         steps_per_epoch: int, batches per epoch (for schedules that decay over the run).
     """
     lr = float(train_cfg["lr"])
@@ -172,13 +173,64 @@ def make_optimizer(train_cfg, steps_per_epoch):
     elif train_cfg["schedule"] != "constant":
         raise ConfigError(f"config key 'train.schedule' must be constant or cosine, got {train_cfg['schedule']!r}")
     name = train_cfg["optimizer"]
-    if name == "adam":
-        return keras.optimizers.Adam(lr)
+    if name not in ("adam", "adamw", "sgd"):
+        raise ConfigError(f"config key 'train.optimizer' must be adam, adamw or sgd, got {name!r}")
+    decay = float(train_cfg.get("weight_decay", 0.0))
+    mode = train_cfg.get("weight_decay_mode", "auto")
+    if mode not in ("auto", "l2", "decoupled"):
+        raise ConfigError(f"config key 'train.weight_decay_mode' must be auto, l2 or decoupled, got {mode!r}")
     if name == "adamw":
-        return keras.optimizers.AdamW(lr, weight_decay=float(train_cfg["weight_decay"]) or 1e-4)
-    if name == "sgd":
-        return keras.optimizers.SGD(lr, momentum=0.9, nesterov=True)
-    raise ConfigError(f"config key 'train.optimizer' must be adam, adamw or sgd, got {name!r}")
+        if mode == "l2":
+            raise ConfigError("config key 'train.weight_decay_mode' is l2, but adamw decays decoupled by "
+                              "definition; use train.optimizer=adam for L2 or weight_decay_mode=decoupled")
+        return keras.optimizers.AdamW(lr, weight_decay=decay or 1e-4)
+    if mode == "decoupled" and decay:
+        kwargs = {"weight_decay": decay}  # Keras' own decoupled decay: w -= lr * decay * w
+    elif decay:
+        kwargs, name = {"l2_decay": decay}, name + "_l2"
+    else:
+        kwargs = {}
+    optimizers = {"adam": keras.optimizers.Adam, "adam_l2": AdamL2,
+                  "sgd": keras.optimizers.SGD, "sgd_l2": SGDL2}
+    if name.startswith("sgd"):
+        kwargs.update(momentum=0.9, nesterov=True)
+    return optimizers[name](lr, **kwargs)
+
+
+class _CoupledL2:
+    """Mixin: L2 weight decay coupled to the gradient, as PyTorch's Adam and SGD `weight_decay`.
+
+    Every gradient g of a variable w becomes g + l2_decay * w before the optimizer's update
+    (after cross-replica aggregation and clipping, so the decay is applied once, whatever the
+    number of replicas). Unlike decoupled decay (AdamW), the decay term then goes through Adam's
+    moment estimates. It applies to every trainable variable (kernels, biases, BatchNorm scales
+    and offsets), as PyTorch's does.
+    """
+
+    def __init__(self, *args, l2_decay=0.0, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.l2_decay = float(l2_decay)
+
+    def _internal_apply_gradients(self, grads_and_vars):
+        decayed = []
+        for grad, var in grads_and_vars:
+            if isinstance(grad, tf.IndexedSlices):
+                grad = tf.convert_to_tensor(grad)
+            decayed.append((grad + tf.cast(self.l2_decay, grad.dtype) * tf.cast(var, grad.dtype), var))
+        return super()._internal_apply_gradients(decayed)
+
+    def get_config(self):
+        return {**super().get_config(), "l2_decay": self.l2_decay}
+
+
+@keras.saving.register_keras_serializable(package="common")
+class AdamL2(_CoupledL2, keras.optimizers.Adam):
+    """Adam with coupled L2 weight decay (`torch.optim.Adam(weight_decay=...)`); see _CoupledL2."""
+
+
+@keras.saving.register_keras_serializable(package="common")
+class SGDL2(_CoupledL2, keras.optimizers.SGD):
+    """SGD with coupled L2 weight decay (`torch.optim.SGD(weight_decay=...)`); see _CoupledL2."""
 
 
 def hardware_has_bf16():

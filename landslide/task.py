@@ -32,7 +32,13 @@ from landslide.config import DEFAULTS
 CONFIG_DIR = Path(__file__).resolve().parents[1] / "configs" / "landslide"
 LADDER = ["unet_ce", "features", "residual", "attention", "multires"]  # the rungs below full.yaml
 CLASS_NAMES = ["background", "landslide"]
-METRIC_KEYS = ("precision", "recall", "f1", "miou")
+# metrics.json of a landslide run, in the order the terminal shows them. precision, recall, f1:
+# the landslide class (the challenge's metric). Each IoU is named for what it averages:
+# iou_landslide (landslide class, pixels pooled over all images), miou (mean of the two classes'
+# IoU, pixels pooled), miou_per_image (the two-class mean IoU of each image, averaged over the
+# images; see common.metrics.mean_iou_per_image for images without landslides). f1_mean: the mean
+# of the two classes' F1, pixels pooled (what paper 1's authors' code calls F1; see the README).
+METRIC_KEYS = ("precision", "recall", "f1", "iou_landslide", "miou", "miou_per_image", "f1_mean")
 
 
 class KerasSegmenter:
@@ -47,26 +53,52 @@ class KerasSegmenter:
         return np.asarray(self.model(x, training=False), np.float32)
 
 
+def image_confusions(labels, probs, threshold=0.5):
+    """Per-image 2x2 confusion matrices (N, 2, 2) of probabilities above `threshold` against 0/1
+    labels; `labels` and `probs` are (N, H, W) or (N, H, W, 1)."""
+    from common.metrics import per_image_confusion
+
+    labels, probs = np.asarray(labels), np.asarray(probs)
+    labels = labels.reshape(len(labels), -1)
+    return per_image_confusion(labels, (probs.reshape(labels.shape) > threshold).astype(np.int64), 2)
+
+
 def f1_metric(labels, probs):
     """Landslide F1 of probabilities thresholded at 0.5 against 0/1 labels (any equal shapes)."""
     from common.metrics import ConfusionMatrix
 
     cm = ConfusionMatrix(2)
     cm.update(np.asarray(labels).reshape(-1), (np.asarray(probs).reshape(-1) > 0.5).astype(np.int64))
-    return segmentation_metrics(cm)["f1"]
+    return float(_pooled_scores(cm.matrix)["f1"])
 
 
-def segmentation_metrics(cm):
-    """precision, recall, F1 of the landslide class and mIoU over both classes (fractions)."""
-    from common.metrics import mean_iou, per_class_scores
+def all_metrics(labels, probs):
+    """Every METRIC_KEYS score of probabilities (N, H, W[, 1]) thresholded at 0.5 against labels."""
+    return segmentation_metrics(image_confusions(labels, probs))
 
-    scores = per_class_scores(cm)
-    return {
-        "precision": float(scores["precision"][1]),
-        "recall": float(scores["recall"][1]),
-        "f1": float(scores["f1"][1]),
-        "miou": float(mean_iou(cm)),
-    }
+
+def _pooled_scores(matrix):
+    from common.metrics import per_class_scores
+
+    scores = per_class_scores(matrix)
+    return {"precision": scores["precision"][1], "recall": scores["recall"][1], "f1": scores["f1"][1],
+            "iou_landslide": scores["iou"][1], "miou": np.mean(scores["iou"]), "f1_mean": np.mean(scores["f1"])}
+
+
+def segmentation_metrics(matrices):
+    """The METRIC_KEYS scores (fractions) of per-image confusion matrices (N, 2, 2).
+
+    precision, recall, F1 and iou_landslide are of the landslide class with pixels pooled over all
+    images; miou is the mean of both classes' IoU on the pooled pixels; miou_per_image is the
+    two-class mean IoU of each image, averaged over the images (an image with no landslide pixel
+    in mask and prediction scores 1); f1_mean is the mean of both classes' F1 on the pooled pixels.
+    """
+    from common.metrics import mean_iou_per_image
+
+    matrices = np.asarray(matrices)
+    pooled = _pooled_scores(matrices.sum(axis=0))
+    return {key: float(pooled[key]) if key in pooled else float(mean_iou_per_image(matrices))
+            for key in METRIC_KEYS}
 
 
 def rgb_composite(image):
@@ -96,6 +128,7 @@ class LandslideTask(Task):
     train_config = "full.yaml"
     distill_config = ""
     metric_name = "f1"
+    secondary_metrics = ("iou_landslide", "miou", "miou_per_image")
     reported_split = "val"
     classifier = False
     predict_out_help = "output folder: mask_N.h5 per image_N.h5, <scene>_landslide.tif per scene"
@@ -193,17 +226,19 @@ class LandslideTask(Task):
     def metric(self, labels, outputs):
         return f1_metric(labels, outputs)
 
-    def evaluate(self, model, cfg, data, items):
-        """Streams the patches in batches of 8; pixels above `predict.threshold` are landslide."""
-        from common.metrics import ConfusionMatrix
+    def metrics(self, labels, outputs):
+        return all_metrics(labels, outputs)
 
+    def evaluate(self, model, cfg, data, items):
+        """Streams the patches in batches of 8; pixels above `predict.threshold` are landslide.
+        Keeps one 2x2 confusion matrix per patch (for miou_per_image); their sum is the pooled one."""
         predict = KerasSegmenter(model).predict if hasattr(model, "layers") else model.predict
         size, threshold = cfg["data"]["patch_size"], cfg["predict"]["threshold"]
-        cm = ConfusionMatrix(2)
+        matrices = [np.zeros((0, 2, 2), np.int64)]
         for image, mask, _ in D.read_dataset(data.subset(items), patch_size=size).batch(8):
             probs = predict(image.numpy())[..., 0]
-            cm.update(mask.numpy()[..., 0], (probs > threshold).astype(np.int64))
-        return segmentation_metrics(cm)
+            matrices.append(image_confusions(mask.numpy()[..., 0], probs, threshold))
+        return segmentation_metrics(np.concatenate(matrices))
 
     def score_line(self, metrics):
         return "  ".join(f"{key} {metrics[key]:.3f}" for key in METRIC_KEYS)

@@ -10,7 +10,9 @@ from common.metrics import (
     accuracy,
     log_loss,
     mean_iou,
+    mean_iou_per_image,
     per_class_scores,
+    per_image_confusion,
 )
 
 
@@ -145,3 +147,27 @@ def test_binary_f1_config_and_training_monitor():
     history = model.fit(x, y, validation_data=(x, y), epochs=10, batch_size=8, verbose=0).history
     assert "f1" in history and "val_f1" in history
     assert history["val_f1"][-1] > 0.9
+
+
+def test_per_image_confusion_and_mean_iou_per_image():
+    # Three 2x4 images: A finds one of two landslide pixels; B has no landslide in mask or
+    # prediction; C has none in the mask and one false alarm.
+    masks = np.zeros((3, 2, 4), np.int64)
+    preds = np.zeros((3, 2, 4), np.int64)
+    masks[0, 0, :2] = 1
+    preds[0, 0, 0] = 1
+    preds[2, 1, 3] = 1
+    matrices = per_image_confusion(masks, preds, 2)
+    np.testing.assert_array_equal(matrices, [[[6, 0], [1, 1]], [[8, 0], [0, 0]], [[7, 1], [0, 0]]])
+    np.testing.assert_array_equal(matrices.sum(axis=0), ConfusionMatrix(2).update(masks, preds).matrix)
+    # A: (1/2 + 6/7) / 2; B: background IoU 1, landslide 0/0 left out -> 1; C: (0 + 7/8) / 2.
+    assert mean_iou_per_image(matrices) == pytest.approx((19 / 28 + 1 + 7 / 16) / 3, abs=1e-12)
+    assert mean_iou_per_image(matrices[1:2]) == 1.0
+    assert mean_iou_per_image(np.zeros((0, 2, 2))) == 0.0
+    # Three classes: class 2 absent from image 0 is left out of its mean, not counted 0 or 1.
+    three = per_image_confusion([[0, 0, 1, 1], [2, 2, 0, 1]], [[0, 1, 1, 1], [2, 0, 0, 1]], 3)
+    assert mean_iou_per_image(three) == pytest.approx(((1 / 2 + 2 / 3) / 2 + (1 / 2 + 1 + 1 / 2) / 3) / 2)
+    with pytest.raises(ValueError, match="shape"):
+        per_image_confusion(masks, preds[:2], 2)
+    with pytest.raises(ValueError, match=r"\(N, K, K\)"):
+        mean_iou_per_image(np.zeros((2, 2)))

@@ -11,7 +11,7 @@ from sklearn.metrics import f1_score, jaccard_score, precision_score, recall_sco
 
 from common import runner
 from landslide import data as D
-from landslide.task import LandslideTask
+from landslide.task import METRIC_KEYS, LandslideTask
 from tests.cli_runner import run_in_process
 from tests.landslide.conftest import TINY, run_cli
 
@@ -47,7 +47,8 @@ def _val_predictions(run):
 
 
 def test_tiny_model_learns(evaluated, tiny_run):
-    assert set(evaluated) == {"precision", "recall", "f1", "miou", "split", "data", "examples", "model"}
+    assert set(evaluated) == {"precision", "recall", "f1", "iou_landslide", "miou", "miou_per_image", "f1_mean",
+                              "split", "data", "examples", "model"}
     assert evaluated["split"] == "val" and evaluated["examples"] == 8
     for picture in ["training_curves.png", "examples.png"]:
         assert (tiny_run / picture).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n", picture
@@ -65,6 +66,13 @@ def test_evaluate_matches_sklearn(evaluated, tiny_run):
     assert evaluated["recall"] == pytest.approx(recall_score(y, p, zero_division=0), abs=1e-9)
     assert evaluated["f1"] == pytest.approx(f1_score(y, p, zero_division=0), abs=1e-9)
     assert evaluated["miou"] == pytest.approx(jaccard_score(y, p, average="macro"), abs=1e-6)
+    assert evaluated["iou_landslide"] == pytest.approx(jaccard_score(y, p), abs=1e-6)
+    assert evaluated["f1_mean"] == pytest.approx(f1_score(y, p, average="macro"), abs=1e-6)
+    # Per image: sklearn's two-class mean IoU, or 1 for a patch without landslide in mask and prediction.
+    per_image = [1.0 if not (m.any() or (q > 0.5).any()) else
+                 jaccard_score(m.reshape(-1), (q > 0.5).reshape(-1).astype(int), average="macro")
+                 for m, q in zip(masks, probs)]
+    assert evaluated["miou_per_image"] == pytest.approx(np.mean(per_image), abs=1e-6)
 
 
 def test_evaluate_folds_mean_and_std(evaluated, tiny_run, tmp_path):
@@ -72,7 +80,8 @@ def test_evaluate_folds_mean_and_std(evaluated, tiny_run, tmp_path):
         shutil.copytree(tiny_run, tmp_path / f"fold_{k}")
     mean, std = runner.evaluate_folds(TASK, tmp_path)
     assert mean == pytest.approx({k: evaluated[k] for k in mean}) and all(value == pytest.approx(0) for value in std.values())
-    assert set(json.loads((tmp_path / "metrics.json").read_text())) == {"precision", "recall", "f1", "miou"}
+    assert set(json.loads((tmp_path / "metrics.json").read_text())) == {
+        "precision", "recall", "f1", "iou_landslide", "miou", "miou_per_image", "f1_mean"}
     assert json.loads((tmp_path / "metrics_folds.json").read_text())["folds"] == ["fold_0", "fold_1"]
 
 
@@ -93,6 +102,9 @@ def test_export_int8_agrees_with_keras(tiny_run):
     report = json.loads((tiny_run / "export_report.json").read_text())
     assert report["agreement"] >= 0.95 and report["metric_name"] == "f1"
     assert report["tflite_metric"] == pytest.approx(report["keras_metric"], abs=0.1)
+    assert set(report["tflite_metrics"]) == set(report["keras_metrics"]) == set(METRIC_KEYS)
+    assert report["keras_metrics"]["f1"] == report["keras_metric"]
+    assert "iou_landslide" in result.stdout and "miou_per_image" in result.stdout
     probs, _, patches = _val_predictions(tiny_run)
     raw = np.stack([D.read_image(path)[0] for path in patches.images])
     runtime = TFLiteModel(tiny_run / "model_int8.tflite")

@@ -82,3 +82,28 @@ def test_head_sum_loss_and_ensemble_f1():
     restored = HeadSumLoss.from_config(HeadSumLoss(base_loss({**DEFAULTS["loss"], "name": "focal_iou"})).get_config())
     assert restored(y, p).numpy() == pytest.approx(HeadSumLoss(base_loss({**DEFAULTS["loss"], "name": "focal_iou"}))(y, p).numpy())
     assert tf.reduce_all(tf.math.is_finite(restored(y, p)))
+
+
+def test_bn_momentum_reaches_every_batchnorm():
+    """unet_ce.yaml's BatchNorm momentum (PyTorch's 0.1 = Keras 0.9) is on every BatchNormalization
+    of every rung, residual blocks and attention included, and of the inference model."""
+    for rung in ("unet_ce", "full"):
+        cfg = load_config(ROOT / "configs" / "landslide" / f"{rung}.yaml",
+                          ["model.width=0.0625", "model.attention_heads=2", "model.attention_key_dim=8",
+                           "data.patch_size=64"], defaults=DEFAULTS)
+        assert cfg["model"]["bn_momentum"] == 0.9
+        assert cfg["train"]["weight_decay"] == 5e-4 and cfg["train"]["weight_decay_mode"] == "l2"
+        cfg["model"]["bn_momentum"] = 0.7  # neither Keras' default nor the config's
+        channels = num_channels(cfg["features"])
+        training, inference = build_models(cfg, [0.0] * channels, [1.0] * channels)
+        for model in (training, inference):
+            norms = [layer for layer in _all_layers(model) if isinstance(layer, keras.layers.BatchNormalization)]
+            assert len(norms) >= 18 and {layer.momentum for layer in norms} == {0.7}, rung
+
+
+def _all_layers(model):
+    """Every layer of a model, those nested inside sub-models included."""
+    for layer in model.layers:
+        yield layer
+        if isinstance(layer, keras.Model):
+            yield from _all_layers(layer)
