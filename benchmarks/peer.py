@@ -152,7 +152,8 @@ def run(quick=False, epochs=None, threads=2, out=ROOT / "benchmarks", configs=("
     # moving statistics of a few-epoch run are still mostly their initial values, and the
     # validation F1 says nothing. It changes no speed.
     common = [f"train.batch_size={batch}", f"train.epochs={epochs}", "train.verbose=0", "data.split=kfold",
-              "data.folds=5", "data.fold=0", f"model.width={width}", "model.bn_momentum=0.9"]
+              "data.folds=5", "data.fold=0", f"model.width={width}", "model.bn_momentum=0.9",
+              "train.select_on=reported"]  # the same training patches and validation fold as PyTorch's
     project = [sys.executable, "-m", "benchmarks.peer", "worker"]
     systems = [
         System("pytorch float32", "peer", [str(PEER_PYTHON), str(PEER_SCRIPT), "train", "--precision", "float32",

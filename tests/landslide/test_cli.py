@@ -23,10 +23,14 @@ def test_train_writes_the_run(tiny_run):
                  "metrics.json", "training_curves.png", "examples.png"]:
         assert (tiny_run / name).exists(), name
     split = json.loads((tiny_run / "split.json").read_text())
-    assert split["protocol"] == "holdout" and len(split["val"]) == 8 and len(split["train"]) == 24
-    assert split["reported"] == "val" and split["splits"] == ["train", "val"]
+    assert split["protocol"] == "holdout" and len(split["val"]) == 8
+    # The epoch is chosen on 2 of the 24 training patches (data.inner_val_fraction 0.1).
+    assert len(split["train"]) == 22 and len(split["inner"]) == 2
+    assert split["reported"] == "val" and split["splits"] == ["train", "inner", "val"]
+    assert split["select_on"] == "inner" and split["selection_split"] == "inner"
     assert (tiny_run / "labels.txt").read_text() == "background\nlandslide\n"
     assert not set(split["train"]) & set(split["val"])
+    assert not set(split["inner"]) & (set(split["train"]) | set(split["val"]))
     stats = json.loads((tiny_run / "stats.json").read_text())
     assert len(stats["mean"]) == 20 and stats["nan_values"] > 0
 
