@@ -113,7 +113,8 @@ def test_a_fourth_task_runs_every_command(tmp_path, capsys):
     code, out, _ = run_in_process(task, ["train", "--data", data, "--out", run], capsys)
     assert code == 0 and "points: accuracy" in out
     metrics = json.loads((run / "metrics.json").read_text())
-    assert metrics["accuracy"] > 0.85 and metrics["split"] == "test" and metrics["examples"] == 100
+    # Chance is 0.5. The epoch is chosen on 30 inner points, not on these 100 (0.85-0.9 here).
+    assert metrics["accuracy"] > 0.8 and metrics["split"] == "test" and metrics["examples"] == 100
     split = json.loads((run / "split.json").read_text())
     assert split["test"][0] == "300" and split["select_on"] == "inner" and split["selection_split"] == "val"
     assert len(split["val"]) == 30 and len(split["train"]) == 270 and not set(split["val"]) & set(split["train"])

@@ -148,7 +148,7 @@ def test_summary_and_stats(capsys, tmp_path, sample_root):
     assert code == 0 and "60,739 parameters" in out and "3 output head(s)" in out
     code, out, _ = run_main(["stats", "--config", str(TINY), "--data", str(sample_root), "--out", str(tmp_path)], capsys)
     stats = json.loads((tmp_path / "stats.json").read_text())
-    assert code == 0 and stats["patches"] == 24 and len(stats["channels"]) == 20
+    assert code == 0 and stats["patches"] == 22 and len(stats["channels"]) == 20  # 24 less the 2 inner patches
 
 
 def test_predict_geotiff_scene(tiny_run, tmp_path, capsys):
