@@ -25,6 +25,9 @@ DEFAULTS = {
         "root": "",  # the data set folder; `--data` sets it and the run remembers it
         "classes": [],  # class names in index order; []: the 10 DCASE scenes / sorted folder names
         "val_fraction": 0.25,  # folder-per-class layout only: share of each class for evaluation
+        # train.select_on=inner: this share of each class's recordings of the training fold (every
+        # segment and device of a recording together, seeded by train.seed) chooses the epoch.
+        "inner_val_fraction": 0.15,
         # Features of a split are loaded into memory up to this size (float32), else streamed
         # clip by clip from the HDF5 cache (the full TAU 2022 training fold is about 19 GB).
         "in_memory_gb": 4.0,

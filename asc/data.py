@@ -104,6 +104,15 @@ def parse_tau_filename(filename):
     return parts[0], parts[1], parts[4]
 
 
+def recording_id(filename):
+    """The recording a clip was cut from: `scene-city-location` of a TAU name
+    `<scene>-<city>-<location>-<segment>-<device>.wav`, shared by every segment and every device
+    of one recording (meta.csv's `identifier` is its `city-location`). Any other name is a
+    recording of its own."""
+    parts = Path(filename).stem.split("-")
+    return "-".join(parts[:3]) if len(parts) == 5 else str(filename)
+
+
 class TAUUrbanAcousticScenes2022Mobile:
     """TAU Urban Acoustic Scenes 2022 Mobile (DCASE 2023 Task 1 development set).
 

@@ -15,8 +15,11 @@
 Items of a split are `asc.data.Clip`s, identified in split.json by their file names relative to
 the data root. The splits are the data set's own: TAU's fold1 train/evaluate files, or every
 `round(1 / data.val_fraction)`-th file of each class folder held out; the reported split is
-`evaluate` (also the validation set that picks the best epoch: the DCASE development setup has
-no third split). Model inputs come from the feature cache (asc.features), computed once.
+`evaluate`. The DCASE development setup has no third split: under `train.select_on: inner` (the
+default) the epoch is chosen on `val`, a seeded `data.inner_val_fraction` of each class's
+recordings of the training fold (`asc.data.recording_id`: the segments and devices of one
+recording never straddle train and val); `reported` chooses on `evaluate`, as the DCASE baseline
+does. Model inputs come from the feature cache (asc.features), computed once.
 """
 
 from dataclasses import dataclass
@@ -26,9 +29,9 @@ import numpy as np
 
 from asc import features as feats
 from asc.config import DEFAULTS
-from asc.data import SCENE_GROUPS, SCENES, open_dataset
+from asc.data import SCENE_GROUPS, SCENES, open_dataset, recording_id
 from common.errors import ConfigError, DataError
-from common.task import Command, DemoRun, Task
+from common.task import Command, DemoRun, Task, carve_inner
 
 CONFIG_DIR = Path(__file__).resolve().parents[1] / "configs" / "asc"
 SPECTROGRAM_TITLES = {"logmel": "log-Mel", "gammatone": "Gammatone", "cqt": "CQT"}
@@ -191,7 +194,15 @@ class AscTask(Task):
         return data.classes
 
     def make_split(self, cfg, data):
-        return {"train": list(data.train), "evaluate": list(data.evaluate)}
+        if cfg["train"]["select_on"] == "reported":
+            return {"train": list(data.train), "evaluate": list(data.evaluate)}
+        train, inner = carve_inner(list(data.train), cfg["data"]["inner_val_fraction"], cfg["train"]["seed"],
+                                   groups=[recording_id(clip.filename) for clip in data.train],
+                                   labels=[clip.label for clip in data.train])
+        return {"train": train, "val": inner, "evaluate": list(data.evaluate)}
+
+    def split_info(self, cfg, split):
+        return {"inner_val_fraction": cfg["data"]["inner_val_fraction"], "seed": cfg["train"]["seed"]}
 
     def split_ids(self, data, split):
         return {name: [clip.filename for clip in clips] for name, clips in split.items()}
@@ -227,7 +238,7 @@ class AscTask(Task):
         names = [clip.filename for clips in split.values() for clip in clips]
         feats.build_cache(data.root, names, cfg["features"], feats.default_cache_path(data.root, cfg["features"]), _say)
         x_train, y_train = self.examples(cfg, data, split["train"])
-        x_val, y_val = self.examples(cfg, data, split["evaluate"])
+        x_val, y_val = self.examples(cfg, data, split[self.selection_split(cfg)])
         t, n = cfg["train"], len(data.classes)
         train_ds = make_dataset(x_train, y_train, n, t["batch_size"], shuffle=True,
                                 mixup_alpha=cfg["augment"]["mixup_alpha"], seed=t["seed"])

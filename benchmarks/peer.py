@@ -155,7 +155,8 @@ def run(quick=False, epochs=None, threads=2, out=ROOT / "benchmarks", configs=("
     # now sets it itself, with the baseline's weight decay 5e-4 (train.weight_decay_mode l2, as
     # torch.optim.Adam applies it in l4s_torch.py); the override keeps other configs comparable.
     common = [f"train.batch_size={batch}", f"train.epochs={epochs}", "train.verbose=0", "data.split=kfold",
-              "data.folds=5", "data.fold=0", f"model.width={width}", "model.bn_momentum=0.9"]
+              "data.folds=5", "data.fold=0", f"model.width={width}", "model.bn_momentum=0.9",
+              "train.select_on=reported"]  # the same training patches and validation fold as PyTorch's
     project = [sys.executable, "-m", "benchmarks.peer", "worker"]
     systems = [
         System("pytorch float32", "peer", [str(PEER_PYTHON), str(PEER_SCRIPT), "train", "--precision", "float32",

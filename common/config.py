@@ -38,6 +38,10 @@ TRAIN_DEFAULTS = {
     "schedule": "constant",  # constant | cosine
     "seed": 42,
     "early_stopping_patience": 0,  # epochs without improvement; 0 = off
+    # The split that picks the best epoch and stops early: inner = a validation split carved from
+    # the training part (the reported split is touched once, at the end); reported = the reported
+    # split itself, the papers' practice (optimistic numbers). split.json records which was used.
+    "select_on": "inner",  # inner | reported
     "monitor": "val_loss",
     "monitor_mode": "min",  # min | max
     "strategy": "default",  # default | mirrored | multiworker
@@ -72,6 +76,8 @@ EXPORT_DEFAULTS = {
 _POSITIVE_KEYS = {"lr", "epochs", "batch_size", "temperature"}
 # Keys whose value is "auto" or a YAML true/false (kept as the strings "true"/"false").
 _AUTO_OR_BOOL_KEYS = {"jit_compile"}
+# Keys whose value must be one of a few words.
+_CHOICE_KEYS = {"select_on": ("inner", "reported")}
 _NON_NEGATIVE_KEYS = {"weight_decay", "steps_per_epoch", "early_stopping_patience", "label_smoothing"}
 
 
@@ -186,6 +192,8 @@ def _check_values(config, prefix):
         dotted = f"{prefix}{key}"
         if isinstance(value, dict):
             _check_values(value, f"{dotted}.")
+        elif key in _CHOICE_KEYS and value not in _CHOICE_KEYS[key]:
+            raise ConfigError(f"config key '{dotted}' must be {' or '.join(_CHOICE_KEYS[key])}, got {value!r}")
         elif isinstance(value, (int, float)) and not isinstance(value, bool):
             if key in _POSITIVE_KEYS and not value > 0:
                 raise ConfigError(f"config key '{dotted}' must be > 0, got {value}")

@@ -90,13 +90,16 @@ def need_data(cfg):
 
 
 def write_split(task, run, cfg, data, split, teacher=None):
-    """RUN/split.json (identifiers of every split, the reported one named) and RUN/labels.txt."""
+    """RUN/split.json (identifiers of every split, the reported one and the one that chose the
+    epoch named) and RUN/labels.txt."""
     ids = task.split_ids(data, split)
     content = {
         **task.split_info(cfg, split),
         "data": cfg["data"]["root"],
         "classes": list(task.class_names(data)),
         "reported": task.reported_split,
+        "select_on": cfg["train"]["select_on"],
+        "selection_split": task.selection_split(cfg),
         "splits": list(ids),
         **({"teacher": str(Path(teacher).resolve())} if teacher else {}),
         **ids,
@@ -159,6 +162,10 @@ def train(task, cfg, out, *, resume=False, overwrite=False, teacher=None):
         split = _check_teacher(task, cfg, data, teacher)
     else:
         split = task.make_split(cfg, data)
+    selection = task.selection_split(cfg)
+    if not len(split.get(selection, [])):
+        raise ConfigError(f"config key 'train.select_on': {cfg['train']['select_on']} needs a '{selection}' split "
+                          f"to choose the epoch on, and the split has none")
 
     from common import train as T
 
@@ -171,7 +178,7 @@ def train(task, cfg, out, *, resume=False, overwrite=False, teacher=None):
     write_split(task, run, cfg, data, split, teacher=teacher)
     train_ds, val_ds, steps = task.datasets(cfg, data, split)
     sizes = ", ".join(f"{name} {len(items)}" for name, items in split.items())
-    say(f"{task.name}: training {task.describe(cfg)} on {sizes} -> {run}")
+    say(f"{task.name}: training {task.describe(cfg)} on {sizes} (epoch chosen on {selection}) -> {run}")
     if teacher is not None:
         teacher_model = keras_model(task, teacher)
     models = {}
@@ -218,8 +225,19 @@ def _check_teacher(task, cfg, data, teacher):
     teacher_labels = read_labels(teacher / LABELS_FILE)
     if teacher_labels != list(task.class_names(data)):
         raise DataError(f"{cfg['data']['root']}: classes differ from the teacher's {teacher / LABELS_FILE}")
-    split, _ = read_split(task, teacher, data)
+    split, content = read_split(task, teacher, data)
+    _check_teacher_selection(task, cfg, split, content, teacher)
     return split
+
+
+def _check_teacher_selection(task, cfg, split, content, teacher):
+    """The student chooses its epoch the way its teacher did (`train.select_on`), on the same
+    inner split: the teacher never trained on it. A run written before `select_on` existed chose
+    on its inner split when it has a non-empty one, else on the reported split."""
+    used = content.get("select_on") or ("inner" if len(split.get(task.inner_split, [])) else "reported")
+    if used != cfg["train"]["select_on"]:
+        raise ConfigError(f"config key 'train.select_on': the teacher {teacher} chose its epoch on the {used} split "
+                          f"({Path(teacher) / SPLIT_FILE}); distill with --set train.select_on={used}")
 
 
 def distill(task, cfg, out, teacher, *, resume=False, overwrite=False):

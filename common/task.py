@@ -75,6 +75,8 @@ class Task:
         secondary_metrics: other keys of metrics.json shown beside the headline in the export
             report and the demo's summary rows (landslide: its three IoUs); () for none.
         reported_split: the split that `train` and `evaluate` report (metrics.json).
+        inner_split: the split carved from the training part that picks the best epoch and
+            stops early under `train.select_on: inner` (see `selection_split`).
         classifier: True when the model outputs class probabilities (N, C): predictions are a
             CSV (file, label, probability, one column per class) and agreement is of arg-maxes.
     """
@@ -87,6 +89,7 @@ class Task:
     metric_name = "accuracy"
     secondary_metrics = ()
     reported_split = "test"
+    inner_split = "val"
     classifier = True
     predict_out_help = "CSV file to write (file, label, probability, one column per class)"
 
@@ -123,9 +126,17 @@ class Task:
     def make_split(self, cfg, data):
         """The split of `data`: dict of split name -> list of items (the task's own item type).
 
-        Must hold "train" and `reported_split`; the runner stores it through `split_ids`.
+        Must hold "train" and `reported_split`; under `train.select_on: inner` (the default) also
+        `inner_split`, carved from the training part only (`carve_inner`), so the examples that
+        choose the epoch never train and are never reported. Under `reported` the whole training
+        part trains and no inner split is needed. The runner stores it through `split_ids`.
         """
         raise NotImplementedError
+
+    def selection_split(self, cfg):
+        """The name of the split that picks the best epoch and stops early: `inner_split` under
+        `train.select_on: inner`, `reported_split` under `reported` (the papers' practice)."""
+        return self.inner_split if cfg["train"]["select_on"] == "inner" else self.reported_split
 
     def split_ids(self, data, split):
         """dict of split name -> list of str identifiers (file names), for split.json."""
@@ -166,6 +177,8 @@ class Task:
 
     def datasets(self, cfg, data, split):
         """The training and validation pipelines.
+
+        The validation dataset is the split `selection_split(cfg)` names.
 
         Returns:
             (train tf.data.Dataset of batched (x, y), validation dataset or None, steps per epoch).
@@ -291,6 +304,54 @@ class Task:
     def commands(self):
         """Extra commands of this task (a list of Command)."""
         return []
+
+
+def carve_inner(items, fraction, seed, *, groups=None, labels=None, key="data.inner_val_fraction"):
+    """Split a training part into (train, inner): the inner split picks the best epoch.
+
+    Whole groups move together (asc: the segments of one recording), so no group straddles the
+    two sides. With `labels`, each class gives `round(fraction * its groups)` of its groups, at
+    least one where it has two or more, so the inner split keeps roughly the class balance.
+    At least one group is carved in all; at least one stays for training.
+
+    Args:
+        items: list of the task's items (the training part).
+        fraction: float in (0, 1), the share of groups carved (config key `key`).
+        seed: int; the same seed carves the same items.
+        groups: list of str keys, one per item, or None (every item its own group).
+        labels: list of int class ids, one per item (the class of a group is its first item's),
+            or None (one class).
+        key: the config key of `fraction`, for messages.
+
+    Returns:
+        (train items, inner items), each a list in the order of `items`.
+    """
+    import numpy as np
+
+    from common.errors import ConfigError, DataError
+
+    if not 0 < fraction < 1:
+        raise ConfigError(f"config key '{key}' must be in (0, 1), got {fraction}")
+    groups = [str(i) for i in range(len(items))] if groups is None else [str(g) for g in groups]
+    labels = [0] * len(items) if labels is None else [int(label) for label in labels]
+    first = {}
+    for group, label in zip(groups, labels):
+        first.setdefault(group, label)
+    if len(first) < 2:
+        raise DataError(f"the training part has {len(first)} group(s) of examples; an inner validation split "
+                        "needs at least 2 (or set train.select_on=reported)")
+    rng = np.random.default_rng(seed)
+    inner = set()
+    for label in sorted(set(first.values())):
+        members = sorted(g for g, c in first.items() if c == label)  # sorted: the order of items does not matter
+        count = round(fraction * len(members))
+        count = min(len(members) - 1, max(1, count)) if len(members) > 1 else 0
+        inner.update(members[i] for i in rng.permutation(len(members))[:count])
+    if not inner:  # every class has one group: carve one group anyway
+        names = sorted(first)
+        inner.add(names[int(rng.integers(len(names)))])
+    train = [item for item, group in zip(items, groups) if group not in inner]
+    return train, [item for item, group in zip(items, groups) if group in inner]
 
 
 def task_by_name(name):

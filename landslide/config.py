@@ -19,6 +19,9 @@ DEFAULTS = {
         "folds": 5,
         "fold": 0,
         "val_fraction": 0.2,  # holdout only
+        # train.select_on=inner: this seeded share of the training patches (at least one, split by
+        # patch) becomes the inner split that chooses the epoch; the fold or holdout share is reported.
+        "inner_val_fraction": 0.1,
         "split_seed": 0,
         "normalization": "official",  # official | computed (from the training split)
         "augment": True,  # random flips and 90-degree rotations

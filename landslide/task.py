@@ -15,7 +15,8 @@
     python -m landslide demo --out runs/demo/landslide
 
 Items of a split are image file names (image_N.h5). The reported split is `val` (the validation
-fold of the k-fold protocol, or the holdout share).
+fold of the k-fold protocol, or the holdout share); under `train.select_on: inner` (the default)
+the epoch is chosen on `inner`, a seeded `data.inner_val_fraction` of the training patches.
 """
 
 from pathlib import Path
@@ -25,7 +26,7 @@ import numpy as np
 from common.cli import add_shorthand
 from common.config import load_config
 from common.errors import ConfigError
-from common.task import Command, DemoRun, Task
+from common.task import Command, DemoRun, Task, carve_inner
 from landslide import data as D
 from landslide.config import DEFAULTS
 
@@ -130,6 +131,7 @@ class LandslideTask(Task):
     metric_name = "f1"
     secondary_metrics = ("iou_landslide", "miou", "miou_per_image")
     reported_split = "val"
+    inner_split = "inner"
     classifier = False
     predict_out_help = "output folder: mask_N.h5 per image_N.h5, <scene>_landslide.tif per scene"
 
@@ -157,12 +159,15 @@ class LandslideTask(Task):
         d = cfg["data"]
         split = D.make_split(data.names, protocol=d["split"], folds=d["folds"], fold=d["fold"],
                              val_fraction=d["val_fraction"], seed=d["split_seed"])
-        return {"train": split["train"], "val": split["val"]}
+        if cfg["train"]["select_on"] == "reported":
+            return {"train": split["train"], "val": split["val"]}
+        train, inner = carve_inner(split["train"], d["inner_val_fraction"], d["split_seed"])
+        return {"train": train, "inner": inner, "val": split["val"]}
 
     def split_info(self, cfg, split):
         d = cfg["data"]
         return {"protocol": d["split"], "folds": d["folds"], "fold": d["fold"], "val_fraction": d["val_fraction"],
-                "seed": d["split_seed"]}
+                "inner_val_fraction": d["inner_val_fraction"], "seed": d["split_seed"]}
 
     def split_ids(self, data, split):
         return {name: list(items) for name, items in split.items()}
@@ -187,7 +192,7 @@ class LandslideTask(Task):
         cache = D.should_cache(len(data.images), size, cfg["data"]["cache"])
         train_ds = D.training_dataset(data.subset(split["train"]), batch_size=t["batch_size"], seed=t["seed"],
                                       augment_data=cfg["data"]["augment"], cache=cache, patch_size=size)
-        val_ds = D.training_dataset(data.subset(split["val"]), batch_size=t["batch_size"], shuffle=False,
+        val_ds = D.training_dataset(data.subset(split[self.selection_split(cfg)]), batch_size=t["batch_size"], shuffle=False,
                                     augment_data=False, cache=cache, patch_size=size)
         steps = t["steps_per_epoch"] or -(-len(split["train"]) // t["batch_size"])
         return train_ds, val_ds, steps

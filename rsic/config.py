@@ -10,7 +10,7 @@ DEFAULTS = {
     "data": {
         "root": "",  # the data set folder; `--data` sets it and the run remembers it
         "train_ratio": 0.2,  # share of each class for training (papers: 0.1 or 0.2); rest: test
-        "val_ratio": 0.1,  # share of the training images held out for validation; 0: monitor test
+        "val_ratio": 0.1,  # share of each class's training images that chooses the epoch (train.select_on=inner)
         "split_file": "",  # a split JSON (train/val/test lists) instead of train_ratio
         "seed": 0,  # split seed
         "skip_bad": False,  # skip unreadable images instead of stopping (--skip-bad)

@@ -15,7 +15,9 @@
 
 The data is a folder per class (rsic/data.py). Items of a split are int indices into the listed
 files; split.json stores them as root-relative paths (`class/name.jpg`). The reported split is
-`test`; with `data.val_ratio: 0` training monitors the test split.
+`test`. Under `train.select_on: inner` (the default) the epoch is chosen on `val`, a share
+`data.val_ratio` of each class's training images; `reported` trains on the whole training share
+and chooses on `test` (the papers' practice).
 """
 
 from pathlib import Path
@@ -122,10 +124,17 @@ class RsicTask(Task):
         return data.class_names
 
     def make_split(self, cfg, data):
-        d = cfg["data"]
+        d, inner = cfg["data"], cfg["train"]["select_on"] == "inner"
         if d["split_file"]:
-            return D.read_split_file(d["split_file"], data)
-        return D.make_split(data.labels, d["train_ratio"], val_ratio=d["val_ratio"], seed=d["seed"],
+            split = D.read_split_file(d["split_file"], data)
+            if inner and not len(split["val"]):
+                raise ConfigError(f"{d['split_file']}: no 'val' list to choose the epoch on (train.select_on=inner); "
+                                  "add one carved from the training images, or set train.select_on=reported")
+            return split
+        if inner and d["val_ratio"] <= 0:
+            raise ConfigError("config key 'data.val_ratio' is 0: train.select_on=inner chooses the epoch on a share of "
+                              "the training images; set data.val_ratio (e.g. 0.1) or train.select_on=reported")
+        return D.make_split(data.labels, d["train_ratio"], val_ratio=d["val_ratio"] if inner else 0.0, seed=d["seed"],
                             class_names=data.class_names, root=data.root)
 
     def split_info(self, cfg, split):
@@ -161,15 +170,11 @@ class RsicTask(Task):
                               f"differs from the teacher's {size} ({Path(teacher_run) / 'config.yaml'})")
 
     def datasets(self, cfg, data, split):
-        from common.runner import say
         from rsic.features import make_dataset
 
         size, batch, d = int(cfg["model"]["input_size"]), int(cfg["train"]["batch_size"]), cfg["data"]
         files = np.asarray(data.files, dtype=object)
-        train, val = split["train"], split["val"]
-        if len(val) == 0:
-            say("rsic: no validation split (data.val_ratio=0): monitoring the test split")
-            val = split["test"]
+        train, val = split["train"], split[self.selection_split(cfg)]
         train_ds = make_dataset(list(files[train]), data.labels[train], image_size=size, batch_size=batch,
                                 training=True, augment=d["augment"], seed=int(cfg["train"]["seed"]),
                                 cache=d["cache"], shuffle_buffer=d["shuffle_buffer"])

@@ -104,3 +104,12 @@ def test_mixup_makes_soft_labels():
     np.testing.assert_allclose(xb.numpy()[0].mean(), lam * 0 + (1 - lam) * 7, rtol=1e-4)
     plain = next(iter(make_dataset(x, np.arange(8) % 4, 4, batch_size=8)))[1].numpy()
     assert set(np.unique(plain)) == {0.0, 1.0}
+
+
+def test_recording_id_groups_segments_and_devices():
+    from asc.data import recording_id
+
+    assert recording_id("audio/airport-lisbon-1000-40000-a.wav") == "airport-lisbon-1000"
+    assert recording_id("audio/airport-lisbon-1000-50000-s4.wav") == "airport-lisbon-1000"
+    assert recording_id("audio/airport-lisbon-1001-40000-a.wav") == "airport-lisbon-1001"
+    assert recording_id("park/my recording.wav") == "park/my recording.wav"  # any other name: its own

@@ -4,6 +4,7 @@ through the common runner (common/runner.py) with the asc Task."""
 import csv
 import json
 import shutil
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -23,7 +24,10 @@ def test_teacher_learns_the_sample_data(teacher_run):
     for name in ("model.keras", "config.yaml", "history.csv", "split.json", "labels.txt", "metrics.json"):
         assert (run / name).exists(), name
     split = json.loads((run / "split.json").read_text())
-    assert split["reported"] == "evaluate" and len(split["train"]) == 70 and len(split["evaluate"]) == 30
+    assert split["reported"] == "evaluate" and len(split["evaluate"]) == 30
+    # One of each scene's 7 training recordings chooses the epoch (train.select_on: inner).
+    assert len(split["train"]) == 60 and len(split["val"]) == 10 and split["select_on"] == "inner"
+    assert split["selection_split"] == "val" and not set(split["val"]) & set(split["train"] + split["evaluate"])
     assert split["train"][0].startswith("audio/") and split["classes"] == SCENES
 
 
@@ -40,7 +44,8 @@ def test_distilled_student_learns_from_embeddings(student_run, teacher_run):
     assert history["embedding_loss"][0] > 0 and history["embedding_loss"][-1] < history["embedding_loss"][0]
     split = json.loads((run / "split.json").read_text())
     assert split["teacher"].endswith("teacher")
-    assert split["evaluate"] == json.loads((teacher_run[0] / "split.json").read_text())["evaluate"]
+    teacher_split = json.loads((teacher_run[0] / "split.json").read_text())
+    assert all(split[name] == teacher_split[name] for name in ("train", "val", "evaluate"))  # the same inner split
 
 
 def test_distill_takes_the_teachers_data_and_refuses_other_features(teacher_run, tmp_path, capsys):
@@ -70,7 +75,7 @@ def test_evaluate_on_another_split_or_data_set_writes_beside(student_run, sample
     run, _ = student_run
     before = (run / "metrics.json").read_text()
     train, path = runner.evaluate(AscTask(), run, split="train")
-    assert path == run / "metrics_train.json" and train["examples"] == 70 and train["split"] == "train"
+    assert path == run / "metrics_train.json" and train["examples"] == 60 and train["split"] == "train"
     other = tmp_path / "moved"
     shutil.copytree(sample_dir, other)  # its feature cache comes along
     scores, path = runner.evaluate(AscTask(), run, data=other)
@@ -146,3 +151,57 @@ def test_large_splits_stream_from_the_cache(student_run):
     task.register_layers()
     model = load_run_model(run)
     np.testing.assert_allclose(predict_probs(model, lazy, chunk=7), model.predict(x, verbose=0), atol=1e-5)
+
+
+def test_inner_split_never_splits_a_recording_and_keeps_the_class_balance():
+    """The inner split comes from fold1_train only, by recording (`scene-city-location`): every
+    segment and device of a recording lands on one side."""
+    from asc.config import DEFAULTS
+    from asc.data import Clip, recording_id
+    from asc.task import AscData
+    from common.config import load_config
+
+    train = [Clip(f"audio/{scene}-{city}-{loc}-{seg}-{dev}.wav", label, dev, city)
+             for label, scene in enumerate(SCENES[:4]) for city in ("lyon", "paris") for loc in range(5)
+             for seg in (0, 10, 20) for dev in ("a", "b", "s1")]
+    evaluate = [Clip(f"audio/{scene}-milan-9-0-a.wav", label, "a", "milan") for label, scene in enumerate(SCENES[:4])]
+    data = AscData(Path("root"), SCENES[:4], train, evaluate)
+    cfg = load_config(None, ["data.inner_val_fraction=0.2"], defaults=DEFAULTS)
+    split = AscTask().make_split(cfg, data)
+    inner, rest = {recording_id(c.filename) for c in split["val"]}, {recording_id(c.filename) for c in split["train"]}
+    assert not inner & rest and len(inner) == 8  # 2 of each scene's 10 recordings, whole
+    assert [sum(c.label == k for c in split["val"]) for k in range(4)] == [18] * 4  # 2 recordings x 9 clips
+    assert sorted(split["train"] + split["val"], key=str) == sorted(train, key=str) and split["evaluate"] == evaluate
+    assert AscTask().make_split(cfg, data) == split  # seeded (train.seed)
+    reported = load_config(None, ["train.select_on=reported"], defaults=DEFAULTS)
+    assert AscTask().make_split(reported, data) == {"train": train, "evaluate": evaluate}
+
+
+def test_select_on_picks_the_validation_data(teacher_cfg, teacher_run):
+    import copy
+
+    task, run = AscTask(), teacher_run[0]
+    data = task.open_data(copy.deepcopy(teacher_cfg))
+    split, _ = runner.read_split(task, run, data)
+    _, val, _ = task.datasets(teacher_cfg, data, split)
+    assert sum(int(y.shape[0]) for _, y in val) == len(split["val"]) == 10
+    reported = {**teacher_cfg, "train": {**teacher_cfg["train"], "select_on": "reported"}}
+    _, val, _ = task.datasets(reported, data, split)
+    assert sum(int(y.shape[0]) for _, y in val) == len(split["evaluate"]) == 30
+
+
+def test_student_chooses_its_epoch_as_its_teacher_did(teacher_run, tmp_path, capsys):
+    """A teacher whose split.json says `select_on: reported` (or a run from before select_on,
+    without an inner split) cannot teach a student that would choose on an inner split."""
+    teacher = tmp_path / "teacher"
+    shutil.copytree(teacher_run[0], teacher)
+    split = json.loads((teacher / "split.json").read_text())
+    split["splits"].remove("val")
+    for key in ("val", "select_on", "selection_split"):
+        del split[key]
+    (teacher / "split.json").write_text(json.dumps(split))
+    code, _, err = run_in_process(AscTask(), ["distill", "--teacher", teacher, "--out", tmp_path / "s"], capsys)
+    assert code == 2 and err.strip() == (f"error: config key 'train.select_on': the teacher {teacher} chose its epoch "
+                                         f"on the reported split ({teacher / 'split.json'}); distill with "
+                                         "--set train.select_on=reported")
+    assert not (tmp_path / "s").exists()

@@ -78,3 +78,11 @@ def test_save_round_trip_and_hash(tmp_path):
     assert load_config(tmp_path / "config.yaml", defaults=DEFAULTS) == cfg
     assert config_hash(cfg) == config_hash(load_config(None, ["model.width=0.25"], defaults=DEFAULTS))
     assert config_hash(cfg) != config_hash(DEFAULTS)
+
+
+def test_select_on_is_inner_by_default_and_a_bad_value_names_the_key():
+    assert load_config(None, defaults=DEFAULTS)["train"]["select_on"] == "inner"
+    assert load_config(None, ["train.select_on=reported"], defaults=DEFAULTS)["train"]["select_on"] == "reported"
+    with pytest.raises(ConfigError) as info:
+        load_config(None, ["train.select_on=test"], defaults=DEFAULTS)
+    assert str(info.value) == "config key 'train.select_on' must be inner or reported, got 'test'"

@@ -11,12 +11,13 @@ import json
 from pathlib import Path
 
 import numpy as np
+import pytest
 
 from common.config import EXPORT_DEFAULTS, TRAIN_DEFAULTS
 from common.errors import DataError
 from common.predictions import write_class_predictions
 from common.runner import outputs, read_labels
-from common.task import Task
+from common.task import Task, carve_inner
 from tests.cli_runner import run_in_process
 
 
@@ -45,7 +46,11 @@ class PointsTask(Task):
 
     def make_split(self, cfg, data):
         n = len(data["y"])
-        return {"train": list(range(n * 3 // 4)), "test": list(range(n * 3 // 4, n))}
+        train, test = list(range(n * 3 // 4)), list(range(n * 3 // 4, n))
+        if cfg["train"]["select_on"] == "reported":  # the test split chooses the epoch
+            return {"train": train, "test": test}
+        train, val = carve_inner(train, 0.1, cfg["train"]["seed"])  # val chooses the epoch
+        return {"train": train, "val": val, "test": test}
 
     def split_ids(self, data, split):
         return {name: [str(i) for i in items] for name, items in split.items()}
@@ -59,7 +64,8 @@ class PointsTask(Task):
         x, y = self.examples(cfg, data, split["train"])
         batch = cfg["train"]["batch_size"]
         train = tf.data.Dataset.from_tensor_slices((x, y)).shuffle(len(x), seed=0).batch(batch)
-        return train, tf.data.Dataset.from_tensor_slices(self.examples(cfg, data, split["test"])).batch(batch), None
+        val = self.examples(cfg, data, split[self.selection_split(cfg)])
+        return train, tf.data.Dataset.from_tensor_slices(val).batch(batch), None
 
     def build(self, cfg, data, split, run_dir):
         import tf_keras as keras
@@ -107,12 +113,15 @@ def test_a_fourth_task_runs_every_command(tmp_path, capsys):
     code, out, _ = run_in_process(task, ["train", "--data", data, "--out", run], capsys)
     assert code == 0 and "points: accuracy" in out
     metrics = json.loads((run / "metrics.json").read_text())
-    assert metrics["accuracy"] > 0.85 and metrics["split"] == "test" and metrics["examples"] == 100
-    assert json.loads((run / "split.json").read_text())["test"][0] == "300"
+    # Chance is 0.5. The epoch is chosen on 30 inner points, not on these 100 (0.85-0.9 here).
+    assert metrics["accuracy"] > 0.8 and metrics["split"] == "test" and metrics["examples"] == 100
+    split = json.loads((run / "split.json").read_text())
+    assert split["test"][0] == "300" and split["select_on"] == "inner" and split["selection_split"] == "val"
+    assert len(split["val"]) == 30 and len(split["train"]) == 270 and not set(split["val"]) & set(split["train"])
     assert (run / "labels.txt").read_text() == "negative\npositive\n"
 
     assert run_in_process(task, ["evaluate", "--run", run, "--split", "train"], capsys)[0] == 0
-    assert json.loads((run / "metrics_train.json").read_text())["examples"] == 300
+    assert json.loads((run / "metrics_train.json").read_text())["examples"] == 270
 
     code, out, _ = run_in_process(task, ["export", "--run", run], capsys)
     report = json.loads((run / "export_report.json").read_text())
@@ -151,3 +160,30 @@ def test_auto_precision_learns_as_well_as_float32(tmp_path):
     assert keras.mixed_precision.global_policy().name == "float32"
     assert abs(scores["float32"] - scores["mixed_bfloat16"]) <= 0.05, scores
     assert resolve_precision({"precision": "auto"})[0] in ("float32", "mixed_bfloat16")
+
+
+def test_select_on_decides_which_split_chooses_the_epoch(tmp_path, capsys):
+    """The best epoch is the one whose validation accuracy is highest. Under `inner` that accuracy
+    is over the 30 inner examples (multiples of 1/30) and the test split is only scored at the
+    end; under `reported` it is over the 100 test examples and is exactly the reported score."""
+    from common import runner
+
+    task, data = PointsTask(), tmp_path / "data"
+    task.sample(data, None)
+    histories = {}
+    for select_on in ("inner", "reported"):
+        cfg = runner.load_task_config(task, None, [f"train.select_on={select_on}", "train.epochs=4"], data)
+        result = runner.train(task, cfg, tmp_path / select_on)
+        histories[select_on] = result.history["val_accuracy"]
+        split = json.loads((result.run / "split.json").read_text())
+        assert split["select_on"] == select_on and split["selection_split"] == task.selection_split(cfg)
+    counts = {"inner": 30, "reported": 100}
+    for select_on, accuracies in histories.items():
+        assert all(abs(a * counts[select_on] - round(a * counts[select_on])) < 1e-4 for a in accuracies), accuracies
+    assert split["splits"] == ["train", "test"] and len(split["train"]) == 300  # reported: all training points train
+    assert max(histories["reported"]) == pytest.approx(result.metrics["accuracy"], abs=1e-6)
+
+    code, _, err = run_in_process(task, ["train", "--data", data, "--out", tmp_path / "bad",
+                                         "--set", "train.select_on=best"], capsys)
+    assert code == 2 and err.strip() == "error: config key 'train.select_on' must be inner or reported, got 'best'"
+    assert not (tmp_path / "bad").exists()

@@ -23,10 +23,14 @@ def test_train_writes_the_run(tiny_run):
                  "metrics.json", "training_curves.png", "examples.png"]:
         assert (tiny_run / name).exists(), name
     split = json.loads((tiny_run / "split.json").read_text())
-    assert split["protocol"] == "holdout" and len(split["val"]) == 8 and len(split["train"]) == 24
-    assert split["reported"] == "val" and split["splits"] == ["train", "val"]
+    assert split["protocol"] == "holdout" and len(split["val"]) == 8
+    # The epoch is chosen on 2 of the 24 training patches (data.inner_val_fraction 0.1).
+    assert len(split["train"]) == 22 and len(split["inner"]) == 2
+    assert split["reported"] == "val" and split["splits"] == ["train", "inner", "val"]
+    assert split["select_on"] == "inner" and split["selection_split"] == "inner"
     assert (tiny_run / "labels.txt").read_text() == "background\nlandslide\n"
     assert not set(split["train"]) & set(split["val"])
+    assert not set(split["inner"]) & (set(split["train"]) | set(split["val"]))
     stats = json.loads((tiny_run / "stats.json").read_text())
     assert len(stats["mean"]) == 20 and stats["nan_values"] > 0
 
@@ -156,7 +160,7 @@ def test_summary_and_stats(capsys, tmp_path, sample_root):
     assert code == 0 and "60,739 parameters" in out and "3 output head(s)" in out
     code, out, _ = run_main(["stats", "--config", str(TINY), "--data", str(sample_root), "--out", str(tmp_path)], capsys)
     stats = json.loads((tmp_path / "stats.json").read_text())
-    assert code == 0 and stats["patches"] == 24 and len(stats["channels"]) == 20
+    assert code == 0 and stats["patches"] == 22 and len(stats["channels"]) == 20  # 24 less the 2 inner patches
 
 
 def test_predict_geotiff_scene(tiny_run, tmp_path, capsys):

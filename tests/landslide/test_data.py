@@ -166,3 +166,31 @@ def test_cache_decision():
     assert not D.should_cache(10, cache="none") and D.should_cache(10**9, cache="memory")
     with pytest.raises(ConfigError, match="data.cache"):
         D.should_cache(10, cache="sometimes")
+
+
+def test_inner_split_is_carved_from_the_training_folds_only():
+    """train.select_on=inner (the default): every fold chooses its epoch on a seeded tenth of its own
+    training folds, never on the fold it reports; `reported` keeps the whole training part."""
+    from types import SimpleNamespace
+
+    from common.config import load_config
+    from landslide.config import DEFAULTS
+    from landslide.task import LandslideTask
+
+    task, data = LandslideTask(), SimpleNamespace(names=[f"image_{i}.h5" for i in range(1, 51)])
+    for fold in range(5):
+        cfg = load_config(None, [f"data.fold={fold}"], defaults=DEFAULTS)
+        split, outer = task.make_split(cfg, data), D.make_split(data.names, folds=5, fold=fold)
+        assert split["val"] == outer["val"] and len(split["inner"]) == 4 and len(split["train"]) == 36
+        assert set(split["inner"]) | set(split["train"]) == set(outer["train"])  # only from the training part
+        assert not set(split["inner"]) & (set(split["train"]) | set(split["val"]))
+        assert task.selection_split(cfg) == "inner" and task.make_split(cfg, data) == split  # seeded
+    holdout = load_config(None, ["data.split=holdout", "data.val_fraction=0.2", "data.inner_val_fraction=0.02"],
+                          defaults=DEFAULTS)
+    assert len(task.make_split(holdout, data)["inner"]) == 1  # at least one patch
+    reported = load_config(None, ["train.select_on=reported"], defaults=DEFAULTS)
+    fold0 = D.make_split(data.names, folds=5, fold=0)
+    assert task.make_split(reported, data) == {"train": fold0["train"], "val": fold0["val"]}
+    assert task.selection_split(reported) == "val"
+    with pytest.raises(ConfigError, match=r"^config key 'data.inner_val_fraction' must be in \(0, 1\), got 1.5$"):
+        task.make_split(load_config(None, ["data.inner_val_fraction=1.5"], defaults=DEFAULTS), data)

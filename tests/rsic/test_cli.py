@@ -22,8 +22,8 @@ def test_cli_end_to_end(tmp_path, capsys):
 
     code, out, _ = run_in_process(TASK, ["train", "--config", "tiny.yaml", "--data", data, "--out", run,
                                          "--set", "train.epochs=1", "--set", "model.input_size=32"], capsys)
-    assert code == 0 and "accuracy" in out and "on 12 test examples" in out
-    assert "no validation split (data.val_ratio=0): monitoring the test split" in out
+    assert code == 0 and "accuracy" in out and "on 9 test examples" in out
+    assert "on train 12, val 3, test 9 (epoch chosen on val)" in out
     assert (run / "model.keras").is_file() and (run / "labels.txt").read_text().split()[0] == "airplane"
     assert (run / "confusion_matrix.csv").is_file() and (run / "training_curves.png").is_file()
 
@@ -32,7 +32,7 @@ def test_cli_end_to_end(tmp_path, capsys):
 
     assert cli("evaluate", "--run", run, "--out", tmp_path / "eval") == 0
     metrics = json.loads((tmp_path / "eval" / "metrics.json").read_text())
-    assert 0.0 <= metrics["accuracy"] <= 1.0 and metrics["split"] == "test" and metrics["examples"] == 12
+    assert 0.0 <= metrics["accuracy"] <= 1.0 and metrics["split"] == "test" and metrics["examples"] == 9
     assert (tmp_path / "eval" / "confusion_matrix.png").is_file()
 
     # Another data set with a subset of the classes: scored whole in the run's class order, beside

@@ -99,7 +99,8 @@ def test_split_written_and_read_back(small, tmp_path):
     from common.runner import read_split, write_split
 
     folder = scan_image_folder(small)
-    cfg = {"data": {"root": str(small), "train_ratio": 0.5, "val_ratio": 0.0, "seed": 0, "split_file": ""}}
+    cfg = {"data": {"root": str(small), "train_ratio": 0.5, "val_ratio": 0.0, "seed": 0, "split_file": ""},
+           "train": {"select_on": "reported"}}
     split = make_split(folder.labels, 0.5, seed=0)
     (tmp_path / "run").mkdir()
     write_split(TASK, tmp_path / "run", cfg, folder, split)
@@ -135,3 +136,31 @@ def test_dataset_shapes_range_and_deterministic_augmentation(small):
     plain = make_dataset(folder.files, folder.labels, image_size=24, batch_size=32)
     x, y = next(iter(plain))
     assert np.array_equal(y.numpy(), folder.labels)  # evaluation keeps the file order
+
+
+def test_inner_split_comes_from_the_training_share(small):
+    """train.select_on=inner (the default): `val` is carved from each class's training share, so it
+    never meets the test split; `reported` trains on the whole share and monitors the test split."""
+    from common.errors import ConfigError
+    from tests.rsic.conftest import tiny_config
+
+    folder = scan_image_folder(small)
+    cfg = tiny_config(small, overrides=["data.train_ratio=0.5", "data.val_ratio=0.4"])
+    split = TASK.make_split(cfg, folder)
+    assert [len(split[k]) for k in ("train", "val", "test")] == [6, 3, 9]  # per class: 2 train, 1 val, 3 test
+    assert np.bincount(folder.labels[split["val"]]).tolist() == [1, 1, 1]
+    assert not set(split["val"]) & (set(split["train"]) | set(split["test"]))
+    share = make_split(folder.labels, 0.5, seed=0)["train"]  # the training share alone, no carving
+    assert set(split["val"]) | set(split["train"]) == set(share)
+    _, val, _ = TASK.datasets(cfg, folder, split)
+    assert sum(int(y.shape[0]) for _, y in val) == 3 and TASK.selection_split(cfg) == "val"
+
+    reported = tiny_config(small, overrides=["data.train_ratio=0.5", "train.select_on=reported"])
+    split = TASK.make_split(reported, folder)
+    assert len(split["val"]) == 0 and set(split["train"]) == set(share)
+    _, val, _ = TASK.datasets(reported, folder, split)
+    assert sum(int(y.shape[0]) for _, y in val) == 9  # the test split chooses the epoch
+
+    with pytest.raises(ConfigError, match=r"^config key 'data.val_ratio' is 0: train.select_on=inner .*"
+                                          r"set data.val_ratio \(e.g. 0.1\) or train.select_on=reported$"):
+        TASK.make_split(tiny_config(small, overrides=["data.val_ratio=0"]), folder)

@@ -24,7 +24,10 @@ def test_tiny_model_learns_sample(teacher_run):
                  "confusion_matrix.csv", "confusion_matrix.png", "training_curves.png"):
         assert (run_dir / name).is_file(), name
     saved = json.loads((run_dir / "metrics.json").read_text())
-    assert saved["accuracy"] == metrics["accuracy"] and saved["split"] == "test" and saved["examples"] == 100
+    assert saved["accuracy"] == metrics["accuracy"] and saved["split"] == "test" and saved["examples"] == 80
+    split = json.loads((run_dir / "split.json").read_text())
+    assert split["select_on"] == "inner" and split["selection_split"] == "val" and len(split["val"]) == 25
+    assert not set(split["val"]) & (set(split["train"]) | set(split["test"]))
 
 
 def test_evaluation_matches_sklearn(teacher_run, sample_dir):
@@ -77,7 +80,8 @@ def test_distillation_moves_student_toward_teacher(teacher_run, sample_dir, tmp_
     assert metrics["teacher_agreement"] > before + 0.2, (before, metrics)
     assert metrics["accuracy"] > 0.4
     split = json.loads((tmp_path / "student" / "split.json").read_text())
-    assert split["test"] == json.loads((teacher_dir / "split.json").read_text())["test"]  # the teacher's split
+    teacher_split = json.loads((teacher_dir / "split.json").read_text())
+    assert all(split[k] == teacher_split[k] for k in ("train", "val", "test"))  # the teacher's split, its inner val
     assert split["teacher"] == str(teacher_dir.resolve())
     student = load_run_model(tmp_path / "student")
     assert student.get_layer("embedding").output_shape == (None, 64)  # the student itself, not the Distiller
