@@ -37,6 +37,9 @@ DEFAULTS = {
         "kd_weight": 0.0,  # Hinton KL on temperature-softened outputs (the alternative)
         "temperature": 4.0,
         "label_weight": 1.0,
+        # true: the student starts from the (first) teacher's weights in every layer of the same
+        # name and shape (common.distill.init_from_teacher); for a student of the teacher's family
+        "init_from_teacher": False,
     },
     "train": {
         **TRAIN_DEFAULTS,
