@@ -26,8 +26,11 @@ DEFAULTS = {
         "classes": [],  # class names in index order; []: the 10 DCASE scenes / sorted folder names
         "val_fraction": 0.25,  # folder-per-class layout only: share of each class for evaluation
         # train.select_on=inner: this share of each class's recordings of the training fold (every
-        # segment and device of a recording together, seeded by train.seed) chooses the epoch.
+        # segment and device of a recording together) chooses the epoch.
         "inner_val_fraction": 0.15,
+        # The inner split's seed: apart from train.seed, so that teachers trained with other seeds
+        # share one split and can be distilled from as an ensemble.
+        "split_seed": 0,
         # Features of a split are loaded into memory up to this size (float32), else streamed
         # clip by clip from the HDF5 cache (the full TAU 2022 training fold is about 19 GB).
         "in_memory_gb": 4.0,
@@ -40,6 +43,9 @@ DEFAULTS = {
         "kd_weight": 0.0,  # Hinton KL on temperature-softened outputs (the alternative)
         "temperature": 4.0,
         "label_weight": 1.0,
+        # true: the student starts from the (first) teacher's weights in every layer of the same
+        # name and shape (common.distill.init_from_teacher); for a student of the teacher's family
+        "init_from_teacher": False,
     },
     "train": {
         **TRAIN_DEFAULTS,

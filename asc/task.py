@@ -196,13 +196,13 @@ class AscTask(Task):
     def make_split(self, cfg, data):
         if cfg["train"]["select_on"] == "reported":
             return {"train": list(data.train), "evaluate": list(data.evaluate)}
-        train, inner = carve_inner(list(data.train), cfg["data"]["inner_val_fraction"], cfg["train"]["seed"],
+        train, inner = carve_inner(list(data.train), cfg["data"]["inner_val_fraction"], cfg["data"]["split_seed"],
                                    groups=[recording_id(clip.filename) for clip in data.train],
                                    labels=[clip.label for clip in data.train])
         return {"train": train, "val": inner, "evaluate": list(data.evaluate)}
 
     def split_info(self, cfg, split):
-        return {"inner_val_fraction": cfg["data"]["inner_val_fraction"], "seed": cfg["train"]["seed"]}
+        return {"inner_val_fraction": cfg["data"]["inner_val_fraction"], "seed": cfg["data"]["split_seed"]}
 
     def split_ids(self, data, split):
         return {name: [clip.filename for clip in clips] for name, clips in split.items()}

@@ -3,7 +3,7 @@
     download   fetch the real data set (no TensorFlow)
     sample     write a small sample data set in the real layout (no TensorFlow)
     train      train a model: a run directory in --out
-    distill    train a student from a teacher run (--teacher RUN), tasks with classifiers
+    distill    train a student from a teacher run or an ensemble (--teacher RUN[,RUN...]), tasks with classifiers
     evaluate   score a run (--run) on its reported split, another split or another data set
     export     int8 TFLite of a run, checked against its Keras model
     predict    a run's model (--run) or an exported .tflite (--tflite, LiteRT only) on files
@@ -89,7 +89,9 @@ def build_parser(task):
     if task.distill_config:
         p = sub.add_parser("distill", help="train a student from a teacher run (writes a run directory)")
         _add_train_args(p, task)
-        p.add_argument("--teacher", required=True, help="run directory of the trained teacher")
+        p.add_argument("--teacher", required=True, metavar="RUN[,RUN...]",
+                       help="run directory of the trained teacher; several, comma-separated, teach as an "
+                            "ensemble (mean probabilities, concatenated embeddings; one shared split)")
         task.add_arguments("distill", p)
 
     p = sub.add_parser("evaluate", help=f"{task.metric_name} and more of a run -> RUN/metrics.json")

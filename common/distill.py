@@ -1,4 +1,5 @@
-"""Teacher-student training: label loss plus logit and embedding knowledge distillation."""
+"""Teacher-student training: label loss plus logit and embedding knowledge distillation, from one
+teacher or an ensemble of teachers."""
 
 import tensorflow as tf
 import tf_keras as keras
@@ -31,6 +32,101 @@ def _as_logits(probs):
     return tf.math.log(tf.clip_by_value(probs, _PROB_EPSILON, 1.0))
 
 
+def _members(teacher):
+    """The list of teacher models in `teacher` (a model, a list of models or a TeacherEnsemble)."""
+    if isinstance(teacher, TeacherEnsemble):
+        return list(teacher.members)
+    if isinstance(teacher, (list, tuple)):
+        if not teacher:
+            raise ConfigError("teacher: an ensemble needs at least one teacher model")
+        return list(teacher)
+    return [teacher]
+
+
+class TeacherEnsemble(keras.Model):
+    """Teachers with the same inputs and classes as one model: the mean of their probabilities.
+
+    Used where the ensemble is scored or compared with its student (teacher accuracy and
+    agreement); the Distiller itself averages the members' probabilities after softening each at
+    its temperature (`ensemble_soft_targets`). Every member runs in inference mode. Never saved:
+    a distilled run records its teacher runs in split.json.
+
+    Args:
+        members: list of trained keras.Model with the same inputs, each outputting probabilities
+            (B, ..., K) over the same K classes.
+        **kwargs: other `keras.Model` arguments (`name`).
+
+    Example:
+    ```python
+    ensemble = TeacherEnsemble([teacher_a, teacher_b])
+    probs = ensemble.predict(x)  # == (teacher_a.predict(x) + teacher_b.predict(x)) / 2
+    ```
+    """
+
+    def __init__(self, members, **kwargs):
+        kwargs.setdefault("name", "teacher_ensemble")
+        super().__init__(**kwargs)
+        self.members = list(members)
+        for member in self.members:
+            member.trainable = False
+
+    def call(self, inputs, training=None):
+        # Teachers are frozen: BatchNorm uses its moving statistics and dropout is off.
+        probs = [tf.cast(member(inputs, training=False), tf.float32) for member in self.members]
+        return tf.add_n(probs) / float(len(probs))
+
+
+def ensemble_soft_targets(teacher_probs, temperature):
+    """The teachers' softened distribution: the mean over members of softmax(log(p_i) / T).
+
+    Each member's probabilities are softened at the temperature first, then averaged (rather than
+    averaging logits, which is the geometric mean of the probabilities): members trained apart have
+    logits of different scales, and a mean of logits lets the most confident member outvote the
+    others where they disagree. With one member this is Hinton's softmax(z / T); at T = 1 it is
+    the ensemble's averaged probabilities (TeacherEnsemble).
+
+    Args:
+        teacher_probs: list of float tensors (B, ..., K), each member's probabilities (a single
+            sigmoid channel (B, ..., 1) is taken as the two classes (1 - p, p)).
+        temperature: float T > 0.
+
+    Returns:
+        float32 tensor (B, ..., K): a probability distribution over the last axis.
+    """
+    soft = [tf.nn.softmax(_as_logits(probs) / temperature, axis=-1) for probs in teacher_probs]
+    return tf.add_n(soft) / float(len(soft))
+
+
+def init_from_teacher(student, teacher):
+    """Copy the teacher's weights into every student layer of the same name and weight shapes.
+
+    For a student that is the teacher's architecture with a narrower head (the rsic demo): it
+    starts from the teacher's backbone and learns its own embedding and classifier, so that a
+    short distillation ends near the teacher instead of repeating the teacher's training from
+    scratch. Layers of another name or shape (a different backbone) keep their initialization.
+
+    Args:
+        student: keras.Model to initialize (changed in place).
+        teacher: trained keras.Model (for an ensemble, pass its first member).
+
+    Returns:
+        int, the number of student layers that received the teacher's weights.
+    """
+    copied = 0
+    for layer in student.layers:
+        weights = layer.get_weights()
+        if not weights:
+            continue
+        try:
+            source = teacher.get_layer(layer.name).get_weights()
+        except ValueError:  # no layer of that name
+            continue
+        if len(source) == len(weights) and all(a.shape == b.shape for a, b in zip(source, weights)):
+            layer.set_weights(source)
+            copied += 1
+    return copied
+
+
 def _batch_mean(per_sample, sample_weight):
     """Mean over the local batch of per-sample values (B,), weighted like Keras' default reduction."""
     if sample_weight is None:
@@ -40,15 +136,23 @@ def _batch_mean(per_sample, sample_weight):
 
 
 class Distiller(keras.Model):
-    """Trains a student model on labels and on a frozen teacher's outputs.
+    """Trains a student model on labels and on the outputs of one or more frozen teachers.
 
     The loss is `label_weight * label_loss(y, student) + kd_weight * KD + embedding_weight * MSE`:
     KD is Hinton's distillation loss (https://arxiv.org/abs/1503.02531) between the teacher and
     student probabilities, taken back to logits as `log(clip(p))` (softmax is shift-invariant, so
     this equals logit distillation); MSE compares the teacher's embedding with the student's,
-    passed through a learned Dense projection when their sizes differ. The teacher runs in
-    inference mode and is never trained. Both models take the same inputs (one tensor, a list or a
-    dict) and output probabilities. Metrics given to `compile()` compare the student's
+    passed through a learned Dense projection when their sizes differ. The teachers run in
+    inference mode on the very batch the student sees (the same augmented inputs) and are never
+    trained. All models take the same inputs (one tensor, a list or a dict) and output
+    probabilities.
+
+    An ensemble of teachers (a list) teaches through the mean of its members' probabilities, each
+    softened at the temperature first (`ensemble_soft_targets`), and through the concatenation of
+    its members' embeddings (B, D_1 + ... + D_M): members trained apart have unrelated embedding
+    axes, so a mean would blend unrelated features (and need equal sizes), whereas the
+    concatenation keeps every member's features and the student's projection learns to predict
+    all of them. Metrics given to `compile()` compare the student's
     predictions with the labels; the logged losses are `loss`, `label_loss`, `kd_loss` and
     `embedding_loss` (0 when their weight is 0). Calling the distiller calls the student; save
     `distiller.student` as the final model and the distiller's weights (`save_weights`) as
@@ -56,7 +160,8 @@ class Distiller(keras.Model):
 
     Args:
         student: functional keras.Model to train, output probabilities (B, ..., K).
-        teacher: trained functional keras.Model with the same inputs and output shape; frozen here.
+        teacher: trained functional keras.Model with the same inputs and output shape, or a list
+            of them (an ensemble; a TeacherEnsemble is taken apart into its members); frozen here.
         label_loss: `keras.losses.Loss`, loss function or name on (labels, student probabilities),
             e.g. `"categorical_crossentropy"` for one-hot or mixup (soft) labels.
         label_weight: float, weight of the label loss. Defaults to `1.0`.
@@ -105,8 +210,11 @@ class Distiller(keras.Model):
             if value < 0:
                 raise ConfigError(f"{key}: must be >= 0, got {value}")
         self.student = student
-        self.teacher = teacher
-        self.teacher.trainable = False
+        self.teachers = _members(teacher)
+        for member in self.teachers:
+            member.trainable = False
+        # One model standing for all teachers (the mean of their probabilities).
+        self.teacher = self.teachers[0] if len(self.teachers) == 1 else TeacherEnsemble(self.teachers)
         self.label_loss = keras.losses.get(label_loss)
         self.label_weight = float(label_weight)
         self.kd_weight = float(kd_weight)
@@ -117,11 +225,18 @@ class Distiller(keras.Model):
             self.student_with_embedding = _embedding_model(
                 student, student_embedding_layer, "student"
             )
-            self.teacher_with_embedding = _embedding_model(
-                teacher, teacher_embedding_layer, "teacher"
-            )
+            self.teachers_with_embedding = [
+                _embedding_model(member, teacher_embedding_layer, "teacher")
+                for member in self.teachers
+            ]
+            shapes = [model.outputs[1].shape for model in self.teachers_with_embedding]
+            if any(shape[1:-1] != shapes[0][1:-1] for shape in shapes):
+                raise ConfigError(
+                    f"teacher_embedding_layer: the teachers' {teacher_embedding_layer!r} outputs "
+                    f"{[tuple(shape[1:]) for shape in shapes]} differ in more than their last axis"
+                )
             student_shape = self.student_with_embedding.outputs[1].shape
-            teacher_size = self.teacher_with_embedding.outputs[1].shape[-1]
+            teacher_size = sum(int(shape[-1]) for shape in shapes)  # concatenated
             if student_shape[-1] != teacher_size:
                 # Trained with the student; built now so that saved weights load before fit.
                 self.projection = keras.layers.Dense(teacher_size, name="embedding_projection")
@@ -153,22 +268,27 @@ class Distiller(keras.Model):
         return self.kd_weight > 0 or self.embedding_weight > 0
 
     def _run_models(self, x, training):
-        """Student and teacher outputs: (student_probs, student_emb, teacher_probs, teacher_emb)."""
+        """Student and teacher outputs on one batch `x`:
+        (student_probs, student_emb, [probs of each teacher], teacher_emb (concatenated))."""
         student_emb = teacher_probs = teacher_emb = None
         if self.embedding_weight > 0:
             student_probs, student_emb = self.student_with_embedding(x, training=training)
-            teacher_probs, teacher_emb = self.teacher_with_embedding(x, training=False)
+            # Teachers always in inference mode: frozen moving statistics, no dropout.
+            outputs = [model(x, training=False) for model in self.teachers_with_embedding]
+            teacher_probs = [probs for probs, _ in outputs]
+            embeddings = [tf.cast(emb, tf.float32) for _, emb in outputs]
+            teacher_emb = embeddings[0] if len(embeddings) == 1 else tf.concat(embeddings, axis=-1)
             student_emb = tf.cast(student_emb, tf.float32)
             if self.projection is not None:
                 student_emb = tf.cast(self.projection(student_emb), tf.float32)
         else:
             student_probs = self.student(x, training=training)
             if self._uses_teacher():
-                teacher_probs = self.teacher(x, training=False)
+                teacher_probs = [member(x, training=False) for member in self.teachers]
         if teacher_probs is not None:
-            teacher_probs = tf.stop_gradient(tf.cast(teacher_probs, tf.float32))
+            teacher_probs = [tf.stop_gradient(tf.cast(p, tf.float32)) for p in teacher_probs]
         if teacher_emb is not None:
-            teacher_emb = tf.stop_gradient(tf.cast(teacher_emb, tf.float32))
+            teacher_emb = tf.stop_gradient(teacher_emb)
         return tf.cast(student_probs, tf.float32), student_emb, teacher_probs, teacher_emb
 
     def _compute_losses(
@@ -179,8 +299,10 @@ class Distiller(keras.Model):
         label = _batch_mean(per_sample_loss(self.label_loss, y, student_probs), sample_weight)
         kd = zero
         if self.kd_weight > 0:
+            target = ensemble_soft_targets(teacher_probs, self.temperature)
+            # T * log(target) are logits whose softmax at temperature T is `target` itself.
             values = distillation_kl(
-                _as_logits(teacher_probs), _as_logits(student_probs), self.temperature
+                self.temperature * _as_logits(target), _as_logits(student_probs), self.temperature
             )
             kd = _batch_mean(_mean_per_sample(values), sample_weight)
         embedding = zero

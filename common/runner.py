@@ -91,8 +91,12 @@ def need_data(cfg):
 
 def write_split(task, run, cfg, data, split, teacher=None):
     """RUN/split.json (identifiers of every split, the reported one and the one that chose the
-    epoch named) and RUN/labels.txt."""
+    epoch named) and RUN/labels.txt.
+
+    `teacher`: the teacher run(s) of a distilled run (see `teacher_runs`); split.json then has
+    `teacher` (the first, as before ensembles) and `teachers` (all, absolute paths)."""
     ids = task.split_ids(data, split)
+    teachers = [str(path.resolve()) for path in teacher_runs(teacher)] if teacher else []
     content = {
         **task.split_info(cfg, split),
         "data": cfg["data"]["root"],
@@ -101,7 +105,7 @@ def write_split(task, run, cfg, data, split, teacher=None):
         "select_on": cfg["train"]["select_on"],
         "selection_split": task.selection_split(cfg),
         "splits": list(ids),
-        **({"teacher": str(Path(teacher).resolve())} if teacher else {}),
+        **({"teacher": teachers[0], "teachers": teachers} if teachers else {}),
         **ids,
     }
     write_json(Path(run) / SPLIT_FILE, content)
@@ -149,8 +153,9 @@ def train(task, cfg, out, *, resume=False, overwrite=False, teacher=None):
     Args:
         task: a common.task.Task. cfg: resolved config. out: the run directory.
         resume, overwrite: see common.train.prepare_run_dir.
-        teacher: a trained run directory to distill from (common.distill.Distiller); the student
-            then trains on the teacher's split.
+        teacher: a trained run directory to distill from (common.distill.Distiller), or several
+            (a list, or one string "RUN,RUN"): an ensemble of teachers; the student then trains on
+            the (first) teacher's split, which every member must share.
 
     Returns:
         RunResult.
@@ -158,8 +163,9 @@ def train(task, cfg, out, *, resume=False, overwrite=False, teacher=None):
     need_data(cfg)
     data = task.open_data(cfg)  # bad data is reported before TensorFlow starts
     teacher_model = None
-    if teacher is not None:
-        split = _check_teacher(task, cfg, data, teacher)
+    teachers = teacher_runs(teacher) if teacher is not None else []
+    if teachers:
+        split = _check_teacher(task, cfg, data, teachers)
     else:
         split = task.make_split(cfg, data)
     selection = task.selection_split(cfg)
@@ -175,12 +181,16 @@ def train(task, cfg, out, *, resume=False, overwrite=False, teacher=None):
         say(f"{task.name}: precision {precision} ({why})")
         cfg["train"]["precision"] = precision  # the run's config.yaml says which was used
     run = T.prepare_run_dir(out, config=cfg, resume=resume, overwrite=overwrite)
-    write_split(task, run, cfg, data, split, teacher=teacher)
+    write_split(task, run, cfg, data, split, teacher=teachers)
     train_ds, val_ds, steps = task.datasets(cfg, data, split)
     sizes = ", ".join(f"{name} {len(items)}" for name, items in split.items())
     say(f"{task.name}: training {task.describe(cfg)} on {sizes} (epoch chosen on {selection}) -> {run}")
-    if teacher is not None:
-        teacher_model = keras_model(task, teacher)
+    if teachers:
+        from common.distill import TeacherEnsemble
+
+        members = [keras_model(task, path) for path in teachers]
+        # One model scores the teachers (mean probabilities); the Distiller takes the members.
+        teacher_model = members[0] if len(members) == 1 else TeacherEnsemble(members)
     models = {}
 
     def build():
@@ -189,9 +199,13 @@ def train(task, cfg, out, *, resume=False, overwrite=False, teacher=None):
         if teacher_model is None:
             task.compile(training, cfg, optimizer)
             return training
-        from common.distill import Distiller
+        from common.distill import Distiller, init_from_teacher
 
         d = cfg["distill"]
+        if d.get("init_from_teacher"):
+            first = teacher_model.members[0] if hasattr(teacher_model, "members") else teacher_model
+            copied = init_from_teacher(training, first)
+            say(f"{task.name}: student starts from the teacher's weights in {copied} layers (distill.init_from_teacher)")
         distiller = Distiller(training, teacher_model, label_loss=task.label_loss(cfg),
                               label_weight=d["label_weight"], kd_weight=d["kd_weight"],
                               temperature=d["temperature"], embedding_weight=d["embedding_weight"])
@@ -213,21 +227,48 @@ def train(task, cfg, out, *, resume=False, overwrite=False, teacher=None):
     return RunResult(run, metrics, dict(history.history))
 
 
-def _check_teacher(task, cfg, data, teacher):
-    """The teacher's split of `data`, after checking that the teacher fits this student."""
-    teacher = Path(teacher)
+def teacher_runs(teacher):
+    """The teacher run directories of `--teacher`: a path, a list of paths, or "RUN,RUN,..."."""
+    items = [teacher] if isinstance(teacher, (str, Path)) else list(teacher)
+    runs = []
+    for item in items:
+        parts = str(item).split(",") if isinstance(item, str) else [item]
+        if any(not str(part).strip() for part in parts):
+            raise ConfigError(f"--teacher: an empty run directory in {str(item)!r}; give RUN or RUN,RUN,...")
+        runs += [Path(str(part).strip()) for part in parts]
+    seen = set()
+    for run in runs:
+        if run.resolve() in seen:
+            raise ConfigError(f"--teacher: {run} is given twice; an ensemble lists each teacher run once")
+        seen.add(run.resolve())
+    return runs
+
+
+def _check_teacher(task, cfg, data, teachers):
+    """The teachers' split of `data`, after checking that every teacher run fits this student:
+    a trained run, inputs the student takes (`task.check_teacher`), the data's classes, and (for an
+    ensemble) the first teacher's split."""
     if not task.distill_config:
         raise ConfigError(f"{task.name}: this task has no distillation")
-    teacher_cfg = read_saved_config(teacher / "config.yaml") if (teacher / "config.yaml").is_file() else None
-    if teacher_cfg is None or not (teacher / "model.keras").is_file():
-        raise RunDirError(f"{teacher}: not a trained run directory (no config.yaml and model.keras); train a teacher first")
-    task.check_teacher(cfg, teacher_cfg, teacher)
-    teacher_labels = read_labels(teacher / LABELS_FILE)
-    if teacher_labels != list(task.class_names(data)):
-        raise DataError(f"{cfg['data']['root']}: classes differ from the teacher's {teacher / LABELS_FILE}")
-    split, content = read_split(task, teacher, data)
-    _check_teacher_selection(task, cfg, split, content, teacher)
-    return split
+    first = None
+    for teacher in teachers:
+        teacher_cfg = read_saved_config(teacher / "config.yaml") if (teacher / "config.yaml").is_file() else None
+        if teacher_cfg is None or not (teacher / "model.keras").is_file():
+            raise RunDirError(f"{teacher}: not a trained run directory (no config.yaml and model.keras); "
+                              "train a teacher first")
+        task.check_teacher(cfg, teacher_cfg, teacher)
+        teacher_labels = read_labels(teacher / LABELS_FILE)
+        if teacher_labels != list(task.class_names(data)):
+            raise DataError(f"{cfg['data']['root']}: classes differ from the teacher's {teacher / LABELS_FILE}")
+        split, content = read_split(task, teacher, data)
+        _check_teacher_selection(task, cfg, split, content, teacher)
+        ids = {name: content[name] for name in content.get("splits") or split}
+        if first is None:
+            first = (teacher, split, ids)
+        elif ids != first[2]:
+            raise RunDirError(f"{teacher / SPLIT_FILE}: its split differs from the first teacher's "
+                              f"{first[0] / SPLIT_FILE}; ensemble teachers must be trained on one split")
+    return first[1]
 
 
 def _check_teacher_selection(task, cfg, split, content, teacher):
@@ -241,11 +282,14 @@ def _check_teacher_selection(task, cfg, split, content, teacher):
 
 
 def distill(task, cfg, out, teacher, *, resume=False, overwrite=False):
-    """Train the student of `cfg` from the teacher run `teacher` (see `train`)."""
+    """Train the student of `cfg` from the teacher run `teacher`, or from an ensemble of teacher
+    runs (a list, or "RUN,RUN"; see `train`). Without a data root: the first teacher's."""
+    teachers = teacher_runs(teacher)
     if not cfg["data"]["root"]:
-        saved = read_saved_config(Path(teacher) / "config.yaml") if (Path(teacher) / "config.yaml").is_file() else {}
+        first = teachers[0] / "config.yaml"
+        saved = read_saved_config(first) if first.is_file() else {}
         cfg["data"]["root"] = saved.get("data", {}).get("root", "")
-    return train(task, cfg, out, resume=resume, overwrite=overwrite, teacher=teacher)
+    return train(task, cfg, out, resume=resume, overwrite=overwrite, teacher=teachers)
 
 
 def _training_curves(run):

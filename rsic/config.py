@@ -55,6 +55,9 @@ DEFAULTS = {
         "kd_weight": 1.0,  # Hinton KD on the softened outputs
         "temperature": 4.0,
         "embedding_weight": 0.0,  # MSE between embeddings (projected when sizes differ)
+        # true: the student starts from the (first) teacher's weights in every layer of the same
+        # name and shape (common.distill.init_from_teacher); for a student of the teacher's family
+        "init_from_teacher": False,
     },
     "export": {
         **EXPORT_DEFAULTS,

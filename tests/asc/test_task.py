@@ -172,7 +172,7 @@ def test_inner_split_never_splits_a_recording_and_keeps_the_class_balance():
     assert not inner & rest and len(inner) == 8  # 2 of each scene's 10 recordings, whole
     assert [sum(c.label == k for c in split["val"]) for k in range(4)] == [18] * 4  # 2 recordings x 9 clips
     assert sorted(split["train"] + split["val"], key=str) == sorted(train, key=str) and split["evaluate"] == evaluate
-    assert AscTask().make_split(cfg, data) == split  # seeded (train.seed)
+    assert AscTask().make_split(cfg, data) == split  # seeded (data.split_seed)
     reported = load_config(None, ["train.select_on=reported"], defaults=DEFAULTS)
     assert AscTask().make_split(reported, data) == {"train": train, "evaluate": evaluate}
 
@@ -205,3 +205,53 @@ def test_student_chooses_its_epoch_as_its_teacher_did(teacher_run, tmp_path, cap
                                          f"on the reported split ({teacher / 'split.json'}); distill with "
                                          "--set train.select_on=reported")
     assert not (tmp_path / "s").exists()
+
+
+def test_ensemble_of_two_teachers_trains_a_student(teacher_run, teacher_cfg, student_cfg, sample_dir, tmp_path,
+                                                    capsys):
+    import copy
+
+    import yaml
+
+    from asc.config import load
+    from common.distill import Distiller
+    from common.train import load_run_model
+    from tests.asc.conftest import CONFIGS, FAST
+
+    task, first = AscTask(), teacher_run[0]
+    # A second, different teacher: other seed, a narrower embedding (16 per branch instead of 32).
+    cfg = load(CONFIGS / "teacher_tiny.yaml", [*FAST, "train.epochs=1", "train.seed=1", "model.embedding_dim=16"],
+               sample_dir)
+    second = runner.train(task, cfg, tmp_path / "second").run
+    cfg = copy.deepcopy(student_cfg)
+    cfg["train"]["epochs"] = 2
+    result = runner.distill(task, cfg, tmp_path / "student", f"{first},{second}")
+    history = read_history(result.run)
+    assert len(history["embedding_loss"]) == 2 and 0 < history["embedding_loss"][-1] < history["embedding_loss"][0]
+    split = json.loads((result.run / "split.json").read_text())
+    assert split["teacher"] == str(first.resolve()) and split["teachers"] == [str(first.resolve()), str(second.resolve())]
+
+    # The teacher metric is the ensemble's: the mean of the two teachers' probabilities.
+    data = task.open_data(copy.deepcopy(teacher_cfg))
+    items, _ = runner.read_split(task, first, data)
+    x, labels = task.examples(teacher_cfg, data, items["evaluate"])
+    teachers = [load_run_model(run) for run in (first, second)]
+    mean = (predict_probs(teachers[0], x) + predict_probs(teachers[1], x)) / 2
+    assert result.metrics["teacher_accuracy"] == pytest.approx(np.mean(mean.argmax(1) == labels), abs=0.04)
+    # The embeddings are concatenated (3 x 32 + 3 x 16): the student's projection predicts all of them.
+    sizes = [int(t.get_layer("embedding").output.shape[-1]) for t in teachers]
+    student = load_run_model(result.run)
+    distiller = Distiller(student, teachers, label_loss="categorical_crossentropy", embedding_weight=1.0)
+    assert sizes == [96, 48]
+    assert distiller.projection.kernel.shape == (student.get_layer("embedding").output.shape[-1], 144)
+
+    # A member computed on other features: one line naming it, nothing written.
+    other = tmp_path / "other_features"
+    shutil.copytree(second, other)
+    saved = yaml.safe_load((other / "config.yaml").read_text())
+    saved["features"]["kinds"] = ["logmel"]
+    (other / "config.yaml").write_text(yaml.safe_dump(saved))
+    code, _, err = run_in_process(task, ["distill", "--teacher", f"{first},{other}", "--out", tmp_path / "wrong"],
+                                  capsys)
+    assert code == 2 and "\n" not in err.strip() and f"{other}: the teacher was trained on other features" in err
+    assert not (tmp_path / "wrong").exists()

@@ -3,7 +3,7 @@ import pytest
 import tensorflow as tf
 import tf_keras as keras
 
-from common.distill import Distiller
+from common.distill import Distiller, TeacherEnsemble, ensemble_soft_targets, init_from_teacher
 from common.errors import ConfigError
 
 NUM_CLASSES = 4
@@ -178,6 +178,71 @@ def test_multi_input_student_with_dataset():
     assert distiller.predict(train, verbose=0).shape == (128, NUM_CLASSES)
 
 
+def _softmax(z):
+    e = np.exp(z - z.max(axis=-1, keepdims=True))
+    return e / e.sum(axis=-1, keepdims=True)
+
+
+def test_ensemble_output_is_the_mean_of_its_members():
+    x, labels = _data(seed=13, n=64)
+    members = [_classifier(16, seed=14, name="t"), _classifier(12, seed=15, name="t")]  # same names
+    probs = [m.predict(x, verbose=0) for m in members]
+
+    np.testing.assert_allclose(TeacherEnsemble(members).predict(x, verbose=0), (probs[0] + probs[1]) / 2,
+                               rtol=1e-5, atol=1e-7)
+    # Softened per member, then averaged (not a softmax of the mean log-probability).
+    expected = (_softmax(np.log(probs[0]) / 3.0) + _softmax(np.log(probs[1]) / 3.0)) / 2
+    np.testing.assert_allclose(ensemble_soft_targets([tf.constant(p) for p in probs], 3.0).numpy(), expected,
+                               rtol=1e-5, atol=1e-7)
+    assert not np.allclose(expected, _softmax((np.log(probs[0]) + np.log(probs[1])) / 2 / 3.0), atol=1e-3)
+
+    # The Distiller's KD loss and embedding target are the ensemble's: mean softened targets,
+    # concatenated embeddings (16 + 12) reached through the student's projection.
+    student = _classifier(6, seed=16, name="student")
+    distiller = Distiller(student, members, label_loss="sparse_categorical_crossentropy", label_weight=0.0,
+                          kd_weight=1.0, temperature=3.0, embedding_weight=1.0)
+    assert distiller.projection.kernel.shape == (6, 28)
+    distiller.compile(optimizer="sgd")
+    result = distiller.evaluate(x, labels, batch_size=64, verbose=0, return_dict=True)
+    student_soft = _softmax(np.log(student.predict(x, verbose=0)) / 3.0)
+    kd = 9.0 * np.sum(expected * (np.log(expected) - np.log(student_soft)), axis=-1).mean()
+    np.testing.assert_allclose(result["kd_loss"], kd, rtol=1e-4)
+    embedding = np.concatenate([keras.Model(m.inputs, m.get_layer("embedding").output).predict(x, verbose=0)
+                                for m in members], axis=-1)
+    projected = distiller.projection(keras.Model(student.inputs, student.get_layer("embedding").output)(x)).numpy()
+    np.testing.assert_allclose(result["embedding_loss"], np.mean((embedding - projected) ** 2), rtol=1e-4)
+
+
+def test_ensemble_distillation_trains_the_student(teacher):
+    x, labels = _data(seed=17)
+    second = _classifier(12, seed=18, name="teacher")
+    second.compile(optimizer=keras.optimizers.Adam(0.05), loss="sparse_categorical_crossentropy")
+    second.fit(*_data(), epochs=10, batch_size=64, verbose=0)
+    student = _classifier(8, seed=19, name="student")
+    ensemble = TeacherEnsemble([teacher, second])
+    before = _agreement(student, ensemble, x)
+    distiller = Distiller(student, [teacher, second], label_loss="sparse_categorical_crossentropy",
+                          label_weight=0.0, kd_weight=1.0, temperature=2.0, embedding_weight=0.1)
+    distiller.compile(optimizer=keras.optimizers.Adam(0.05))
+    history = distiller.fit(x, labels, epochs=10, batch_size=64, verbose=0).history
+    assert history["kd_loss"][-1] < 0.5 * history["kd_loss"][0]
+    assert history["embedding_loss"][-1] < history["embedding_loss"][0]
+    assert _agreement(student, ensemble, x) > max(before + 0.3, 0.8)
+    assert not teacher.trainable and not second.trainable and not distiller.teacher.trainable_variables
+
+
+def test_init_from_teacher_copies_layers_of_the_same_name_and_shape(teacher):
+    x, _ = _data(seed=20, n=32)
+    same = _classifier(16, seed=21, name="student", batchnorm=True)
+    assert init_from_teacher(same, teacher) == 3  # hidden, bn (with its moving statistics), logits
+    np.testing.assert_allclose(same.predict(x, verbose=0), teacher.predict(x, verbose=0), rtol=1e-6)
+    narrower = _classifier(8, seed=22, name="student", batchnorm=True)
+    before = [w.copy() for w in narrower.get_weights()]
+    assert init_from_teacher(narrower, teacher) == 0  # every shape differs: untouched
+    for old, new in zip(before, narrower.get_weights()):
+        np.testing.assert_array_equal(old, new)
+
+
 def test_configuration_errors(teacher):
     student = _classifier(4, seed=12, name="student3")
     with pytest.raises(ConfigError, match="no layer 'feat'"):
@@ -197,7 +262,7 @@ import numpy as np, tensorflow as tf
 cpu = tf.config.list_physical_devices("CPU")[0]
 tf.config.set_logical_device_configuration(cpu, [tf.config.LogicalDeviceConfiguration()] * 2)
 import tf_keras as keras
-from common.distill import Distiller
+from common.distill import Distiller, TeacherEnsemble, ensemble_soft_targets, init_from_teacher
 
 def net(width, seed, name):
     keras.utils.set_random_seed(seed)

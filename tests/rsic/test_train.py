@@ -2,6 +2,7 @@
 
 import csv
 import json
+import shutil
 
 import numpy as np
 import pytest
@@ -14,6 +15,7 @@ from rsic.data import read_split_file, scan_image_folder
 from rsic.features import predict_probs
 from rsic.models import build_model
 from rsic.task import classification_metrics
+from tests.cli_runner import run_in_process
 from tests.rsic.conftest import TASK, tiny_config
 
 
@@ -89,4 +91,46 @@ def test_distillation_moves_student_toward_teacher(teacher_run, sample_dir, tmp_
     other = tiny_config(None, "tiny_student.yaml", ["model.input_size=32"])
     with pytest.raises(ConfigError, match="model.input_size.*32 differs from the teacher's 64"):
         runner.distill(TASK, other, tmp_path / "wrong", teacher_dir)
+    assert not (tmp_path / "wrong").exists()
+
+
+def test_ensemble_of_two_teachers_trains_a_student(teacher_run, sample_dir, tmp_path, capsys):
+    first, _ = teacher_run
+    second = runner.train(TASK, tiny_config(sample_dir, overrides=["train.epochs=1", "train.seed=1"]),
+                          tmp_path / "second").run
+    student = tmp_path / "student"
+    code, _, err = run_in_process(TASK, ["distill", "--teacher", f"{first},{second}", "--config", "tiny_student.yaml",
+                                         "--set", "train.epochs=1", "--out", student], capsys)
+    assert code == 0, err
+    split = json.loads((student / "split.json").read_text())
+    assert split["teacher"] == str(first.resolve())  # the single-teacher key still names the first
+    assert split["teachers"] == [str(first.resolve()), str(second.resolve())]
+    metrics = runner.read_json(student / "metrics.json")
+    log = list(csv.DictReader((student / "history.csv").open()))
+    assert len(log) == 1 and float(log[0]["kd_loss"]) > 0 and np.isfinite(float(log[0]["loss"]))
+    # The teacher metric is the ensemble's: the mean of the two teachers' probabilities.
+    folder = scan_image_folder(sample_dir)
+    test = read_split_file(first / "split.json", folder)["test"]
+    files = [folder.files[i] for i in test]
+    mean = sum(predict_probs(load_run_model(run), files, 64) for run in (first, second)) / 2
+    assert metrics["teacher_accuracy"] == pytest.approx(np.mean(mean.argmax(1) == folder.labels[test]), abs=0.011)
+
+    # A member trained on another split, or on other classes: one line naming its file, nothing written.
+    moved = tmp_path / "other_split"
+    shutil.copytree(second, moved)
+    other = json.loads((moved / "split.json").read_text())
+    other["train"], other["test"] = other["train"][1:], [other["train"][0], *other["test"]]
+    (moved / "split.json").write_text(json.dumps(other))
+    code, _, err = run_in_process(TASK, ["distill", "--teacher", f"{first},{moved}", "--config", "tiny_student.yaml",
+                                         "--out", tmp_path / "wrong"], capsys)
+    assert code == 2 and "\n" not in err.strip(), err
+    assert f"{moved / 'split.json'}: its split differs from the first teacher's {first / 'split.json'}" in err
+    relabelled = tmp_path / "other_labels"
+    shutil.copytree(second, relabelled)
+    (relabelled / "labels.txt").write_text("a\nb\nc\nd\ne\n")
+    code, _, err = run_in_process(TASK, ["distill", "--teacher", f"{first},{relabelled}", "--config",
+                                         "tiny_student.yaml", "--out", tmp_path / "wrong"], capsys)
+    assert code == 2 and f"classes differ from the teacher's {relabelled / 'labels.txt'}" in err
+    code, _, err = run_in_process(TASK, ["distill", "--teacher", f"{first},{first}", "--out", tmp_path / "wrong"], capsys)
+    assert code == 2 and "is given twice" in err
     assert not (tmp_path / "wrong").exists()
