@@ -42,11 +42,11 @@ PUBLISHED = {
 REFERENCE = {"model": "Landslide4Sense challenge baseline on the paper's protocol", "f1": 0.7719, "miou": 0.6864,
              "params": 29.8e6}
 PAPER = "Le, Pham, Lampert, Schlögl, Schindler, IGARSS 2024 (arXiv 2312.16717)"
-# --quick: every rung at tiny.yaml's size (filters 4-8-16-32-32, 2 heads of 8) for one short
-# epoch, int8 by post-training quantization; folds 0 and 1 of the 5-fold protocol on a 24-patch
+# --quick: every rung at tiny.yaml's size (filters 4-8-16-32-32, 2 heads of 8) for two short
+# epochs, int8 by post-training quantization; folds 0 and 1 of the 5-fold protocol on a 24-patch
 # sample. Shows the machinery end to end in minutes, not the paper's numbers.
 QUICK_OVERRIDES = ["model.width=0.0625", "model.attention_heads=2", "model.attention_key_dim=8",
-                   "model.bn_momentum=0.9", "train.epochs=1", "train.batch_size=4", "train.lr=0.01",
+                   "model.bn_momentum=0.9", "train.epochs=2", "train.batch_size=4", "train.lr=0.01",
                    "train.verbose=0", "data.cache=memory", "export.mode=ptq", "export.calibration_examples=16",
                    "export.size_budget_mb=2.0"]
 QUICK_FOLDS = [0, 1]
@@ -62,7 +62,7 @@ def add_arguments(parser):
     parser.add_argument("--folds", help="comma-separated folds to run, e.g. 0,1 (default: every fold of data.folds)")
     parser.add_argument("--rungs", help=f"comma-separated rungs (default all: {','.join(RUNGS)})")
     parser.add_argument("--quick", action="store_true",
-                        help="tiny models, one epoch, folds 0,1 on sample data made in OUT/data (minutes)")
+                        help="tiny models, two epochs, folds 0,1 on sample data made in OUT/data (minutes)")
     add_set_arg(parser)
 
 
@@ -188,7 +188,7 @@ def markdown(content):
              "Mean ± std over the finished folds, in percent; `paper` columns are the published numbers "
              "(../shared/docs/PAPERS.md; the paper does not say which mIoU definition it uses).", ""]
     if content["quick"]:
-        lines += ["**--quick**: tiny models, one epoch, sample data: this shows the machinery, not the paper's "
+        lines += ["**--quick**: tiny models, two epochs, sample data: this shows the machinery, not the paper's "
                   "numbers.", ""]
     lines += [papers.markdown_table(header, body), ""]
     ref = content["reference"]

@@ -4,19 +4,28 @@ import argparse
 import json
 
 import numpy as np
+import pytest
 
 from asc import paper
 from asc.task import AscTask
 from common import runner
+from common.train import read_history
 from tests.cli_runner import run_in_process
-
-ONE_EPOCH = ["train.epochs=1"]  # after --quick's own settings: the test only needs the machinery
-
 
 def _args(out, **changes):
     return argparse.Namespace(**{"data": None, "out": str(out), "teacher_config": None,
-                                 "student_config": "student.yaml", "quick": True, "overrides": ONE_EPOCH,
-                                 **changes})
+                                 "student_config": "student.yaml", "quick": True, "overrides": [], **changes})
+
+
+def _crash_after_first_epoch():
+    """Keras callback that kills training (SystemExit, like a killed process) after epoch 1."""
+    import tf_keras as keras
+
+    class Crash(keras.callbacks.Callback):
+        def on_epoch_end(self, epoch, logs=None):
+            raise SystemExit("simulated kill")
+
+    return Crash()
 
 
 def test_paper2_quick_table_resume_and_export(tmp_path, monkeypatch):
@@ -27,12 +36,22 @@ def test_paper2_quick_table_resume_and_export(tmp_path, monkeypatch):
     assert table["rows"][0]["accuracy"] is not None and table["rows"][1]["accuracy"] is None
     teacher_mtime = (out / "teacher" / "model.keras").stat().st_mtime_ns
 
+    # The student killed after its first of two epochs: its resume state is on disk, no model.
+    callbacks = AscTask.callbacks
+    monkeypatch.setattr(AscTask, "callbacks", lambda self, *a: [*callbacks(self, *a), _crash_after_first_epoch()])
+    with pytest.raises(SystemExit):
+        paper.run(task, _args(out))
+    assert (out / "student" / "checkpoints" / "backup").is_dir() and not (out / "student" / "model.keras").exists()
+    monkeypatch.setattr(AscTask, "callbacks", callbacks)
+
+    # The same command again: the teacher is not trained again, the student resumes at epoch 2.
     trained = []
     original = runner.train
-    monkeypatch.setattr(runner, "train", lambda *a, **k: (trained.append(str(a[2])), original(*a, **k))[1])
+    monkeypatch.setattr(runner, "train", lambda *a, **k: (trained.append((str(a[2]), k["resume"])), original(*a, **k))[1])
     assert paper.run(task, _args(out)) is True
-    assert trained == [str(out / "student")]  # the teacher is not trained again
+    assert trained == [(str(out / "student"), True)]
     assert (out / "teacher" / "model.keras").stat().st_mtime_ns == teacher_mtime
+    assert read_history(out / "student")["epoch"] == [0, 1]
 
     table = json.loads((out / "paper2.json").read_text())
     assert table["data"] == {"path": str((out / "data").resolve()), "examples_per_split": {"train": 70, "evaluate": 30},
@@ -66,7 +85,7 @@ def test_paper2_quick_table_resume_and_export(tmp_path, monkeypatch):
     # The table deleted: rebuilt from the runs, nothing trained.
     (out / "paper2.md").unlink()
     assert paper.run(task, _args(out)) is True
-    assert trained == [str(out / "student")]
+    assert len(trained) == 1
     assert (out / "paper2.md").read_text() == markdown
 
 
