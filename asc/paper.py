@@ -138,7 +138,8 @@ def table(out, data, examples, *, quick):
         "paper": PAPER,
         "table": "teacher -> distilled student -> int8; accuracy overall, per device, 3-class (fractions)",
         "quick": quick,
-        "data": {"path": str(data), "examples_per_split": examples,
+        # The teacher's split.json once it is trained (it may carve a validation split from train).
+        "data": {"path": str(data), "examples_per_split": papers.split_counts(teacher) or examples,
                  "reported_split": "evaluate (fold1_evaluate on TAU 2022)"},
         "rows": rows,
         "published": PUBLISHED,
