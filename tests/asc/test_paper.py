@@ -12,6 +12,7 @@ from common import runner
 from common.train import read_history
 from tests.cli_runner import run_in_process
 
+
 def _args(out, **changes):
     return argparse.Namespace(**{"data": None, "out": str(out), "teacher_config": None,
                                  "student_config": "student.yaml", "quick": True, "overrides": [], **changes})
