@@ -11,6 +11,7 @@
     python -m asc predict --tflite runs/asc_student/model_int8.tflite recordings/ --out predictions.csv
     python -m asc complexity --config student.yaml         # exit code 1 when over the DCASE limits
     python -m asc demo --out runs/demo/asc
+    python -m asc paper2 --data data/tau2022 --out runs/paper2   # paper 2's table (asc/paper.py)
 
 Items of a split are `asc.data.Clip`s, identified in split.json by their file names relative to
 the data root. The splits are the data set's own: TAU's fold1 train/evaluate files, or every
@@ -382,7 +383,15 @@ class AscTask(Task):
                     lambda p: p.add_argument("--run", help="a run directory (its model and exported size) "
                                                            "instead of --config"),
                     self._complexity, common_args=True),
+            Command("paper2", "paper 2's table: teacher -> distilled student -> complexity -> int8 "
+                              "-> OUT/paper2.md, paper2.json (resumable)",
+                    _paper2_arguments, self._paper2),
         ]
+
+    def _paper2(self, args):
+        from asc.paper import run
+
+        run(self, args)
 
     def _features(self, args):
         from common.runner import load_task_config, need_data
@@ -402,3 +411,9 @@ class AscTask(Task):
             feats.check_config(cfg["features"])
             model, tflite = build_model(cfg, len(cfg["data"]["classes"]) or len(SCENES)), None
         return 0 if complexity_report(model, tflite)["within_limits"] else 1
+
+
+def _paper2_arguments(parser):
+    from asc.paper import add_arguments
+
+    add_arguments(parser)

@@ -13,6 +13,7 @@
     python -m landslide stats --config full.yaml --data data/l4s --out runs/stats
     python -m landslide summary --config full.yaml
     python -m landslide demo --out runs/demo/landslide
+    python -m landslide ladder --data data/l4s --out runs/paper1   # paper 1's table (landslide/paper.py)
 
 Items of a split are image file names (image_N.h5). The reported split is `val` (the validation
 fold of the k-fold protocol, or the holdout share); under `train.select_on: inner` (the default)
@@ -358,7 +359,15 @@ class LandslideTask(Task):
                     common_args=True),
             Command("summary", "parameters and MACs of a config's model", lambda p: None, self._summary,
                     common_args=True),
+            Command("ladder", "paper 1's table: six rungs x the folds, mean +- std, best rung exported "
+                              "-> OUT/ladder.md, ladder.json (resumable)",
+                    _ladder_arguments, self._ladder),
         ]
+
+    def _ladder(self, args):
+        from landslide.paper import run
+
+        run(self, args)
 
     def _stats(self, args):
         from common.runner import load_task_config, need_data, say
@@ -382,6 +391,12 @@ class LandslideTask(Task):
         say(f"landslide: {args.config or self.train_config}: {info['params']:,} parameters, "
             f"{info['macs'] / 1e9:.2f} GMACs per {size}x{size} patch, {info['channels']} input channels "
             f"(14 bands + engineered), {info['outputs']} output head(s)")
+
+
+def _ladder_arguments(parser):
+    from landslide.paper import add_arguments
+
+    add_arguments(parser)
 
 
 def model_summary(cfg):

@@ -59,6 +59,6 @@ def test_example_parses_and_its_config_loads(task, arguments):
 
 def test_make_targets_named_in_the_readme_exist():
     makefile = (ROOT / "Makefile").read_text()
-    targets = {name for line in re.findall(r"^([a-z][a-z -]*):", makefile, flags=re.M) for name in line.split()}
-    named = set(re.findall(r"(?:^|`)make ([a-z][a-z-]+)", README, flags=re.M))
+    targets = {name for line in re.findall(r"^([a-z][a-z0-9 -]*):", makefile, flags=re.M) for name in line.split()}
+    named = set(re.findall(r"(?:^|`)make ([a-z][a-z0-9-]+)", README, flags=re.M))
     assert named and named <= targets, named - targets

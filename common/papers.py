@@ -1,0 +1,230 @@
+"""One command per paper table: an ordered plan of runner steps, resumable, with its table.
+
+A paper's table (landslide `ladder`, asc `paper2`, later rsic `paper3`/`paper4`) is a list of
+`Step`s, each one call of the common runner (train, distill, evaluate, export) or a task's own
+function, each writing into a run directory under the plan's output folder `OUT`:
+
+    OUT/settings.json     what defines the runs (data, quick, --set overrides): a rerun with other
+                          settings is refused instead of mixing two experiments in one table
+    OUT/<run dirs>        one per train/distill step (config.yaml, model.keras, metrics.json, ...)
+    OUT/NAME.md, NAME.json  the table, rewritten (atomically) after every step
+
+`run_plan` skips a step whose output is there (a train step: the run's metrics.json; an export:
+export_report.json), evaluates a run that finished training but has no metrics.json yet, and
+resumes a run that was killed mid-training (common.train's BackupAndRestore state). So a killed
+command, run again, continues where it stopped; the table is always built from what is on disk.
+
+Example (what a task's command does):
+    steps = [Step("teacher", "train", out / "teacher", config=teacher_cfg),
+             Step("student", "distill", out / "student", config=student_cfg, teacher=out / "teacher"),
+             Step("student int8", "export", out / "student")]
+    run_plan(task, steps, lambda: write_table(out, "paper2", *build_table()))
+"""
+
+import copy
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from common.errors import ConfigError, RunDirError
+from common.io import write_json, write_text
+
+SETTINGS_FILE = "settings.json"
+# The file in a step's run directory whose presence means the step is finished, per action.
+DONE_FILE = {"train": "metrics.json", "distill": "metrics.json", "export": "export_report.json"}
+VERB = {"train": "training", "distill": "distilling", "export": "exporting", "evaluate": "evaluating"}
+
+
+@dataclass
+class Step:
+    """One step of a paper's plan.
+
+    Attributes:
+        label: what the progress line names, e.g. "residual fold 2".
+        action: "train", "distill", "export", "evaluate" (common.runner) or "call" (`call`).
+        run: the run directory the step writes into or reads (a Path), or a callable () -> Path
+            resolved when the step's turn comes (e.g. the best run of the steps before).
+        config: train/distill: the resolved config (a copy is trained, the plan's is untouched).
+        teacher: distill: the teacher's run directory.
+        options: evaluate: keyword arguments of common.runner.evaluate (split, tflite, ...).
+        output: the file in `run` whose presence means done; default DONE_FILE[action]
+            (evaluate and call steps must name theirs).
+        call: action "call": callable(run Path) -> None that writes `output`.
+        verb: the progress line's word for a call step ("measuring").
+    """
+
+    label: str
+    action: str
+    run: object
+    config: dict = None
+    teacher: Path = None
+    options: dict = field(default_factory=dict)
+    output: str = ""
+    call: object = None
+    verb: str = "running"
+
+    def run_dir(self):
+        return Path(self.run() if callable(self.run) else self.run)
+
+    def output_path(self):
+        name = self.output or DONE_FILE.get(self.action)
+        if not name:
+            raise ValueError(f"step {self.label!r}: an {self.action} step must name its output file")
+        return self.run_dir() / name
+
+
+def check_settings(out, settings, command):
+    """Create the plan folder `out`, or reopen it when it holds a plan of the same `settings`.
+
+    Args:
+        out: the plan's output folder.
+        settings: dict (JSON) of what defines the runs: data folder, quick, overrides.
+        command: the command line for messages, e.g. "python -m landslide ladder".
+
+    Raises:
+        RunDirError: `out` holds other files, or a plan made with other settings.
+    """
+    out = Path(out)
+    path = out / SETTINGS_FILE
+    settings = json.loads(json.dumps(settings))  # as it reads back (tuples become lists)
+    if out.exists() and not out.is_dir():
+        raise RunDirError(f"{out}: exists and is not a folder")
+    if path.is_file():
+        saved = read_json(path)
+        differ = [key for key in sorted(set(saved) | set(settings)) if saved.get(key) != settings.get(key)]
+        if differ:
+            key = differ[0]
+            raise RunDirError(f"{path}: this folder holds a run of `{command}` with {key} = "
+                              f"{json.dumps(saved.get(key))}, not {json.dumps(settings.get(key))}; "
+                              "run it again with the same settings to continue, or use another --out")
+        return out
+    if out.is_dir() and any(out.iterdir()):
+        raise RunDirError(f"{out}: folder is not empty and holds no {SETTINGS_FILE}; use another --out")
+    write_json(path, settings)
+    return out
+
+
+def run_plan(task, steps, write_tables, *, max_steps=None, say=None):
+    """Run the unfinished `steps` in order; call `write_tables()` after each step.
+
+    Args:
+        task: the common.task.Task the steps run on.
+        steps: list of Step.
+        write_tables: callable () -> None that rebuilds the tables from the run directories.
+        max_steps: stop after this many steps that did work (a test hook; None = all).
+        say: the progress printer (default common.runner.say).
+
+    Returns:
+        True when every step is finished, False when `max_steps` stopped the plan early.
+    """
+    from common import runner
+
+    say = say or runner.say
+    worked = 0
+    write_tables()
+    for number, step in enumerate(steps, 1):
+        prefix = f"[{number}/{len(steps)}] {step.label}"
+        output = step.output_path()
+        if output.is_file():
+            say(f"{prefix}: done ({output.name}), skipped")
+            continue
+        if max_steps is not None and worked >= max_steps:
+            say(f"{prefix}: not started (stopped after {worked} steps)")
+            return False
+        say(f"{prefix}: {step.verb if step.action == 'call' else VERB[step.action]} ...")
+        _run_step(task, step)
+        worked += 1
+        write_tables()
+    return True
+
+
+def _run_step(task, step):
+    from common import runner
+
+    run = step.run_dir()
+    if step.action in ("train", "distill"):
+        if (run / "model.keras").is_file():
+            # Trained, stopped before its metrics were written: score it, do not train again.
+            runner.evaluate(task, run)
+            return
+        # config.yaml without model.keras: a run that was killed; the same config resumes it.
+        resume = (run / "config.yaml").is_file()
+        cfg = copy.deepcopy(step.config)
+        if step.action == "train":
+            runner.train(task, cfg, run, resume=resume)
+        else:
+            runner.distill(task, cfg, run, step.teacher, resume=resume)
+    elif step.action == "export":
+        runner.export(task, run)
+    elif step.action == "evaluate":
+        runner.evaluate(task, run, **step.options)
+    elif step.action == "call":
+        step.call(run)
+    else:
+        raise ValueError(f"step {step.label!r}: unknown action {step.action!r}")
+    if not step.output_path().is_file():
+        raise RunDirError(f"{step.output_path()}: step {step.label!r} finished without writing it")
+
+
+# ---------------------------------------------------------------------------------------------
+# Reading runs and writing tables
+
+
+def read_json(path):
+    """The JSON object in `path`, or None when the file is not there (a step not yet run)."""
+    path = Path(path)
+    if not path.is_file():
+        return None
+    try:
+        return json.loads(path.read_text())
+    except ValueError as error:
+        raise RunDirError(f"{path}: unreadable JSON ({error})") from None
+
+
+def split_counts(run):
+    """Examples per split of a run (its split.json): {split name: count}, {} when not trained."""
+    content = read_json(Path(run) / "split.json") or {}
+    names = content.get("splits") or []
+    return {name: len(content[name]) for name in names if isinstance(content.get(name), list)}
+
+
+def mean_std(values):
+    """{"mean", "std", "n"} of the numbers in `values` (population std, as `evaluate --folds`);
+    None when there are none."""
+    values = [float(v) for v in values if v is not None]
+    if not values:
+        return None
+    return {"mean": float(np.mean(values)), "std": float(np.std(values)), "n": len(values)}
+
+
+def percent(value, std=None, digits=1):
+    """A fraction as people read a paper's table: 0.8407 -> "84.1", with " ± 1.2" for a std;
+    "-" when absent."""
+    if value is None:
+        return "-"
+    text = f"{100 * value:.{digits}f}"
+    return text + (f" ± {100 * std:.{digits}f}" if std is not None else "")
+
+
+def markdown_table(header, rows):
+    """Rows (lists of cell strings) under `header` (list of titles) as a Markdown table."""
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    lines += ["| " + " | ".join(str(cell) for cell in row) + " |" for row in rows]
+    return "\n".join(lines)
+
+
+def write_table(out, name, content, markdown):
+    """OUT/NAME.json (`content`) and OUT/NAME.md (`markdown`), each written atomically."""
+    write_json(Path(out) / f"{name}.json", content)
+    write_text(Path(out) / f"{name}.md", markdown.rstrip("\n") + "\n")
+
+
+def parse_list(text, allowed, flag):
+    """A comma-separated option (`--rungs a,b`) as a list, each value one of `allowed`."""
+    values = [part.strip() for part in str(text).split(",") if part.strip()]
+    unknown = [value for value in values if value not in allowed]
+    if unknown or not values:
+        raise ConfigError(f"{flag}: {unknown[0] if unknown else 'nothing'} is not one of {', '.join(map(str, allowed))}")
+    return values
