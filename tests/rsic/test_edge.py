@@ -55,9 +55,9 @@ def test_tflite_predict_agrees_with_keras(exported, teacher_run, sample_dir, tmp
     assert list(edge_rows[0]) == ["file", "label", "probability", *sorted(p.name for p in sample_dir.iterdir())]
     assert [r["file"] for r in edge_rows] == [r["file"] for r in keras_rows] == [str(f) for f in files]
     agree = np.mean([a["label"] == b["label"] for a, b in zip(keras_rows, edge_rows)])
-    # The tiny model's int8 file agrees with Keras on 0.83-0.91 of images over runs (issue 12's
-    # open "also fix": target 0.95); PIL's resize adds a little more disagreement here.
-    assert agree >= 0.8, agree
+    # The tiny model's int8 file agrees with Keras on 0.95-0.98 of test images over seeds (0.78-0.94
+    # when tiny.yaml trained 6 epochs); PIL's resize adds a little disagreement here.
+    assert agree >= 0.9, agree
     correct = np.mean([Path(r["file"]).parent.name == r["label"] for r in edge_rows])
     assert correct >= 0.6, correct  # the int8 model learned the scenes (chance: 0.2)
     np.testing.assert_allclose(probs.sum(1), 1.0, atol=0.02)
