@@ -19,7 +19,7 @@ OUT ?=
 RUN ?=
 ARGS ?=
 
-.PHONY: install test test-all demo bench bench-scale bench-peer lint clean paper1 paper2 \
+.PHONY: install test test-all demo bench bench-scale bench-peer lint clean paper1 paper2 paper3 paper4 \
         train-landslide train-rsic train-asc export-landslide export-rsic export-asc \
         evaluate-landslide evaluate-rsic evaluate-asc
 
@@ -76,14 +76,19 @@ evaluate-landslide evaluate-rsic evaluate-asc: evaluate-%: install
 
 # One command per paper table (README, "Reproducing the papers"); resumable: run it again after a stop.
 # `make paper1 DATA=dir [OUT=runs/paper1] [ARGS="--folds 0,1 --rungs unet_ce,full"]` (landslide ladder),
-# `make paper2 DATA=dir [OUT=runs/paper2]` (asc teacher -> student -> int8); QUICK=1 runs the quick
-# form on sample data made inside OUT (default runs/paperN_quick), no DATA needed.
+# `make paper2 DATA=dir [OUT=runs/paper2]` (asc teacher -> student -> int8), `make paper3 DATA=dir
+# [ARGS="--teachers 2"]` (rsic benchmark -> teacher(s) -> student -> int8), `make paper4 DATA=dir
+# [ARGS="--benchmark runs/paper3/benchmark"]` (rsic candidates -> attention model -> int8); QUICK=1 runs
+# the quick form on sample data made inside OUT (default runs/paperN_quick), no DATA needed.
 paper1: install
 	$(if $(QUICK),,$(call need,DATA,the Landslide4Sense folder; or QUICK=1 for sample data))
 	$(PY) -m landslide ladder $(if $(DATA),--data $(DATA)) --out $(or $(OUT),runs/paper1$(if $(QUICK),_quick)) $(if $(QUICK),--quick) $(ARGS)
 paper2: install
 	$(if $(QUICK),,$(call need,DATA,the TAU 2022 development folder; or QUICK=1 for sample data))
 	$(PY) -m asc paper2 $(if $(DATA),--data $(DATA)) --out $(or $(OUT),runs/paper2$(if $(QUICK),_quick)) $(if $(QUICK),--quick) $(ARGS)
+paper3 paper4: paper%: install
+	$(if $(QUICK)$(findstring --benchmark,$(ARGS)),,$(call need,DATA,the NWPU-RESISC45 folder; or QUICK=1 for sample data))
+	$(PY) -m rsic paper$* $(if $(DATA),--data $(DATA)) --out $(or $(OUT),runs/paper$*$(if $(QUICK),_quick)) $(if $(QUICK),--quick) $(ARGS)
 
 clean:
 	rm -rf runs .pytest_cache .ruff_cache .hypothesis benchmarks/tmp

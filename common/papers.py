@@ -1,6 +1,6 @@
 """One command per paper table: an ordered plan of runner steps, resumable, with its table.
 
-A paper's table (landslide `ladder`, asc `paper2`, later rsic `paper3`/`paper4`) is a list of
+A paper's table (landslide `ladder`, asc `paper2`, rsic `paper3`/`paper4`) is a list of
 `Step`s, each one call of the common runner (train, distill, evaluate, export) or a task's own
 function, each writing into a run directory under the plan's output folder `OUT`:
 
@@ -46,8 +46,11 @@ class Step:
         action: "train", "distill", "export", "evaluate" (common.runner) or "call" (`call`).
         run: the run directory the step writes into or reads (a Path), or a callable () -> Path
             resolved when the step's turn comes (e.g. the best run of the steps before).
-        config: train/distill: the resolved config (a copy is trained, the plan's is untouched).
-        teacher: distill: the teacher's run directory.
+        config: train/distill: the resolved config (a copy is trained, the plan's is untouched),
+            or a callable () -> config resolved when the step's turn comes (e.g. a config that
+            names the best run of the steps before: rsic's `model.backbone=best:DIR`).
+        teacher: distill: the teacher's run directory, a list of them (an ensemble), or a
+            callable () -> either, resolved when the step's turn comes.
         options: evaluate: keyword arguments of common.runner.evaluate (split, tflite, ...).
         output: the file in `run` whose presence means done; default DONE_FILE[action]
             (evaluate and call steps must name theirs).
@@ -59,7 +62,7 @@ class Step:
     action: str
     run: object
     config: dict = None
-    teacher: Path = None
+    teacher: object = None
     options: dict = field(default_factory=dict)
     output: str = ""
     call: object = None
@@ -151,11 +154,12 @@ def _run_step(task, step):
             return
         # config.yaml without model.keras: a run that was killed; the same config resumes it.
         resume = (run / "config.yaml").is_file()
-        cfg = copy.deepcopy(step.config)
+        cfg = copy.deepcopy(step.config() if callable(step.config) else step.config)
         if step.action == "train":
             runner.train(task, cfg, run, resume=resume)
         else:
-            runner.distill(task, cfg, run, step.teacher, resume=resume)
+            teacher = step.teacher() if callable(step.teacher) else step.teacher
+            runner.distill(task, cfg, run, teacher, resume=resume)
     elif step.action == "export":
         runner.export(task, run)
     elif step.action == "evaluate":

@@ -8,7 +8,9 @@ weights: paper3.yaml) with the same config (data split, input size, training), e
 latency, and the accuracy paper 3 reports on NWPU-RESISC45; then the best backbone by this run's
 test accuracy, and the best of paper 4's four compact candidates among those benchmarked (what
 `--set model.backbone=best:OUT` picks for attention.yaml). A backbone that already has a finished
-run in `OUT` is not trained again (delete its folder, or give --overwrite, to redo it). With
+run in `OUT` is not trained again (delete its folder, or give --overwrite, to redo it), one killed
+mid-training resumes; each finished backbone leaves its row in `OUT/<backbone>/benchmark_row.json`
+(what `python -m rsic paper3 / paper4` build their tables from, rsic/paper.py). With
 ImageNet weights, every backbone's file is fetched before the first training starts.
 
 `make bench`: speed and size of paper 3's and paper 4's models, float vs int8 accuracy.
@@ -405,28 +407,46 @@ def run_benchmark(task, cfg, out, *, overwrite=False):
     specs = [get_backbone(name) for name in cfg["benchmark"]["backbones"]]  # all names checked first
     need_data(cfg)
     out = Path(out)
-    if cfg["model"]["weights"] == "imagenet" and not cfg["model"]["weights_path"]:
-        # Every backbone's weights first: an offline machine stops now, not after hours of training.
-        from rsic.models import fetch_imagenet_weights
-
-        for spec in specs:
-            model_cfg = _run_config(cfg, spec)[0]["model"]
-            fetch_imagenet_weights(spec, model_cfg["alpha"], model_cfg["input_size"])
+    fetch_weights(cfg, specs)
     rows = []
     with reuse_listing(task, cfg):
         out.mkdir(parents=True, exist_ok=True)
         for spec in specs:
             say(f"rsic: benchmark {spec.name} ({len(rows) + 1} of {len(specs)})")
-            rows.append(_benchmark_one(task, cfg, spec, out / spec.name, overwrite=overwrite))
+            rows.append(benchmark_one(task, cfg, spec, out / spec.name, overwrite=overwrite))
             # after every backbone: a long run shows progress
             write_json(out / BENCHMARK_JSON, benchmark_summary(rows, cfg))
     table = markdown_table(rows, cfg, out=out)
-    write_text(out / "benchmark.md", table)
+    write_text(out / BENCHMARK_MD, table)
     say(table)
     return rows
 
 
 BENCHMARK_JSON = "benchmark.json"
+BENCHMARK_MD = "benchmark.md"
+ROW_FILE = "benchmark_row.json"  # OUT/<backbone>/: its table row, written once the run is finished
+
+
+def fetch_weights(cfg, specs):
+    """With `model.weights: imagenet`, every backbone's ImageNet weights before the first training:
+    an offline machine stops now (one line naming the file), not after hours of training."""
+    if cfg["model"]["weights"] == "imagenet" and not cfg["model"]["weights_path"]:
+        from rsic.models import fetch_imagenet_weights
+
+        for spec in specs:
+            model_cfg = _run_config(cfg, spec)[0]["model"]
+            fetch_imagenet_weights(spec, model_cfg["alpha"], model_cfg["input_size"])
+
+
+def write_benchmark(task, cfg, out, names):
+    """OUT/benchmark.json and OUT/benchmark.md from the row files of the backbones `names` (in that
+    order; a backbone without a finished row is left out). Returns the rows."""
+    from common.papers import read_json
+
+    rows = [row for row in (read_json(Path(out) / name / ROW_FILE) for name in names) if row is not None]
+    write_json(Path(out) / BENCHMARK_JSON, benchmark_summary(rows, cfg))
+    write_text(Path(out) / BENCHMARK_MD, markdown_table(rows, cfg, out=out))
+    return rows
 
 
 def _run_config(cfg, spec):
@@ -444,18 +464,32 @@ def _run_config(cfg, spec):
     return run_cfg, notes
 
 
-def _benchmark_one(task, cfg, spec, run_dir, *, overwrite):
+def benchmark_one(task, cfg, spec, run_dir, *, overwrite=False):
+    """Train (or resume), evaluate and export one backbone into `run_dir`; its row.
+
+    A finished run is reused; one killed mid-training resumes from its last epoch; one trained but
+    not scored is scored. An export refused (over `export.size_budget_mb`) is noted in the row.
+    Writes RUN/benchmark_row.json (ROW_FILE), the row, last.
+
+    Returns:
+        the row dict (see `run_benchmark`).
+    """
     from common import runner
     from common.complexity import model_complexity
 
+    run_dir = Path(run_dir)
     run_cfg, notes = _run_config(cfg, spec)
     model_cfg = run_cfg["model"]
-    finished = (run_dir / "model.keras").is_file() and (run_dir / runner.METRICS_FILE).is_file()
-    if finished and not overwrite:
+    trained = (run_dir / "model.keras").is_file()
+    if trained and (run_dir / runner.METRICS_FILE).is_file() and not overwrite:
         runner.say(f"rsic: {run_dir}: finished run found, reusing it")
         metrics = json.loads((run_dir / runner.METRICS_FILE).read_text())
+    elif trained and not overwrite:
+        metrics = runner.evaluate(task, run_dir)[0]  # trained, stopped before its scores were written
     else:
-        metrics = runner.train(task, run_cfg, run_dir, overwrite=overwrite).metrics
+        # config.yaml without model.keras: a killed run; the same config resumes it.
+        resume = not overwrite and (run_dir / "config.yaml").is_file()
+        metrics = runner.train(task, run_cfg, run_dir, resume=resume, overwrite=overwrite).metrics
     complexity = model_complexity(runner.keras_model(task, run_dir))
     row = {
         "backbone": spec.name,
@@ -481,6 +515,7 @@ def _benchmark_one(task, cfg, spec, run_dir, *, overwrite):
         except ExportError as error:
             row["note"] = ", ".join(notes + [f"not exported: {str(error).split(': ', 1)[-1]}"])
             runner.say(f"rsic: {spec.name}: {error}")
+    write_json(run_dir / ROW_FILE, row)
     return row
 
 

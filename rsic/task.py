@@ -11,6 +11,8 @@
     python -m rsic predict --tflite runs/rsic_student/model_int8.tflite photos/ --out predictions.csv
     python -m rsic benchmark --config tiny.yaml --data data/rsic_sample --out runs/bench
     python -m rsic train --config attention.yaml --set model.backbone=best:runs/bench --data D --out runs/att
+    python -m rsic paper3 --data D --out runs/paper3     # paper 3's table (rsic/paper.py); --quick: sample data
+    python -m rsic paper4 --data D --out runs/paper4     # paper 4's table
     python -m rsic demo --out runs/demo/rsic
 
 The data is a folder per class (rsic/data.py). Items of a split are int indices into the listed
@@ -303,8 +305,16 @@ class RsicTask(Task):
             add_shorthand(parser, "--skip-bad", "data.skip_bad", nargs=0,
                           help="skip unreadable images (listed in one line) instead of stopping")
 
+        from rsic import paper
+
         return [Command("benchmark", "train, evaluate and export a list of backbones -> OUT/benchmark.json/.md",
-                        arguments, self._benchmark, common_args=True)]
+                        arguments, self._benchmark, common_args=True),
+                Command("paper3", "paper 3's table: benchmark -> best run(s) as teacher(s) -> distilled student "
+                                  "-> int8 -> OUT/paper3.md, paper3.json (resumable)",
+                        lambda parser: paper.add_arguments(parser, 3), lambda args: paper.run_paper3(self, args)),
+                Command("paper4", "paper 4's table: benchmark of its candidates -> attention model on the best "
+                                  "-> int8 within 20 MB -> OUT/paper4.md, paper4.json (resumable)",
+                        lambda parser: paper.add_arguments(parser, 4), lambda args: paper.run_paper4(self, args))]
 
     def _benchmark(self, args):
         from common.runner import load_task_config
