@@ -6,7 +6,7 @@ weights: paper3.yaml) with the same config (data split, input size, training), e
 `OUT/<backbone>/` through common.runner (train, then export), and writes `OUT/benchmark.json` and
 `OUT/benchmark.md`: backbone, parameters, test accuracy, int8 TFLite size, int8 accuracy and
 latency, and the accuracy paper 3 reports on NWPU-RESISC45; then the best backbone by this run's
-test accuracy, and the best of paper 4's four compact candidates among those benchmarked (what
+validation accuracy (the inner split; the test split is only reported), and the best of paper 4's four compact candidates among those benchmarked (what
 `--set model.backbone=best:OUT` picks for attention.yaml). A backbone that already has a finished
 run in `OUT` is not trained again (delete its folder, or give --overwrite, to redo it), one killed
 mid-training resumes; each finished backbone leaves its row in `OUT/<backbone>/benchmark_row.json`
@@ -497,6 +497,7 @@ def benchmark_one(task, cfg, spec, run_dir, *, overwrite=False):
         "params": complexity["params"],
         "macs": complexity["macs"],
         "accuracy": metrics["accuracy"],
+        "val_accuracy": _selection_accuracy(run_dir),
         "int8_accuracy": None,
         "tflite_bytes": None,
         "latency_ms": None,
@@ -519,16 +520,33 @@ def benchmark_one(task, cfg, spec, run_dir, *, overwrite=False):
     return row
 
 
+def _selection_accuracy(run_dir):
+    """The accuracy on the inner validation split at the epoch the run kept (the best one), or None
+    for a run that chose its epoch on the test split (`train.select_on: reported`)."""
+    from common.train import read_history
+
+    split = json.loads((Path(run_dir) / "split.json").read_text()) if (Path(run_dir) / "split.json").is_file() else {}
+    values = [v for v in read_history(run_dir).get("val_accuracy", []) if v == v]  # NaN: a missing epoch
+    return max(values) if split.get("selection_split") == "val" and values else None
+
+
+def selection_score(row):
+    """What ranks a benchmark row: its inner validation accuracy when it has one, so that the test
+    split that is reported never picks the best backbone or the teachers; else (runs trained with
+    `train.select_on: reported`, or older benchmark files) its test accuracy."""
+    return row["val_accuracy"] if row.get("val_accuracy") is not None else row.get("accuracy")
+
+
 def rank_rows(rows, candidates=None):
-    """Rows by this run's test accuracy, best first (a tie goes to the smaller model).
+    """Rows best first by `selection_score` (a tie goes to the smaller model).
 
     Args:
-        rows: benchmark row dicts (backbone, accuracy, params). candidates: backbone names to keep
-            (None: every row).
+        rows: benchmark row dicts (backbone, accuracy, val_accuracy, params). candidates: backbone
+            names to keep (None: every row).
     """
-    kept = [row for row in rows if row.get("accuracy") is not None
+    kept = [row for row in rows if selection_score(row) is not None
             and (candidates is None or row["backbone"] in candidates)]
-    return sorted(kept, key=lambda row: (-row["accuracy"], row.get("params") or 0))
+    return sorted(kept, key=lambda row: (-selection_score(row), row.get("params") or 0))
 
 
 def _best_entry(rows, candidates=None):
@@ -542,7 +560,7 @@ def _best_entry(rows, candidates=None):
 def benchmark_summary(rows, cfg):
     """The content of benchmark.json: what was run, the rows, the ranking and the best backbones.
 
-    `best`: the most accurate row (test accuracy of this run); `best_paper4`: the most accurate of
+    `best`: the most accurate row (`selection_score`: validation accuracy); `best_paper4`: the most accurate of
     paper 4's four candidates among the rows (None if none was benchmarked); `ranking`: every
     backbone, best first.
     """
@@ -552,6 +570,7 @@ def benchmark_summary(rows, cfg):
         "input_size": cfg["model"]["input_size"],
         "weights": cfg["model"]["weights"] or "none",
         "metric": "accuracy on the test split",
+        "ranked_on": "inner validation accuracy (test accuracy where a run has none)",
         "rows": rows,
         "ranking": [row["backbone"] for row in rank_rows(rows)],
         "best": _best_entry(rows),
@@ -619,7 +638,7 @@ def markdown_table(rows, cfg, out=None):
         )
     best, best4 = _best_entry(rows), _best_entry(rows, PAPER4_BACKBONES)
     if best:
-        lines += ["", f"Best: {_named(best)}, by this run's test accuracy (a tie goes to the smaller model)."]
+        lines += ["", f"Best: {_named(best)}, by this run's validation accuracy (inner split; a tie goes to the smaller model)."]
     if best4:
         hint = f" (`--set model.backbone=best:{out}` gives it to attention.yaml)" if out else ""
         lines.append(f"Best of paper 4's candidates ({', '.join(PAPER4_BACKBONES)}): {_named(best4)}{hint}.")

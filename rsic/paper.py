@@ -1,7 +1,7 @@
 """Papers 3 and 4's tables as commands: `python -m rsic paper3 / paper4 --data D --out R`.
 
 paper3: the backbone benchmark (paper 3's backbones, `rsic benchmark`'s runs) -> teacher(s): the
-N best benchmark runs by test accuracy (`--teachers N`, default 1; N > 1 an ensemble, mean
+N best benchmark runs by validation accuracy (`--teachers N`, default 1; N > 1 an ensemble, mean
 probabilities) -> a compact student distilled from them (student.yaml) -> int8 export -> the int8
 model scored on the whole test split.
 
@@ -122,7 +122,7 @@ def benchmark_rows(folder, names=None):
 
 
 def best_runs(folder, names, n):
-    """The run directories of the `n` best benchmark backbones (test accuracy; a tie: the smaller)."""
+    """The run directories of the `n` best benchmark backbones (validation accuracy, `bench.selection_score`; a tie: the smaller)."""
     ranked = bench.rank_rows(benchmark_rows(folder, names))
     if len(ranked) < n:
         raise RunDirError(f"{folder}: {len(ranked)} finished benchmark run(s), fewer than the {n} teachers asked "
@@ -284,7 +284,7 @@ def paper3_markdown(content):
              "20% of each class for training).", "", *_quick_lines(content),
              papers.markdown_table(HEADER, [_row_cells(row) for row in content["rows"]]), ""]
     if content["teachers"]:
-        lines.append(f"Teacher(s): the {len(content['teachers'])} best benchmark run(s) by test accuracy: "
+        lines.append(f"Teacher(s): the {len(content['teachers'])} best benchmark run(s) by validation accuracy: "
                      f"{', '.join(content['teachers'])}" + (" (an ensemble: mean probabilities)."
                                                            if len(content["teachers"]) > 1 else "."))
     student = next(row for row in content["rows"] if row["kind"] == "student")
@@ -415,7 +415,7 @@ def paper4_markdown(content):
              "paper 3's published accuracy of each candidate backbone.", "", *_quick_lines(content),
              papers.markdown_table(header, body), ""]
     if content["best_candidate"]:
-        lines.append(f"Best candidate by test accuracy in `{content['benchmark']}`: {content['best_candidate']} "
+        lines.append(f"Best candidate by validation accuracy in `{content['benchmark']}`: {content['best_candidate']} "
                      f"(paper 4: candidates under {p['max_params'] / 1e6:.0f}M parameters).")
     if s["int8_tflite_bytes"]:
         before = f"{s['float_keras_bytes'] / 1e6:.2f} MB" if s["float_keras_bytes"] else "-"

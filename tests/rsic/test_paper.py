@@ -66,7 +66,7 @@ def test_paper3_quick_table_resume_and_export(paper3_run):
     for row in table["rows"]:
         assert 0.0 <= row["accuracy"] <= 1.0, row
     # Teachers: both benchmark runs, best first; the student's split.json names the same runs.
-    ranked = sorted(bench["rows"], key=lambda row: (-row["accuracy"], row["params"]))
+    ranked = sorted(bench["rows"], key=lambda row: (-row["val_accuracy"], row["params"]))  # validation picks
     assert table["teachers"] == [row["backbone"] for row in ranked]
     split = json.loads((out / "student" / "split.json").read_text())
     assert split["teachers"] == [str((out / "benchmark" / row["backbone"]).resolve()) for row in ranked]
@@ -110,7 +110,7 @@ def test_paper4_quick_on_paper3_benchmark(paper3_run, tmp_path):
     assert size["budget_mb"] == 20.0 and size["within_budget"] is True
     assert table["published"]["size_budget_mb"] == 20.0 and table["published"]["max_params"] == 5e6
     markdown = (out / "paper4.md").read_text()
-    assert "within the 20 MB budget" in markdown and f"Best candidate by test accuracy in `{bench_dir}`: {best}" in markdown
+    assert "within the 20 MB budget" in markdown and f"Best candidate by validation accuracy in `{bench_dir}`: {best}" in markdown
 
     # Run again: every step is done, nothing trains; other settings are refused.
     assert paper.run_paper4(TASK, _args(out, benchmark=str(bench_dir))) is True
