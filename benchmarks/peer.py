@@ -260,10 +260,11 @@ def summarise(systems, infer_times, n, split, epochs, batch, threads, width, qui
             "load": [e["load"] for e in system.epochs],
         })
     by = {row["system"]: row for row in rows}
-    macs = {config: _macs(config, width) for config in configs}
+    macs = {config: _macs(config, width) for config in {*configs, "unet_ce"}}
     for config in configs:
         for row in rows:
-            if row["system"].startswith(config + " "):
+            # The PyTorch replica is the same 5-level U-Net as unet_ce (17.27M against 17.28M parameters).
+            if row["system"].startswith(config + " ") or (config == "unet_ce" and row["system"].startswith("pytorch")):
                 row["gmacs"] = macs[config] / 1e9
                 row["gmac_per_s"] = row["train_patches_per_s"] * macs[config] / 1e9
     infer = {name: {"median_s": _median(times), "all_s": [round(t, 2) for t in times]}

@@ -29,7 +29,6 @@ from pathlib import Path
 from common import papers
 from common.errors import ConfigError, RunDirError
 from rsic import bench
-from rsic.models import BACKBONES, get_backbone
 
 PAPER3 = "Pham, Le, Ngo, Nguyen, Lampert, Schindler, McLoughlin, ISPA 2023 (arXiv 2302.13028)"
 PAPER4 = "Le, Pham, NVN, Nguyen, Trang, ICIIT 2022 (arXiv 2211.02820)"
@@ -100,6 +99,8 @@ def _backbones(args, default, allowed):
 
 def benchmark_steps(task, cfg, folder, names):
     """One step per backbone (train, score, export: `bench.benchmark_one`), then the table."""
+    from rsic.models import get_backbone  # TensorFlow: not at parser build
+
     steps = []
     for name in names:
         spec = get_backbone(name)
@@ -147,6 +148,7 @@ def run_paper3(task, args, *, max_steps=None):
     """`python -m rsic paper3`: benchmark -> teacher(s) -> distilled student -> int8. `max_steps`
     stops after that many steps that did work (a test hook). Returns True when finished."""
     from common.runner import load_task_config, say
+    from rsic.models import BACKBONES, get_backbone  # TensorFlow: not at parser build
 
     bench_config = args.config or (QUICK_BENCH if args.quick else "paper3.yaml")
     student_config = args.student_config or (QUICK_STUDENT if args.quick else task.distill_config)
@@ -183,6 +185,8 @@ def run_paper3(task, args, *, max_steps=None):
 
 def _bench_row(row, folder):
     """A benchmark row of the paper tables (accuracies as fractions, paper 3's beside)."""
+    from rsic.models import BACKBONES  # TensorFlow: not at parser build
+
     spec = BACKBONES[row["backbone"]]
     return {"model": row["backbone"], "kind": "benchmark", "run": str(Path(folder) / row["backbone"]),
             "params": row.get("params"), "accuracy": row.get("accuracy"), "int8_accuracy": row.get("int8_accuracy"),
@@ -192,6 +196,8 @@ def _bench_row(row, folder):
 
 def _planned(name, folder, kind="benchmark"):
     """The row of a backbone not benchmarked yet."""
+    from rsic.models import BACKBONES  # TensorFlow: not at parser build
+
     spec = BACKBONES[name]
     return {"model": name, "kind": kind, "run": str(Path(folder) / name), "params": None, "accuracy": None,
             "int8_accuracy": None, "tflite_bytes": None, "latency_ms": None,
@@ -200,6 +206,7 @@ def _planned(name, folder, kind="benchmark"):
 
 def _fraction(percent):
     """Paper 3's accuracy in % (rsic.models.BACKBONES) as a fraction: 90.8 -> 0.908."""
+
     return None if percent is None else round(percent / 100, 4)
 
 
@@ -214,6 +221,8 @@ def _export_cells(run):
 
 def paper3_table(out, data, names, n_teachers, counts, *, quick):
     """Paper 3's table as JSON (accuracies as fractions), built from the run directories."""
+    from rsic.models import BACKBONES  # TensorFlow: not at parser build
+
     folder, student = Path(out) / "benchmark", Path(out) / "student"
     done = {row["backbone"]: row for row in benchmark_rows(folder, names)}
     rows = [_bench_row(done[name], folder) if name in done else _planned(name, folder) for name in names]
@@ -305,6 +314,7 @@ def run_paper4(task, args, *, max_steps=None):
     """`python -m rsic paper4`: benchmark of the candidates -> attention model on the best -> int8.
     `max_steps` stops after that many steps that did work (a test hook). Returns True when finished."""
     from common.runner import load_task_config, say
+    from rsic.models import get_backbone  # TensorFlow: not at parser build
 
     bench_config = args.config or (QUICK_BENCH if args.quick else "paper3.yaml")
     attention_config = args.attention_config or (QUICK_ATTENTION if args.quick else "attention.yaml")
