@@ -302,6 +302,7 @@ def _export_backbone(backbone, shape, tmp_path, **kwargs):
                          loss="categorical_crossentropy", qat_steps=1, heldout=x[8:], **kwargs)
 
 
+@pytest.mark.slow  # about 2 minutes on 2 cores: make test-all (the rsic QAT path is covered by EfficientNetB0)
 def test_qat_mobilenetv2_nested(tmp_path):
     _seed(3)
     backbone = keras.applications.MobileNetV2(

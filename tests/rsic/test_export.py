@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 
 from common.export import export_tflite
+from common.train import set_seed
 from rsic.config import DEFAULTS
 from rsic.models import build_model
 
@@ -25,6 +26,9 @@ COMPACT = [("MobileNetV2", 0.35, 32, "ptq"),
 
 
 def _model(backbone, alpha, size, **changes):
+    # Seeded: unseeded, the initial weights depend on the tests run before; after some orders the
+    # short EfficientNetB0 fit collapsed to near-uniform outputs, where argmax agreement is noise.
+    set_seed(0)
     cfg = copy.deepcopy(DEFAULTS["model"])
     cfg.update(backbone=backbone, alpha=alpha, input_size=size, embedding_dim=16, **changes)
     return build_model(cfg, 3)
