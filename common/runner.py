@@ -203,8 +203,7 @@ def train(task, cfg, out, *, resume=False, overwrite=False, teacher=None):
 
         d = cfg["distill"]
         if d.get("init_from_teacher"):
-            first = teacher_model.members[0] if hasattr(teacher_model, "members") else teacher_model
-            copied = init_from_teacher(training, first)
+            copied = init_from_teacher(training, members[0])
             say(f"{task.name}: student starts from the teacher's weights in {copied} layers (distill.init_from_teacher)")
         distiller = Distiller(training, teacher_model, label_loss=task.label_loss(cfg),
                               label_weight=d["label_weight"], kd_weight=d["kd_weight"],

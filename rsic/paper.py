@@ -219,6 +219,19 @@ def _export_cells(run):
             "quantization": report.get("quantization"), "agreement": report.get("agreement")}
 
 
+def _float_and_int8_rows(name, kind, run, metrics, exported, **extra):
+    """The two table rows of one trained and exported run: its float model (`metrics`, the run's
+    metrics.json) and its int8 TFLite file (`exported`, `_export_cells`); `extra` goes on the float row."""
+    return [
+        {"model": f"{name} (float)", "kind": kind, "run": str(run), "params": exported["params"],
+         "accuracy": metrics.get("accuracy"), "int8_accuracy": None, "tflite_bytes": None, "latency_ms": None,
+         "published_accuracy": None, **extra, "note": ""},
+        {"model": f"{name} (int8 TFLite)", "kind": f"{kind} int8", "run": str(run), **exported,
+         "accuracy": exported["int8_accuracy"], "int8_accuracy": None, "published_accuracy": None,
+         "note": "int8 accuracy on the whole test split"},
+    ]
+
+
 def paper3_table(out, data, names, n_teachers, counts, *, quick):
     """Paper 3's table as JSON (accuracies as fractions), built from the run directories."""
     from rsic.models import BACKBONES  # TensorFlow: not at parser build
@@ -240,12 +253,8 @@ def paper3_table(out, data, names, n_teachers, counts, *, quick):
                      "model": f"teacher ensemble ({len(teachers)}, mean probabilities)", "run": None,
                      "accuracy": metrics.get("teacher_accuracy")})
     exported = _export_cells(student)
-    rows.append({"model": "student (float)", "kind": "student", "run": str(student), "params": exported["params"],
-                 "accuracy": metrics.get("accuracy"), "int8_accuracy": None, "tflite_bytes": None, "latency_ms": None,
-                 "published_accuracy": None, "teacher_agreement": metrics.get("teacher_agreement"), "note": ""})
-    rows.append({"model": "student (int8 TFLite)", "kind": "student int8", "run": str(student),
-                 **exported, "accuracy": exported["int8_accuracy"], "int8_accuracy": None, "published_accuracy": None,
-                 "note": "int8 accuracy on the whole test split"})
+    rows += _float_and_int8_rows("student", "student", student, metrics, exported,
+                                 teacher_agreement=metrics.get("teacher_agreement"))
     return {
         "paper": PAPER3,
         "table": "backbone benchmark -> best run(s) as teacher(s) -> distilled student -> int8 (test accuracy, "
@@ -385,12 +394,7 @@ def paper4_table(out, data, folder, names, counts, *, quick):
     model_file = attention / "model.keras"
     float_bytes = model_file.stat().st_size if model_file.is_file() else None
     name = f"attention on {backbone}" if backbone else "attention model"
-    rows.append({"model": f"{name} (float)", "kind": "attention", "run": str(attention), "params": exported["params"],
-                 "accuracy": metrics.get("accuracy"), "int8_accuracy": None, "tflite_bytes": None,
-                 "latency_ms": None, "published_accuracy": None, "note": ""})
-    rows.append({"model": f"{name} (int8 TFLite)", "kind": "attention int8", "run": str(attention), **exported,
-                 "accuracy": exported["int8_accuracy"], "int8_accuracy": None, "published_accuracy": None,
-                 "note": "int8 accuracy on the whole test split"})
+    rows += _float_and_int8_rows(name, "attention", attention, metrics, exported)
     budget = PAPER4_PUBLISHED["size_budget_mb"]
     report = papers.read_json(attention / "export_report.json") or {}
     budget = float(report.get("size_budget_mb", budget))
