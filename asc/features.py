@@ -1,45 +1,54 @@
-"""Spectrograms for acoustic scenes (log-Mel, Gammatone, CQT) and their HDF5 cache.
+"""Spectrograms for acoustic scenes (log-Mel, Gammatone, CQT), their HDF5 cache, and the front end
+a firmware recomputes them from (`export --target mcu`). Never imports TensorFlow.
 
 The model's input is a stack of spectrograms, one channel per kind: float32 of shape
 (n_bins, frames, len(kinds)), row 0 the lowest frequency, with frames = 1 + samples // hop_length
 (centred frames; 87 for a 1-s clip at 44.1 kHz and hop 512, about 11.6 ms per frame). The same
-`compute_features` / `compute_batch` is used for training, evaluation, prediction and the TFLite
-path; it runs in numpy/scipy/librosa, outside the model, and never imports TensorFlow.
+`compute_batch` serves training, evaluation, prediction and the TFLite path, in numpy/scipy/librosa.
 
 Each spectrogram is a power spectrogram in decibels relative to its own maximum, floored at
 `-top_db`, then mapped linearly to [-1, 1] (`db / (top_db / 2) + 1`). Per-clip referencing makes
 the input independent of the recording gain, one of the device differences.
 
 - log-Mel: librosa's Slaney Mel filter bank on an STFT power spectrum.
-- Gammatone: this module's own ERB-spaced filter bank (`gammatone_filterbank`): the magnitude
-  response of a 4th-order gammatone filter (bandwidth 1.019 ERB, Glasberg & Moore 1990) at each of
-  `n_bins` centre frequencies equally spaced on the ERB-rate scale, applied as weights to the STFT
-  power spectrum (one matrix product per clip; a fast approximation of a time-domain gammatone
-  filter bank, as in Ellis' `gammatonegram`).
-- CQT: a constant-Q transform with librosa's filters (`librosa.filters.wavelet`: Hann-windowed
-  complex sinusoids, L1-normalised, scaled like `librosa.cqt(scale=True)`). Its lowest filter must
-  fit the clip: with 24 bins per octave a filter at `fmin` is about 34 * sample_rate / fmin samples
-  long, so a 1-s clip needs fmin >= ~50 Hz (librosa warns below); 128 bins then span 50 Hz to
-  2 kHz. The paper's fmin of 10 Hz assumed 10-s clips. `cqt.method: kernel` (default) computes it
-  with one FFT per clip (`CQTKernel`): each filter's spectrum, sparsified, is folded onto the hop
-  grid so one small inverse FFT per bin gives every frame exactly at the hop, batched over clips.
-  That is librosa's own filter response at the full sample rate, without its octave-by-octave
-  resampling, and about 20x faster than `librosa.cqt` (`cqt.method: librosa`). The two agree
-  within `CQT_TOLERANCE` on the [-1, 1] scale (tests/asc/test_scale.py).
+- Gammatone: ERB-spaced 4th-order gammatone power responses (`gammatone_filterbank`, Glasberg &
+  Moore 1990) applied as weights to the STFT power spectrum, as in Ellis' `gammatonegram`.
+- CQT: librosa's constant-Q filters (`librosa.filters.wavelet`: Hann-windowed complex sinusoids,
+  L1-normalised, scaled like `librosa.cqt(scale=True)`). The lowest filter must fit the clip: at
+  24 bins per octave a filter at `fmin` is about 34 * sample_rate / fmin samples long, so a 1-s
+  clip needs fmin >= ~50 Hz (128 bins then span 50 Hz to 2 kHz; the paper's 10 Hz assumed 10-s
+  clips). `cqt.method: kernel` (default, `CQTKernel`) computes librosa's filter response at the
+  full sample rate with one FFT per clip, about 20x faster than `librosa.cqt`
+  (`cqt.method: librosa`, which resamples octave by octave); they agree within `CQT_TOLERANCE`.
 
 Cache (format 2, `build_cache`): one chunked HDF5 dataset `features` (N, n_bins, frames, kinds)
 (float16 by default, one clip per HDF5 chunk for random reads) plus a name index `names` (N,)
 (file names relative to the data root), with the feature config and its hash as attributes.
-Features are computed `features.chunk` clips at a time and appended in place, so memory stays
-O(chunk) whatever N; after each chunk's rows are flushed, the attribute `rows` (the committed row
-count) is raised and flushed, so a killed run leaves a valid cache of the finished chunks, and the
-next run resumes after them. Rows beyond `rows` are ignored (and overwritten). A cache built with
-another config, or truncated/corrupt, is detected and rebuilt (and said so); a cache in the old
-one-dataset-per-clip format is converted (same config) or rebuilt, with one line saying so.
+Features are computed `features.chunk` clips at a time and appended in place (memory O(chunk));
+after each chunk's rows are flushed, the attribute `rows` (the committed row count) is raised and
+flushed, so a killed run leaves a valid cache of the finished chunks and the next run resumes
+after them; rows beyond `rows` are ignored (and overwritten). A cache of another config, or
+truncated/corrupt, is rebuilt; one in the old one-dataset-per-clip format is converted (same
+config) or rebuilt; each with one line saying so.
+
+Front end (`write_frontend`): everything that defines the features, for a device without librosa:
+`frontend.json` (every parameter: sample rate, clip length, hop, frames, per kind the FFT size,
+window, frequency range, the dB reference and scaling, the file list), per kind the analysis
+window `<kind>_window.npy` (n_fft,) and a banded sparse filter bank (row k covers FFT bins
+start[k] .. start[k] + length[k] - 1 with weights[offset[k]:offset[k] + length[k]], offset = the
+cumulative lengths) as `<kind>_start.npy`, `<kind>_length.npy`, `<kind>_weights.npy`, and the
+same arrays in `frontend.h` / `frontend.cc`. On the device: frame t of the clip (zero-padded by
+n_fft // 2 at both ends) starts at sample t * hop; window it, real FFT, then
+band_k = sum_j w_kj |X_j|^2 (logmel: exactly the Mel matrix's non-zero band; gammatone: rows cut
+under `GAMMATONE_THRESHOLD` times their peak, -90 dB) or power_k = |sum_j c_kj X_j|^2 (cqt:
+complex single-rate kernels, Brown & Puckette, with librosa's scaling and sparsity, on a
+rectangular n_fft window: every octave at the full rate, where librosa.cqt decimates; this costs
+one 32768-point FFT per hop at the defaults), then the dB scaling. `frontend_features` does that
+in plain numpy; it matches `compute_features` within `LOGMEL_TOLERANCE`, `GAMMATONE_TOLERANCE`
+and `FRONTEND_CQT_TOLERANCE` (tests/asc/test_frontend.py).
 """
 
 import json
-import logging
 import threading
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -50,8 +59,6 @@ from asc.data import ClipReport, read_wav
 from common.config import config_hash
 from common.errors import ConfigError, DataError
 from common.io import atomic_path, write_json, write_text
-
-log = logging.getLogger("asc")
 
 KINDS = ("logmel", "gammatone", "cqt")
 
@@ -81,6 +88,33 @@ _NOT_HASHED = ("cache", "workers", "chunk")
 # within 60 dB of the clip's maximum (the floor region below differs more, in absolute dB, since it
 # is librosa's resampling noise).
 CQT_TOLERANCE = {"mean": 0.02, "p99_above_-60dB": 0.06}
+_BATCH = 16  # clips per batched FFT inside a chunk (a few MB of temporaries per thread)
+CACHE_FORMAT = 2  # attribute `format` of a chunked cache; the old per-clip caches have none
+# Called after every committed chunk with (rows committed); tests use it to kill a run halfway.
+_after_chunk = None
+
+FRONTEND_FORMAT = "asc-frontend"
+FRONTEND_VERSION = 1
+AMIN = 1e-10  # power floor before the log
+GAMMATONE_THRESHOLD = 1e-9  # front end gammatone rows are cut under this times the row's peak
+CQT_SPARSITY = 0.01  # librosa's CQT kernel sparsity (`librosa.cqt(sparsity=0.01)`)
+# Front end vs `compute_features`, in feature units (0.025 = 1 dB): largest absolute difference,
+# and for the single-rate CQT (mean, 99th percentile). Measured on sample clips: CQT mean
+# 0.002-0.005, 99th percentile 0.013-0.06; the largest single differences (up to ~0.4) sit in
+# spectral troughs 50-70 dB under the clip's peak.
+LOGMEL_TOLERANCE = 1e-3
+GAMMATONE_TOLERANCE = 1e-3
+FRONTEND_CQT_TOLERANCE = (0.01, 0.1)
+
+_MEMO, _MEMO_LOCK = {}, threading.Lock()
+
+
+def _memo(key, make):
+    """`make()` once per key (windows, filter banks, CQT kernels), shared by the worker threads."""
+    with _MEMO_LOCK:
+        if key not in _MEMO:
+            _MEMO[key] = make()
+        return _MEMO[key]
 
 
 def feature_hash(cfg):
@@ -95,43 +129,44 @@ def feature_hash(cfg):
     return config_hash(cfg)
 
 
+def _samples(cfg):
+    return int(round(cfg["sample_rate"] * cfg["duration"]))
+
+
 def input_shape(cfg):
     """The model input shape (n_bins, frames, kinds) for feature config `cfg`."""
-    samples = int(round(cfg["sample_rate"] * cfg["duration"]))
-    return (int(cfg["n_bins"]), 1 + samples // int(cfg["hop_length"]), len(cfg["kinds"]))
+    return (int(cfg["n_bins"]), 1 + _samples(cfg) // int(cfg["hop_length"]), len(cfg["kinds"]))
 
 
 def check_config(cfg):
     """Raise ConfigError for feature settings that cannot work."""
     for kind in cfg["kinds"]:
         if kind not in KINDS:
-            raise ConfigError(f"config key 'features.kinds': unknown kind {kind!r}, expected some of {KINDS}")
+            raise ConfigError(f"config key 'features.kinds': unknown kind {kind!r}, "
+                              f"expected some of {KINDS}")
     if not cfg["kinds"]:
         raise ConfigError("config key 'features.kinds' must name at least one spectrogram")
-    nyquist = cfg["sample_rate"] / 2
     if "cqt" in cfg["kinds"]:
-        c = cfg["cqt"]
+        c, nyquist = cfg["cqt"], cfg["sample_rate"] / 2
         top = c["fmin"] * 2 ** ((cfg["n_bins"] - 1) / c["bins_per_octave"])
         if top >= nyquist:
-            raise ConfigError(
-                f"config key 'features.cqt.fmin': top CQT bin {top:.0f} Hz is above Nyquist {nyquist:.0f} Hz"
-            )
+            raise ConfigError(f"config key 'features.cqt.fmin': top CQT bin {top:.0f} Hz is above "
+                              f"Nyquist {nyquist:.0f} Hz")
         q = 1.0 / (2 ** (1.0 / c["bins_per_octave"]) - 1)
         if q * cfg["sample_rate"] / c["fmin"] > cfg["sample_rate"] * cfg["duration"] * 0.75:
             raise ConfigError(
                 f"config key 'features.cqt.fmin': the {c['fmin']} Hz CQT filter is longer than the "
-                f"{cfg['duration']} s clip; raise fmin (>= {q / (0.75 * cfg['duration']):.0f} Hz)"
-            )
-    if "cqt" in cfg["kinds"] and cfg["cqt"].get("method", "kernel") not in ("kernel", "librosa"):
-        raise ConfigError("config key 'features.cqt.method' must be kernel or librosa")
+                f"{cfg['duration']} s clip; raise fmin (>= {q / (0.75 * cfg['duration']):.0f} Hz)")
+        if c.get("method", "kernel") not in ("kernel", "librosa"):
+            raise ConfigError("config key 'features.cqt.method' must be kernel or librosa")
     if int(cfg.get("chunk", 1)) < 1:
         raise ConfigError("config key 'features.chunk' must be >= 1")
     if cfg["cache_dtype"] not in ("float16", "float32"):
         raise ConfigError("config key 'features.cache_dtype' must be float16 or float32")
 
 
-def _fmax(section, sample_rate):
-    return float(section["fmax"]) or sample_rate / 2.0
+# ---------------------------------------------------------------------------------------------
+# Filter banks and spectrograms
 
 
 def hz_to_erb_rate(f):
@@ -150,14 +185,11 @@ def gammatone_center_frequencies(n_bins, fmin, fmax):
 
 
 def gammatone_filterbank(sample_rate, n_fft, n_bins, fmin, fmax, order=4):
-    """ERB-spaced gammatone weights for an STFT power spectrum.
+    """ERB-spaced gammatone weights for an STFT power spectrum, float32 (n_bins, n_fft // 2 + 1).
 
     Row i is the power response |H(f)|^2 of an order-`order` gammatone filter centred at
     `gammatone_center_frequencies(...)[i]` with bandwidth b = 1.019 ERB(fc):
     |H(f)| = (1 + ((f - fc) / b)^2) ^ (-order / 2), normalised to unit sum over the FFT bins.
-
-    Returns:
-        float32 array (n_bins, n_fft // 2 + 1).
     """
     freqs = np.fft.rfftfreq(n_fft, 1.0 / sample_rate)
     centres = gammatone_center_frequencies(n_bins, fmin, fmax)
@@ -167,25 +199,56 @@ def gammatone_filterbank(sample_rate, n_fft, n_bins, fmin, fmax, order=4):
     return (power / power.sum(axis=1, keepdims=True)).astype(np.float32)
 
 
-_FILTERBANKS = {}
+def _fmax(section, sample_rate):
+    return float(section["fmax"]) or sample_rate / 2.0
 
 
 def _filterbank(kind, cfg):
-    import librosa
+    """The (n_bins, n_fft // 2 + 1) weights of `kind` (logmel or gammatone) for `cfg`."""
+    s, sr, n_bins = cfg[kind], cfg["sample_rate"], cfg["n_bins"]
 
-    section = cfg[kind]
-    key = (kind, cfg["sample_rate"], cfg["n_bins"], json.dumps(section, sort_keys=True))
-    if key not in _FILTERBANKS:
-        fmax = _fmax(section, cfg["sample_rate"])
-        if kind == "logmel":
-            _FILTERBANKS[key] = librosa.filters.mel(
-                sr=cfg["sample_rate"], n_fft=section["n_fft"], n_mels=cfg["n_bins"], fmin=section["fmin"], fmax=fmax
-            )
-        else:
-            _FILTERBANKS[key] = gammatone_filterbank(
-                cfg["sample_rate"], section["n_fft"], cfg["n_bins"], section["fmin"], fmax, section["order"]
-            )
-    return _FILTERBANKS[key]
+    def make():
+        if kind == "gammatone":
+            return gammatone_filterbank(sr, s["n_fft"], n_bins, s["fmin"], _fmax(s, sr), s["order"])
+        import librosa
+
+        return librosa.filters.mel(sr=sr, n_fft=s["n_fft"], n_mels=n_bins, fmin=s["fmin"],
+                                   fmax=_fmax(s, sr))
+
+    return _memo((kind, sr, n_bins, json.dumps(s, sort_keys=True)), make)
+
+
+def _hann(win_length):
+    """Periodic Hann window of `win_length` samples (librosa's STFT window), float32."""
+    import scipy.signal
+
+    win = int(win_length)
+    return _memo(("hann", win), lambda: scipy.signal.get_window("hann", win, fftbins=True)
+                 .astype(np.float32))
+
+
+def _frames(audio, n_fft, hop):
+    """Centred frames (..., 1 + samples // hop, n_fft) of clips (..., samples), a strided view of
+    the clips zero-padded by n_fft // 2 at both ends: frame t starts at padded sample t * hop."""
+    pad = [(0, 0)] * (audio.ndim - 1) + [(n_fft // 2, n_fft - n_fft // 2)]
+    view = np.lib.stride_tricks.sliding_window_view(np.pad(audio, pad), n_fft, axis=-1)
+    return view[..., ::hop, :][..., : 1 + audio.shape[-1] // hop, :]
+
+
+def stft_power(audio, n_fft, hop_length, win_length):
+    """|STFT|^2 of a batch of clips float32 (B, samples), as librosa.stft (centred frames, zero
+    padding, periodic Hann): float32 (B, 1 + samples // hop_length, n_fft // 2 + 1).
+
+    librosa's window of `win_length` sits in the middle of the `n_fft` frame; only those samples are
+    read and the FFT zero-pads them to n_fft, which shifts the phase but not the power.
+    """
+    import scipy.fft
+
+    n_fft, win = int(n_fft), int(win_length)
+    offset = (n_fft - win) // 2
+    frames = _frames(np.asarray(audio, np.float32), n_fft, int(hop_length))[..., offset:offset + win]
+    spectrum = scipy.fft.rfft(frames * _hann(win), n=n_fft, axis=-1)
+    return spectrum.real**2 + spectrum.imag**2
 
 
 class CQTKernel:
@@ -204,16 +267,13 @@ class CQTKernel:
         cfg: the `features:` config section.
     """
 
-    _cache = {}
-    _lock = threading.Lock()
-
     def __init__(self, cfg):
         import scipy.fft
         import scipy.sparse
 
         sr, hop, n_bins = float(cfg["sample_rate"]), int(cfg["hop_length"]), int(cfg["n_bins"])
         c = cfg["cqt"]
-        self.samples = int(round(cfg["sample_rate"] * cfg["duration"]))
+        self.samples = _samples(cfg)
         self.frames = 1 + self.samples // hop
         self.n_bins = n_bins
         freqs = c["fmin"] * 2.0 ** (np.arange(n_bins) / c["bins_per_octave"])
@@ -230,7 +290,7 @@ class CQTKernel:
             # librosa.cqt's scale: filters times length / n_fft, response divided by sqrt(length);
             # constant factors drop out of the per-clip dB reference.
             w = np.conj(np.fft.fft(np.conj(kernel), n=self.M))[: self.M // 2 + 1] * np.sqrt(lengths[k])
-            keep = _sparsify(w, 0.01)
+            keep = _sparsify(w, CQT_SPARSITY)
             rows.append(k * self.T + keep % self.T)
             cols.append(keep)
             values.append(w[keep])
@@ -242,11 +302,9 @@ class CQTKernel:
 
     @classmethod
     def for_config(cls, cfg):
-        key = (cfg["sample_rate"], cfg["duration"], cfg["hop_length"], cfg["n_bins"], json.dumps(cfg["cqt"], sort_keys=True))
-        with cls._lock:
-            if key not in cls._cache:
-                cls._cache[key] = cls(cfg)
-            return cls._cache[key]
+        key = ("cqt", cfg["sample_rate"], cfg["duration"], cfg["hop_length"], cfg["n_bins"],
+               json.dumps(cfg["cqt"], sort_keys=True))
+        return _memo(key, lambda: cls(cfg))
 
     def power(self, audio):
         """float32 (B, samples) -> CQT power (B, n_bins, frames), float32."""
@@ -289,145 +347,67 @@ def _sparsify(row, quantile):
     together hold at most `quantile` of its L1 norm."""
     mags = np.abs(row)
     order = np.argsort(mags)
-    cumulative = np.cumsum(mags[order]) / mags.sum()
-    drop = np.searchsorted(cumulative, quantile)
+    drop = np.searchsorted(np.cumsum(mags[order]) / mags.sum(), quantile)
     return np.sort(order[drop:])
 
 
 def spectrogram_batch(audio, kind, cfg):
     """Power spectrograms of a batch of clips (float32 (B, samples)), shape (B, n_bins, frames)."""
-    import librosa
-
-    audio = np.asarray(audio, np.float32)
-    hop = int(cfg["hop_length"])
+    audio, hop = np.asarray(audio, np.float32), int(cfg["hop_length"])
     if kind == "cqt":
         c = cfg["cqt"]
         if c.get("method", "kernel") == "kernel":
             return CQTKernel.for_config(cfg).power(audio)
-        cqt = librosa.cqt(
-            audio, sr=cfg["sample_rate"], hop_length=hop, fmin=c["fmin"], n_bins=cfg["n_bins"],
-            bins_per_octave=c["bins_per_octave"],
-        )  # fmt: skip
-        return np.abs(cqt) ** 2
-    section = cfg[kind]
-    power = stft_power(audio, section["n_fft"], hop, section["win_length"])  # (B, frames, n_fft // 2 + 1)
+        import librosa
+
+        return np.abs(librosa.cqt(audio, sr=cfg["sample_rate"], hop_length=hop, fmin=c["fmin"],
+                                  n_bins=cfg["n_bins"], bins_per_octave=c["bins_per_octave"])) ** 2
+    power = stft_power(audio, cfg[kind]["n_fft"], hop, cfg[kind]["win_length"])  # (B, frames, bins)
     weights = _filterbank(kind, cfg)
     out = power.reshape(-1, power.shape[-1]) @ weights.T  # one BLAS product for the whole batch
     return out.reshape(len(audio), -1, weights.shape[0]).transpose(0, 2, 1)
 
 
-_WINDOWS = {}
-
-
-def stft_power(audio, n_fft, hop_length, win_length):
-    """|STFT|^2 of a batch of clips, as librosa.stft (centred frames, zero padding, periodic Hann).
-
-    librosa's window of `win_length` sits in the middle of the `n_fft` frame; only those samples are
-    read and the FFT zero-pads them to n_fft, which shifts the phase but not the power.
-
-    Args:
-        audio: float32 (B, samples).
-
-    Returns:
-        float32 (B, frames, n_fft // 2 + 1) with frames = 1 + samples // hop_length.
-    """
-    import scipy.fft
-    import scipy.signal
-
-    audio = np.asarray(audio, np.float32)
-    n_fft, hop, win = int(n_fft), int(hop_length), int(win_length)
-    if win not in _WINDOWS:
-        _WINDOWS[win] = scipy.signal.get_window("hann", win, fftbins=True).astype(np.float32)
-    frames = 1 + audio.shape[-1] // hop
-    offset = (n_fft - win) // 2
-    padded = np.pad(audio, ((0, 0), (n_fft // 2, n_fft // 2)))
-    view = np.lib.stride_tricks.sliding_window_view(padded[:, offset:], win, axis=-1)[:, ::hop][:, :frames]
-    spectrum = scipy.fft.rfft(view * _WINDOWS[win], n=n_fft, axis=-1)
-    return spectrum.real**2 + spectrum.imag**2
-
-
-def spectrogram(audio, kind, cfg):
-    """One power spectrogram of `audio` (float32 (samples,)), shape (n_bins, frames), linear power."""
-    return spectrogram_batch(np.asarray(audio, np.float32)[None], kind, cfg)[0]
-
-
-def to_db(power, top_db):
-    """Power -> dB relative to the maximum, floored at -top_db, mapped to [-1, 1].
-
-    `power` is one spectrogram (bins, frames) or a batch (B, bins, frames), each referenced to its
-    own maximum.
-    """
-    db = 10.0 * np.log10(np.maximum(power, 1e-10))
+def to_db(power, top_db, amin=AMIN):
+    """Power (..., bins, frames) -> dB relative to each spectrogram's maximum, floored at -top_db,
+    mapped to [-1, 1]."""
+    db = 10.0 * np.log10(np.maximum(power, amin))
     db = np.maximum(db - db.max(axis=(-2, -1), keepdims=True), -top_db)
     return db / (top_db / 2.0) + 1.0
 
 
 def compute_batch(audio, cfg):
-    """The model inputs of a batch of clips.
-
-    Args:
-        audio: float32 (B, samples), each exactly sample_rate * duration samples.
-        cfg: the `features:` config section.
-
-    Returns:
-        float32 array (B, n_bins, frames, len(kinds)), values in [-1, 1].
-    """
-    return np.stack([to_db(spectrogram_batch(audio, k, cfg), cfg["top_db"]) for k in cfg["kinds"]], axis=-1).astype(
-        np.float32
-    )
+    """The model inputs float32 (B, n_bins, frames, len(kinds)) in [-1, 1] of a batch of clips
+    float32 (B, samples), each exactly sample_rate * duration samples."""
+    spectrograms = [to_db(spectrogram_batch(audio, k, cfg), cfg["top_db"]) for k in cfg["kinds"]]
+    return np.stack(spectrograms, axis=-1).astype(np.float32)
 
 
 def compute_features(audio, cfg):
-    """The model input of one clip (`compute_batch` of one).
-
-    Args:
-        audio: float32 (samples,), exactly sample_rate * duration samples.
-        cfg: the `features:` config section.
-
-    Returns:
-        float32 array (n_bins, frames, len(kinds)), values in [-1, 1].
-    """
+    """The model input (n_bins, frames, len(kinds)) of one clip (`compute_batch` of one)."""
     return compute_batch(np.asarray(audio, np.float32)[None], cfg)[0]
 
 
 def features_of_file(path, cfg, report=None):
     """`compute_features` of the wav at `path` (read with `asc.data.read_wav`)."""
-    audio = read_wav(path, cfg["sample_rate"], cfg["duration"], cfg["resample"], report)
-    return compute_features(audio, cfg)
-
-
-_BATCH = 16  # clips per batched FFT inside a chunk (a few MB of temporaries per thread)
+    return compute_features(read_wav(path, cfg["sample_rate"], cfg["duration"], cfg["resample"], report), cfg)
 
 
 def compute_many(paths, cfg, report=None, out=None):
-    """Features of many files: batches of 16 clips shared among `cfg["workers"]` threads.
-
-    Args:
-        paths: list of str.
-        cfg: the `features:` config section.
-        report: `ClipReport` or None.
-        out: float32 array (len(paths), n_bins, frames, kinds) to fill, or None for a new one.
-
-    Returns:
-        float32 array (len(paths), n_bins, frames, kinds).
-    """
+    """Features float32 (len(paths), n_bins, frames, kinds) of wav files, written into `out` (or a
+    new array): batches of `_BATCH` clips shared among `cfg["workers"]` threads (numpy and scipy
+    release the GIL in their FFTs and products; threads, not processes, keep TensorFlow safe)."""
     report = report if report is not None else ClipReport()
-    workers = max(1, int(cfg["workers"]))
     out = np.zeros((len(paths), *input_shape(cfg)), np.float32) if out is None else out
-    starts = list(range(0, len(paths), _BATCH))
 
     def one(start):
         part = paths[start : start + _BATCH]
-        audio = np.stack([read_wav(p, cfg["sample_rate"], cfg["duration"], cfg["resample"], report) for p in part])
+        audio = np.stack([read_wav(p, cfg["sample_rate"], cfg["duration"], cfg["resample"], report)
+                          for p in part])
         out[start : start + len(part)] = compute_batch(audio, cfg)
 
-    if workers == 1 or len(starts) < 2:
-        for start in starts:
-            one(start)
-    else:
-        # numpy/scipy release the GIL in their FFTs and products; threads keep TensorFlow safe (no fork).
-        with ThreadPoolExecutor(workers) as pool:
-            list(pool.map(one, starts))
+    with ThreadPoolExecutor(max(1, int(cfg["workers"]))) as pool:
+        list(pool.map(one, range(0, len(paths), _BATCH)))
     return out
 
 
@@ -442,14 +422,13 @@ def iter_features(paths, cfg, report=None, chunk=None):
         yield start, compute_many(part, cfg, report, out=buffer)
 
 
+# ---------------------------------------------------------------------------------------------
+# The cache
+
+
 def default_cache_path(data_root, cfg):
     """Where the cache of `data_root` lives: `features.cache`, else `<data_root>/features.h5`."""
     return Path(cfg["cache"]) if cfg["cache"] else Path(data_root) / "features.h5"
-
-
-CACHE_FORMAT = 2  # attribute `format` of a chunked cache; the old per-clip caches have none
-# Called after every committed chunk with (rows committed); tests use it to kill a run halfway.
-_after_chunk = None
 
 
 def _decode(names):
@@ -464,50 +443,41 @@ def _cache_state(path, cfg):
     """
     import h5py
 
-    path = Path(path)
-    if not path.exists():
+    if not Path(path).exists():
         return "missing", []
     try:
         with h5py.File(path, "r") as h5:
+            same = h5.attrs.get("config_hash") == feature_hash(cfg)
             if "format" not in h5.attrs:  # the one-dataset-per-clip format
                 if not h5.attrs.get("complete", False) or not isinstance(h5.get("features"), h5py.Group):
                     return "corrupt", []
-                if h5.attrs.get("config_hash") != feature_hash(cfg):
-                    return "old-changed", []
-                return "old", sorted(_decode(h5["names"][...]))
+                return ("old", sorted(_decode(h5["names"][...]))) if same else ("old-changed", [])
             if int(h5.attrs["format"]) != CACHE_FORMAT:
                 return "corrupt", []
-            if h5.attrs.get("config_hash") != feature_hash(cfg):
+            if not same:
                 return "changed", []
             x, names, rows = h5["features"], h5["names"], int(h5.attrs["rows"])
-            if tuple(x.shape[1:]) != tuple(input_shape(cfg)) or x.dtype != np.dtype(cfg["cache_dtype"]):
-                return "corrupt", []
-            if not 0 <= rows <= min(x.shape[0], names.shape[0]):
-                return "corrupt", []
-            have = _decode(names[:rows])
-            if rows and (x[rows - 1].shape != x.shape[1:]):  # reads the last committed chunk
-                return "corrupt", []
-            if len(set(have)) != len(have):
+            have = _decode(names[:rows]) if 0 <= rows <= min(x.shape[0], names.shape[0]) else None
+            if (have is None or tuple(x.shape[1:]) != tuple(input_shape(cfg))
+                    or x.dtype != np.dtype(cfg["cache_dtype"]) or len(set(have)) != len(have)
+                    or (rows and x[rows - 1].shape != x.shape[1:])):  # reads the last committed chunk
                 return "corrupt", []
             return "ok", have
     except (OSError, KeyError, ValueError, RuntimeError, TypeError):
         return "corrupt", []
 
 
-def _new_cache(path, cfg, report=None):
+def _new_cache(path, cfg):
     """Create an empty format-2 cache at `path` (atomically: a temporary file, then a rename)."""
     import h5py
 
     shape, dtype = tuple(input_shape(cfg)), cfg["cache_dtype"]
-    with atomic_path(path) as tmp:
-        with h5py.File(tmp, "w") as h5:
-            h5.create_dataset("features", (0, *shape), dtype, maxshape=(None, *shape), chunks=(1, *shape))
-            h5.create_dataset("names", (0,), h5py.string_dtype(), maxshape=(None,), chunks=(1024,))
-            h5.attrs["format"] = CACHE_FORMAT
-            h5.attrs["config_hash"] = feature_hash(cfg)
-            h5.attrs["config"] = json.dumps(cfg, sort_keys=True)
-            h5.attrs["clip_report"] = json.dumps((report or ClipReport()).as_dict())
-            h5.attrs["rows"] = 0
+    with atomic_path(path) as tmp, h5py.File(tmp, "w") as h5:
+        h5.create_dataset("features", (0, *shape), dtype, maxshape=(None, *shape), chunks=(1, *shape))
+        h5.create_dataset("names", (0,), h5py.string_dtype(), maxshape=(None,), chunks=(1024,))
+        h5.attrs.update(format=CACHE_FORMAT, config_hash=feature_hash(cfg), rows=0,
+                        config=json.dumps(cfg, sort_keys=True),
+                        clip_report=json.dumps(ClipReport().as_dict()))
 
 
 def _append(h5, names, x):
@@ -533,27 +503,24 @@ def _convert_old(path, cfg, names, say):
     with atomic_path(path) as tmp:
         _new_cache(tmp, cfg)
         with h5py.File(path, "r") as old, h5py.File(tmp, "r+") as new:
-            group = old["features"]
             for start in range(0, len(names), chunk):
                 part = names[start : start + chunk]
-                _append(new, part, np.stack([group[n][...] for n in part]))
+                _append(new, part, np.stack([old["features"][n][...] for n in part]))
     say(f"{path}: converted {len(names)} clips from the old one-dataset-per-clip cache to the chunked format")
 
 
+_REBUILT = {
+    "changed": "feature config changed (hash now {hash}); rebuilding the cache",
+    "corrupt": "cache is truncated or corrupt; rebuilding it",
+    "old-changed": "old one-dataset-per-clip cache of another feature config; rebuilding it in the "
+                   "chunked format",
+}
+
+
 def build_cache(data_root, filenames, cfg, path=None, say=print):
-    """Make sure the cache at `path` holds the features of every file in `filenames`.
-
-    Computes only what is missing, `features.chunk` clips at a time, appending each finished chunk
-    to the cache (so memory stays O(chunk) and a killed run resumes after its last finished chunk).
-    Rebuilds from scratch (and says so) when the cache was built with another feature config or is
-    truncated/corrupt; converts an old-format cache of the same config (one line).
-
-    Args:
-        data_root: str or Path; `filenames` are relative to it.
-        filenames: list of str.
-        cfg: the `features:` config section.
-        path: cache path, or None for `default_cache_path`.
-        say: callable(str) for progress messages.
+    """Make sure the cache at `path` (None: `default_cache_path`) holds the features of every file
+    in `filenames` (relative to `data_root`); computes only what is missing (see the module
+    docstring: chunked, resumable, rebuilt or converted with one line). `say`: progress lines.
 
     Returns:
         (Path of the cache, dict of counts: computed, reused, and the ClipReport counts).
@@ -564,15 +531,12 @@ def build_cache(data_root, filenames, cfg, path=None, say=print):
     data_root = Path(data_root)
     path = Path(path) if path else default_cache_path(data_root, cfg)
     status, have = _cache_state(path, cfg)
-    if status == "changed":
-        say(f"{path}: feature config changed (hash now {feature_hash(cfg)}); rebuilding the cache")
-    elif status == "corrupt":
-        say(f"{path}: cache is truncated or corrupt; rebuilding it")
-    elif status == "old-changed":
-        say(f"{path}: old one-dataset-per-clip cache of another feature config; rebuilding it in the chunked format")
+    if status in _REBUILT:
+        say(f"{path}: " + _REBUILT[status].format(hash=feature_hash(cfg)))
     elif status == "old":
         _convert_old(path, cfg, have, say)
-    have = set(have) if status in ("ok", "old") else set()
+    fresh = status not in ("ok", "old")
+    have = set() if fresh else set(have)
     wanted = list(dict.fromkeys(filenames))
     todo = [f for f in wanted if f not in have]
     report = ClipReport()
@@ -581,15 +545,12 @@ def build_cache(data_root, filenames, cfg, path=None, say=print):
     for name in todo:
         if not (data_root / name).is_file():
             raise DataError(f"{data_root / name}: file not found")
-    fresh = status not in ("ok", "old")
     if fresh:
         _new_cache(path, cfg)
     chunk = max(1, int(cfg.get("chunk", 256)))
     resumed = f" (resuming after {len(have)} cached)" if have else ""
-    say(
-        f"computing {len(todo)} feature stacks {input_shape(cfg)} in chunks of {chunk} with "
-        f"{cfg['workers']} workers -> {path}{resumed}"
-    )
+    say(f"computing {len(todo)} feature stacks {input_shape(cfg)} in chunks of {chunk} with "
+        f"{cfg['workers']} workers -> {path}{resumed}")
     done = 0
     with h5py.File(path, "r+") as h5:
         try:
@@ -610,87 +571,59 @@ def build_cache(data_root, filenames, cfg, path=None, say=print):
     return path, {"computed": done, "reused": len(wanted) - len(todo), **report.as_dict()}
 
 
-def _rows_of(path, filenames, cfg):
-    """Row index of each of `filenames` in the cache at `path`; DataError if unusable or missing."""
-    status, have = _cache_state(path, cfg)
-    if status != "ok":
-        raise DataError(f"{path}: feature cache is {status}; run `python -m asc features` again")
-    index = {name: i for i, name in enumerate(have)}
-    rows = np.empty(len(filenames), np.int64)
-    for i, name in enumerate(filenames):
-        if name not in index:
-            raise DataError(f"{path}: no features for {name}; run `python -m asc features` again")
-        rows[i] = index[name]
-    return rows
-
-
-def _read_rows(dataset, rows, out):
-    """out[i] = dataset[rows[i]]: contiguous runs as slices, the rest one row at a time (sorted)."""
-    rows = np.asarray(rows, np.int64)
-    if len(rows) == 0:
-        return out
-    order = np.argsort(rows, kind="stable")
-    sorted_rows = rows[order]
-    breaks = np.flatnonzero(np.diff(sorted_rows) != 1) + 1
-    for run_order, run_rows in zip(np.split(order, breaks), np.split(sorted_rows, breaks)):
-        block = dataset[int(run_rows[0]) : int(run_rows[-1]) + 1]
-        out[run_order] = block
-    return out
-
-
 def load_cache(path, filenames, cfg):
-    """Features of `filenames` from the cache at `path`.
-
-    Returns:
-        float32 array (len(filenames), n_bins, frames, kinds).
-
-    Raises:
-        DataError: the cache does not match `cfg` or lacks a file (run `build_cache` first).
-    """
-    import h5py
-
-    rows = _rows_of(path, filenames, cfg)
-    out = np.zeros((len(filenames), *input_shape(cfg)), np.float32)
-    with h5py.File(path, "r") as h5:
-        _read_rows(h5["features"], rows, out)
-    return out
+    """Features float32 (len(filenames), n_bins, frames, kinds) of `filenames` from the cache at
+    `path`; DataError when it does not match `cfg` or lacks a file (run `build_cache` first)."""
+    view = CachedFeatures(path, filenames, cfg)
+    try:
+        return view[:]
+    finally:
+        view.close()
 
 
 class CachedFeatures:
     """A lazy view of cached features for data sets too large for memory.
 
-    `x[i]` reads one clip's stack, `x[indices]` or `x[a:b]` several, as float32. Behaves like the
-    (N, n_bins, frames, kinds) array `load_cache` returns, without loading it; reads go through the
-    name index to rows of the one chunked dataset (contiguous rows as one slice).
+    `x[i]` reads one clip's stack, `x[indices]` or `x[a:b]` several, as float32: it behaves like the
+    (N, n_bins, frames, kinds) array of `load_cache` without loading it. Reads go through the name
+    index to rows of the one chunked dataset, sorted, contiguous rows as one slice.
 
     Args:
         path: the cache file; names: list of file names (its rows); cfg: the `features:` section.
     """
 
     def __init__(self, path, names, cfg):
-        self.rows = _rows_of(path, names, cfg)
+        status, have = _cache_state(path, cfg)
+        if status != "ok":
+            raise DataError(f"{path}: feature cache is {status}; run `python -m asc features` again")
+        index = {name: i for i, name in enumerate(have)}
+        for name in names:
+            if name not in index:
+                raise DataError(f"{path}: no features for {name}; run `python -m asc features` again")
+        self.rows = np.array([index[name] for name in names], np.int64)
         self.path, self.names = Path(path), list(names)
         self.shape = (len(self.names), *input_shape(cfg))
-        self._h5 = None
-        self._lock = threading.Lock()
+        self._h5, self._lock = None, threading.Lock()
 
     def __len__(self):
         return len(self.names)
 
-    def _dataset(self):
+    def __getitem__(self, index):
         import h5py
 
-        if self._h5 is None:
-            self._h5 = h5py.File(self.path, "r", rdcc_nbytes=8 << 20)
-        return self._h5["features"]
-
-    def __getitem__(self, index):
         with self._lock:
-            data = self._dataset()
+            if self._h5 is None:
+                self._h5 = h5py.File(self.path, "r", rdcc_nbytes=8 << 20)
+            data = self._h5["features"]
             if isinstance(index, (int, np.integer)):
                 return data[int(self.rows[int(index)])].astype(np.float32)
-            rows = self.rows[index] if isinstance(index, slice) else self.rows[np.asarray(index, np.int64)]
-            return _read_rows(data, rows, np.zeros((len(rows), *self.shape[1:]), np.float32))
+            rows = self.rows[index if isinstance(index, slice) else np.asarray(index, np.int64)]
+            out = np.zeros((len(rows), *self.shape[1:]), np.float32)
+            order = np.argsort(rows, kind="stable")
+            breaks = np.flatnonzero(np.diff(rows[order]) != 1) + 1
+            for run in np.split(order, breaks) if len(rows) else []:
+                out[run] = data[int(rows[run[0]]) : int(rows[run[-1]]) + 1]
+            return out
 
     def close(self):
         if self._h5 is not None:
@@ -698,22 +631,15 @@ class CachedFeatures:
             self._h5 = None
 
     def __getstate__(self):
-        state = dict(self.__dict__)
-        state["_h5"], state["_lock"] = None, None
-        return state
+        return {**self.__dict__, "_h5": None, "_lock": None}
 
     def __setstate__(self, state):
-        self.__dict__.update(state)
-        self._lock = threading.Lock()
+        self.__dict__.update(state, _lock=threading.Lock())
 
 
 def cached_features(data_root, filenames, cfg, path=None, say=print, max_gb=None):
-    """`build_cache` then the features of `filenames`, computed at most once.
-
-    Returns:
-        float32 array (N, n_bins, frames, kinds), or a `CachedFeatures` view when the array would
-        take more than `max_gb` GB of memory.
-    """
+    """`build_cache` then the features of `filenames`: a float32 array (N, n_bins, frames, kinds),
+    or a `CachedFeatures` view when the array would take more than `max_gb` GB of memory."""
     path, _ = build_cache(data_root, filenames, cfg, path, say)
     size_gb = len(filenames) * int(np.prod(input_shape(cfg))) * 4 / 1e9
     if max_gb is not None and size_gb > max_gb:
@@ -722,138 +648,50 @@ def cached_features(data_root, filenames, cfg, path=None, say=print, max_gb=None
     return load_cache(path, filenames, cfg)
 
 
-def data_set_names(cfg):
-    """File names of every clip of the data set at `data.root` (train, evaluate and, for TAU, meta.csv)."""
-    from asc.data import open_dataset
-
-    root = Path(cfg["data"]["root"])
-    if not cfg["data"]["root"]:
-        raise ConfigError("--data: no data folder given (and the run does not name one)")
-    names = []
-    for split in ("train", "evaluate"):
-        try:
-            names += [c.filename for c in open_dataset(root, split, cfg["data"]["classes"], cfg["data"]["val_fraction"]).clips]
-        except DataError:
-            if split == "train":
-                raise
-    if (root / "meta.csv").is_file():
-        names += [c.filename for c in open_dataset(root, "all", cfg["data"]["classes"]).clips]
-    return list(dict.fromkeys(names))
-
-
 def build_data_cache(cfg, out=None, say=print):
-    """The `features` command without TensorFlow: cache every clip of `data.root` (resumable).
-
-    Same as `asc.pipeline.build_all_features`; this module imports no TensorFlow, so the command's
-    memory is librosa/numpy plus O(features.chunk) clips.
+    """The `features` command (no TensorFlow): cache every clip of `data.root` (train, evaluate
+    and, for TAU, meta.csv) at `out` or the default path, resumably.
 
     Returns:
         dict: path, computed, reused and the ClipReport counts.
     """
+    from asc.data import open_dataset
+
     check_config(cfg["features"])
-    root = Path(cfg["data"]["root"])
-    names = data_set_names(cfg)
+    d = cfg["data"]
+    if not d["root"]:
+        raise ConfigError("--data: no data folder given (and the run does not name one)")
+    root = Path(d["root"])
+    names = []
+    for split in ("train", "evaluate"):
+        try:
+            names += [c.filename for c in open_dataset(root, split, d["classes"], d["val_fraction"]).clips]
+        except DataError:
+            if split == "train":
+                raise
+    if (root / "meta.csv").is_file():
+        names += [c.filename for c in open_dataset(root, "all", d["classes"]).clips]
     path = Path(out) if out else default_cache_path(root, cfg["features"])
-    path, counts = build_cache(root, names, cfg["features"], path, say)
+    path, counts = build_cache(root, list(dict.fromkeys(names)), cfg["features"], path, say)
     say(f"{path}: {counts['computed']} computed, {counts['reused']} reused, shape {input_shape(cfg['features'])}")
     return {"path": str(path), **counts}
 
 
-# =============================================================================================
-# The front end for firmware (`export --target mcu`): the filter banks as files, and the features
-# recomputed from those files alone in plain numpy.
-#
-# The asc front end for firmware: filter banks as files, and the features from those files alone.
-#
-# The asc model's input is three spectrograms computed outside the model (`asc.features`, numpy +
-# librosa). A device that records audio must compute the same features, so `write_frontend` writes
-# everything that defines them, with no librosa needed afterwards:
-#
-# * `frontend.json`: every parameter (sample rate, clip length, hop, frames, per kind the FFT
-#   size, window, padding, frequency range, the dB reference and the scaling to [-1, 1]) and the
-#   file list.
-# * Per kind a banded sparse filter bank (row k covers FFT bins start[k] .. start[k] + length[k] - 1;
-#   its weights are `weights[offset[k] : offset[k] + length[k]]`, offset = cumulative lengths) as
-#   `<kind>_start.npy`, `<kind>_length.npy`, `<kind>_weights.npy`, and the analysis window as
-#   `<kind>_window.npy` (n_fft,), the same arrays as C arrays in `frontend.h` / `frontend.cc`.
-#   - logmel: librosa's Slaney Mel matrix on the STFT power spectrum (exactly its non-zero band).
-#   - gammatone: `asc.features.gammatone_filterbank` (ERB-spaced 4th-order gammatone power
-#     responses, unit sum per row), each row cut where its weight falls under
-#     `GAMMATONE_THRESHOLD` times the row's peak (-90 dB; the features floor at -top_db = -80 dB).
-#   - cqt: complex frequency-domain kernels (Brown & Puckette's constant-Q transform): librosa's
-#     CQT wavelets (Hann-windowed complex exponentials, L1-normalised, one per bin, length
-#     Q * sample_rate / f_k with Q = 1 / (2^(1/bins_per_octave) - 1)) at the full sample rate,
-#     zero-padded to n_fft (a power of two >= the longest filter), FFT'd, scaled by
-#     length / n_fft / sqrt(length) (librosa's `scale=True`), with librosa's sparsification (the
-#     smallest entries making up 1% of each row's L1 norm dropped). Applied to the STFT of the clip
-#     with a rectangular n_fft window, same hop. The documented approximation: `librosa.cqt`
-#     computes the lower octaves on audio decimated by 2 per octave (soxr resampling), this front
-#     end computes every octave at the full rate. The two agree to a fraction of a dB where the
-#     features have signal (differences of several dB only in troughs 50-70 dB under the clip's
-#     peak); see `FRONTEND_CQT_TOLERANCE`. The cqt window is all ones (kept as a file for uniformity, not as
-#     a C array). Cost on a device: one 32768-point real FFT per hop at 44.1 kHz and 24 bins per
-#     octave from 50 Hz (the longest filter is ~30,000 samples); a multi-rate implementation is
-#     cheaper and matches to the same tolerance.
-#
-# `frontend_features(audio, load_frontend(folder))` recomputes the model input from those files in
-# plain numpy (no librosa, no TensorFlow). Tolerances against `asc.features.compute_features`
-# (features in [-1, 1], where 0.025 is 1 dB at top_db 80) are `LOGMEL_TOLERANCE`,
-# `GAMMATONE_TOLERANCE` (largest absolute difference) and `FRONTEND_CQT_TOLERANCE` (mean and 99th
-# percentile of the absolute difference), checked on sample clips by tests/asc/test_frontend.py.
-#
-# On the device: frame t of the clip (zero-padded by n_fft // 2 samples at both ends) starts at
-# sample t * hop; multiply it by the window, take the real FFT (n_fft // 2 + 1 bins), then
-# power = |X|^2 and band_k = sum_j w_kj power_j (logmel, gammatone) or
-# power_k = |sum_j c_kj X_j|^2 (cqt, complex weights); then the dB scaling in `frontend.json`.
-
-FRONTEND_FORMAT = "asc-frontend"
-FRONTEND_VERSION = 1
-#: dB floor of the power before the log (the `1e-10` of `asc.features.to_db`).
-AMIN = 1e-10
-#: Gammatone rows are cut where the weight is below this times the row's peak.
-GAMMATONE_THRESHOLD = 1e-9
-#: librosa's CQT kernel sparsity (`librosa.cqt(sparsity=0.01)`).
-CQT_SPARSITY = 0.01
-#: Largest absolute difference from `asc.features` (feature units; 0.025 = 1 dB).
-LOGMEL_TOLERANCE = 1e-3
-GAMMATONE_TOLERANCE = 1e-3
-#: CQT (the single-rate approximation): (mean, 99th percentile) of the absolute difference.
-#: Measured on sample clips: mean 0.002-0.005 (0.1-0.2 dB), 99th percentile 0.013-0.06; the
-#: largest single differences (up to ~0.4) sit in spectral troughs 50-70 dB under the clip's peak.
-FRONTEND_CQT_TOLERANCE = (0.01, 0.1)
-
-_C_PREFIX = "frontend"
-
-
 # ---------------------------------------------------------------------------------------------
-# Writing (at export time: uses librosa and asc.features)
-
-
-def _band(row, threshold=0.0):
-    """(start, weights) of the smallest band holding every entry of `row` above `threshold`."""
-    keep = np.flatnonzero(np.abs(row) > threshold)
-    if len(keep) == 0:
-        return 0, row[:0]
-    return int(keep[0]), row[keep[0]:keep[-1] + 1]
+# The front end for firmware (see the module docstring): written at export time with librosa,
+# read and computed in plain numpy.
 
 
 def _banded(matrix, threshold_fraction=0.0):
-    """Banded sparse form of a (rows, bins) matrix: start, length (int32), weights (concatenated)."""
-    starts, lengths, parts = [], [], []
+    """Banded sparse form of a (rows, bins) matrix: start, length (int32), weights (concatenated);
+    row k keeps the smallest band holding every entry above `threshold_fraction` times its peak."""
+    starts, parts = [], []
     for row in matrix:
-        start, weights = _band(row, threshold_fraction * np.abs(row).max())
-        starts.append(start)
-        lengths.append(len(weights))
-        parts.append(weights)
-    return np.array(starts, np.int32), np.array(lengths, np.int32), np.concatenate(parts)
-
-
-def _stft_window(win_length, n_fft):
-    """librosa's STFT window: periodic Hann of `win_length`, zero-padded at the centre of n_fft."""
-    import librosa
-
-    window = librosa.filters.get_window("hann", int(win_length), fftbins=True)
-    return librosa.util.pad_center(window, size=int(n_fft)).astype(np.float32)
+        keep = np.flatnonzero(np.abs(row) > threshold_fraction * np.abs(row).max())
+        starts.append(int(keep[0]) if len(keep) else 0)
+        parts.append(row[keep[0] : keep[-1] + 1] if len(keep) else row[:0])
+    lengths = np.array([len(part) for part in parts], np.int32)
+    return np.array(starts, np.int32), lengths, np.concatenate(parts)
 
 
 def cqt_kernels(cfg):
@@ -869,8 +707,8 @@ def cqt_kernels(cfg):
     freqs = librosa.cqt_frequencies(n_bins, fmin=float(c["fmin"]), bins_per_octave=bpo)
     ratio = 2.0 ** (2.0 / bpo)
     alpha = np.full(n_bins, (ratio - 1) / (ratio + 1))  # librosa's relative bandwidth for a CQT
-    basis, lengths = librosa.filters.wavelet(freqs=freqs, sr=sr, window="hann", filter_scale=1, pad_fft=True,
-                                             norm=1, gamma=0, alpha=alpha)
+    basis, lengths = librosa.filters.wavelet(freqs=freqs, sr=sr, window="hann", filter_scale=1,
+                                             pad_fft=True, norm=1, gamma=0, alpha=alpha)
     n_fft = basis.shape[1]
     basis = basis * (lengths[:, None] / float(n_fft))
     kernels = np.fft.fft(basis, n=n_fft, axis=1)[:, : n_fft // 2 + 1]
@@ -886,20 +724,18 @@ def build_frontend(cfg):
         dict: "params" (what `frontend.json` holds) and "arrays" (name -> numpy array, the .npy
         files: <kind>_window, <kind>_start, <kind>_length, <kind>_weights).
     """
-
     check_config(cfg)
     n_bins, frames, _ = input_shape(cfg)
-    samples = int(round(cfg["sample_rate"] * cfg["duration"]))
+    parts = ("window", "start", "length", "weights")
     arrays, kinds = {}, {}
     for kind in cfg["kinds"]:
         if kind == "cqt":
             kernels, n_fft, lengths = cqt_kernels(cfg)
-            start, length, weights = _banded(kernels)
-            arrays[f"{kind}_window"] = np.ones(n_fft, np.float32)
-            c = cfg["cqt"]
+            window, bands, c = np.ones(n_fft, np.float32), _banded(kernels), cfg["cqt"]
             kinds[kind] = {
                 "transform": "power_k = |sum_j kernel_kj X_j|^2, X = rfft(frame * window)",
-                "n_fft": n_fft, "win_length": n_fft, "window": "rectangular (ones): the kernels carry the Hann windows",
+                "n_fft": n_fft, "win_length": n_fft,
+                "window": "rectangular (ones): the kernels carry the Hann windows",
                 "fmin": float(c["fmin"]), "bins_per_octave": int(c["bins_per_octave"]),
                 "fmax_bin": float(c["fmin"] * 2 ** ((n_bins - 1) / c["bins_per_octave"])),
                 "filter_lengths": [round(float(v), 3) for v in lengths],
@@ -909,34 +745,32 @@ def build_frontend(cfg):
                 "approximation": "single-rate constant-Q kernels; librosa.cqt decimates by 2 per octave",
             }
         else:
-            section = cfg[kind]
-            matrix = np.asarray(_filterbank(kind, cfg), np.float32)
+            s = cfg[kind]
+            n_fft, win = int(s["n_fft"]), int(s["win_length"])
+            window = np.pad(_hann(win), ((n_fft - win) // 2, n_fft - win - (n_fft - win) // 2))
             threshold = GAMMATONE_THRESHOLD if kind == "gammatone" else 0.0
-            start, length, weights = _banded(matrix, threshold)
-            arrays[f"{kind}_window"] = _stft_window(section["win_length"], section["n_fft"])
+            bands = _banded(np.asarray(_filterbank(kind, cfg), np.float32), threshold)
             kinds[kind] = {
                 "transform": "band_k = sum_j weight_kj |X_j|^2, X = rfft(frame * window)",
-                "n_fft": int(section["n_fft"]), "win_length": int(section["win_length"]),
+                "n_fft": n_fft, "win_length": win,
                 "window": "periodic Hann of win_length samples, zero-padded at the centre of n_fft",
-                "fmin": float(section["fmin"]), "fmax": float(section["fmax"]) or cfg["sample_rate"] / 2.0,
+                "fmin": float(s["fmin"]), "fmax": _fmax(s, cfg["sample_rate"]),
                 "weights_dtype": "float32",
             }
             if kind == "logmel":
-                kinds[kind]["mel"] = "Slaney mel scale and area normalisation (librosa htk=False, norm='slaney')"
+                kinds[kind]["mel"] = ("Slaney mel scale and area normalisation "
+                                      "(librosa htk=False, norm='slaney')")
             else:
-                kinds[kind].update(order=int(section["order"]), bandwidth="1.019 ERB(fc), Glasberg & Moore 1990",
+                kinds[kind].update(order=int(s["order"]), bandwidth="1.019 ERB(fc), Glasberg & Moore 1990",
                                    threshold=GAMMATONE_THRESHOLD)
-        arrays[f"{kind}_start"], arrays[f"{kind}_length"], arrays[f"{kind}_weights"] = start, length, weights
-        kinds[kind].update(
-            nnz=int(length.sum()),
-            files={part: f"{kind}_{part}.npy" for part in ("window", "start", "length", "weights")},
-        )
+        arrays.update({f"{kind}_{part}": a for part, a in zip(parts, (window, *bands))})
+        kinds[kind].update(nnz=int(bands[1].sum()), files={part: f"{kind}_{part}.npy" for part in parts})
     params = {
         "format": FRONTEND_FORMAT,
         "version": FRONTEND_VERSION,
         "sample_rate": int(cfg["sample_rate"]),
         "duration": float(cfg["duration"]),
-        "samples": samples,
+        "samples": _samples(cfg),
         "audio": "mono float in [-1, 1]; shorter clips zero-padded at the end, longer ones cropped",
         "hop_length": int(cfg["hop_length"]),
         "frames": frames,
@@ -970,7 +804,7 @@ def write_frontend(cfg, out_dir, *, model_input=None):
     """
     out_dir = Path(out_dir)
     frontend = build_frontend(cfg)
-    params = dict(frontend["params"])
+    params = frontend["params"]
     if model_input is not None:
         params["model_input"] = {
             "dtype": "int8", "scale": float(model_input["scale"]), "zero_point": int(model_input["zero_point"]),
@@ -978,100 +812,67 @@ def write_frontend(cfg, out_dir, *, model_input=None):
         }
     files = []
     for name, array in frontend["arrays"].items():
-        path = out_dir / f"{name}.npy"
-        with atomic_path(path) as tmp:
+        files.append(str(out_dir / f"{name}.npy"))
+        with atomic_path(files[-1]) as tmp:
             np.save(tmp, array, allow_pickle=False)
-        files.append(str(path))
-    header, source = c_sources(params, frontend["arrays"])
-    write_text(out_dir / f"{_C_PREFIX}.h", header)
-    write_text(out_dir / f"{_C_PREFIX}.cc", source)
-    files += [str(out_dir / f"{_C_PREFIX}.h"), str(out_dir / f"{_C_PREFIX}.cc")]
+    for name, text in zip(("frontend.h", "frontend.cc"), c_sources(params, frontend["arrays"])):
+        write_text(out_dir / name, text)
+        files.append(str(out_dir / name))
     write_json(out_dir / "frontend.json", params)
     return {**params, "files": [*files, str(out_dir / "frontend.json")]}
 
 
-def _c_floats(values, per_line=8):
-    items = [f"{float(v):.9g}f" for v in np.asarray(values).ravel()]
-    return "\n".join("  " + ", ".join(items[i:i + per_line]) + "," for i in range(0, len(items), per_line))
-
-
-def _c_ints(values, per_line=16):
-    items = [str(int(v)) for v in np.asarray(values).ravel()]
-    return "\n".join("  " + ", ".join(items[i:i + per_line]) + "," for i in range(0, len(items), per_line))
+def _c_array(declaration, values, floats):
+    """The lines of a C array definition: floats 8 per line, integers 16."""
+    items = [f"{float(v):.9g}f" if floats else str(int(v)) for v in np.asarray(values).ravel()]
+    step = 8 if floats else 16
+    body = ("  " + ", ".join(items[i : i + step]) + "," for i in range(0, len(items), step))
+    return [f"{declaration} = {{", *body, "};"]
 
 
 def c_sources(params, arrays):
     """(header, source) text of the front end's C arrays and constants.
 
-    Per kind K: FRONTEND_K_N_FFT, FRONTEND_K_NNZ, `g_frontend_K_window[n_fft]` (not for cqt:
-    rectangular),
-    `g_frontend_K_start[n_bins]`, `g_frontend_K_length[n_bins]` and `g_frontend_K_weights[nnz]`
-    (cqt: 2 * nnz floats, real and imaginary interleaved).
+    Per kind K: FRONTEND_K_CHANNEL, FRONTEND_K_N_FFT, FRONTEND_K_NNZ, `g_frontend_K_window[n_fft]`
+    (not for cqt: rectangular), `g_frontend_K_start[n_bins]`, `g_frontend_K_length[n_bins]` and
+    `g_frontend_K_weights[nnz]` (cqt: 2 * nnz floats, real and imaginary interleaved).
     """
-    p = _C_PREFIX.upper()
-    lines = [
-        "// Generated by asc/features.py (the firmware front end): do not edit. See frontend.json for the algorithm.",
-        f"#ifndef {p}_H_", f"#define {p}_H_", "", "#include <stdint.h>", "",
-        f"#define {p}_SAMPLE_RATE {params['sample_rate']}",
-        f"#define {p}_SAMPLES {params['samples']}",
-        f"#define {p}_HOP_LENGTH {params['hop_length']}",
-        f"#define {p}_FRAMES {params['frames']}",
-        f"#define {p}_N_BINS {params['n_bins']}",
-        f"#define {p}_NUM_KINDS {len(params['kinds'])}",
-        f"#define {p}_TOP_DB {params['top_db']!r}f",
-        f"#define {p}_AMIN {params['amin']!r}f",
-    ]
+    defines = {"SAMPLE_RATE": params["sample_rate"], "SAMPLES": params["samples"],
+               "HOP_LENGTH": params["hop_length"], "FRAMES": params["frames"],
+               "N_BINS": params["n_bins"], "NUM_KINDS": len(params["kinds"]),
+               "TOP_DB": f"{params['top_db']!r}f", "AMIN": f"{params['amin']!r}f"}
     if "model_input" in params:
-        lines += [f"#define {p}_MODEL_INPUT_SCALE {params['model_input']['scale']!r}f",
-                  f"#define {p}_MODEL_INPUT_ZERO_POINT {params['model_input']['zero_point']}"]
-    source = ["// Generated by asc/features.py (the firmware front end): do not edit.", f'#include "{_C_PREFIX}.h"', ""]
+        defines.update(MODEL_INPUT_SCALE=f"{params['model_input']['scale']!r}f",
+                       MODEL_INPUT_ZERO_POINT=params["model_input"]["zero_point"])
+    header = ["// Generated by asc/features.py (the firmware front end): do not edit. "
+              "See frontend.json for the algorithm.", "#ifndef FRONTEND_H_", "#define FRONTEND_H_",
+              "", "#include <stdint.h>", "", *(f"#define FRONTEND_{k} {v}" for k, v in defines.items())]
+    source = ["// Generated by asc/features.py (the firmware front end): do not edit.",
+              '#include "frontend.h"', ""]
     for index, kind in enumerate(params["kinds"]):
-        k = kind.upper()
-        kp = params["kinds_params"][kind]
-        nnz = kp["nnz"]
-        weights = arrays[f"{kind}_weights"]
+        K, g, kp = f"FRONTEND_{kind.upper()}", f"g_frontend_{kind}", params["kinds_params"][kind]
+        weights, count = arrays[f"{kind}_weights"], f"{K}_NNZ"
         if np.iscomplexobj(weights):
-            weights = np.stack([weights.real, weights.imag], axis=-1)
-            count = f"2 * {p}_{k}_NNZ"
-        else:
-            count = f"{p}_{k}_NNZ"
-        lines += [
-            "", f"// {kind} (channel {index}): {kp['transform']}",
-            f"#define {p}_{k}_CHANNEL {index}",
-            f"#define {p}_{k}_N_FFT {kp['n_fft']}",
-            f"#define {p}_{k}_NNZ {nnz}",
-            f"extern const float g_{_C_PREFIX}_{kind}_window[{p}_{k}_N_FFT];",
-            f"extern const int32_t g_{_C_PREFIX}_{kind}_start[{p}_N_BINS];",
-            f"extern const int32_t g_{_C_PREFIX}_{kind}_length[{p}_N_BINS];",
-            f"extern const float g_{_C_PREFIX}_{kind}_weights[{count}];",
-        ]
+            weights, count = np.stack([weights.real, weights.imag], axis=-1), f"2 * {K}_NNZ"
+        arrays_c = {f"const float {g}_window[{K}_N_FFT]": arrays[f"{kind}_window"],
+                    f"const int32_t {g}_start[FRONTEND_N_BINS]": arrays[f"{kind}_start"],
+                    f"const int32_t {g}_length[FRONTEND_N_BINS]": arrays[f"{kind}_length"],
+                    f"const float {g}_weights[{count}]": weights}
         if kind == "cqt":  # a rectangular window: no array
-            lines.remove(f"extern const float g_{_C_PREFIX}_{kind}_window[{p}_{k}_N_FFT];")
-        else:
-            source += [f"const float g_{_C_PREFIX}_{kind}_window[{p}_{k}_N_FFT] = {{",
-                       _c_floats(arrays[f"{kind}_window"]), "};"]
-        source += [
-            f"const int32_t g_{_C_PREFIX}_{kind}_start[{p}_N_BINS] = {{", _c_ints(arrays[f"{kind}_start"]), "};",
-            f"const int32_t g_{_C_PREFIX}_{kind}_length[{p}_N_BINS] = {{", _c_ints(arrays[f"{kind}_length"]), "};",
-            f"const float g_{_C_PREFIX}_{kind}_weights[{count}] = {{", _c_floats(weights), "};", "",
-        ]
-    lines += ["", f"#endif  // {p}_H_", ""]
-    return "\n".join(lines), "\n".join(source)
-
-
-# ---------------------------------------------------------------------------------------------
-# Reading and computing (plain numpy)
+            del arrays_c[f"const float {g}_window[{K}_N_FFT]"]
+        header += ["", f"// {kind} (channel {index}): {kp['transform']}", f"#define {K}_CHANNEL {index}",
+                   f"#define {K}_N_FFT {kp['n_fft']}", f"#define {K}_NNZ {kp['nnz']}",
+                   *(f"extern {declaration};" for declaration in arrays_c)]
+        for declaration, values in arrays_c.items():
+            source += _c_array(declaration, values, floats=declaration.startswith("const float"))
+        source.append("")
+    header += ["", "#endif  // FRONTEND_H_", ""]
+    return "\n".join(header), "\n".join(source)
 
 
 def load_frontend(folder):
-    """`frontend.json` and its arrays from `folder`.
-
-    Returns:
-        dict: "params" (the JSON) and "arrays" (name -> array).
-
-    Raises:
-        DataError: a file is missing or not a front end of this version.
-    """
+    """`frontend.json` and its arrays from `folder`: dict "params" (the JSON) and "arrays" (name ->
+    array). DataError when a file is missing or not a front end of this version."""
     folder = Path(folder)
     path = folder / "frontend.json"
     if not path.is_file():
@@ -1085,69 +886,37 @@ def load_frontend(folder):
     arrays = {}
     for kind in params["kinds"]:
         for part, name in params["kinds_params"][kind]["files"].items():
-            file = folder / name
-            if not file.is_file():
-                raise DataError(f"{file}: front end array not found")
-            arrays[f"{kind}_{part}"] = np.load(file, allow_pickle=False)
+            if not (folder / name).is_file():
+                raise DataError(f"{folder / name}: front end array not found")
+            arrays[f"{kind}_{part}"] = np.load(folder / name, allow_pickle=False)
     return {"params": params, "arrays": arrays}
 
 
-def _frames(audio, n_fft, hop, frames):
-    """(frames, n_fft) centred frames of `audio` padded with n_fft // 2 zeros at both ends."""
-    padded = np.pad(audio, (n_fft // 2, n_fft // 2))
-    need = (frames - 1) * hop + n_fft
-    if len(padded) < need:
-        padded = np.pad(padded, (0, need - len(padded)))
-    index = np.arange(n_fft)[None, :] + hop * np.arange(frames)[:, None]
-    return padded[index]
-
-
-def _apply_bands(spectrum, start, length, weights):
-    """(frames, n_bins) = spectrum (frames, bins) times the banded matrix (n_bins, bins)^T."""
-    out = np.zeros((spectrum.shape[0], len(start)), dtype=np.result_type(spectrum, weights))
-    offset = 0
-    for k, (s, n) in enumerate(zip(start, length)):
-        out[:, k] = spectrum[:, s:s + n] @ weights[offset:offset + n]
-        offset += n
-    return out
-
-
-def _to_unit(power, top_db, amin):
-    db = 10.0 * np.log10(np.maximum(power, amin))
-    db = np.maximum(db - db.max(), -top_db)
-    return db / (top_db / 2.0) + 1.0
-
-
 def frontend_power(audio, frontend, kind):
-    """Power spectrogram (n_bins, frames) of one kind, from the front end files (numpy only)."""
+    """Power spectrogram (n_bins, frames) of one kind of a clip (samples,), from the front end
+    files (numpy only, float64)."""
     params, arrays = frontend["params"], frontend["arrays"]
-    kp = params["kinds_params"][kind]
-    n_fft, hop, frames = int(kp["n_fft"]), int(params["hop_length"]), int(params["frames"])
-    spectrum = np.fft.rfft(_frames(np.asarray(audio, np.float64), n_fft, hop, frames)
-                           * arrays[f"{kind}_window"].astype(np.float64), axis=1)
-    start, length = arrays[f"{kind}_start"], arrays[f"{kind}_length"]
+    frames = _frames(np.asarray(audio, np.float64), int(params["kinds_params"][kind]["n_fft"]),
+                     int(params["hop_length"]))
+    spectrum = np.fft.rfft(frames * arrays[f"{kind}_window"].astype(np.float64), axis=1)
     weights = arrays[f"{kind}_weights"]
-    if np.iscomplexobj(weights):
-        power = np.abs(_apply_bands(spectrum, start, length, weights.astype(np.complex128))) ** 2
-    else:
-        power = _apply_bands(np.abs(spectrum) ** 2, start, length, weights.astype(np.float64))
-    return power.T
+    cqt = np.iscomplexobj(weights)  # complex kernels on the spectrum, else weights on its power
+    values = spectrum if cqt else np.abs(spectrum) ** 2
+    weights = weights.astype(np.complex128 if cqt else np.float64)
+    power = np.zeros((len(values), len(arrays[f"{kind}_start"])), values.dtype)
+    offset = 0
+    for k, (start, length) in enumerate(zip(arrays[f"{kind}_start"], arrays[f"{kind}_length"])):
+        power[:, k] = values[:, start : start + length] @ weights[offset : offset + length]
+        offset += length
+    return (np.abs(power) ** 2 if cqt else power).T
 
 
 def frontend_features(audio, frontend):
-    """The model input of one clip, computed from the front end files alone (numpy only).
-
-    Args:
-        audio: float (samples,) mono clip at params["sample_rate"]; padded or cropped to
-            params["samples"].
-        frontend: what `load_frontend` returns (or `build_frontend`).
-
-    Returns:
-        float32 array (n_bins, frames, len(kinds)), values in [-1, 1].
-    """
+    """The model input float32 (n_bins, frames, len(kinds)) in [-1, 1] of one clip (samples,) at
+    params["sample_rate"] (padded or cropped to params["samples"]), computed from the front end
+    files alone (`load_frontend` or `build_frontend`; numpy only)."""
     params = frontend["params"]
     audio = np.asarray(audio, np.float64)[: params["samples"]]
     audio = np.pad(audio, (0, params["samples"] - len(audio)))
-    channels = [_to_unit(frontend_power(audio, frontend, kind), params["top_db"], params["amin"])
-                for kind in params["kinds"]]
-    return np.stack(channels, axis=-1).astype(np.float32)
+    return np.stack([to_db(frontend_power(audio, frontend, kind), params["top_db"], params["amin"])
+                     for kind in params["kinds"]], axis=-1).astype(np.float32)
