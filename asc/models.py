@@ -15,15 +15,14 @@ With a single branch the names are the project's plain `logits`, `probs` and `em
   parameters and 30 M MACs per 1-s clip for all branches together (`check_complexity`).
 """
 
+from pathlib import Path
+
 import tf_keras as keras
 
-from asc.config import MODEL_DEFAULTS  # noqa: F401
 from common.errors import ConfigError
 
 MAX_PARAMS = 128_000
 MAX_MACS = 30_000_000
-
-# The `model:` config schema lives in asc.config (TensorFlow-free); re-exported here.
 
 
 @keras.saving.register_keras_serializable(package="asc")
@@ -60,7 +59,7 @@ def build_model(input_shape, num_classes, model_cfg, kinds):
     Args:
         input_shape: (n_bins, frames, len(kinds)).
         num_classes: int.
-        model_cfg: the `model:` config section (see MODEL_DEFAULTS).
+        model_cfg: the `model:` config section (asc.config.MODEL_DEFAULTS).
         kinds: list of spectrogram names, one branch each, in channel order.
 
     Returns:
@@ -80,10 +79,8 @@ def build_model(input_shape, num_classes, model_cfg, kinds):
     embeddings = []
     for i, name in enumerate(kinds):
         x = inputs if single else SliceLastAxis(i, 1, name=f"{name}_input")(inputs)
-        if kind == "teacher":
-            embeddings.append(_teacher_branch(x, widths, model_cfg, name, single))
-        else:
-            embeddings.append(_student_branch(x, widths, name, single))
+        branch = _teacher_branch if kind == "teacher" else _student_branch
+        embeddings.append(branch(x, widths, model_cfg, name, single))
     if single:
         heads = embeddings
     else:
@@ -129,7 +126,7 @@ def _teacher_branch(x, widths, model_cfg, name, single):
     return layers.GlobalAveragePooling2D(name=emb_name)(x)
 
 
-def _student_branch(x, widths, name, single):
+def _student_branch(x, widths, model_cfg, name, single):
     layers = keras.layers
     x = _stem(x, widths[0], name)
     for stage, filters in enumerate(widths[1:], start=1):
@@ -150,24 +147,23 @@ def embedding_model(model):
     return keras.Model(model.input, model.get_layer("embedding").output)
 
 
-def complexity(model):
-    """Parameters, MACs per clip and the int8 size estimate of `model`.
+def complexity(model, tflite=None):
+    """Parameters and MACs per clip of `model` against the DCASE limits, and its int8 size: that
+    of the `tflite` file when it exists, else the estimate of one byte per parameter.
 
     Returns:
-        dict: params, macs, int8_bytes_estimate (one byte per parameter), within_limits (bool).
+        dict: params, macs, int8_bytes_estimate, max_params, max_macs, within_limits (bool),
+        int8_bytes, int8_bytes_source.
     """
     from common.complexity import model_complexity
 
     c = model_complexity(model)
     params, macs = int(c["params"]), int(c["macs"])
-    return {
-        "params": params,
-        "macs": macs,
-        "int8_bytes_estimate": params,
-        "max_params": MAX_PARAMS,
-        "max_macs": MAX_MACS,
-        "within_limits": params <= MAX_PARAMS and macs <= MAX_MACS,
-    }
+    exported = tflite is not None and Path(tflite).is_file()
+    return {"params": params, "macs": macs, "int8_bytes_estimate": params, "max_params": MAX_PARAMS,
+            "max_macs": MAX_MACS, "within_limits": params <= MAX_PARAMS and macs <= MAX_MACS,
+            "int8_bytes": Path(tflite).stat().st_size if exported else params,
+            "int8_bytes_source": str(tflite) if exported else "estimate: 1 byte per parameter"}
 
 
 def recalibrate_batchnorm(model, batches):

@@ -1,18 +1,5 @@
 """Acoustic scene classification (DCASE 2023 Task 1, paper 2) as a common.task.Task.
 
-    python -m asc download --dest data/tau2022             # TAU 2022 Mobile development (Zenodo)
-    python -m asc sample --out data/asc --per-class 30
-    python -m asc features --data data/asc                 # spectrogram cache -> data/asc/features.h5
-    python -m asc train --data data/asc --config teacher.yaml --out runs/asc_teacher
-    python -m asc distill --config student.yaml --teacher runs/asc_teacher --out runs/asc_student
-    python -m asc evaluate --run runs/asc_student          # the evaluate split -> metrics.json
-    python -m asc export --run runs/asc_student            # model_int8.tflite, labels.txt, export_report.json
-    python -m asc predict --run runs/asc_student recordings/ --out predictions.csv
-    python -m asc predict --tflite runs/asc_student/model_int8.tflite recordings/ --out predictions.csv
-    python -m asc complexity --config student.yaml         # exit code 1 when over the DCASE limits
-    python -m asc demo --out runs/demo/asc
-    python -m asc paper2 --data data/tau2022 --out runs/paper2   # paper 2's table (asc/paper.py)
-
 Items of a split are `asc.data.Clip`s, identified in split.json by their file names relative to
 the data root. The splits are the data set's own: TAU's fold1 train/evaluate files, or every
 `round(1 / data.val_fraction)`-th file of each class folder held out; the reported split is
@@ -20,7 +7,8 @@ the data root. The splits are the data set's own: TAU's fold1 train/evaluate fil
 default) the epoch is chosen on `val`, a seeded `data.inner_val_fraction` of each class's
 recordings of the training fold (`asc.data.recording_id`: the segments and devices of one
 recording never straddle train and val); `reported` chooses on `evaluate`, as the DCASE baseline
-does. Model inputs come from the feature cache (asc.features), computed once.
+does. Model inputs come from the feature cache (asc.features), computed once. Extra commands:
+`features` (the cache, no TensorFlow), `complexity` (the DCASE limits), `paper2` (asc/paper.py).
 """
 
 from dataclasses import dataclass
@@ -32,9 +20,9 @@ from asc import features as feats
 from asc.config import DEFAULTS
 from asc.data import SCENE_GROUPS, SCENES, open_dataset, recording_id
 from common.errors import ConfigError, DataError
+from common.runner import say
 from common.task import Command, DemoRun, Task, carve_inner
 
-CONFIG_DIR = Path(__file__).resolve().parents[1] / "configs" / "asc"
 SPECTROGRAM_TITLES = {"logmel": "log-Mel", "gammatone": "Gammatone", "cqt": "CQT"}
 # The demo's student trains briefly and is quantized after training (QAT takes minutes more), and
 # is exported for microcontrollers too (TFLite Micro, C array, front end); `--set` options of the
@@ -50,15 +38,9 @@ class AscData:
     classes: list
     train: list
     evaluate: list
-    val_fraction: float = 0.25
-
-    def by_name(self):
-        return {clip.filename: clip for clip in [*self.train, *self.evaluate]}
 
 
 def _say(line):
-    from common.runner import say
-
     say(f"asc: {line}")
 
 
@@ -80,13 +62,12 @@ def scores(labels, probs, clips, classes):
     """
     from common.metrics import ConfusionMatrix, log_loss
 
-    labels = np.asarray(labels)
-    probs = np.asarray(probs, np.float64)
+    labels, probs = np.asarray(labels), np.asarray(probs, np.float64)
     pred = probs.argmax(axis=1)
 
     def part(mask):
-        return {"accuracy": float(np.mean(pred[mask] == labels[mask])), "log_loss": log_loss(labels[mask], probs[mask]),
-                "examples": int(mask.sum())}
+        return {"accuracy": float(np.mean(pred[mask] == labels[mask])),
+                "log_loss": log_loss(labels[mask], probs[mask]), "examples": int(mask.sum())}
 
     cm = ConfusionMatrix(len(classes))
     cm.update(labels, pred)
@@ -106,48 +87,21 @@ def scores(labels, probs, clips, classes):
         group_of = np.array([next(g for g in names if c in SCENE_GROUPS[g]) for c in classes])
         group_probs = np.stack([probs[:, group_of == g].sum(axis=1) for g in names], axis=1)
         group_labels = np.array([names.index(group_of[i]) for i in labels])
-        result["groups"] = {
-            "accuracy": float(np.mean(group_probs.argmax(axis=1) == group_labels)),
-            "log_loss": log_loss(group_labels, group_probs),
-            "groups": SCENE_GROUPS,
-        }
+        result["groups"] = {"accuracy": float(np.mean(group_probs.argmax(axis=1) == group_labels)),
+                            "log_loss": log_loss(group_labels, group_probs), "groups": SCENE_GROUPS}
     return result
 
 
-def predict_probs(model, x, chunk=1024):
-    """Probabilities (N, C) of a Keras model or a TFLiteModel for an array or a lazy
-    `CachedFeatures`, `chunk` clips at a time."""
-    keras = hasattr(model, "layers")
-
-    def run(part):
-        return np.asarray(model.predict(part, batch_size=64, verbose=0) if keras else model.predict(part))
-
-    if isinstance(x, np.ndarray):
-        return run(x)
-    parts = [run(x[i : i + chunk]) for i in range(0, len(x), chunk)]
-    return np.concatenate(parts) if parts else np.zeros((0, model.output_shape[-1]), np.float32)
-
-
-def build_all_features(cfg, out=None, say=_say):
-    """Compute (or reuse) the cache of every clip of the data set (the `features` command): chunked,
-    resumable, O(chunk) memory, never imports TensorFlow (asc.features.build_data_cache)."""
-    return feats.build_data_cache(cfg, out, say)
+# The `features` command (asc.features.build_data_cache), under the name asc/bench.py imports.
+build_all_features = feats.build_data_cache
 
 
 def complexity_report(model, tflite=None, say=_say):
-    """Parameters, MACs and int8 bytes of `model` against the DCASE limits.
-
-    The int8 size is that of the `tflite` file when it exists, else the estimate of one byte per
-    parameter. Returns dict: params, macs, int8_bytes, int8_bytes_source, within_limits,
-    max_params, max_macs.
-    """
+    """`asc.models.complexity` of `model` (the int8 size of the `tflite` file when it exists),
+    said in four lines."""
     from asc.models import complexity
 
-    c = complexity(model)
-    if tflite is not None and Path(tflite).is_file():
-        c["int8_bytes"], c["int8_bytes_source"] = Path(tflite).stat().st_size, str(tflite)
-    else:
-        c["int8_bytes"], c["int8_bytes_source"] = c["int8_bytes_estimate"], "estimate: 1 byte per parameter"
+    c = complexity(model, tflite)
     say(f"parameters: {c['params']:,} (limit {c['max_params']:,})")
     say(f"MACs per clip: {c['macs']:,} ({c['macs'] / 1e6:.2f} M, limit {c['max_macs'] / 1e6:.0f} M)")
     say(f"int8 bytes: {c['int8_bytes']:,} ({c['int8_bytes_source']})")
@@ -165,7 +119,7 @@ def build_model(cfg, num_classes):
 class AscTask(Task):
     name = "asc"
     description = "Acoustic scene classification, DCASE 2023 Task 1 (multi-spectrogram teacher -> student)"
-    config_dir = CONFIG_DIR
+    config_dir = Path(__file__).resolve().parents[1] / "configs" / "asc"
     train_config = "teacher.yaml"
     distill_config = "student.yaml"
     metric_name = "accuracy"
@@ -189,7 +143,7 @@ class AscTask(Task):
         train = open_dataset(d["root"], "train", d["classes"], d["val_fraction"])
         evaluate = open_dataset(d["root"], "evaluate", d["classes"], d["val_fraction"])
         d["classes"] = list(train.classes)
-        return AscData(Path(d["root"]), list(train.classes), train.clips, evaluate.clips, d["val_fraction"])
+        return AscData(Path(d["root"]), list(train.classes), train.clips, evaluate.clips)
 
     def class_names(self, data):
         return data.classes
@@ -209,11 +163,10 @@ class AscTask(Task):
         return {name: [clip.filename for clip in clips] for name, clips in split.items()}
 
     def split_from_ids(self, data, ids):
-        known = data.by_name()
-        for names in ids.values():
-            for name in names:
-                if name not in known:
-                    raise DataError(f"{data.root / name}: in the run's split.json but not in the data set")
+        known = {clip.filename: clip for clip in [*data.train, *data.evaluate]}
+        missing = [name for names in ids.values() for name in names if name not in known]
+        if missing:
+            raise DataError(f"{data.root / missing[0]}: in the run's split.json but not in the data set")
         return {split: [known[name] for name in names] for split, names in ids.items()}
 
     def all_items(self, data):
@@ -282,8 +235,10 @@ class AscTask(Task):
         return accuracy(labels, outputs)
 
     def evaluate(self, model, cfg, data, items):
+        from common.runner import outputs
+
         x, labels = self.examples(cfg, data, items)
-        result = scores(labels, predict_probs(model, x), items, data.classes)
+        result = scores(labels, outputs(model, x, batch_size=64), items, data.classes)
         self._last = (model, items, result["confusion_matrix"])
         return result
 
@@ -312,9 +267,7 @@ class AscTask(Task):
     def write_frontend(self, cfg, run_dir, mcu_section):
         """`export --target mcu`: the spectrogram front end for a firmware (asc.features): the
         filter banks as .npy files and C arrays, every parameter and the int8 input scale."""
-        from asc.features import write_frontend
-
-        written = write_frontend(cfg["features"], run_dir, model_input=mcu_section["input"])
+        written = feats.write_frontend(cfg["features"], run_dir, model_input=mcu_section["input"])
         return {"inside_model": False, "files": [Path(f).name for f in written["files"]]}
 
     # -- command line and prediction -----------------------------------------------------------
@@ -325,13 +278,12 @@ class AscTask(Task):
                                                   "exported from; default the config.yaml beside the model")
 
     def predict(self, model, cfg, inputs, out, args):
-        from asc.edge import classify
-        from common.runner import read_labels
+        from asc.edge import classify, read_labels
 
-        labels = Path(args.run) / "labels.txt" if args is not None and args.run else None
-        classes = read_labels(labels) if labels and labels.is_file() else (cfg["data"]["classes"] or SCENES)
+        run = getattr(args, "run", None)
+        classes = read_labels(Path(run) / "model.keras", cfg) if run else list(cfg["data"]["classes"] or SCENES)
         result = classify(lambda x: model.predict(x, batch_size=64, verbose=0), inputs, out, cfg, classes,
-                          model_name=str(getattr(args, "run", "model")), say=_say)
+                          model_name=str(run or "model"), say=_say)
         return f"{out}: {len(result)} predictions (Keras model)"
 
     def edge_predict(self, tflite_path, inputs, out, args):
@@ -375,6 +327,8 @@ class AscTask(Task):
                 DemoRun("student", "student.yaml", teacher="teacher", export=True, overrides=DEMO_STUDENT_OVERRIDES)]
 
     def commands(self):
+        from asc import paper
+
         return [
             Command("features", "compute the spectrogram cache of a data set (no TensorFlow)",
                     lambda p: p.add_argument("--out", help="cache file (.h5); default <data>/features.h5"),
@@ -385,35 +339,23 @@ class AscTask(Task):
                     self._complexity, common_args=True),
             Command("paper2", "paper 2's table: teacher -> distilled student -> complexity -> int8 "
                               "-> OUT/paper2.md, paper2.json (resumable)",
-                    _paper2_arguments, self._paper2),
+                    paper.add_arguments, lambda args: paper.run(self, args)),
         ]
-
-    def _paper2(self, args):
-        from asc.paper import run
-
-        run(self, args)
 
     def _features(self, args):
         from common.runner import load_task_config, need_data
 
-        build_all_features(need_data(load_task_config(self, args.config, args.overrides, args.data)), args.out)
+        cfg = need_data(load_task_config(self, args.config, args.overrides, args.data))
+        feats.build_data_cache(cfg, args.out, _say)
 
     def _complexity(self, args):
-        from common.runner import TFLITE_FILE, load_task_config, run_config
-        from common.train import load_run_model
+        from common.runner import TFLITE_FILE, keras_model, load_task_config, run_config
 
         if args.run:
             run_config(self, args.run)  # RunDirError when it is not a run
-            self.register_layers()
-            model, tflite = load_run_model(args.run), Path(args.run) / TFLITE_FILE
+            model, tflite = keras_model(self, args.run), Path(args.run) / TFLITE_FILE
         else:
             cfg = load_task_config(self, args.config, args.overrides, default=self.distill_config)
             feats.check_config(cfg["features"])
             model, tflite = build_model(cfg, len(cfg["data"]["classes"]) or len(SCENES)), None
         return 0 if complexity_report(model, tflite)["within_limits"] else 1
-
-
-def _paper2_arguments(parser):
-    from asc.paper import add_arguments
-
-    add_arguments(parser)

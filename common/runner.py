@@ -304,14 +304,15 @@ def _training_curves(run):
 # evaluate
 
 
-def outputs(model, x, batch_size=32):
-    """Model outputs for an array of inputs, from a Keras model or a TFLiteModel alike.
+def outputs(model, x, batch_size=32, chunk=1024):
+    """Model outputs for an array of inputs, from a Keras model or a TFLiteModel alike (a lazy
+    view of inputs, such as asc's `CachedFeatures`, is read `chunk` examples at a time).
 
     Returns:
         float32 array (N, *output_shape).
     """
     if not isinstance(x, np.ndarray):  # a lazy view (e.g. asc features streamed from a cache)
-        parts = [outputs(model, np.asarray(x[i:i + 1024]), batch_size) for i in range(0, len(x), 1024)]
+        parts = [outputs(model, np.asarray(x[i:i + chunk]), batch_size) for i in range(0, len(x), chunk)]
         return np.concatenate(parts) if parts else np.zeros((0,), np.float32)
     if hasattr(model, "layers"):  # Keras: no progress bar
         return np.asarray(model.predict(x, batch_size=batch_size, verbose=0), np.float32)

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 from asc.data import SCENES
-from asc.task import AscTask, predict_probs
+from asc.task import AscTask
 from common import runner
 from common.errors import RunDirError
 from common.train import read_history
@@ -150,7 +150,7 @@ def test_large_splits_stream_from_the_cache(student_run):
     np.testing.assert_array_equal(batch[0].numpy(), x[:4])
     task.register_layers()
     model = load_run_model(run)
-    np.testing.assert_allclose(predict_probs(model, lazy, chunk=7), model.predict(x, verbose=0), atol=1e-5)
+    np.testing.assert_allclose(runner.outputs(model, lazy, batch_size=64, chunk=7), model.predict(x, verbose=0), atol=1e-5)
 
 
 def test_inner_split_never_splits_a_recording_and_keeps_the_class_balance():
@@ -236,7 +236,7 @@ def test_ensemble_of_two_teachers_trains_a_student(teacher_run, teacher_cfg, stu
     items, _ = runner.read_split(task, first, data)
     x, labels = task.examples(teacher_cfg, data, items["evaluate"])
     teachers = [load_run_model(run) for run in (first, second)]
-    mean = (predict_probs(teachers[0], x) + predict_probs(teachers[1], x)) / 2
+    mean = (runner.outputs(teachers[0], x, batch_size=64) + runner.outputs(teachers[1], x, batch_size=64)) / 2
     assert result.metrics["teacher_accuracy"] == pytest.approx(np.mean(mean.argmax(1) == labels), abs=0.04)
     # The embeddings are concatenated (3 x 32 + 3 x 16): the student's projection predicts all of them.
     sizes = [int(t.get_layer("embedding").output.shape[-1]) for t in teachers]
