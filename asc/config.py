@@ -1,15 +1,13 @@
 """The asc config schema (`DEFAULTS`): every key a config file under configs/asc/ may set.
 
-Importing this module (and resolving a config) never imports TensorFlow.
-A YAML file states only what differs (see `common.config.load_config`); the command line
-overrides single values with `--set distill.embedding_weight=0.5`.
+Never imports TensorFlow (the edge `predict --tflite` path reads a config). A YAML file states
+only what differs (`common.config.load_config`); `--set distill.embedding_weight=0.5` overrides.
 """
 
 from asc.features import FEATURE_DEFAULTS
 from common.config import EXPORT_DEFAULTS, TRAIN_DEFAULTS
 
-# Reading a config must not import TensorFlow (the edge `predict --tflite` path reads one), so the
-# model section's defaults live here rather than in asc.models (which imports tf_keras).
+# The model section's defaults live here, not in asc.models (which imports tf_keras).
 MODEL_DEFAULTS = {
     "kind": "student",  # teacher | student
     "widths": [16, 32, 48, 64],  # channels of the stem and of each following stage, per branch

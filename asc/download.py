@@ -15,17 +15,14 @@ from common.errors import DataError
 
 RECORD = "6337421"
 TOP = "TAU-urban-acoustic-scenes-2022-mobile-development"  # the folder the zips unpack into
-LAYOUT = ("meta.csv", "audio", "evaluation_setup")  # what a TAU 2022 data folder holds
-__all__ = ["RECORD", "ZENODO_API", "download", "find_data_folder"]
 
 
 def find_data_folder(dest):
     """The folder under `dest` (or `dest` itself) that holds meta.csv, audio/ and evaluation_setup/."""
-    return find_data_root(
-        dest,
-        lambda folder: (folder / "meta.csv").is_file() and (folder / "audio").is_dir() and (folder / "evaluation_setup").is_dir(),
-        "TAU 2022 Mobile folder (meta.csv, audio/, evaluation_setup/)",
-    )
+    def is_root(folder):
+        return (folder / "meta.csv").is_file() and (folder / "audio").is_dir() and (folder / "evaluation_setup").is_dir()
+
+    return find_data_root(dest, is_root, "TAU 2022 Mobile folder (meta.csv, audio/, evaluation_setup/)")
 
 
 def download(dest, *, record=RECORD, api=ZENODO_API, quiet=False, say=print):

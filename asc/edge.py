@@ -1,13 +1,12 @@
 """Scene prediction as an edge device runs it: the int8 TFLite model through LiteRT, no TensorFlow.
 
 `python -m asc predict --tflite MODEL.tflite FILES_OR_FOLDERS --out preds.csv` lands here. The
-spectrograms come from the same `asc.features` code as training (numpy, librosa, soundfile) and
-the model runs in `common.tflite_runtime.TFLiteModel` (ai-edge-litert), so a device needs only
-ai-edge-litert, numpy, librosa, soundfile and PyYAML. Nothing imported here may import
-TensorFlow (a test checks `sys.modules`).
+spectrograms come from the same `asc.features` code as training and the model runs in
+`common.tflite_runtime.TFLiteModel`, so a device needs only ai-edge-litert, numpy, librosa,
+soundfile and PyYAML. Nothing imported here may import TensorFlow (a test checks `sys.modules`).
 
 What the model was trained on is read from beside the .tflite file, where `python -m asc export`
-writes it: `config.yaml` of the run (its `features:` section) and `labels.txt` (class names in
+writes it: the run's `config.yaml` (its `features:` section) and `labels.txt` (class names in
 index order). A config given with `--config` (a config.yaml or a run directory) takes precedence.
 """
 
@@ -21,11 +20,7 @@ from common.errors import DataError, RunDirError
 
 
 def wav_inputs(inputs):
-    """The wav files named by `inputs` (files, or folders searched recursively), in order.
-
-    Returns:
-        list of Path.
-    """
+    """The wav files (a list of Path) named by `inputs`: files, or folders searched recursively."""
     files = []
     for item in inputs:
         path = Path(item)
@@ -44,17 +39,13 @@ def wav_inputs(inputs):
 
 
 def edge_config(tflite_path, config=None, overrides=()):
-    """The resolved asc config that goes with a .tflite file.
-
-    From `config` when given (a config.yaml, or a run directory holding one), else the
-    `config.yaml` beside the model (an exported run directory), else the defaults (the paper's
-    three 128-bin spectrograms).
-    """
+    """The resolved asc config that goes with a .tflite file: from `config` when given (a
+    config.yaml, or a run directory holding one), else the `config.yaml` beside the model (an
+    exported run directory), else the defaults (the paper's three 128-bin spectrograms)."""
     from asc.config import load
 
     if config:
-        path = Path(config)
-        path = path / "config.yaml" if path.is_dir() else path
+        path = Path(config) / "config.yaml" if Path(config).is_dir() else Path(config)
         if not path.is_file():
             raise RunDirError(f"{config}: no config.yaml (give the run the model was exported from)")
         return load(path, overrides)
@@ -62,17 +53,15 @@ def edge_config(tflite_path, config=None, overrides=()):
     return load(beside if beside.is_file() else None, overrides)
 
 
-def read_labels(tflite_path, cfg=None):
+def read_labels(model_path, cfg=None):
     """Class names in index order: `labels.txt` beside the model, else the config's, else the DCASE scenes."""
-    labels_path = Path(tflite_path).with_name("labels.txt")
+    labels_path = Path(model_path).with_name("labels.txt")
     if labels_path.is_file():
         labels = [line.strip() for line in labels_path.read_text().splitlines() if line.strip()]
         if not labels:
             raise DataError(f"{labels_path}: empty; expected one class name per line")
         return labels
-    if cfg is not None and cfg["data"]["classes"]:
-        return list(cfg["data"]["classes"])
-    return list(SCENES)
+    return list((cfg is not None and cfg["data"]["classes"]) or SCENES)
 
 
 def classify(predict_fn, inputs, out_csv, cfg, classes, *, model_name="model", say=print):
@@ -102,30 +91,17 @@ def classify(predict_fn, inputs, out_csv, cfg, classes, *, model_name="model", s
 
 
 def predict(tflite_path, inputs, out_csv, *, cfg=None, num_threads=2, say=print):
-    """Predict the scene of wav files with an int8 TFLite model; writes the same CSV as the Keras predict.
-
-    Args:
-        tflite_path: the exported model (e.g. RUN/model_int8.tflite).
-        inputs: wav files or folders.
-        out_csv: output CSV path.
-        cfg: resolved asc config (its `features:` section must be the one the model was trained
-            on); None: `edge_config(tflite_path)`.
-        num_threads: LiteRT CPU threads.
-
-    Returns:
-        list of (file, predicted label) pairs.
-    """
+    """Predict the scene of wav files (`inputs`: files or folders) with an int8 TFLite model into
+    the same CSV as the Keras predict; `cfg`: the resolved asc config whose `features:` the model
+    was trained on (None: `edge_config(tflite_path)`). Returns (file, predicted label) pairs."""
     from common.tflite_runtime import TFLiteModel
 
-    tflite_path = Path(tflite_path)
     cfg = cfg if cfg is not None else edge_config(tflite_path)
     feats.check_config(cfg["features"])
     model = TFLiteModel(tflite_path, num_threads=num_threads)
     shape = tuple(feats.input_shape(cfg["features"]))
     if model.input_shape != shape:
-        raise DataError(
-            f"{tflite_path}: the model takes input {model.input_shape} but the features config gives {shape}; "
-            "give the run it was exported from with --config RUN"
-        )
+        raise DataError(f"{tflite_path}: the model takes input {model.input_shape} but the features config gives "
+                        f"{shape}; give the run it was exported from with --config RUN")
     classes = read_labels(tflite_path, cfg)
     return classify(model.predict, inputs, out_csv, cfg, classes, model_name=str(tflite_path), say=say)

@@ -892,31 +892,26 @@ def load_frontend(folder):
     return {"params": params, "arrays": arrays}
 
 
-def frontend_power(audio, frontend, kind):
-    """Power spectrogram (n_bins, frames) of one kind of a clip (samples,), from the front end
-    files (numpy only, float64)."""
-    params, arrays = frontend["params"], frontend["arrays"]
-    frames = _frames(np.asarray(audio, np.float64), int(params["kinds_params"][kind]["n_fft"]),
-                     int(params["hop_length"]))
-    spectrum = np.fft.rfft(frames * arrays[f"{kind}_window"].astype(np.float64), axis=1)
-    weights = arrays[f"{kind}_weights"]
-    cqt = np.iscomplexobj(weights)  # complex kernels on the spectrum, else weights on its power
-    values = spectrum if cqt else np.abs(spectrum) ** 2
-    weights = weights.astype(np.complex128 if cqt else np.float64)
-    power = np.zeros((len(values), len(arrays[f"{kind}_start"])), values.dtype)
-    offset = 0
-    for k, (start, length) in enumerate(zip(arrays[f"{kind}_start"], arrays[f"{kind}_length"])):
-        power[:, k] = values[:, start : start + length] @ weights[offset : offset + length]
-        offset += length
-    return (np.abs(power) ** 2 if cqt else power).T
-
-
 def frontend_features(audio, frontend):
     """The model input float32 (n_bins, frames, len(kinds)) in [-1, 1] of one clip (samples,) at
-    params["sample_rate"] (padded or cropped to params["samples"]), computed from the front end
-    files alone (`load_frontend` or `build_frontend`; numpy only)."""
-    params = frontend["params"]
+    params["sample_rate"] (padded or cropped to params["samples"]), computed in float64 from the
+    front end files alone (`load_frontend` or `build_frontend`; numpy only)."""
+    params, arrays = frontend["params"], frontend["arrays"]
     audio = np.asarray(audio, np.float64)[: params["samples"]]
     audio = np.pad(audio, (0, params["samples"] - len(audio)))
-    return np.stack([to_db(frontend_power(audio, frontend, kind), params["top_db"], params["amin"])
-                     for kind in params["kinds"]], axis=-1).astype(np.float32)
+    channels = []
+    for kind in params["kinds"]:
+        frames = _frames(audio, int(params["kinds_params"][kind]["n_fft"]), int(params["hop_length"]))
+        spectrum = np.fft.rfft(frames * arrays[f"{kind}_window"].astype(np.float64), axis=1)
+        weights = arrays[f"{kind}_weights"]
+        cqt = np.iscomplexobj(weights)  # complex kernels on the spectrum, else weights on its power
+        values = spectrum if cqt else np.abs(spectrum) ** 2
+        weights = weights.astype(values.dtype)
+        power = np.zeros((len(values), len(arrays[f"{kind}_start"])), values.dtype)
+        offset = 0
+        for k, (start, length) in enumerate(zip(arrays[f"{kind}_start"], arrays[f"{kind}_length"])):
+            power[:, k] = values[:, start : start + length] @ weights[offset : offset + length]
+            offset += length
+        power = np.abs(power) ** 2 if cqt else power
+        channels.append(to_db(power.T, params["top_db"], params["amin"]))
+    return np.stack(channels, axis=-1).astype(np.float32)

@@ -63,6 +63,8 @@ def write_sample(out, per_class=30, seed=0):
     Returns:
         Path of `out`.
     """
+    import soundfile as sf
+
     out = Path(out)
     (out / "audio").mkdir(parents=True, exist_ok=True)
     meta, train, evaluate = [], [], []
@@ -77,7 +79,8 @@ def write_sample(out, per_class=30, seed=0):
             name = f"audio/{scene}-{city}-{location}-{(i % 3) * 10}-{device}.wav"
             rng = np.random.default_rng([seed, label, i])
             audio = apply_device(scene_audio(scene, rng), device, rng)
-            _write_wav(out / name, audio)
+            with atomic_path(out / name) as tmp:
+                sf.write(str(tmp), audio, SAMPLE_RATE, subtype="PCM_16", format="WAV")
             meta.append(f"{name}\t{scene}\t{city}-{location}\t{device}")
             (evaluate if held_out else train).append(f"{name}\t{scene}")
             n_eval += held_out
@@ -187,9 +190,3 @@ def apply_device(audio, device, rng, sample_rate=SAMPLE_RATE):
     coloured += 0.002 * rng.standard_normal(n)
     return np.clip(coloured, -1, 1).astype(np.float32)
 
-
-def _write_wav(path, audio, sample_rate=SAMPLE_RATE):
-    import soundfile as sf
-
-    with atomic_path(path) as tmp:
-        sf.write(str(tmp), audio, sample_rate, subtype="PCM_16", format="WAV")
