@@ -190,7 +190,7 @@ class AscTask(Task):
 
         self.register_layers()  # a teacher run loaded next holds asc layers
         names = [clip.filename for clips in split.values() for clip in clips]
-        feats.build_cache(data.root, names, cfg["features"], feats.default_cache_path(data.root, cfg["features"]), _say)
+        feats.build_cache(data.root, names, cfg["features"], None, _say)
         x_train, y_train = self.examples(cfg, data, split["train"])
         x_val, y_val = self.examples(cfg, data, split[self.selection_split(cfg)])
         t, n = cfg["train"], len(data.classes)
@@ -226,9 +226,8 @@ class AscTask(Task):
     def examples(self, cfg, data, items):
         """Spectrogram stacks through the feature cache (a lazy `CachedFeatures` view when they
         exceed `data.in_memory_gb`) and integer labels."""
-        names = [clip.filename for clip in items]
-        path = feats.default_cache_path(data.root, cfg["features"])
-        x = feats.cached_features(data.root, names, cfg["features"], path, _say, max_gb=cfg["data"]["in_memory_gb"])
+        x = feats.cached_features(data.root, [clip.filename for clip in items], cfg["features"], None, _say,
+                                  max_gb=cfg["data"]["in_memory_gb"])
         return x, np.array([clip.label for clip in items], np.int64)
 
     def metric(self, labels, outputs):
