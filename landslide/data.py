@@ -4,8 +4,7 @@ Landslide4Sense 2022 (Ghorbanzadeh et al., IEEE TGRS 2022, arXiv 2206.00515) is 
 landslide segmentation from multi-source satellite data.
 
 Features:
-    * 128 x 128 pixel patches, about 10 m per pixel, 14 bands (float):
-      0-11 Sentinel-2 B1-B12 (B1, B2, B3, B4, B5, B6, B7, B8, B9, B10, B11, B12),
+    * 128 x 128 pixel patches, about 10 m per pixel, 14 bands (float): 0-11 Sentinel-2 B1-B12,
       12 slope and 13 DEM (ALOS PALSAR).
     * TrainData: 3,799 patches with masks; ValidData: 245 and TestData: 800 patches without.
     * Classes in index order: 0 = no landslide, 1 = landslide (about 2% of the pixels).
@@ -39,7 +38,7 @@ import h5py
 import numpy as np
 
 from common.errors import ConfigError, DataError, RunDirError
-from common.io import write_json
+from common.io import atomic_path, write_json
 
 NUM_BANDS = 14
 PATCH_SIZE = 128
@@ -109,12 +108,9 @@ def labelled_folder(data):
 
 
 def index_folder(folder, *, masks=True, patch_size=PATCH_SIZE, check=True):
-    """List and check the patches of a folder holding `img/` (and `mask/` when `masks`).
-
-    Returns a PatchFolder, images in natural order (image_2 before image_10). With `check`, every
-    file's header is checked (readable HDF5, dataset key, shape) but no pixel data is read: values
-    are checked when a patch is read. Raises DataError naming the file and the problem.
-    """
+    """The PatchFolder of a folder holding `img/` (and `mask/` when `masks`), images in natural
+    order. With `check`, every file's header is checked (readable HDF5, dataset, shape) but no
+    pixel data is read (values are checked when a patch is read). DataError names the file."""
     folder = Path(folder)
     if not (folder / "img").is_dir():
         raise DataError(f"{folder}: no img/ folder")
@@ -132,8 +128,7 @@ def index_folder(folder, *, masks=True, patch_size=PATCH_SIZE, check=True):
 
 
 def image_files(paths):
-    """The image files (list of Path) named by `paths`: .h5 files, folders of them, or folders
-    with img/; natural order within each folder."""
+    """The .h5 files named by `paths` (files, folders of them, folders with img/), natural order."""
     found = []
     for path in map(Path, paths):
         if path.is_file():
@@ -176,6 +171,14 @@ def read_h5(path, key, patch_size=PATCH_SIZE, header_only=False):
         return None if header_only else dataset[()]
 
 
+def write_h5(path, key, array):
+    """Write `array` as dataset `key` of a new HDF5 file, atomically and without timestamps (the
+    same array gives the same bytes)."""
+    with atomic_path(path) as tmp:
+        with h5py.File(tmp, "w", libver="earliest", track_order=False) as handle:
+            handle.create_dataset(key, data=array, track_times=False)
+
+
 def read_image(path, patch_size=PATCH_SIZE):
     """One image patch: (float32 (S, S, 14) in the file's units with NaNs replaced by NAN_FILL,
     number of NaN values replaced). DataError: unreadable file, wrong key or shape, infinite
@@ -202,16 +205,9 @@ def read_mask(path, patch_size=PATCH_SIZE):
     return mask.astype(np.uint8)
 
 
-# ---------------------------------------------------------------------------------------------
-# Splits
-
-
 def make_split(names, *, protocol="kfold", folds=5, fold=0, val_fraction=0.2, seed=0):
-    """Split labelled patch names into {"train": names, "val": names}, reproducibly.
-
-    protocol "kfold" (the paper): `folds` folds of a seeded permutation, fold `fold` (0-based)
-    validates; "holdout": a seeded `val_fraction` of the patches validates.
-    """
+    """{"train": names, "val": names} of labelled patch names, seeded: `protocol` "kfold" (the
+    paper: fold `fold` of `folds` validates) or "holdout" (a `val_fraction` validates)."""
     names = list(names)
     order = np.random.default_rng(seed).permutation(len(names))
     if protocol == "kfold":
@@ -245,9 +241,6 @@ def read_split(run_dir):
         raise RunDirError(f"{path}: no split file; was this run trained by `landslide train`?")
     return json.loads(path.read_text())
 
-
-# ---------------------------------------------------------------------------------------------
-# tf.data
 
 # tf.numpy_function turns the DataError of a bad patch into a TensorFlow error; the reader leaves
 # it here so that `reraise_data_errors` raises the one-line DataError itself.
@@ -301,12 +294,10 @@ def should_cache(count, patch_size=PATCH_SIZE, cache="auto", max_fraction=0.5):
 
 
 def read_dataset(patches, *, patch_size=PATCH_SIZE, shuffle_seed=None, cache=False):
-    """Decoded patches of a PatchFolder as an unbatched tf.data.Dataset of (float32 (S, S, 14) raw
-    image with NaNs replaced, uint8 (S, S, 1) mask (zeros when unlabelled), int32 NaN count).
-
-    Files are read in parallel; with `cache`, decoded patches stay in memory after the first pass.
-    `shuffle_seed`: shuffle the order each epoch (before reading, when not cached).
-    """
+    """Decoded patches of a PatchFolder, read in parallel, as an unbatched tf.data.Dataset of
+    (float32 (S, S, 14) raw image with NaNs replaced, uint8 (S, S, 1) mask (zeros when
+    unlabelled), int32 NaN count); `cache` keeps them in memory after the first pass;
+    `shuffle_seed` shuffles the order each epoch (before reading, when not cached)."""
     import tensorflow as tf
 
     def shuffled(ds):
@@ -330,10 +321,8 @@ def read_dataset(patches, *, patch_size=PATCH_SIZE, shuffle_seed=None, cache=Fal
 
 
 def augment(image, mask, seed):
-    """Random flip and 90-degree rotation (the 8 symmetries of the square), the same for both.
-
-    image (H, W, C) float; mask (H, W, 1); seed: int64 tensor of shape (2,), stateless.
-    """
+    """The same random flip and 90-degree rotation (the 8 symmetries of the square) of an image
+    (H, W, C) and its mask (H, W, 1); `seed`: stateless, int64 tensor of shape (2,)."""
     import tensorflow as tf
 
     channels = image.shape[-1]
@@ -346,10 +335,7 @@ def augment(image, mask, seed):
 def training_dataset(patches, *, batch_size, seed=0, shuffle=True, augment_data=True,
                      cache=False, patch_size=PATCH_SIZE):
     """Batched (x, y) for Keras: x raw (B, H, W, 14) float32 (NaNs replaced), y (B, H, W, 1)
-    float32.
-
-    `seed` seeds the shuffle order and the augmentation (both differ each epoch).
-    """
+    float32; `seed` seeds the shuffle order and the augmentation (both differ each epoch)."""
     import tensorflow as tf
 
     ds = read_dataset(patches, patch_size=patch_size, shuffle_seed=seed if shuffle else None,

@@ -2,7 +2,7 @@
 
 Training, evaluation, prediction and the exported TFLite model all take the raw 14-band patch and
 run these layers first, so there is one code path. Indices are computed on the raw (file) values,
-then every channel is standardised. All ops are plain TensorFlow ops that TFLite converts.
+then every channel is standardised.
 
 Engineered bands (0-based input channels B2=1, B3=2, B4=3, B8=7, B12=11, slope=12, DEM=13):
     ndvi            (B8 - B4) / (B8 + B4)
@@ -28,16 +28,8 @@ import tf_keras as keras
 
 from common.errors import ConfigError, DataError
 from common.io import write_json
+from landslide import data as D
 from landslide.config import FEATURE_NAMES  # the schema owns the names
-from landslide.data import (
-    BAND_NAMES,
-    NAN_FILL,
-    NUM_BANDS,
-    OFFICIAL_MEAN,
-    OFFICIAL_STD,
-    read_dataset,
-    reraise_data_errors,
-)
 
 B2, B3, B4, B8, B12, SLOPE, DEM = 1, 2, 3, 7, 11, 12, 13
 RATIOS = {"ndvi": (B8, B4), "nbr": (B8, B12), "ndwi": (B3, B8)}
@@ -53,7 +45,7 @@ def enabled_features(features_cfg):
 
 def num_channels(features_cfg):
     """Channels the network sees: the 14 bands plus the engineered ones."""
-    return NUM_BANDS + len(enabled_features(features_cfg))
+    return D.NUM_BANDS + len(enabled_features(features_cfg))
 
 
 def ratio_floor(band_scale, a, b):
@@ -65,7 +57,7 @@ def ratio_floor(band_scale, a, b):
 class ReplaceNaN(keras.layers.Layer):
     """Replace NaN values by a constant `value` (default data.NAN_FILL = 0); x != x only for NaN."""
 
-    def __init__(self, value=NAN_FILL, **kwargs):
+    def __init__(self, value=D.NAN_FILL, **kwargs):
         super().__init__(**kwargs)
         self.value = float(value)
 
@@ -89,18 +81,14 @@ class BandFeatures(keras.layers.Layer):
     """Append engineered bands to the raw 14-band patch: (B, H, W, 14) -> (B, H, W, 14 + k).
 
     Args:
-        features: list of names from FEATURE_NAMES (order is normalised to FEATURE_NAMES).
-        band_scale: list of 14 floats, a typical spread (standard deviation) of each input band,
-            which sets the ratios' divisor floor. Defaults to the official Landslide4Sense stds.
-
-    Example:
-        BandFeatures(["ndvi", "dem_gradient"])(tf.zeros((1, 128, 128, 14))).shape
-        # (1, 128, 128, 16)
+        features: names from FEATURE_NAMES (in any order; output in FEATURE_NAMES order).
+        band_scale: 14 floats, a typical spread (std) of each input band, which sets the ratios'
+            divisor floor (default: the official Landslide4Sense stds).
     """
 
     def __init__(self, features=(), band_scale=None, **kwargs):
         super().__init__(**kwargs)
-        self.band_scale = [float(v) for v in (OFFICIAL_STD if band_scale is None else band_scale)]
+        self.band_scale = [float(v) for v in (D.OFFICIAL_STD if band_scale is None else band_scale)]
         unknown = set(features) - set(FEATURE_NAMES)
         if unknown:
             raise ValueError(f"unknown engineered bands {sorted(unknown)}; known: {FEATURE_NAMES}")
@@ -154,12 +142,12 @@ def front(inputs, features_cfg, mean, std, band_scale=None):
     band spreads for the ratio floors (default: the first 14 of `std`)."""
     # float32 even under a mixed-precision policy: ratios and DEM gradients need the precision.
     x = ReplaceNaN(name="replace_nan", dtype="float32")(inputs)
-    x = BandFeatures(enabled_features(features_cfg), band_scale or std[:NUM_BANDS],
+    x = BandFeatures(enabled_features(features_cfg), band_scale or std[:D.NUM_BANDS],
                      name="band_features", dtype="float32")(x)
     return Standardize(mean, std, name="standardize", dtype="float32")(x)
 
 
-def numpy_features(image, names, band_scale=OFFICIAL_STD):
+def numpy_features(image, names, band_scale=D.OFFICIAL_STD):
     """The engineered bands of one raw patch (H, W, 14) in NumPy, (H, W, k) float32: the reference
     formulas the tests hold the layer to (and to read the code against the paper)."""
     image = np.asarray(image, np.float64)
@@ -190,23 +178,17 @@ log = logging.getLogger(__name__)
 STATS_FILE = "stats.json"
 
 
-def _check_normalization(mode):
-    if mode not in ("official", "computed"):
-        raise ConfigError(f"config key 'data.normalization' must be official or computed, "
-                          f"got {mode!r}")
-
-
 def _moments(patches, layer, patch_size, batch_size):
     """Per-channel mean and std of layer(patch) over `patches`, and the NaN count of each patch."""
     total = squares = 0.0
     pixels, nans = 0, []
-    with reraise_data_errors():
-        for image, _, nan_counts in read_dataset(patches, patch_size=patch_size).batch(batch_size):
+    with D.reraise_data_errors():
+        for image, _, nans_of in D.read_dataset(patches, patch_size=patch_size).batch(batch_size):
             x = layer(image).numpy().astype(np.float64)
             x = x.reshape(-1, x.shape[-1])
             total, squares = total + x.sum(axis=0), squares + np.square(x).sum(axis=0)
             pixels += len(x)
-            nans.append(nan_counts.numpy())
+            nans.append(nans_of.numpy())
     if not nans:
         raise DataError(f"{patches.folder}: no patches to compute statistics on")
     mean = total / pixels
@@ -215,19 +197,15 @@ def _moments(patches, layer, patch_size, batch_size):
 
 def compute_stats(patches, features_cfg, *, normalization="official", patch_size=128,
                   batch_size=16):
-    """Mean and standard deviation of every model input channel over `patches` (a PatchFolder).
-
-    Engineered bands (`features_cfg`) are computed exactly as the model computes them: with the
-    band spreads of the normalisation (official stds, or for "computed" a first pass over the
-    bands).
-
-    Returns:
-        dict: channels (names), mean, std (lists of floats, 14 + k), band_scale (14 floats),
-        patches, nan_values, nan_patches.
-    """
-    _check_normalization(normalization)
+    """Mean and std of every model input channel over `patches` (a PatchFolder): a dict of
+    channels (names), mean, std (14 + k floats), band_scale (14 floats), patches, nan_values,
+    nan_patches. Engineered bands (`features_cfg`) are computed as the model computes them, with
+    the band spreads of the normalisation (official stds, or for "computed" a first pass)."""
+    if normalization not in ("official", "computed"):
+        raise ConfigError("config key 'data.normalization' must be official or computed, "
+                          f"got {normalization!r}")
     names = enabled_features(features_cfg)
-    band_scale = list(OFFICIAL_STD)
+    band_scale = list(D.OFFICIAL_STD)
     if normalization == "computed" and names:
         band_scale = _moments(patches, BandFeatures([]), patch_size, batch_size)[1].tolist()
     mean, std, nans = _moments(patches, BandFeatures(names, band_scale), patch_size, batch_size)
@@ -235,7 +213,7 @@ def compute_stats(patches, features_cfg, *, normalization="official", patch_size
     if nan_values:
         log.warning("%s: replaced %d NaN values in %d of %d patches by 0", patches.folder,
                     nan_values, nan_patches, len(nans))
-    return {"channels": BAND_NAMES + names, "mean": mean.tolist(), "std": std.tolist(),
+    return {"channels": D.BAND_NAMES + names, "mean": mean.tolist(), "std": std.tolist(),
             "band_scale": band_scale, "patches": len(nans), "nan_values": nan_values,
             "nan_patches": nan_patches}
 
@@ -255,9 +233,9 @@ def training_stats(cfg, patches, folder):
 
 def normalisation(stats, mode):
     """The (mean, std) lists the model standardises with: "official" (the challenge's statistics
-    for the 14 bands, computed ones for the engineered bands) or "computed" (all from `stats`)."""
-    _check_normalization(mode)
+    for the 14 bands, computed ones for the engineered bands) or "computed" (all from `stats`;
+    `compute_stats` has checked `mode`)."""
     mean, std = list(stats["mean"]), list(stats["std"])
     if mode == "official":
-        mean[:NUM_BANDS], std[:NUM_BANDS] = OFFICIAL_MEAN, OFFICIAL_STD
+        mean[:D.NUM_BANDS], std[:D.NUM_BANDS] = D.OFFICIAL_MEAN, D.OFFICIAL_STD
     return mean, std

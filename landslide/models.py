@@ -1,20 +1,15 @@
 """U-Net for Landslide4Sense and the paper's improvements, each a config switch.
 
-`build_models(cfg, mean, std)` returns the training model and the inference model; both share
-every layer and take the raw 14-band patch (see features.py for the front layers).
-
 * U-Net (`model.*` all off): the 5-level U-Net of the official baseline, filters
   64-128-256-512-512 times `model.width`, double 3x3 convolution + BatchNorm + ReLU per level, max
   pooling, bilinear up-sampling, skip concatenation, 1x1 convolution + sigmoid (about 17.3M
   parameters at width 1 with 14 inputs).
 * `model.residual`: every double convolution becomes `common.layers.residual_conv_block`.
-* `model.attention`: multi-head self-attention over the bottleneck's tokens
-  (`common.layers.attention_block`; 8x8 tokens for 128x128 patches).
-* `model.multires`: three heads, from the decoder at 1/4, 1/2 and full resolution, each
-  up-sampled (bilinear) to full size. The training model stacks them on the last axis,
-  (B, H, W, 3), so one loss (`HeadSumLoss`, the base loss summed over heads) and one metric
-  (`EnsembleF1`, F1 of their average, logged as `f1`/`val_f1`) cover them; the inference model
-  averages them, (B, H, W, 1).
+* `model.attention`: multi-head self-attention over the bottleneck's tokens (8x8 for 128x128).
+* `model.multires`: three heads, from the decoder at 1/4, 1/2 and full resolution, up-sampled
+  (bilinear) to full size. The training model stacks them, (B, H, W, 3), so one loss
+  (`HeadSumLoss`) and one metric (`EnsembleF1`, logged as `f1`/`val_f1`) cover them; the
+  inference model averages them, (B, H, W, 1).
 """
 
 import tensorflow as tf
@@ -52,14 +47,9 @@ def _head(x, scale, name):
 
 
 def build_models(cfg, mean, std):
-    """The training and inference models of a config (`data.patch_size`, `features`, `model`).
-
-    `mean`, `std`: per-channel normalisation statistics, 14 + engineered bands long.
-
-    Returns:
-        (training model: raw (B, H, W, 14) -> (B, H, W, heads) probabilities,
-         inference model: raw (B, H, W, 14) -> (B, H, W, 1) landslide probability).
-    """
+    """(training model: raw (B, H, W, 14) -> (B, H, W, heads) probabilities, inference model:
+    -> (B, H, W, 1)) of a config, sharing every layer; the front (features.py) standardises with
+    `mean`, `std` (14 + engineered bands long)."""
     model_cfg = cfg["model"]
     size = int(cfg["data"]["patch_size"])
     if size % 16:

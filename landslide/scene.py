@@ -47,20 +47,13 @@ def blend_weights(patch):
 
 def predict_scene(scene_path, out_path, predict_fn, *, bands=14, patch=128, overlap=32,
                   batch_size=8, threshold=None, geojson_path=None, progress=True):
-    """Predict a landslide map for a whole GeoTIFF scene with `bands` bands into `out_path`.
+    """Predict the landslide map of a GeoTIFF scene with `bands` bands into `out_path`.
 
-    Args:
-        predict_fn: callable, float32 array (N, patch, patch, bands) of raw values ->
-            landslide probabilities (N, patch, patch) or (N, patch, patch, 1); called with up to
-            `batch_size` tiles.
-        patch: tile size in pixels; overlap: pixels shared by neighbouring tiles.
-        threshold: None for a probability map, else the probability above which a pixel is 1.
-        geojson_path: optional GeoJSON of landslide polygons (needs `threshold`).
-        progress: print a progress line per tile row.
-
-    Returns:
-        dict with `height`, `width`, `tiles`, `landslide_pixels` (None without threshold) and
-        `polygons` (None without geojson_path).
+    `predict_fn` maps up to `batch_size` tiles, float32 (N, patch, patch, bands) raw values, to
+    probabilities (N, patch, patch[, 1]). `threshold`: None for a probability map, else the
+    probability above which a pixel is 1; `geojson_path` (needs `threshold`): also the landslide
+    polygons. Returns a dict of `height`, `width`, `tiles`, `landslide_pixels` (None without
+    threshold) and `polygons` (None without geojson_path).
     """
     import rasterio
     from rasterio.windows import Window
