@@ -340,10 +340,9 @@ def training_dataset(patches, *, batch_size, seed=0, shuffle=True, augment_data=
 
     ds = read_dataset(patches, patch_size=patch_size, shuffle_seed=seed if shuffle else None,
                       cache=cache)
-    ds = ds.map(lambda image, mask, _: (image, mask))
+    ds = ds.map(lambda image, mask, _: (image, tf.cast(mask, tf.float32)))
     if augment_data:
         seeds = tf.data.Dataset.random(seed=seed, rerandomize_each_iteration=True).batch(2)
         ds = tf.data.Dataset.zip((ds, seeds)).map(lambda pair, s: augment(*pair, s),
                                                   num_parallel_calls=tf.data.AUTOTUNE)
-    ds = ds.map(lambda image, mask: (image, tf.cast(mask, tf.float32)))
     return ds.batch(batch_size).prefetch(tf.data.AUTOTUNE)

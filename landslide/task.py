@@ -6,6 +6,7 @@ fold of the k-fold protocol, or the holdout share); under `train.select_on: inne
 the epoch is chosen on `inner`, a seeded `data.inner_val_fraction` of the training patches.
 """
 
+from importlib import import_module
 from pathlib import Path
 
 import numpy as np
@@ -67,14 +68,6 @@ def f1_metric(labels, probs):
     return all_metrics(labels, probs)["f1"]
 
 
-def rgb_composite(image):
-    """(H, W, 14) raw bands -> (H, W, 3) display RGB from B4, B3, B2, stretched to the 2-98
-    percentiles."""
-    rgb = image[..., [3, 2, 1]].astype("float64")
-    low, high = np.percentile(rgb, 2), np.percentile(rgb, 98)
-    return np.clip((rgb - low) / max(high - low, 1e-6), 0, 1)
-
-
 def tiny_rung_config(rung):
     """A rung of the ablation ladder at the tiny model's size: the rung's own switches, with every
     value in which tiny.yaml differs from full.yaml (width, heads, schedule, split) applied on
@@ -97,12 +90,6 @@ def model_summary(cfg):
     complexity = model_complexity(inference)
     return {"params": training.count_params(), "inference_params": complexity["params"],
             "macs": complexity["macs"], "channels": channels, "outputs": training.output_shape[-1]}
-
-
-def _paper():
-    from landslide import paper  # paper 1's `ladder` command
-
-    return paper
 
 
 class LandslideTask(Task):
@@ -209,11 +196,8 @@ class LandslideTask(Task):
         images = np.stack([D.read_image(path, size)[0] for path in patches.images])
         return images, np.stack([D.read_mask(path, size) for path in patches.masks])[..., None]
 
-    def metric(self, labels, outputs):
-        return f1_metric(labels, outputs)
-
-    def metrics(self, labels, outputs):
-        return all_metrics(labels, outputs)
+    metric = staticmethod(f1_metric)
+    metrics = staticmethod(all_metrics)
 
     def evaluate(self, model, cfg, data, items):
         """Streams the patches in batches of 8; pixels above `predict.threshold` are landslide.
@@ -238,7 +222,9 @@ class LandslideTask(Task):
         chosen = np.argsort([-int(mask.sum()) for mask in masks], kind="stable")[:count]
         images = np.stack([D.read_image(patches.images[i], size)[0] for i in chosen])
         predicted = outputs(model, images)[..., 0] > cfg["predict"]["threshold"]
-        plot_segmentation_examples(np.stack([rgb_composite(image) for image in images]),
+        rgb = images[..., [3, 2, 1]].astype("float64")  # B4, B3, B2, stretched to 2-98 percentiles
+        low, high = np.percentile(rgb, [2, 98], axis=(1, 2, 3), keepdims=True)
+        plot_segmentation_examples(np.clip((rgb - low) / np.maximum(high - low, 1e-6), 0, 1),
                                    np.stack([masks[i] for i in chosen]), predicted,
                                    Path(out_dir) / "examples.png",
                                    title="landslide examples (validation split)")
@@ -334,7 +320,8 @@ class LandslideTask(Task):
                     self._summary, common_args=True),
             Command("ladder", "paper 1's table: six rungs x the folds, mean +- std, best rung "
                               "exported -> OUT/ladder.md, ladder.json (resumable)",
-                    lambda p: _paper().add_arguments(p), lambda args: _paper().run(self, args)),
+                    lambda p: import_module("landslide.paper").add_arguments(p),
+                    lambda args: import_module("landslide.paper").run(self, args)),
         ]
 
     def _stats(self, args):
