@@ -1,9 +1,6 @@
-"""The landslide config schema: every key a YAML file under configs/landslide/ may set.
-
-Each rung of the paper's ablation ladder is one YAML file that switches on one more of
-`features.*`, `model.residual`, `model.attention`, `model.multires`, `loss.name: focal_iou`.
-Reading a config never imports TensorFlow (the edge and download paths read none, but `stats`,
-`summary` and the demo plan resolve configs before TensorFlow starts).
+"""The landslide config schema: every key a YAML file under configs/landslide/ may set (each rung
+of paper 1's ladder switches on one more of `features.*`, `model.residual`, `model.attention`,
+`model.multires`, `loss.name: focal_iou`). Never imports TensorFlow.
 """
 
 from common.config import EXPORT_DEFAULTS, TRAIN_DEFAULTS
@@ -19,8 +16,8 @@ DEFAULTS = {
         "folds": 5,
         "fold": 0,
         "val_fraction": 0.2,  # holdout only
-        # train.select_on=inner: this seeded share of the training patches (at least one, split by
-        # patch) becomes the inner split that chooses the epoch; the fold or holdout share is reported.
+        # train.select_on=inner: this seeded share of the training patches (at least one) becomes
+        # the inner split that chooses the epoch; the fold or holdout share is reported.
         "inner_val_fraction": 0.1,
         "split_seed": 0,
         "normalization": "official",  # official | computed (from the training split)

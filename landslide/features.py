@@ -2,26 +2,23 @@
 
 Training, evaluation, prediction and the exported TFLite model all take the raw 14-band patch and
 run these layers first, so there is one code path. Indices are computed on the raw (file) values,
-then every channel is standardised. All ops are plain TensorFlow ops that TFLite converts
-(comparisons, select, arithmetic, mirror pad, convolution, square root).
+then every channel is standardised.
 
 Engineered bands (0-based input channels B2=1, B3=2, B4=3, B8=7, B12=11, slope=12, DEM=13):
     ndvi            (B8 - B4) / (B8 + B4)
     nbr             (B8 - B12) / (B8 + B12)
     ndwi            (B3 - B8) / (B3 + B8)
     gray            0.299 B4 + 0.587 B3 + 0.114 B2 (ITU-R BT.601 luma of the RGB bands)
-    gray_gradient   Sobel gradient magnitude of gray
-    dem_gradient    Sobel gradient magnitude of the DEM
+    gray_gradient   Sobel gradient magnitude of gray (reflected borders)
+    dem_gradient    Sobel gradient magnitude of the DEM (reflected borders)
 A ratio (a - b) / (a + b) is computed as (a - b) / max(|a| + |b|, floor): on physical,
 non-negative reflectances that is exactly the index (wherever a + b >= floor); the distributed
 Landslide4Sense bands are standardised and often negative, where the plain formula explodes near
 a + b = 0, while this form stays in [-1, 1] and never divides by zero. It also keeps the exported
 int8 model sound: its divisor never quantises to zero and its output range is [-1, 1]. The floor
 is 5% of the two bands' standard deviations (`band_scale`), so it follows the data's units.
-Sobel uses reflected borders.
 """
 
-import json
 import logging
 from pathlib import Path
 
@@ -31,16 +28,8 @@ import tf_keras as keras
 
 from common.errors import ConfigError, DataError
 from common.io import write_json
-from landslide.config import FEATURE_NAMES  # noqa: E402  (the schema owns the names)
-from landslide.data import (
-    BAND_NAMES,
-    NAN_FILL,
-    NUM_BANDS,
-    OFFICIAL_MEAN,
-    OFFICIAL_STD,
-    read_dataset,
-    reraise_data_errors,
-)
+from landslide import data as D
+from landslide.config import FEATURE_NAMES  # the schema owns the names
 
 B2, B3, B4, B8, B12, SLOPE, DEM = 1, 2, 3, 7, 11, 12, 13
 RATIOS = {"ndvi": (B8, B4), "nbr": (B8, B12), "ndwi": (B3, B8)}
@@ -56,18 +45,19 @@ def enabled_features(features_cfg):
 
 def num_channels(features_cfg):
     """Channels the network sees: the 14 bands plus the engineered ones."""
-    return NUM_BANDS + len(enabled_features(features_cfg))
+    return D.NUM_BANDS + len(enabled_features(features_cfg))
+
+
+def ratio_floor(band_scale, a, b):
+    """The divisor floor of the ratio of bands a and b (0-based)."""
+    return max(FLOOR_FRACTION * (band_scale[a] + band_scale[b]), 1e-12)
 
 
 @keras.saving.register_keras_serializable(package="landslide")
 class ReplaceNaN(keras.layers.Layer):
-    """Replace NaN values by a constant (x != x is true only for NaN).
+    """Replace NaN values by a constant `value` (default data.NAN_FILL = 0); x != x only for NaN."""
 
-    Args:
-        value: float, the replacement (default data.NAN_FILL = 0).
-    """
-
-    def __init__(self, value=NAN_FILL, **kwargs):
+    def __init__(self, value=D.NAN_FILL, **kwargs):
         super().__init__(**kwargs)
         self.value = float(value)
 
@@ -76,15 +66,6 @@ class ReplaceNaN(keras.layers.Layer):
 
     def get_config(self):
         return {**super().get_config(), "value": self.value}
-
-
-def _ratio(a, b, floor):
-    return (a - b) / tf.maximum(tf.abs(a) + tf.abs(b), floor)
-
-
-def ratio_floor(band_scale, a, b):
-    """The divisor floor of the ratio of bands a and b (0-based)."""
-    return max(FLOOR_FRACTION * (band_scale[a] + band_scale[b]), 1e-12)
 
 
 def _sobel_magnitude(band):
@@ -100,17 +81,14 @@ class BandFeatures(keras.layers.Layer):
     """Append engineered bands to the raw 14-band patch: (B, H, W, 14) -> (B, H, W, 14 + k).
 
     Args:
-        features: list of names from FEATURE_NAMES (order is normalised to FEATURE_NAMES).
-        band_scale: list of 14 floats, a typical spread (standard deviation) of each input band,
-            which sets the ratios' divisor floor. Defaults to the official Landslide4Sense stds.
-
-    Example:
-        BandFeatures(["ndvi", "dem_gradient"])(tf.zeros((1, 128, 128, 14))).shape  # (1, 128, 128, 16)
+        features: names from FEATURE_NAMES (in any order; output in FEATURE_NAMES order).
+        band_scale: 14 floats, a typical spread (std) of each input band, which sets the ratios'
+            divisor floor (default: the official Landslide4Sense stds).
     """
 
     def __init__(self, features=(), band_scale=None, **kwargs):
         super().__init__(**kwargs)
-        self.band_scale = [float(v) for v in (OFFICIAL_STD if band_scale is None else band_scale)]
+        self.band_scale = [float(v) for v in (D.OFFICIAL_STD if band_scale is None else band_scale)]
         unknown = set(features) - set(FEATURE_NAMES)
         if unknown:
             raise ValueError(f"unknown engineered bands {sorted(unknown)}; known: {FEATURE_NAMES}")
@@ -125,29 +103,25 @@ class BandFeatures(keras.layers.Layer):
         for name in self.features:
             if name in RATIOS:
                 a, b = RATIOS[name]
-                extra.append(_ratio(band[a], band[b], ratio_floor(self.band_scale, a, b)))
-            elif name == "gray":
-                extra.append(gray)
-            elif name == "gray_gradient":
-                extra.append(_sobel_magnitude(gray))
-            elif name == "dem_gradient":
-                extra.append(_sobel_magnitude(band[DEM]))
+                floor, diff = ratio_floor(self.band_scale, a, b), band[a] - band[b]
+                extra.append(diff / tf.maximum(tf.abs(band[a]) + tf.abs(band[b]), floor))
+            else:
+                plane = band[DEM] if name == "dem_gradient" else gray
+                extra.append(gray if name == "gray" else _sobel_magnitude(plane))
         return tf.concat([x, *extra], axis=-1)
 
     def compute_output_shape(self, input_shape):
         return (*input_shape[:-1], input_shape[-1] + len(self.features))
 
     def get_config(self):
-        return {**super().get_config(), "features": list(self.features), "band_scale": self.band_scale}
+        return {**super().get_config(), "features": list(self.features),
+                "band_scale": self.band_scale}
 
 
 @keras.saving.register_keras_serializable(package="landslide")
 class Standardize(keras.layers.Layer):
-    """Per-channel (x - mean) / std with fixed statistics (stored in the layer's config).
-
-    Args:
-        mean, std: lists of floats, one per channel; a std of 0 is treated as 1.
-    """
+    """Per-channel (x - mean) / std with fixed statistics (lists of floats, one per channel, kept
+    in the layer's config); a std of 0 is treated as 1."""
 
     def __init__(self, mean, std, **kwargs):
         super().__init__(**kwargs)
@@ -155,39 +129,30 @@ class Standardize(keras.layers.Layer):
         self.std = [float(v) if float(v) > 0 else 1.0 for v in std]
 
     def call(self, x):
-        mean = tf.constant(self.mean, x.dtype)
         scale = tf.constant([1.0 / s for s in self.std], x.dtype)
-        return (x - mean) * scale
+        return (x - tf.constant(self.mean, x.dtype)) * scale
 
     def get_config(self):
         return {**super().get_config(), "mean": self.mean, "std": self.std}
 
 
 def front(inputs, features_cfg, mean, std, band_scale=None):
-    """Apply the model front to the raw input tensor: NaN -> 0, engineered bands, standardise.
-
-    Args:
-        inputs: (B, H, W, 14) raw tensor.
-        features_cfg: the `features:` config section (name -> bool).
-        mean, std: per-channel statistics for the 14 + k channels.
-        band_scale: 14 band spreads for the ratio floors (default: the first 14 of `std`).
-    """
+    """The model front on the raw (B, H, W, 14) input: NaN -> 0, the engineered bands of the
+    `features:` section, standardised with `mean`, `std` (14 + k channels); `band_scale`: 14
+    band spreads for the ratio floors (default: the first 14 of `std`)."""
     # float32 even under a mixed-precision policy: ratios and DEM gradients need the precision.
     x = ReplaceNaN(name="replace_nan", dtype="float32")(inputs)
-    x = BandFeatures(enabled_features(features_cfg), band_scale or std[:NUM_BANDS], name="band_features",
-                     dtype="float32")(x)
+    x = BandFeatures(enabled_features(features_cfg), band_scale or std[:D.NUM_BANDS],
+                     name="band_features", dtype="float32")(x)
     return Standardize(mean, std, name="standardize", dtype="float32")(x)
 
 
-# ------------------------------------------------------------------------------------------
-# NumPy reference formulas (used by the tests and for reading the code against the paper).
-
-
-def numpy_features(image, names, band_scale=OFFICIAL_STD):
-    """The engineered bands of one raw patch (H, W, 14) in NumPy, (H, W, k) float32."""
+def numpy_features(image, names, band_scale=D.OFFICIAL_STD):
+    """The engineered bands of one raw patch (H, W, 14) in NumPy, (H, W, k) float32: the reference
+    formulas the tests hold the layer to (and to read the code against the paper)."""
     image = np.asarray(image, np.float64)
-    out = []
-    gray = sum(w * image[..., i] for i, w in GRAY_WEIGHTS.items())
+    (h, w), out = image.shape[:2], []
+    gray = sum(weight * image[..., i] for i, weight in GRAY_WEIGHTS.items())
     for name in [n for n in FEATURE_NAMES if n in names]:
         if name in RATIOS:
             a, b = image[..., RATIOS[name][0]], image[..., RATIOS[name][1]]
@@ -197,101 +162,80 @@ def numpy_features(image, names, band_scale=OFFICIAL_STD):
             out.append(gray)
         else:
             plane = np.pad(gray if name == "gray_gradient" else image[..., DEM], 1, mode="reflect")
-            gx = sum(SOBEL_X[r, c] * plane[r : r + image.shape[0], c : c + image.shape[1]]
-                     for r in range(3) for c in range(3))
-            gy = sum(SOBEL_X.T[r, c] * plane[r : r + image.shape[0], c : c + image.shape[1]]
-                     for r in range(3) for c in range(3))
+            windows = [plane[r : r + h, c : c + w] for r in range(3) for c in range(3)]
+            gx = sum(k * window for k, window in zip(SOBEL_X.ravel(), windows))
+            gy = sum(k * window for k, window in zip(SOBEL_X.T.ravel(), windows))
             out.append(np.hypot(gx, gy))
-    return np.stack(out, axis=-1).astype(np.float32) if out else np.zeros(image.shape[:2] + (0,), np.float32)
+    return np.stack(out, axis=-1).astype(np.float32) if out else np.zeros((h, w, 0), np.float32)
 
 
 # ---------------------------------------------------------------------------------------------
-# Per-channel statistics of the training patches (the 14 bands and the engineered bands).
-#
-# One streaming pass over the training split: it reads every patch (so every value is checked),
-# counts the NaNs replaced, and accumulates per-channel sums in float64. The model's normalisation
-# layer is built from the result, and `train` saves it as RUN/stats.json.
+# Per-channel statistics of the training patches (the 14 bands and the engineered bands): one
+# streaming pass that reads every patch (so every value is checked), counts the NaNs replaced and
+# accumulates per-channel sums in float64. The model's normalisation layer is built from them.
 
 log = logging.getLogger(__name__)
 STATS_FILE = "stats.json"
 
 
 def _moments(patches, layer, patch_size, batch_size):
-    """Per-channel mean and std of layer(patch) over `patches`, plus NaN counts."""
-    total = squares = None
-    pixels = nan_values = nan_patches = count = 0
-    with reraise_data_errors():
-        for image, _, nans in read_dataset(patches, patch_size=patch_size).batch(batch_size):
+    """Per-channel mean and std of layer(patch) over `patches`, and the NaN count of each patch."""
+    total = squares = 0.0
+    pixels, nans = 0, []
+    with D.reraise_data_errors():
+        for image, _, nans_of in D.read_dataset(patches, patch_size=patch_size).batch(batch_size):
             x = layer(image).numpy().astype(np.float64)
             x = x.reshape(-1, x.shape[-1])
-            total = x.sum(axis=0) if total is None else total + x.sum(axis=0)
-            squares = np.square(x).sum(axis=0) if squares is None else squares + np.square(x).sum(axis=0)
+            total, squares = total + x.sum(axis=0), squares + np.square(x).sum(axis=0)
             pixels += len(x)
-            nans = nans.numpy()
-            nan_values += int(nans.sum())
-            nan_patches += int((nans > 0).sum())
-            count += len(nans)
-    if not count:
+            nans.append(nans_of.numpy())
+    if not nans:
         raise DataError(f"{patches.folder}: no patches to compute statistics on")
     mean = total / pixels
-    std = np.sqrt(np.maximum(squares / pixels - mean**2, 0.0))
-    return mean, std, count, nan_values, nan_patches
+    return mean, np.sqrt(np.maximum(squares / pixels - mean**2, 0.0)), np.concatenate(nans)
 
 
-def compute_stats(patches, features_cfg, *, normalization="official", patch_size=128, batch_size=16):
-    """Mean and standard deviation of every model input channel over `patches`.
-
-    Engineered bands are computed exactly as the model computes them: with the band spreads of
-    the chosen normalisation (official stds, or, for "computed", a first pass over the bands).
-
-    Args:
-        patches: PatchFolder.
-        features_cfg: the `features:` config section (which engineered bands to include).
-        normalization: "official" or "computed" (see `normalisation`).
-
-    Returns:
-        dict: channels (names), mean, std (lists of floats, 14 + k), band_scale (14 floats),
-        patches, nan_values, nan_patches.
-    """
+def compute_stats(patches, features_cfg, *, normalization="official", patch_size=128,
+                  batch_size=16):
+    """Mean and std of every model input channel over `patches` (a PatchFolder): a dict of
+    channels (names), mean, std (14 + k floats), band_scale (14 floats), patches, nan_values,
+    nan_patches. Engineered bands (`features_cfg`) are computed as the model computes them, with
+    the band spreads of the normalisation (official stds, or for "computed" a first pass)."""
+    if normalization not in ("official", "computed"):
+        raise ConfigError("config key 'data.normalization' must be official or computed, "
+                          f"got {normalization!r}")
     names = enabled_features(features_cfg)
-    band_scale = list(OFFICIAL_STD)
+    band_scale = list(D.OFFICIAL_STD)
     if normalization == "computed" and names:
         band_scale = _moments(patches, BandFeatures([]), patch_size, batch_size)[1].tolist()
-    elif normalization not in ("official", "computed"):
-        raise ConfigError(f"config key 'data.normalization' must be official or computed, got {normalization!r}")
-    mean, std, count, nan_values, nan_patches = _moments(patches, BandFeatures(names, band_scale), patch_size,
-                                                         batch_size)
+    mean, std, nans = _moments(patches, BandFeatures(names, band_scale), patch_size, batch_size)
+    nan_values, nan_patches = int(nans.sum()), int((nans > 0).sum())
     if nan_values:
-        log.warning("%s: replaced %d NaN values in %d of %d patches by 0", patches.folder, nan_values, nan_patches, count)
-    return {
-        "channels": BAND_NAMES + names,
-        "mean": mean.tolist(),
-        "std": std.tolist(),
-        "band_scale": band_scale,
-        "patches": count,
-        "nan_values": nan_values,
-        "nan_patches": nan_patches,
-    }
+        log.warning("%s: replaced %d NaN values in %d of %d patches by 0", patches.folder,
+                    nan_values, nan_patches, len(nans))
+    return {"channels": D.BAND_NAMES + names, "mean": mean.tolist(), "std": std.tolist(),
+            "band_scale": band_scale, "patches": len(nans), "nan_values": nan_values,
+            "nan_patches": nan_patches}
+
+
+def training_stats(cfg, patches, folder):
+    """`compute_stats` of the training patches with the config's settings, written to
+    FOLDER/stats.json (by the chief worker only); returns the stats."""
+    from common.train import is_chief
+
+    d = cfg["data"]
+    stats = compute_stats(patches, cfg["features"], normalization=d["normalization"],
+                          patch_size=d["patch_size"])
+    if is_chief():
+        write_json(Path(folder) / STATS_FILE, stats)
+    return stats
 
 
 def normalisation(stats, mode):
-    """The (mean, std) lists the model standardises with.
-
-    mode: "official" (the challenge's statistics for the 14 bands, computed ones for the
-    engineered bands) or "computed" (all from `stats`).
-    """
+    """The (mean, std) lists the model standardises with: "official" (the challenge's statistics
+    for the 14 bands, computed ones for the engineered bands) or "computed" (all from `stats`;
+    `compute_stats` has checked `mode`)."""
     mean, std = list(stats["mean"]), list(stats["std"])
     if mode == "official":
-        mean[: len(OFFICIAL_MEAN)] = OFFICIAL_MEAN
-        std[: len(OFFICIAL_STD)] = OFFICIAL_STD
-    elif mode != "computed":
-        raise ConfigError(f"config key 'data.normalization' must be official or computed, got {mode!r}")
+        mean[:D.NUM_BANDS], std[:D.NUM_BANDS] = D.OFFICIAL_MEAN, D.OFFICIAL_STD
     return mean, std
-
-
-def save_stats(stats, path):
-    write_json(path, stats)
-
-
-def load_stats(path):
-    return json.loads(Path(path).read_text())

@@ -1,20 +1,15 @@
 """U-Net for Landslide4Sense and the paper's improvements, each a config switch.
 
-`build_models(cfg, mean, std)` returns the training model and the inference model; both share
-every layer and take the raw 14-band patch (see features.py for the front layers).
-
 * U-Net (`model.*` all off): the 5-level U-Net of the official baseline, filters
   64-128-256-512-512 times `model.width`, double 3x3 convolution + BatchNorm + ReLU per level, max
   pooling, bilinear up-sampling, skip concatenation, 1x1 convolution + sigmoid (about 17.3M
   parameters at width 1 with 14 inputs).
 * `model.residual`: every double convolution becomes `common.layers.residual_conv_block`.
-* `model.attention`: multi-head self-attention over the bottleneck's tokens
-  (`common.layers.attention_block`; 8x8 tokens for 128x128 patches).
-* `model.multires`: three heads, from the decoder at 1/4, 1/2 and full resolution, each
-  up-sampled (bilinear) to full size. The training model stacks them on the last axis,
-  (B, H, W, 3), so one loss (`HeadSumLoss`, the base loss summed over heads) and one metric
-  (`EnsembleF1`, F1 of their average, logged as `f1`/`val_f1`) cover them; the inference model
-  averages them, (B, H, W, 1).
+* `model.attention`: multi-head self-attention over the bottleneck's tokens (8x8 for 128x128).
+* `model.multires`: three heads, from the decoder at 1/4, 1/2 and full resolution, up-sampled
+  (bilinear) to full size. The training model stacks them, (B, H, W, 3), so one loss
+  (`HeadSumLoss`) and one metric (`EnsembleF1`, logged as `f1`/`val_f1`) cover them; the
+  inference model averages them, (B, H, W, 1).
 """
 
 import tensorflow as tf
@@ -31,23 +26,16 @@ FILTERS = (64, 128, 256, 512, 512)
 LOSSES = ("ce", "focal", "iou", "focal_iou")
 
 
-def _double_conv(x, filters, mid, name):
+def _block(x, filters, mid, model_cfg, name):
+    """Two 3x3 convolutions (`mid`, then `filters` wide) + BatchNorm + ReLU, or with
+    `model.residual` a `common.layers.residual_conv_block`."""
+    if model_cfg["residual"]:
+        return residual_conv_block(x, filters, name=name)
     for i, width in enumerate((mid, filters), start=1):
         x = keras.layers.Conv2D(width, 3, padding="same", use_bias=False, name=f"{name}_conv{i}")(x)
         x = keras.layers.BatchNormalization(name=f"{name}_bn{i}")(x)
         x = keras.layers.Activation("relu", name=f"{name}_relu{i}")(x)
     return x
-
-
-def _block(x, filters, mid, model_cfg, name):
-    if model_cfg["residual"]:
-        return residual_conv_block(x, filters, name=name)
-    return _double_conv(x, filters, mid, name)
-
-
-def _up(x, skip, name):
-    x = keras.layers.UpSampling2D(2, interpolation="bilinear", name=f"{name}_upsample")(x)
-    return keras.layers.Concatenate(name=f"{name}_concat")([skip, x])
 
 
 def _head(x, scale, name):
@@ -58,55 +46,49 @@ def _head(x, scale, name):
     return keras.layers.Activation("sigmoid", dtype="float32", name=name)(x)
 
 
-def widths(model_cfg):
-    """Encoder filters per level after the width multiplier."""
-    return [max(1, round(f * float(model_cfg["width"]))) for f in FILTERS]
-
-
 def build_models(cfg, mean, std):
-    """Build the training and inference models of a config.
-
-    Args:
-        cfg: the full config (`data.patch_size`, `features`, `model`).
-        mean, std: per-channel normalisation statistics, 14 + engineered bands long.
-
-    Returns:
-        (training model: raw (B, H, W, 14) -> (B, H, W, heads) probabilities,
-         inference model: raw (B, H, W, 14) -> (B, H, W, 1) landslide probability).
-    """
+    """(training model: raw (B, H, W, 14) -> (B, H, W, heads) probabilities, inference model:
+    -> (B, H, W, 1)) of a config, sharing every layer; the front (features.py) standardises with
+    `mean`, `std` (14 + engineered bands long)."""
     model_cfg = cfg["model"]
     size = int(cfg["data"]["patch_size"])
     if size % 16:
-        raise ConfigError(f"config key 'data.patch_size' must be a multiple of 16 (4 poolings), got {size}")
+        raise ConfigError(f"config key 'data.patch_size' must be a multiple of 16 (4 poolings), "
+                          f"got {size}")
     channels = num_channels(cfg["features"])
     if len(mean) != channels or len(std) != channels:
-        raise ConfigError(f"normalisation statistics have {len(mean)} channels, the model needs {channels}")
-    f = widths(model_cfg)
+        raise ConfigError(f"normalisation statistics have {len(mean)} channels, the model needs "
+                          f"{channels}")
+    f = [max(1, round(filters * float(model_cfg["width"]))) for filters in FILTERS]
     inputs = keras.Input((size, size, NUM_BANDS), name="image")
-    x = front(inputs, cfg["features"], mean, std)
-
-    x1 = _block(x, f[0], f[0], model_cfg, "enc1")
-    x2 = _block(keras.layers.MaxPooling2D(name="pool1")(x1), f[1], f[1], model_cfg, "enc2")
-    x3 = _block(keras.layers.MaxPooling2D(name="pool2")(x2), f[2], f[2], model_cfg, "enc3")
-    x4 = _block(keras.layers.MaxPooling2D(name="pool3")(x3), f[3], f[3], model_cfg, "enc4")
-    x5 = _block(keras.layers.MaxPooling2D(name="pool4")(x4), f[4], f[4], model_cfg, "bottleneck")
+    x, skips = front(inputs, cfg["features"], mean, std), []
+    for level in range(1, 5):
+        x = _block(x, f[level - 1], f[level - 1], model_cfg, f"enc{level}")
+        skips.append(x)
+        x = keras.layers.MaxPooling2D(name=f"pool{level}")(x)
+    x = _block(x, f[4], f[4], model_cfg, "bottleneck")
     if model_cfg["attention"]:
-        x5 = attention_block(
-            x5, num_heads=int(model_cfg["attention_heads"]), key_dim=int(model_cfg["attention_key_dim"]),
-            name="bottleneck_attention",
-        )
-    # Decoder widths follow the bilinear U-Net: the middle convolution halves the concatenation.
-    d1 = _block(_up(x5, x4, "dec1"), f[2], (f[3] + f[4]) // 2, model_cfg, "dec1")
-    d2 = _block(_up(d1, x3, "dec2"), f[1], f[2], model_cfg, "dec2")
-    d3 = _block(_up(d2, x2, "dec3"), f[0], f[1], model_cfg, "dec3")
-    d4 = _block(_up(d3, x1, "dec4"), f[0], f[0], model_cfg, "dec4")
+        x = attention_block(x, num_heads=int(model_cfg["attention_heads"]),
+                            key_dim=int(model_cfg["attention_key_dim"]),
+                            name="bottleneck_attention")
+    # Decoder (filters, middle width): as in the bilinear U-Net, the middle convolution halves the
+    # concatenation.
+    widths, decoder = [(f[2], (f[3] + f[4]) // 2), (f[1], f[2]), (f[0], f[1]), (f[0], f[0])], []
+    for level, (filters, mid) in enumerate(widths, start=1):
+        up = keras.layers.UpSampling2D(2, interpolation="bilinear", name=f"dec{level}_upsample")(x)
+        x = keras.layers.Concatenate(name=f"dec{level}_concat")([skips[-level], up])
+        x = _block(x, filters, mid, model_cfg, f"dec{level}")
+        decoder.append(x)
 
     if not model_cfg["multires"]:
-        training = inference = keras.Model(inputs, _head(d4, 1, "mask"), name="landslide_unet")
+        training = inference = keras.Model(inputs, _head(x, 1, "mask"), name="landslide_unet")
     else:
-        heads = [_head(d2, 4, "head_quarter"), _head(d3, 2, "head_half"), _head(d4, 1, "head_full")]
-        training = keras.Model(inputs, keras.layers.Concatenate(name="heads", dtype="float32")(heads), name="landslide_unet_multires")
-        inference = keras.Model(inputs, keras.layers.Average(name="mask", dtype="float32")(heads), name="landslide_unet")
+        heads = [_head(decoder[1], 4, "head_quarter"), _head(decoder[2], 2, "head_half"),
+                 _head(decoder[3], 1, "head_full")]
+        stacked = keras.layers.Concatenate(name="heads", dtype="float32")(heads)
+        training = keras.Model(inputs, stacked, name="landslide_unet_multires")
+        inference = keras.Model(inputs, keras.layers.Average(name="mask", dtype="float32")(heads),
+                                name="landslide_unet")
     # A short run (tests, the demo) needs faster-moving BatchNorm statistics than Keras' 0.99,
     # or inference uses statistics that are still mostly their initial values.
     for layer in training.layers:
@@ -118,47 +100,42 @@ def build_models(cfg, mean, std):
 def base_loss(loss_cfg):
     """The per-head loss of the `loss:` config section (a Keras loss on probabilities)."""
     name = loss_cfg["name"]
-    focal = BinaryFocalLoss(alpha=float(loss_cfg["focal_alpha"]), gamma=float(loss_cfg["focal_gamma"]))
-    if name == "ce":
-        return keras.losses.BinaryCrossentropy()
-    if name == "focal":
-        return focal
-    if name == "iou":
-        return SoftIoULoss()
+    if name not in LOSSES:
+        raise ConfigError(f"config key 'loss.name' must be one of {', '.join(LOSSES)}, "
+                          f"got {name!r}")
+    focal = BinaryFocalLoss(alpha=float(loss_cfg["focal_alpha"]),
+                            gamma=float(loss_cfg["focal_gamma"]))
     if name == "focal_iou":
-        return WeightedSumLoss([focal, SoftIoULoss()], [float(loss_cfg["focal_weight"]), float(loss_cfg["iou_weight"])])
-    raise ConfigError(f"config key 'loss.name' must be one of {', '.join(LOSSES)}, got {name!r}")
+        weights = [float(loss_cfg["focal_weight"]), float(loss_cfg["iou_weight"])]
+        return WeightedSumLoss([focal, SoftIoULoss()], weights)
+    return {"ce": keras.losses.BinaryCrossentropy(), "focal": focal, "iou": SoftIoULoss()}[name]
 
 
 @keras.saving.register_keras_serializable(package="landslide")
 class HeadSumLoss(keras.losses.Loss):
-    """A base loss applied to each head stacked on the last axis and summed: (B, H, W, K) -> (B,).
-
-    Args:
-        loss: a Keras loss on probabilities (labels (B, H, W, 1)).
-    """
+    """A base `loss` (a Keras loss on probabilities, labels (B, H, W, 1)) applied to each head
+    stacked on the last axis and summed: (B, H, W, K) -> (B,)."""
 
     def __init__(self, loss, name="head_sum_loss", **kwargs):
         super().__init__(name=name, **kwargs)
         self.loss = keras.losses.get(loss)
 
     def call(self, y_true, y_pred):
-        heads = y_pred.shape[-1]
-        return tf.add_n([per_sample_loss(self.loss, y_true, y_pred[..., k : k + 1]) for k in range(heads)])
+        return tf.add_n([per_sample_loss(self.loss, y_true, y_pred[..., k : k + 1])
+                         for k in range(y_pred.shape[-1])])
 
     def get_config(self):
         return {**super().get_config(), "loss": keras.losses.serialize(self.loss)}
 
     @classmethod
     def from_config(cls, config):
-        config = dict(config)
-        config["loss"] = keras.losses.deserialize(config["loss"])
-        return cls(**config)
+        return cls(**{**config, "loss": keras.losses.deserialize(config["loss"])})
 
 
 @keras.saving.register_keras_serializable(package="landslide")
 class EnsembleF1(BinaryF1):
-    """Landslide F1 of the average of the heads stacked on the last axis (what inference predicts)."""
+    """Landslide F1 of the average of the heads stacked on the last axis (what inference
+    predicts)."""
 
     def update_state(self, y_true, y_pred, sample_weight=None):
         mean = tf.reduce_mean(tf.cast(y_pred, tf.float32), axis=-1, keepdims=True)
@@ -167,5 +144,6 @@ class EnsembleF1(BinaryF1):
 
 def compile_training_model(model, cfg, optimizer):
     """Compile `model` with the config's loss summed over heads and the ensemble F1 metric."""
-    model.compile(optimizer=optimizer, loss=HeadSumLoss(base_loss(cfg["loss"])), metrics=[EnsembleF1(name="f1")])
+    model.compile(optimizer=optimizer, loss=HeadSumLoss(base_loss(cfg["loss"])),
+                  metrics=[EnsembleF1(name="f1")])
     return model

@@ -4,20 +4,16 @@ Each patch has smooth, spatially correlated band fields around the official per-
 standard deviations, a smooth terrain (DEM) with its slope, and 0-3 landslide blobs. Inside a blob
 the slope rises and the spectral signature changes like fresh bare soil: red (B4), SWIR (B11, B12)
 and visible brightness up, near-infrared (B8) down. About 2-10% of the pixels are landslide, and a
-few patches carry NaNs like the real data. Same seed, same bytes.
-
-Example:
-    python -m landslide sample --out data/landslide_sample --n 64 --seed 0
+few patches carry NaNs like the real data. Same seed, same bytes
+(`python -m landslide sample --out data/landslide_sample --n 64 --seed 0`).
 """
 
 from pathlib import Path
 
-import h5py
 import numpy as np
 from scipy import ndimage
 
-from common.io import atomic_path
-from landslide.data import IMAGE_KEY, MASK_KEY, NUM_BANDS, OFFICIAL_MEAN, OFFICIAL_STD, PATCH_SIZE
+from landslide import data as D
 
 # Change inside a landslide, in units of the band's standard deviation (0-based band index).
 SIGNATURE = {1: 0.6, 2: 0.6, 3: 1.2, 7: -1.2, 10: 0.8, 11: 0.8, 12: 1.5}
@@ -46,56 +42,36 @@ def _blobs(rng, size):
     return mask
 
 
-def make_patch(rng, size=PATCH_SIZE):
-    """One synthetic patch.
-
-    Returns:
-        (image float32 (size, size, 14) in Landslide4Sense units, mask uint8 (size, size)).
-    """
-    mean = np.asarray(OFFICIAL_MEAN, np.float32)
-    std = np.asarray(OFFICIAL_STD, np.float32)
+def make_patch(rng, size=D.PATCH_SIZE):
+    """One synthetic patch: (image float32 (size, size, 14) in Landslide4Sense units, mask uint8
+    (size, size))."""
     shared = _smooth_field(rng, size, 8)
-    image = np.empty((size, size, NUM_BANDS), np.float32)
-    for band in range(NUM_BANDS):
+    image = np.empty((size, size, D.NUM_BANDS), np.float32)
+    for band in range(D.NUM_BANDS):
         own = _smooth_field(rng, size, 4)
-        pixel = rng.standard_normal((size, size))
-        image[..., band] = 0.5 * shared + 0.4 * own + 0.25 * pixel
-    terrain = _smooth_field(rng, size, 16)
-    image[..., DEM] = terrain
-    gy, gx = np.gradient(terrain)
-    slope = np.hypot(gx, gy)
-    image[..., SLOPE] = (slope - slope.mean()) / (slope.std() + 1e-12) + 0.25 * rng.standard_normal((size, size))
+        image[..., band] = 0.5 * shared + 0.4 * own + 0.25 * rng.standard_normal((size, size))
+    image[..., DEM] = terrain = _smooth_field(rng, size, 16)
+    slope = np.hypot(*np.gradient(terrain))
+    slope = (slope - slope.mean()) / (slope.std() + 1e-12)
+    image[..., SLOPE] = slope + 0.25 * rng.standard_normal((size, size))
     mask = _blobs(rng, size)
     soft = ndimage.gaussian_filter(mask.astype(np.float32), 1.0)
     for band, change in SIGNATURE.items():
         image[..., band] += change * soft
-    image = mean + std * image
+    image = np.asarray(D.OFFICIAL_MEAN, np.float32) + np.asarray(D.OFFICIAL_STD, np.float32) * image
     if rng.uniform() < 0.15:  # some real patches have NaNs: a few pixels of a few bands
-        bands = rng.choice(NUM_BANDS, size=rng.integers(1, 4), replace=False)
+        bands = rng.choice(D.NUM_BANDS, size=rng.integers(1, 4), replace=False)
         holes = rng.uniform(size=(size, size)) < rng.uniform(0.002, 0.02)
-        for band in bands:
-            image[holes, band] = np.nan
+        image[holes[..., None] & np.isin(np.arange(D.NUM_BANDS), bands)] = np.nan
     return image.astype(np.float32), mask.astype(np.uint8)
 
 
-def _write_h5(path, key, array):
-    # No timestamps in the file, so the same seed gives the same bytes.
-    with atomic_path(path) as tmp:
-        with h5py.File(tmp, "w", libver="earliest", track_order=False) as handle:
-            handle.create_dataset(key, data=array, track_times=False)
-
-
-def write_sample(out, n=64, seed=0, patch_size=PATCH_SIZE):
-    """Write a sample data set: TrainData (n patches with masks), ValidData and TestData.
-
-    Args:
-        out: str or Path of the data set root (created).
-        n: int, labelled training patches; ValidData and TestData get max(2, n // 4) each.
-        seed: int; the same seed writes the same bytes.
-        patch_size: int, pixels per side.
+def write_sample(out, n=64, seed=0, patch_size=D.PATCH_SIZE):
+    """Write a sample data set into `out`: TrainData (n patches with masks), ValidData and TestData
+    (max(2, n // 4) each); the same seed writes the same bytes.
 
     Returns:
-        dict with counts per part and the landslide pixel fraction of TrainData.
+        dict with counts per part, the landslide pixel fraction of TrainData, patches_with_nan.
     """
     out = Path(out)
     rng = np.random.default_rng(seed)
@@ -105,9 +81,9 @@ def write_sample(out, n=64, seed=0, patch_size=PATCH_SIZE):
         for index in range(1, count + 1):
             image, mask = make_patch(rng, patch_size)
             nan_patches += bool(np.isnan(image).any())
-            _write_h5(out / part / "img" / f"image_{index}.h5", IMAGE_KEY, image)
+            D.write_h5(out / part / "img" / f"image_{index}.h5", D.IMAGE_KEY, image)
             if part == "TrainData":
-                _write_h5(out / part / "mask" / f"mask_{index}.h5", MASK_KEY, mask)
+                D.write_h5(out / part / "mask" / f"mask_{index}.h5", D.MASK_KEY, mask)
                 landslide += int(mask.sum())
                 total += mask.size
     return {**counts, "landslide_fraction": landslide / total, "patches_with_nan": nan_patches}

@@ -29,52 +29,31 @@ MASK_NODATA = 255
 
 
 def tile_starts(length, patch, stride):
-    """Start offsets of tiles covering [0, length): a regular grid, the last tile flush with the end."""
+    """Start offsets of tiles covering [0, length): a regular grid, the last tile flush with the
+    end."""
     if length <= patch:
         return [0]
     starts = list(range(0, length - patch + 1, stride))
-    if starts[-1] != length - patch:
-        starts.append(length - patch)
-    return starts
+    return starts if starts[-1] == length - patch else starts + [length - patch]
 
 
 def blend_weights(patch):
-    """(patch, patch) weights: 1 in the centre falling linearly to a small positive value at the border."""
+    """(patch, patch) weights: 1 in the centre falling linearly to a small positive value at the
+    border."""
     ramp = np.minimum(np.arange(patch) + 0.5, patch - np.arange(patch) - 0.5) / (patch / 2)
     ramp = np.clip(ramp, 0.05, 1.0)
     return np.outer(ramp, ramp).astype("float32")
 
 
-def predict_scene(
-    scene_path,
-    out_path,
-    predict_fn,
-    *,
-    bands=14,
-    patch=128,
-    overlap=32,
-    batch_size=8,
-    threshold=None,
-    geojson_path=None,
-    progress=True,
-):
-    """Predict a landslide map for a whole GeoTIFF scene.
+def predict_scene(scene_path, out_path, predict_fn, *, bands=14, patch=128, overlap=32,
+                  batch_size=8, threshold=None, geojson_path=None, progress=True):
+    """Predict the landslide map of a GeoTIFF scene with `bands` bands into `out_path`.
 
-    Args:
-        scene_path: input GeoTIFF with `bands` bands.
-        out_path: output GeoTIFF (written atomically).
-        predict_fn: callable, float32 array (N, patch, patch, bands) of raw values ->
-            landslide probabilities (N, patch, patch) or (N, patch, patch, 1).
-        bands: band count the model needs.
-        patch: tile size in pixels; overlap: pixels shared by neighbouring tiles.
-        batch_size: tiles per `predict_fn` call.
-        threshold: None for a probability map, else the probability above which a pixel is 1.
-        geojson_path: optional GeoJSON of landslide polygons (needs `threshold`).
-        progress: print a progress line per tile row.
-
-    Returns:
-        dict with `height`, `width`, `tiles`, `landslide_pixels` (None without threshold) and
-        `polygons` (None without geojson_path).
+    `predict_fn` maps up to `batch_size` tiles, float32 (N, patch, patch, bands) raw values, to
+    probabilities (N, patch, patch[, 1]). `threshold`: None for a probability map, else the
+    probability above which a pixel is 1; `geojson_path` (needs `threshold`): also the landslide
+    polygons. Returns a dict of `height`, `width`, `tiles`, `landslide_pixels` (None without
+    threshold) and `polygons` (None without geojson_path).
     """
     import rasterio
     from rasterio.windows import Window
@@ -86,66 +65,54 @@ def predict_scene(
     try:
         source = rasterio.open(scene_path)
     except rasterio.errors.RasterioIOError as error:
-        raise DataError(f"{scene_path}: cannot read as a GeoTIFF ({str(error).splitlines()[0]})") from None
+        why = str(error).splitlines()[0]
+        raise DataError(f"{scene_path}: cannot read as a GeoTIFF ({why})") from None
     with source:
         if source.count != bands:
-            raise DataError(f"{scene_path}: has {source.count} bands; the model needs {bands}, in the config's band order")
+            raise DataError(f"{scene_path}: has {source.count} bands; the model needs {bands}, "
+                            "in the config's band order")
         height, width = source.height, source.width
-        stride = patch - overlap
-        rows, cols = tile_starts(height, patch, stride), tile_starts(width, patch, stride)
-        weights = blend_weights(patch)
-        profile = source.profile.copy()
-        profile.update(count=1, compress="deflate", tiled=False, interleave="band")
-        profile.pop("blockxsize", None)
-        profile.pop("blockysize", None)
-        if threshold is None:
-            profile.update(dtype="float32", nodata=PROBABILITY_NODATA)
-        else:
-            profile.update(dtype="uint8", nodata=MASK_NODATA)
+        rows, cols = (tile_starts(length, patch, patch - overlap) for length in (height, width))
+        dtype, nodata = "float32", PROBABILITY_NODATA
+        if threshold is not None:
+            dtype, nodata = "uint8", MASK_NODATA
+        profile = {k: v for k, v in source.profile.items() if k not in ("blockxsize", "blockysize")}
+        profile.update(count=1, compress="deflate", tiled=False, interleave="band", dtype=dtype,
+                       nodata=nodata)
+        # A tile row reads `strip` scene rows (the last row of tiles ends flush with the scene).
+        # The accumulators hold them; rows above the next tile row are final, written, dropped.
+        strip = min(patch, height)
+        cut = min(patch, width)  # columns of a tile inside the scene
+        weights = blend_weights(patch)[:strip, :cut]
+        total, weight = np.zeros((strip, width)), np.zeros((strip, width))
         landslide_pixels = 0 if threshold is not None else None
-        strip_rows = min(patch, height)
         with atomic_path(out_path) as tmp, rasterio.open(tmp, "w", **profile) as target:
-            total = np.zeros((strip_rows, width), "float64")
-            weight = np.zeros((strip_rows, width), "float64")
-            valid = np.ones((strip_rows, width), bool)
-            strip_top = 0  # scene row of the accumulators' first row
             for index, top in enumerate(rows):
-                shift = top - strip_top
-                if shift:
-                    total, weight, valid = _shift(total, shift), _shift(weight, shift), _shift(valid, shift, True)
-                    strip_top = top
-                window = Window(0, top, width, strip_rows)
-                pixels, ok = _read_strip(source, window, scene_path)
-                valid[: pixels.shape[0]] = ok
-                tiles = _tiles(pixels, cols, patch)
-                probabilities = _predict(predict_fn, tiles, batch_size, patch, scene_path)
-                for col, probs in zip(cols, probabilities):
-                    w = weights[: pixels.shape[0], : min(patch, width)]
-                    p = probs[: pixels.shape[0], : min(patch, width)]
-                    total[: w.shape[0], col : col + w.shape[1]] += p * w
-                    weight[: w.shape[0], col : col + w.shape[1]] += w
-                # Rows above the next tile row are final: no later tile covers them.
-                final_rows = (rows[index + 1] if index + 1 < len(rows) else height) - top
-                final_rows = min(final_rows, pixels.shape[0])
-                result = total[:final_rows] / np.maximum(weight[:final_rows], 1e-12)
-                block = _finish(result, valid[:final_rows], threshold)
+                pixels, valid = _read_strip(source, Window(0, top, width, strip), scene_path)
+                padded = np.zeros((patch, max(width, patch), bands), "float32")  # scene < patch
+                padded[:strip, :width] = pixels
+                tiles = np.stack([padded[:, col : col + patch] for col in cols])
+                probs = _predict(predict_fn, tiles, batch_size, patch, scene_path)[:, :strip, :cut]
+                for col, p in zip(cols, probs):
+                    total[:, col : col + cut] += p * weights
+                    weight[:, col : col + cut] += weights
+                done = (rows[index + 1] if index + 1 < len(rows) else height) - top
+                result = total[:done] / np.maximum(weight[:done], 1e-12)
+                block = np.where(valid[:done], result if threshold is None else result > threshold,
+                                 nodata).astype(dtype)
+                target.write(block[None], window=Window(0, top, width, done))
                 if threshold is not None:
                     landslide_pixels += int((block == 1).sum())
-                target.write(block[None], window=Window(0, top, width, final_rows))
+                total = np.concatenate([total[done:], np.zeros((done, width))])
+                weight = np.concatenate([weight[done:], np.zeros((done, width))])
                 if progress:
-                    print(f"\rscene {scene_path}: tile row {index + 1}/{len(rows)}", end="", file=sys.stderr)
+                    print(f"\rscene {scene_path}: tile row {index + 1}/{len(rows)}", end="",
+                          file=sys.stderr)
             if progress:
                 print(file=sys.stderr)
-    polygons = None
-    if geojson_path is not None:
-        polygons = write_polygons(out_path, geojson_path)
-    return {
-        "height": height,
-        "width": width,
-        "tiles": len(rows) * len(cols),
-        "landslide_pixels": landslide_pixels,
-        "polygons": polygons,
-    }
+    polygons = write_polygons(out_path, geojson_path) if geojson_path is not None else None
+    return {"height": height, "width": width, "tiles": len(rows) * len(cols),
+            "landslide_pixels": landslide_pixels, "polygons": polygons}
 
 
 def write_polygons(mask_path, geojson_path):
@@ -158,14 +125,12 @@ def write_polygons(mask_path, geojson_path):
     from rasterio import features
 
     with rasterio.open(mask_path) as source:
-        mask = source.read(1)
-        crs = source.crs
-        shapes = features.shapes(mask, mask=mask == 1, transform=source.transform)
-        polygons = [
-            {"type": "Feature", "geometry": geometry, "properties": {"area_m2": round(_area_m2(geometry, crs), 2)}}
-            for geometry, value in shapes
-            if value == 1
-        ]
+        mask, crs = source.read(1), source.crs
+        polygons = [{"type": "Feature", "geometry": geometry,
+                     "properties": {"area_m2": round(_area_m2(geometry, crs), 2)}}
+                    for geometry, value in features.shapes(mask, mask=mask == 1,
+                                                           transform=source.transform)
+                    if value == 1]
     collection = {"type": "FeatureCollection", "features": polygons}
     if crs is not None:
         collection["crs"] = {"type": "name", "properties": {"name": crs.to_string()}}
@@ -174,54 +139,32 @@ def write_polygons(mask_path, geojson_path):
 
 
 def _read_strip(source, window, scene_path):
-    """Raw bands (rows, width, bands) as float32 with invalid pixels set to 0, and the valid mask."""
+    """Raw bands (rows, width, bands) as float32, invalid pixels set to 0, and the valid mask."""
     pixels = source.read(window=window, out_dtype="float32")
-    masks = source.read_masks(window=window)
-    valid = (masks > 0).all(axis=0) & np.isfinite(pixels).all(axis=0)
+    valid = (source.read_masks(window=window) > 0).all(axis=0) & np.isfinite(pixels).all(axis=0)
     if np.isinf(pixels).any() and not (source.nodata is not None and np.isinf(source.nodata)):
-        raise DataError(f"{scene_path}: contains infinite values in rows {window.row_off}-{window.row_off + window.height}")
-    pixels = np.where(valid[None], pixels, 0.0).transpose(1, 2, 0)
-    return pixels, valid
-
-
-def _tiles(pixels, cols, patch):
-    """(len(cols), patch, patch, bands) tiles of a strip, zero-padded where the scene is smaller."""
-    rows, width, bands = pixels.shape
-    padded = np.zeros((patch, max(width, patch), bands), "float32")
-    padded[:rows, :width] = pixels
-    return np.stack([padded[:, col : col + patch] for col in cols])
+        raise DataError(f"{scene_path}: contains infinite values in rows "
+                        f"{window.row_off}-{window.row_off + window.height}")
+    return np.where(valid[None], pixels, 0.0).transpose(1, 2, 0), valid
 
 
 def _predict(predict_fn, tiles, batch_size, patch, scene_path):
-    outputs = [np.asarray(predict_fn(tiles[i : i + batch_size])) for i in range(0, len(tiles), batch_size)]
-    probs = np.concatenate(outputs).astype("float32")
-    if probs.ndim == 4:
-        probs = probs[..., 0]
+    """Probabilities (N, patch, patch) of the tiles, `batch_size` tiles per call."""
+    probs = np.concatenate([np.asarray(predict_fn(tiles[i : i + batch_size]))
+                            for i in range(0, len(tiles), batch_size)]).astype("float32")
+    probs = probs[..., 0] if probs.ndim == 4 else probs
     if probs.shape != (len(tiles), patch, patch):
-        raise DataError(f"{scene_path}: the model returned {probs.shape}, expected ({len(tiles)}, {patch}, {patch})")
+        raise DataError(f"{scene_path}: the model returned {probs.shape}, expected "
+                        f"({len(tiles)}, {patch}, {patch})")
     return probs
-
-
-def _finish(probabilities, valid, threshold):
-    if threshold is None:
-        return np.where(valid, probabilities, PROBABILITY_NODATA).astype("float32")
-    return np.where(valid, (probabilities > threshold).astype("uint8"), MASK_NODATA).astype("uint8")
-
-
-def _shift(array, rows, fill=0):
-    """Move an accumulator up by `rows` rows, filling the freed rows."""
-    shifted = np.empty_like(array)
-    shifted[: len(array) - rows] = array[rows:]
-    shifted[len(array) - rows :] = fill
-    return shifted
 
 
 def _area_m2(geometry, crs):
     ring_areas = []
     for ring in geometry["coordinates"]:
         xs, ys = np.asarray(ring, "float64").T
-        ring_areas.append(0.5 * (np.dot(xs, np.roll(ys, -1)) - np.dot(ys, np.roll(xs, -1))))
-    area = abs(ring_areas[0]) - sum(abs(a) for a in ring_areas[1:])
+        ring_areas.append(abs(0.5 * (np.dot(xs, np.roll(ys, -1)) - np.dot(ys, np.roll(xs, -1)))))
+    area = ring_areas[0] - sum(ring_areas[1:])
     if crs is not None and crs.is_geographic:
         latitude = float(np.mean(np.asarray(geometry["coordinates"][0])[:, 1]))
         area *= 111_320.0 * 110_540.0 * math.cos(math.radians(latitude))

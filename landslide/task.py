@@ -1,34 +1,25 @@
-"""Landslide segmentation on Landslide4Sense (paper 1) as a common.task.Task.
-
-    python -m landslide download --dest data/l4s           # Landslide4Sense from Zenodo
-    python -m landslide sample --out data/l4s_sample --n 64
-    python -m landslide train --config full.yaml --data data/l4s --out runs/full
-    python -m landslide train --config full.yaml --data data/l4s --out runs/cv --fold all
-    python -m landslide evaluate --run runs/full            # the run's validation split
-    python -m landslide evaluate --run runs/cv --folds      # mean and std over runs/cv/fold_K
-    python -m landslide predict --run runs/full data/l4s/TestData --out preds
-    python -m landslide predict --run runs/full scene.tif --out maps --geojson
-    python -m landslide predict --tflite runs/full/model_int8.tflite data/l4s/TestData --out preds
-    python -m landslide export --run runs/full
-    python -m landslide stats --config full.yaml --data data/l4s --out runs/stats
-    python -m landslide summary --config full.yaml
-    python -m landslide demo --out runs/demo/landslide
-    python -m landslide ladder --data data/l4s --out runs/paper1   # paper 1's table (landslide/paper.py)
+"""Landslide segmentation on Landslide4Sense (paper 1) as a common.task.Task; the commands are in
+the README, paper 1's table is landslide/paper.py.
 
 Items of a split are image file names (image_N.h5). The reported split is `val` (the validation
 fold of the k-fold protocol, or the holdout share); under `train.select_on: inner` (the default)
 the epoch is chosen on `inner`, a seeded `data.inner_val_fraction` of the training patches.
 """
 
+from importlib import import_module
 from pathlib import Path
 
 import numpy as np
 
 from common.cli import add_shorthand
 from common.config import load_config
+from common.download import ZENODO_API
 from common.errors import ConfigError
+from common.runner import load_task_config, need_data, outputs, say
 from common.task import Command, DemoRun, Task, carve_inner
 from landslide import data as D
+from landslide import download as fetch
+from landslide import edge
 from landslide.config import DEFAULTS
 
 CONFIG_DIR = Path(__file__).resolve().parents[1] / "configs" / "landslide"
@@ -43,18 +34,6 @@ CLASS_NAMES = ["background", "landslide"]
 METRIC_KEYS = ("precision", "recall", "f1", "iou_landslide", "miou", "miou_per_image", "f1_mean")
 
 
-class KerasSegmenter:
-    """A Keras landslide model with the `predict` and `input_shape` of a TFLiteModel, so that
-    one predict path (landslide.edge.predict) serves both."""
-
-    def __init__(self, model):
-        self.model = model
-        self.input_shape = tuple(model.input_shape[1:])
-
-    def predict(self, x):
-        return np.asarray(self.model(x, training=False), np.float32)
-
-
 def image_confusions(labels, probs, threshold=0.5):
     """Per-image 2x2 confusion matrices (N, 2, 2) of probabilities above `threshold` against 0/1
     labels; `labels` and `probs` are (N, H, W) or (N, H, W, 1)."""
@@ -62,16 +41,21 @@ def image_confusions(labels, probs, threshold=0.5):
 
     labels, probs = np.asarray(labels), np.asarray(probs)
     labels = labels.reshape(len(labels), -1)
-    return per_image_confusion(labels, (probs.reshape(labels.shape) > threshold).astype(np.int64), 2)
+    predicted = (probs.reshape(labels.shape) > threshold).astype(np.int64)
+    return per_image_confusion(labels, predicted, 2)
 
 
-def f1_metric(labels, probs):
-    """Landslide F1 of probabilities thresholded at 0.5 against 0/1 labels (any equal shapes)."""
-    from common.metrics import ConfusionMatrix
+def segmentation_metrics(matrices):
+    """The METRIC_KEYS scores (fractions) of per-image confusion matrices (N, 2, 2)."""
+    from common.metrics import mean_iou_per_image, per_class_scores
 
-    cm = ConfusionMatrix(2)
-    cm.update(np.asarray(labels).reshape(-1), (np.asarray(probs).reshape(-1) > 0.5).astype(np.int64))
-    return float(_pooled_scores(cm.matrix)["f1"])
+    matrices = np.asarray(matrices)
+    pooled = per_class_scores(matrices.sum(axis=0))
+    scores = {"precision": pooled["precision"][1], "recall": pooled["recall"][1],
+              "f1": pooled["f1"][1], "iou_landslide": pooled["iou"][1],
+              "miou": np.mean(pooled["iou"]), "miou_per_image": mean_iou_per_image(matrices),
+              "f1_mean": np.mean(pooled["f1"])}
+    return {key: float(scores[key]) for key in METRIC_KEYS}
 
 
 def all_metrics(labels, probs):
@@ -79,56 +63,41 @@ def all_metrics(labels, probs):
     return segmentation_metrics(image_confusions(labels, probs))
 
 
-def _pooled_scores(matrix):
-    from common.metrics import per_class_scores
-
-    scores = per_class_scores(matrix)
-    return {"precision": scores["precision"][1], "recall": scores["recall"][1], "f1": scores["f1"][1],
-            "iou_landslide": scores["iou"][1], "miou": np.mean(scores["iou"]), "f1_mean": np.mean(scores["f1"])}
-
-
-def segmentation_metrics(matrices):
-    """The METRIC_KEYS scores (fractions) of per-image confusion matrices (N, 2, 2).
-
-    precision, recall, F1 and iou_landslide are of the landslide class with pixels pooled over all
-    images; miou is the mean of both classes' IoU on the pooled pixels; miou_per_image is the
-    two-class mean IoU of each image, averaged over the images (an image with no landslide pixel
-    in mask and prediction scores 1); f1_mean is the mean of both classes' F1 on the pooled pixels.
-    """
-    from common.metrics import mean_iou_per_image
-
-    matrices = np.asarray(matrices)
-    pooled = _pooled_scores(matrices.sum(axis=0))
-    return {key: float(pooled[key]) if key in pooled else float(mean_iou_per_image(matrices))
-            for key in METRIC_KEYS}
-
-
-def rgb_composite(image):
-    """(H, W, 14) raw bands -> (H, W, 3) display RGB from B4, B3, B2, stretched to the 2-98 percentiles."""
-    rgb = image[..., [3, 2, 1]].astype("float64")
-    low, high = np.percentile(rgb, 2), np.percentile(rgb, 98)
-    return np.clip((rgb - low) / max(high - low, 1e-6), 0, 1)
+def f1_metric(labels, probs):
+    """Landslide F1 of probabilities (N, H, W[, 1]) thresholded at 0.5 against 0/1 labels."""
+    return all_metrics(labels, probs)["f1"]
 
 
 def tiny_rung_config(rung):
     """A rung of the ablation ladder at the tiny model's size: the rung's own switches, with every
-    value in which tiny.yaml differs from full.yaml (width, heads, schedule, split) applied on top."""
-    tiny = load_config(CONFIG_DIR / "tiny.yaml", defaults=DEFAULTS)
-    full = load_config(CONFIG_DIR / "full.yaml", defaults=DEFAULTS)
-    cfg = load_config(CONFIG_DIR / f"{rung}.yaml", defaults=DEFAULTS)
+    value in which tiny.yaml differs from full.yaml (width, heads, schedule, split) applied on
+    top."""
+    tiny, full, cfg = (load_config(CONFIG_DIR / f"{name}.yaml", defaults=DEFAULTS)
+                       for name in ("tiny", "full", rung))
     for section, values in tiny.items():
-        for key, value in values.items():
-            if value != full[section][key]:
-                cfg[section][key] = value
+        cfg[section].update({k: v for k, v in values.items() if v != full[section][k]})
     return cfg
+
+
+def model_summary(cfg):
+    """Parameters and MACs of a config's models (normalisation statistics do not change them)."""
+    from common.complexity import model_complexity
+    from landslide.features import num_channels
+    from landslide.models import build_models
+
+    channels = num_channels(cfg["features"])
+    training, inference = build_models(cfg, [0.0] * channels, [1.0] * channels)
+    complexity = model_complexity(inference)
+    return {"params": training.count_params(), "inference_params": complexity["params"],
+            "macs": complexity["macs"], "channels": channels, "outputs": training.output_shape[-1]}
 
 
 class LandslideTask(Task):
     name = "landslide"
-    description = "Landslide segmentation on Landslide4Sense (14-band Sentinel-2 + slope + DEM patches)"
+    description = ("Landslide segmentation on Landslide4Sense (14-band Sentinel-2 + slope + DEM "
+                   "patches)")
     config_dir = CONFIG_DIR
     train_config = "full.yaml"
-    distill_config = ""
     metric_name = "f1"
     secondary_metrics = ("iou_landslide", "miou", "miou_per_image")
     reported_split = "val"
@@ -141,9 +110,8 @@ class LandslideTask(Task):
 
     def describe(self, cfg):
         m = cfg["model"]
-        parts = [name for name in ("residual", "attention", "multires") if m[name]]
-        if any(cfg["features"].values()):
-            parts.insert(0, "features")
+        parts = ["features"] if any(cfg["features"].values()) else []
+        parts += [name for name in ("residual", "attention", "multires") if m[name]]
         width = f", width 1/{round(1 / m['width'])}" if m["width"] < 1 else ""
         return f"U-Net{''.join('+' + p for p in parts)}, {cfg['loss']['name']} loss{width}"
 
@@ -161,21 +129,22 @@ class LandslideTask(Task):
         split = D.make_split(data.names, protocol=d["split"], folds=d["folds"], fold=d["fold"],
                              val_fraction=d["val_fraction"], seed=d["split_seed"])
         if cfg["train"]["select_on"] == "reported":
-            return {"train": split["train"], "val": split["val"]}
+            return split
         train, inner = carve_inner(split["train"], d["inner_val_fraction"], d["split_seed"])
         return {"train": train, "inner": inner, "val": split["val"]}
 
     def split_info(self, cfg, split):
         d = cfg["data"]
-        return {"protocol": d["split"], "folds": d["folds"], "fold": d["fold"], "val_fraction": d["val_fraction"],
-                "inner_val_fraction": d["inner_val_fraction"], "seed": d["split_seed"]}
+        return {"protocol": d["split"], "folds": d["folds"], "fold": d["fold"],
+                "val_fraction": d["val_fraction"], "inner_val_fraction": d["inner_val_fraction"],
+                "seed": d["split_seed"]}
 
     def split_ids(self, data, split):
         return {name: list(items) for name, items in split.items()}
 
     def split_from_ids(self, data, ids):
-        data.subset([name for names in ids.values() for name in names])  # DataError on unknown names
-        return {name: list(names) for name, names in ids.items()}
+        data.subset([name for names in ids.values() for name in names])  # DataError: unknown name
+        return self.split_ids(data, ids)
 
     def all_items(self, data):
         return data.names
@@ -189,26 +158,25 @@ class LandslideTask(Task):
         return D.reraise_data_errors()
 
     def datasets(self, cfg, data, split):
-        size, t = cfg["data"]["patch_size"], cfg["train"]
-        cache = D.should_cache(len(data.images), size, cfg["data"]["cache"])
-        train_ds = D.training_dataset(data.subset(split["train"]), batch_size=t["batch_size"], seed=t["seed"],
-                                      augment_data=cfg["data"]["augment"], cache=cache, patch_size=size)
-        val_ds = D.training_dataset(data.subset(split[self.selection_split(cfg)]), batch_size=t["batch_size"], shuffle=False,
-                                    augment_data=False, cache=cache, patch_size=size)
+        d, t = cfg["data"], cfg["train"]
+        cache = D.should_cache(len(data.images), d["patch_size"], d["cache"])
+
+        def dataset(items, train):
+            return D.training_dataset(data.subset(items), batch_size=t["batch_size"],
+                                      seed=t["seed"], shuffle=train, cache=cache,
+                                      augment_data=train and d["augment"],
+                                      patch_size=d["patch_size"])
+
         steps = t["steps_per_epoch"] or -(-len(split["train"]) // t["batch_size"])
-        return train_ds, val_ds, steps
+        validation = dataset(split[self.selection_split(cfg)], False)
+        return dataset(split["train"], True), validation, steps
 
     def build(self, cfg, data, split, run_dir):
-        from common.train import is_chief
-        from landslide.features import STATS_FILE, compute_stats, normalisation, save_stats
+        from landslide.features import normalisation, training_stats
         from landslide.models import build_models
 
-        d = cfg["data"]
-        stats = compute_stats(data.subset(split["train"]), cfg["features"], normalization=d["normalization"],
-                              patch_size=d["patch_size"])
-        if is_chief():
-            save_stats(stats, Path(run_dir) / STATS_FILE)
-        return build_models(cfg, *normalisation(stats, d["normalization"]))
+        stats = training_stats(cfg, data.subset(split["train"]), run_dir)  # RUN/stats.json
+        return build_models(cfg, *normalisation(stats, cfg["data"]["normalization"]))
 
     def label_loss(self, cfg):
         from landslide.models import base_loss
@@ -226,23 +194,19 @@ class LandslideTask(Task):
         size = cfg["data"]["patch_size"]
         patches = data.subset(items)
         images = np.stack([D.read_image(path, size)[0] for path in patches.images])
-        masks = np.stack([D.read_mask(path, size) for path in patches.masks])[..., None]
-        return images, masks
+        return images, np.stack([D.read_mask(path, size) for path in patches.masks])[..., None]
 
-    def metric(self, labels, outputs):
-        return f1_metric(labels, outputs)
-
-    def metrics(self, labels, outputs):
-        return all_metrics(labels, outputs)
+    metric = staticmethod(f1_metric)
+    metrics = staticmethod(all_metrics)
 
     def evaluate(self, model, cfg, data, items):
         """Streams the patches in batches of 8; pixels above `predict.threshold` are landslide.
-        Keeps one 2x2 confusion matrix per patch (for miou_per_image); their sum is the pooled one."""
-        predict = KerasSegmenter(model).predict if hasattr(model, "layers") else model.predict
+        Keeps one 2x2 confusion matrix per patch (for miou_per_image); their sum is the pooled
+        one."""
         size, threshold = cfg["data"]["patch_size"], cfg["predict"]["threshold"]
         matrices = [np.zeros((0, 2, 2), np.int64)]
         for image, mask, _ in D.read_dataset(data.subset(items), patch_size=size).batch(8):
-            probs = predict(image.numpy())[..., 0]
+            probs = outputs(model, image.numpy())[..., 0]
             matrices.append(image_confusions(mask.numpy()[..., 0], probs, threshold))
         return segmentation_metrics(np.concatenate(matrices))
 
@@ -253,75 +217,70 @@ class LandslideTask(Task):
         """OUT/examples.png: the patches with the most landslide pixels (RGB, truth, prediction)."""
         from common.plots import plot_segmentation_examples
 
-        size = cfg["data"]["patch_size"]
-        patches = data.subset(items)
+        size, patches = cfg["data"]["patch_size"], data.subset(items)
         masks = [D.read_mask(path, size) for path in patches.masks]
         chosen = np.argsort([-int(mask.sum()) for mask in masks], kind="stable")[:count]
         images = np.stack([D.read_image(patches.images[i], size)[0] for i in chosen])
-        probs = KerasSegmenter(model).predict(images)[..., 0]
-        plot_segmentation_examples(np.stack([rgb_composite(image) for image in images]),
-                                   np.stack([masks[i] for i in chosen]), probs > cfg["predict"]["threshold"],
-                                   Path(out_dir) / "examples.png", title="landslide examples (validation split)")
+        predicted = outputs(model, images)[..., 0] > cfg["predict"]["threshold"]
+        rgb = images[..., [3, 2, 1]].astype("float64")  # B4, B3, B2, stretched to 2-98 percentiles
+        low, high = np.percentile(rgb, [2, 98], axis=(1, 2, 3), keepdims=True)
+        plot_segmentation_examples(np.clip((rgb - low) / np.maximum(high - low, 1e-6), 0, 1),
+                                   np.stack([masks[i] for i in chosen]), predicted,
+                                   Path(out_dir) / "examples.png",
+                                   title="landslide examples (validation split)")
 
     def write_frontend(self, cfg, run_dir, mcu_section):
         return {"inside_model": True,
-                "note": "NaN replacement, engineered bands and normalisation are layers of the model: a firmware "
-                        "feeds the raw 14-band patch as stored (a NaN value is quantized as 0.0, the input zero point)"}
+                "note": "NaN replacement, engineered bands and normalisation are layers of the "
+                        "model: a firmware feeds the raw 14-band patch as stored (a NaN value is "
+                        "quantized as 0.0, the input zero point)"}
 
     # -- command line and prediction -----------------------------------------------------------
 
     def add_arguments(self, command, parser):
         if command == "train":
-            parser.add_argument("--fold", help="k-fold protocol: validation fold K (0-based), or 'all' for OUT/fold_K")
+            parser.add_argument("--fold", help="k-fold protocol: validation fold K (0-based), or "
+                                "'all' for OUT/fold_K")
         if command in ("evaluate", "predict"):
             add_shorthand(parser, "--threshold", "predict.threshold", type=float,
                           help="landslide probability above which a pixel is 1 (default 0.5)")
         if command == "predict":
             add_shorthand(parser, "--overlap", "predict.overlap", type=int,
                           help="scenes: pixels shared by neighbouring tiles (default 32)")
-            parser.add_argument("--geojson", action="store_true", help="scenes: also OUT/<scene>_landslide.geojson")
+            parser.add_argument("--geojson", action="store_true",
+                                help="scenes: also OUT/<scene>_landslide.geojson")
 
     def train_runs(self, cfg, args):
         if args.fold is None:
             return [(cfg, args.out)]
-        if cfg["data"]["split"] != "kfold":
-            raise ConfigError(f"--fold {args.fold}: the config's data.split is {cfg['data']['split']!r}; "
+        d = cfg["data"]
+        if d["split"] != "kfold":
+            raise ConfigError(f"--fold {args.fold}: the config's data.split is {d['split']!r}; "
                               "k-fold runs need --set data.split=kfold")
         if args.fold == "all":
-            folds = range(cfg["data"]["folds"])
-        else:
-            try:
-                folds = [int(args.fold)]
-            except ValueError:
-                raise ConfigError(f"--fold must be a fold number or 'all', got {args.fold!r}") from None
-            if not 0 <= folds[0] < cfg["data"]["folds"]:
-                raise ConfigError(f"--fold {folds[0]}: must be in 0..{cfg['data']['folds'] - 1} (data.folds)")
-        runs = []
-        for fold in folds:
-            fold_cfg = {**cfg, "data": {**cfg["data"], "fold": fold}}
-            runs.append((fold_cfg, Path(args.out) / f"fold_{fold}" if args.fold == "all" else args.out))
-        return runs
+            return [({**cfg, "data": {**d, "fold": k}}, Path(args.out) / f"fold_{k}")
+                    for k in range(d["folds"])]
+        try:
+            fold = int(args.fold)
+        except ValueError:
+            raise ConfigError(f"--fold must be a fold number or 'all', got {args.fold!r}") from None
+        if not 0 <= fold < d["folds"]:
+            raise ConfigError(f"--fold {fold}: must be in 0..{d['folds'] - 1} (data.folds)")
+        return [({**cfg, "data": {**d, "fold": fold}}, args.out)]
 
     def predict(self, model, cfg, inputs, out, args):
-        from landslide.edge import predict
-
-        p = cfg["predict"]
-        return predict(KerasSegmenter(model), inputs, out, threshold=p["threshold"], overlap=p["overlap"],
-                       geojson=args.geojson)
+        return edge.predict(model, inputs, out, **cfg["predict"], geojson=args.geojson)
 
     def edge_predict(self, tflite_path, inputs, out, args):
-        from landslide.edge import load_model, predict
-
-        p = DEFAULTS["predict"]
-        threshold = p["threshold"] if args.threshold is None else float(args.threshold)
-        overlap = p["overlap"] if args.overlap is None else int(args.overlap)
-        return predict(load_model(tflite_path), inputs, out, threshold=threshold, overlap=overlap,
-                       geojson=args.geojson)
+        given = {key: getattr(args, key) for key in DEFAULTS["predict"]}  # --threshold, --overlap
+        p = {k: DEFAULTS["predict"][k] if value is None else value for k, value in given.items()}
+        return self.predict(edge.load_model(tflite_path), {"predict": p}, inputs, out, args)
 
     # -- sample, download, demo, extra commands ----------------------------------------------------
 
     def add_sample_arguments(self, parser):
-        parser.add_argument("--n", type=int, default=64, help="labelled training patches (default 64)")
+        parser.add_argument("--n", type=int, default=64,
+                            help="labelled training patches (default 64)")
         parser.add_argument("--seed", type=int, default=0)
 
     def sample(self, out, args):
@@ -329,85 +288,54 @@ class LandslideTask(Task):
 
         n, seed = (args.n, args.seed) if args is not None else (48, 0)
         info = write_sample(out, n=n, seed=seed)
-        return (f"wrote {out}: {info['TrainData']} training patches with masks, {info['ValidData']} valid, "
-                f"{info['TestData']} test; {100 * info['landslide_fraction']:.1f}% landslide pixels")
+        return (f"wrote {out}: {info['TrainData']} training patches with masks, "
+                f"{info['ValidData']} valid, {info['TestData']} test; "
+                f"{100 * info['landslide_fraction']:.1f}% landslide pixels")
 
     def add_download_arguments(self, parser):
-        from common.download import ZENODO_API
-        from landslide.download import RECORD
-
-        parser.add_argument("--record", default=RECORD, help=f"Zenodo record id (default {RECORD})")
-        parser.add_argument("--api", default=ZENODO_API, help=f"Zenodo REST API (default {ZENODO_API})")
+        parser.add_argument("--record", default=fetch.RECORD,
+                            help=f"Zenodo record id (default {fetch.RECORD})")
+        parser.add_argument("--api", default=ZENODO_API,
+                            help=f"Zenodo REST API (default {ZENODO_API})")
 
     def download(self, dest, args):
-        from landslide.download import download
-
-        root, counts = download(dest, record=args.record, api=args.api, quiet=args.quiet)
+        root, counts = fetch.download(dest, record=args.record, api=args.api, quiet=args.quiet)
         return (f"Landslide4Sense is in {root}: {counts['TrainData']} labelled training patches, "
-                f"{counts['ValidData']} valid, {counts['TestData']} test; use it with --data {root}")
+                f"{counts['ValidData']} valid, {counts['TestData']} test; "
+                f"use it with --data {root}")
 
     def demo_plan(self):
         """The lower rungs of the ladder at tiny width (trained and evaluated), then the tiny full
         model (also exported)."""
         rungs = [DemoRun(f"ladder_{rung}", tiny_rung_config(rung)) for rung in LADDER]
-        return rungs + [DemoRun("full_tiny", "tiny.yaml", export=True, overrides=["export.target=mcu"])]
+        full = DemoRun("full_tiny", "tiny.yaml", export=True, overrides=["export.target=mcu"])
+        return rungs + [full]
 
     def commands(self):
         return [
             Command("stats", "per-channel statistics of the training split -> OUT/stats.json",
-                    lambda p: p.add_argument("--out", default=".", help="folder for stats.json"), self._stats,
-                    common_args=True),
-            Command("summary", "parameters and MACs of a config's model", lambda p: None, self._summary,
-                    common_args=True),
-            Command("ladder", "paper 1's table: six rungs x the folds, mean +- std, best rung exported "
-                              "-> OUT/ladder.md, ladder.json (resumable)",
-                    _ladder_arguments, self._ladder),
+                    lambda p: p.add_argument("--out", default=".", help="folder for stats.json"),
+                    self._stats, common_args=True),
+            Command("summary", "parameters and MACs of a config's model", lambda p: None,
+                    self._summary, common_args=True),
+            Command("ladder", "paper 1's table: six rungs x the folds, mean +- std, best rung "
+                              "exported -> OUT/ladder.md, ladder.json (resumable)",
+                    lambda p: import_module("landslide.paper").add_arguments(p),
+                    lambda args: import_module("landslide.paper").run(self, args)),
         ]
 
-    def _ladder(self, args):
-        from landslide.paper import run
-
-        run(self, args)
-
     def _stats(self, args):
-        from common.runner import load_task_config, need_data, say
-        from landslide.features import STATS_FILE, compute_stats, save_stats
+        from landslide.features import STATS_FILE, training_stats
 
         cfg = need_data(load_task_config(self, args.config, args.overrides, args.data))
         data = self.open_data(cfg)
-        train = data.subset(self.make_split(cfg, data)["train"])
-        stats = compute_stats(train, cfg["features"], normalization=cfg["data"]["normalization"],
-                              patch_size=cfg["data"]["patch_size"])
-        out = Path(args.out) / STATS_FILE
-        save_stats(stats, out)
-        say(f"landslide: wrote {out}: {stats['patches']} training patches, {stats['nan_values']} NaN values replaced")
+        stats = training_stats(cfg, data.subset(self.make_split(cfg, data)["train"]), args.out)
+        say(f"landslide: wrote {Path(args.out) / STATS_FILE}: {stats['patches']} training patches, "
+            f"{stats['nan_values']} NaN values replaced")
 
     def _summary(self, args):
-        from common.runner import load_task_config, say
-
         cfg = load_task_config(self, args.config, args.overrides)
-        info = model_summary(cfg)
-        size = cfg["data"]["patch_size"]
+        info, size = model_summary(cfg), cfg["data"]["patch_size"]
         say(f"landslide: {args.config or self.train_config}: {info['params']:,} parameters, "
-            f"{info['macs'] / 1e9:.2f} GMACs per {size}x{size} patch, {info['channels']} input channels "
-            f"(14 bands + engineered), {info['outputs']} output head(s)")
-
-
-def _ladder_arguments(parser):
-    from landslide.paper import add_arguments
-
-    add_arguments(parser)
-
-
-def model_summary(cfg):
-    """Parameters and MACs of a config's models (normalisation statistics do not change them)."""
-    from common.complexity import model_complexity
-    from landslide.features import num_channels
-    from landslide.models import build_models
-
-    channels = num_channels(cfg["features"])
-    training, inference = build_models(cfg, [0.0] * channels, [1.0] * channels)
-    complexity = model_complexity(inference)
-    return {"params": training.count_params(), "inference_params": complexity["params"],
-            "macs": complexity["macs"], "channels": channels, "outputs": training.output_shape[-1]}
-
+            f"{info['macs'] / 1e9:.2f} GMACs per {size}x{size} patch, {info['channels']} input "
+            f"channels (14 bands + engineered), {info['outputs']} output head(s)")
