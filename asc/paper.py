@@ -70,9 +70,7 @@ def run(task, args, *, max_steps=None):
         *[papers.Step(f"{run.name} complexity", "call", run, output=COMPLEXITY_FILE,
                       call=lambda run_dir: write_complexity(task, run_dir),
                       verb="counting parameters and MACs") for run in (teacher, student)],
-        papers.Step("student int8", "export", student),
-        papers.Step("student int8 scores", "evaluate", student, options={"tflite": True},
-                    output="metrics_int8.json"),
+        *papers.int8_steps("student", student),
     ]
     return papers.run_tables(task, steps, out, "paper2",
                              lambda: table(out, data, examples, quick=args.quick), markdown,

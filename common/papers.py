@@ -238,6 +238,14 @@ def parse_list(text, allowed, flag):
     return values
 
 
+def int8_steps(label, run):
+    """The steps after training a paper's model: export `run` to int8, then score the int8 model
+    on the reported split (RUN/metrics_int8.json)."""
+    return [Step(f"{label} int8", "export", run),
+            Step(f"{label} int8 scores", "evaluate", run, options={"tflite": True},
+                 output="metrics_int8.json")]
+
+
 # ---------------------------------------------------------------------------------------------
 # What every paper command does around its plan
 
