@@ -1,9 +1,7 @@
-"""Paper 2's table as one command: `python -m asc paper2 --data D --out R`.
+"""Paper 2's table: `python -m asc paper2 --data D --out R` (common.papers).
 
-teacher (phase I) -> student distilled from the teacher's embeddings (phase II; the Distiller
-runs the frozen teacher on every batch, as `asc distill` does) -> complexity (parameters and MACs
-against the DCASE 2023 limits) -> int8 export -> the int8 model evaluated. Resumable
-(common.papers).
+teacher -> student distilled from its embeddings (as `asc distill`) -> parameters and MACs against
+the DCASE 2023 limits -> int8 export -> the int8 model scored.
 
     R/settings.json          data folder, configs, --quick, --set overrides (a rerun must match)
     R/data/                  --quick only: the sample data set (`python -m asc sample`)

@@ -1,8 +1,7 @@
-"""Paper 1's ablation ladder as one command: `python -m landslide ladder --data D --out R`.
+"""Paper 1's ablation ladder: `python -m landslide ladder --data D --out R` (common.papers).
 
-Six rungs (configs/landslide/unet_ce, features, residual, attention, multires, full) x the folds
-of the k-fold protocol (each fold trained as `train --fold K` trains it), then the best rung (mean
-F1 over its folds) exported to int8. Resumable (common.papers).
+Six rungs (configs/landslide/RUNG.yaml) x the folds of the k-fold protocol, each as `train --fold
+K` trains it; then the rung with the best mean F1 exported to int8 (its best fold).
 
     R/settings.json          data folder, --quick, --set overrides (a rerun must match them)
     R/data/                  --quick only: the sample data set (`python -m landslide sample`)

@@ -1,36 +1,22 @@
-"""The backbone benchmark and papers 3 and 4's tables: `python -m rsic benchmark / paper3 / paper4`.
+"""The backbone benchmark and papers 3 and 4's tables: `python -m rsic benchmark/paper3/paper4`.
 
-benchmark: every backbone of `benchmark.backbones` (paper3.yaml: paper 3's twelve and
-NASNetMobile, from ImageNet weights) trained with the same config (split, input size, training),
-exported to int8, and ranked by this run's validation accuracy (the inner split; the test split
-is only reported). `--set model.backbone=best:OUT` gives the best of paper 4's candidates to a
-config (rsic.task's `resolve_config`).
+benchmark: backbones trained under one config, exported to int8, ranked by validation accuracy.
+paper3: benchmark -> the N best runs as teacher(s) -> distilled student -> int8, scored.
+paper4: benchmark of paper 4's candidates (or a finished one) -> attention model on the best ->
+int8 within 20 MB, scored. Each is a plan of common.papers steps (resumable).
 
-paper3: the benchmark -> teacher(s): the N best benchmark runs (`--teachers N`, default 1; N > 1
-an ensemble, mean probabilities) -> a compact student distilled from them (student.yaml) -> int8
-export -> the int8 model scored on the whole test split.
-
-paper4: the benchmark of paper 4's four compact candidates (or `--benchmark DIR`: a finished
-benchmark, e.g. paper3's R/benchmark) -> the attention model (attention.yaml) on the best of them
-(`model.backbone=best:R/benchmark`) -> int8 export within the 20 MB budget -> the int8 model
-scored on the whole test split; sizes before (float Keras) and after (int8 TFLite).
-
-Each is a plan of common.papers steps: a killed command, run again, skips finished runs and
-resumes the one that was cut short (`benchmark --overwrite` trains every backbone again). With
-ImageNet weights, every backbone's file is fetched before the first training.
-
-    B/<backbone>/              (a benchmark folder B) one `train` run per backbone, exported;
-                               benchmark_row.json its row, written once the run is finished
-    B/benchmark.json, .md      the table: the rows, the ranking, `best`, `best_paper4`
-    R/settings.json            data folder, configs, backbones, --quick, --set (a rerun must match)
-    R/data/                    --quick only: the sample data set (`python -m rsic sample`)
-    R/benchmark/               the paper's benchmark folder B
-    R/student/ (paper3)        the distilled student: metrics.json (with teacher_accuracy, the
-                               teachers' on the test split), model_int8.tflite,
-                               export_report.json, metrics_int8.json
-    R/attention/ (paper4)      the attention run, exported and scored the same way
-    R/paper3.md, paper3.json   the tables with the published numbers beside, the data named
-    R/paper4.md, paper4.json
+    B/<backbone>/            (a benchmark folder B) one `train` run per backbone, exported, and
+                             benchmark_row.json, its row, written once the run is finished
+    B/benchmark.json, .md    the table: the rows, the ranking, `best`, `best_paper4`
+    R/settings.json          data folder, configs, backbones, --quick, --set (a rerun must match)
+    R/data/                  --quick only: the sample data set (`python -m rsic sample`)
+    R/benchmark/             the paper's benchmark folder B
+    R/student/ (paper3)      the distilled student: metrics.json (with teacher_accuracy, the
+                             teachers' on the test split), model_int8.tflite,
+                             export_report.json, metrics_int8.json
+    R/attention/ (paper4)    the attention run, exported and scored the same way
+    R/paper3.md, .json       the tables with the published numbers beside, the data named
+    R/paper4.md, .json
 """
 
 import json
@@ -53,13 +39,13 @@ PAPER4_PUBLISHED = {"max_params": 5e6, "size_budget_mb": 20.0}
 EARLIER = {"train_10": 0.926, "train_20": 0.947}
 # --quick: tiny.yaml's MobileNetV2 / MobileNet (alpha 0.35, 64 px, from scratch: nothing is
 # downloaded) for two epochs, int8 by post-training quantization, on the 5-class sample.
-QUICK_BENCH, QUICK_STUDENT, QUICK_ATTENTION = "tiny.yaml", "tiny_student.yaml", "tiny_attention.yaml"
+QUICK_BENCH, QUICK_STUDENT = "tiny.yaml", "tiny_student.yaml"
+QUICK_ATTENTION = "tiny_attention.yaml"
 QUICK_BACKBONES = ["MobileNetV2", "MobileNet"]
 QUICK_OVERRIDES = ["train.epochs=2", "train.verbose=0", "model.weights=null", "export.mode=ptq",
                    "export.calibration_examples=32"]
 BENCHMARK_JSON, BENCHMARK_MD = "benchmark.json", "benchmark.md"
 ROW_FILE = "benchmark_row.json"
-INT8_METRICS = "metrics_int8.json"
 # A paper table row's numbers (None: not run yet); `note` and `published_accuracy` come after.
 VALUES = ("params", "accuracy", "int8_accuracy", "tflite_bytes", "latency_ms")
 HEADER = ["model", "params", "accuracy", "paper 3", "int8 accuracy", "int8 MB", "int8 ms", "note"]
@@ -81,13 +67,13 @@ def run_benchmark(task, cfg, out, *, overwrite=False):
     if overwrite:  # every backbone's step runs again, training over its run
         for name in names:
             (Path(out) / name / ROW_FILE).unlink(missing_ok=True)
-    with bench.reuse_listing(task, cfg):  # every image is listed and checked once, not once per run
+    with bench.reuse_listing(task, cfg):
         papers.run_plan(task, benchmark_steps(task, cfg, out, names, overwrite), lambda: None)
     say(write_benchmark(cfg, out, names))
 
 
 def benchmark_steps(task, cfg, folder, names, overwrite=False):
-    """One plan step per backbone: `benchmark_one`, then FOLDER/benchmark.json and .md rewritten."""
+    """One step per backbone: `benchmark_one`, then FOLDER/benchmark.json and .md rewritten."""
     from rsic.models import get_backbone
 
     def call(spec, run):
@@ -95,8 +81,8 @@ def benchmark_steps(task, cfg, folder, names, overwrite=False):
         write_benchmark(cfg, folder, names)
 
     return [papers.Step(f"benchmark {name}", "call", Path(folder) / name, output=ROW_FILE,
-                        call=partial(call, get_backbone(name)), verb="training, scoring and exporting")
-            for name in names]
+                        call=partial(call, get_backbone(name)),
+                        verb="training, scoring and exporting") for name in names]
 
 
 def fetch_weights(cfg, specs):
@@ -126,64 +112,57 @@ def run_config(cfg, spec):
     return run_cfg, notes
 
 
-def benchmark_one(task, cfg, spec, run_dir, *, overwrite=False):
-    """Train (or resume, or score), then export one backbone into `run_dir`; write its row last
+def benchmark_one(task, cfg, spec, run, *, overwrite=False):
+    """Train (or resume, or score), then export one backbone into `run`; write its row last
     (RUN/benchmark_row.json): backbone, input_size, params, macs, accuracy (test split),
     val_accuracy, int8_accuracy, tflite_bytes, latency_ms, paper_accuracy (paper 3, %), note.
     An export refused (over `export.size_budget_mb`) is noted in the row."""
     from common import runner
     from common.complexity import model_complexity
+    from common.train import read_history
 
-    run_dir = Path(run_dir)
     run_cfg, notes = run_config(cfg, spec)
     if overwrite:
-        runner.train(task, run_cfg, run_dir, overwrite=True)
-    elif (run_dir / "model.keras").is_file() and (run_dir / runner.METRICS_FILE).is_file():
-        runner.say(f"rsic: {run_dir}: finished run found, reusing it")
+        runner.train(task, run_cfg, run, overwrite=True)
+    elif (run / "model.keras").is_file() and (run / runner.METRICS_FILE).is_file():
+        runner.say(f"rsic: {run}: finished run found, reusing it")
     else:  # resumes a killed run, scores a trained one that was stopped before its scores
-        papers.run_step(task, papers.Step(spec.name, "train", run_dir, config=run_cfg))
-    complexity = model_complexity(runner.keras_model(task, run_dir))
+        papers.run_step(task, papers.Step(spec.name, "train", run, config=run_cfg))
+    # The inner validation accuracy at the epoch the run kept (the best one); None for a run that
+    # chose its epoch on the test split (`train.select_on: reported`).
+    val = [v for v in read_history(run).get("val_accuracy", []) if v == v]  # NaN: a missing epoch
+    inner = (papers.read_json(run / "split.json") or {}).get("selection_split") == "val"
+    complexity = model_complexity(runner.keras_model(task, run))
     row = {"backbone": spec.name, "input_size": run_cfg["model"]["input_size"],
            "params": complexity["params"], "macs": complexity["macs"],
-           "accuracy": papers.read_json(run_dir / runner.METRICS_FILE)["accuracy"],
-           "val_accuracy": _selection_accuracy(run_dir), "int8_accuracy": None, "tflite_bytes": None,
-           "latency_ms": None, "paper_accuracy": spec.paper_accuracy, "note": ", ".join(notes)}
+           "accuracy": papers.read_json(run / runner.METRICS_FILE)["accuracy"],
+           "val_accuracy": max(val) if inner and val else None, "int8_accuracy": None,
+           "tflite_bytes": None, "latency_ms": None, "paper_accuracy": spec.paper_accuracy,
+           "note": ", ".join(notes)}
     if run_cfg["benchmark"]["export"]:
-        exported = not overwrite and (run_dir / runner.TFLITE_FILE).is_file()
+        exported = not overwrite and (run / runner.TFLITE_FILE).is_file()
         try:
-            report = papers.read_json(run_dir / runner.REPORT_FILE) if exported else None
-            report = report or runner.export(task, run_dir)
+            report = papers.read_json(run / runner.REPORT_FILE) if exported else None
+            report = report or runner.export(task, run)
             row.update(int8_accuracy=report["tflite_metric"], tflite_bytes=report["tflite_bytes"],
                        latency_ms=report.get("latency_ms"))
         except ExportError as error:
             row["note"] = ", ".join(notes + [f"not exported: {str(error).split(': ', 1)[-1]}"])
             runner.say(f"rsic: {spec.name}: {error}")
-    write_json(run_dir / ROW_FILE, row)
-
-
-def _selection_accuracy(run_dir):
-    """The accuracy on the inner validation split at the epoch the run kept (the best one), or None
-    for a run that chose its epoch on the test split (`train.select_on: reported`)."""
-    from common.train import read_history
-
-    split = papers.read_json(Path(run_dir) / "split.json") or {}
-    values = [v for v in read_history(run_dir).get("val_accuracy", []) if v == v]  # NaN: no epoch
-    return max(values) if split.get("selection_split") == "val" and values else None
-
-
-def selection_score(row):
-    """What ranks a benchmark row: its inner validation accuracy when it has one, so that the test
-    split that is reported never picks the best backbone or the teachers; else (runs trained with
-    `train.select_on: reported`, or older benchmark files) its test accuracy."""
-    return row["val_accuracy"] if row.get("val_accuracy") is not None else row.get("accuracy")
+    write_json(run / ROW_FILE, row)
 
 
 def rank_rows(rows, candidates=None):
-    """Benchmark rows best first by `selection_score` (a tie goes to the smaller model); only the
-    backbones named in `candidates` (None: every row)."""
-    kept = [row for row in rows if selection_score(row) is not None
-            and (candidates is None or row["backbone"] in candidates)]
-    return sorted(kept, key=lambda row: (-selection_score(row), row.get("params") or 0))
+    """Benchmark rows best first, of the backbones `candidates` (None: all). A row's score is its
+    inner validation accuracy when it has one, so that the reported test split never picks the
+    best backbone or the teachers; else (runs trained with `train.select_on: reported`, or older
+    benchmark files) its test accuracy. A tie goes to the smaller model."""
+    def score(row):
+        return row["val_accuracy"] if row.get("val_accuracy") is not None else row.get("accuracy")
+
+    kept = [row for row in rows
+            if score(row) is not None and (candidates is None or row["backbone"] in candidates)]
+    return sorted(kept, key=lambda row: (-score(row), row.get("params") or 0))
 
 
 def _best_entry(rows, candidates=None):
@@ -202,9 +181,9 @@ def benchmark_rows(folder, names=None):
 
 
 def write_benchmark(cfg, folder, names):
-    """FOLDER/benchmark.json (the rows, what was run, the ranking, `best`: the best row by
-    `selection_score`, `best_paper4`: the best of paper 4's candidates or None) and
-    FOLDER/benchmark.md from the row files of `names`. Returns the Markdown."""
+    """FOLDER/benchmark.json (what was run, the rows, the ranking, `best`: the best row, and
+    `best_paper4`: the best of paper 4's candidates, or None) and FOLDER/benchmark.md, from the row
+    files of `names`. Returns the Markdown."""
     rows = benchmark_rows(folder, names)
     write_json(Path(folder) / BENCHMARK_JSON, {
         "data": cfg["data"]["root"],
@@ -229,8 +208,8 @@ def read_benchmark_rows(folder, key="model.backbone"):
     folder = Path(folder).expanduser()
     path = folder / BENCHMARK_JSON
     if not path.is_file():
-        raise ConfigError(f"config key '{key}': {folder} is not a benchmark run (no {BENCHMARK_JSON}); "
-                          f"run `python -m rsic benchmark --out {folder}` first")
+        raise ConfigError(f"config key '{key}': {folder} is not a benchmark run (no "
+                          f"{BENCHMARK_JSON}); run `python -m rsic benchmark --out {folder}` first")
     try:
         content = json.loads(path.read_text())
         rows = content if isinstance(content, list) else content["rows"]
@@ -262,19 +241,20 @@ def benchmark_markdown(rows, cfg, out=None):
     backbones; `out`: the benchmark folder, named in the `best:` hint (None: no hint)."""
     size, pct = cfg["model"]["input_size"], papers.percent
     weights = "ImageNet weights" if cfg["model"]["weights"] == "imagenet" else "from scratch"
-    header = ["backbone", "params", "accuracy %", "int8 accuracy %", "int8 TFLite MB", "latency ms",
-              "paper 3 %", "note"]
+    header = ["backbone", "params", "accuracy %", "int8 accuracy %", "int8 TFLite MB",
+              "latency ms", "paper 3 %", "note"]
     body = [[row["backbone"], _number(row["params"], ".2f", 1e6) + "M", pct(row["accuracy"]),
              pct(row["int8_accuracy"]), _number(row["tflite_bytes"], ".2f", 1e6),
              _number(row["latency_ms"], ".1f"), _number(row["paper_accuracy"], ""), row["note"]]
             for row in rows]
-    lines = [f"Backbones at {size}x{size}, {weights}, train ratio {cfg['data']['train_ratio']:g} of "
-             "each class; accuracy on the test split. Paper 3 %: NWPU-RESISC45 accuracy reported in "
-             "paper 3.", "", papers.markdown_table(header, body, ["---"] + ["---:"] * 6 + ["---"])]
+    lines = [f"Backbones at {size}x{size}, {weights}, train ratio {cfg['data']['train_ratio']:g} "
+             "of each class; accuracy on the test split. Paper 3 %: NWPU-RESISC45 accuracy "
+             "reported in paper 3.", "",
+             papers.markdown_table(header, body, ["---"] + ["---:"] * 6 + ["---"])]
     best, best4 = _best_entry(rows), _best_entry(rows, PAPER4_BACKBONES)
     if best:
-        lines += ["", f"Best: {_named(best)}, by this run's validation accuracy (inner split; a tie "
-                      "goes to the smaller model)."]
+        lines += ["", f"Best: {_named(best)}, by this run's validation accuracy (inner split; a "
+                      "tie goes to the smaller model)."]
     if best4:
         hint = f" (`--set model.backbone=best:{out}` gives it to attention.yaml)" if out else ""
         lines.append(f"Best of paper 4's candidates ({', '.join(PAPER4_BACKBONES)}): "
@@ -296,20 +276,23 @@ def add_arguments(parser, paper):
     """Options of `python -m rsic paper3` (paper=3) and `paper4` (paper=4)."""
     papers.add_arguments(parser, "NWPU-RESISC45 folder (one folder per class)",
                          "tiny models, two epochs, sample data made in OUT/data")
-    parser.add_argument("--config", help="the benchmark's config (default paper3.yaml; --quick: tiny.yaml)")
-    default = "the config's benchmark.backbones, paper 3's" if paper == 3 else "paper 4's four candidates"
-    parser.add_argument("--backbones", help=f"comma-separated backbones to benchmark (default: {default}; "
-                                            "--quick: MobileNetV2,MobileNet)")
+    parser.add_argument("--config",
+                        help="the benchmark's config (default paper3.yaml; --quick: tiny.yaml)")
+    default = ("the config's benchmark.backbones, paper 3's" if paper == 3
+               else "paper 4's four candidates")
+    parser.add_argument("--backbones", help=f"comma-separated backbones to benchmark (default: "
+                                            f"{default}; --quick: MobileNetV2,MobileNet)")
     if paper == 3:
-        parser.add_argument("--student-config",
-                            help="student config (default student.yaml; --quick: tiny_student.yaml)")
-        parser.add_argument("--teachers", type=int, default=1,
-                            help="distill from the N best benchmark runs (default 1; N > 1: an ensemble)")
+        parser.add_argument("--student-config", help="student config (default student.yaml; "
+                                                     "--quick: tiny_student.yaml)")
+        parser.add_argument("--teachers", type=int, default=1, help="distill from the N best "
+                            "benchmark runs (default 1; N > 1: an ensemble)")
     else:
-        parser.add_argument("--attention-config", help="attention model config (default attention.yaml; "
-                                                       "--quick: tiny_attention.yaml)")
-        parser.add_argument("--benchmark", help="a finished benchmark folder (e.g. paper3's OUT/benchmark) "
-                                                "to take the best candidate from, instead of benchmarking here")
+        parser.add_argument("--attention-config", help="attention model config (default "
+                                                       "attention.yaml; --quick: tiny_attention.yaml)")
+        parser.add_argument("--benchmark", help="a finished benchmark folder (e.g. paper3's "
+                            "OUT/benchmark) to take the best candidate from, instead of "
+                            "benchmarking here")
 
 
 def _start(task, args, paper, settings, data_default=None):
@@ -359,22 +342,23 @@ def run_paper3(task, args, *, max_steps=None):
 
     bench_config = args.config or (QUICK_BENCH if args.quick else "paper3.yaml")
     student_config = args.student_config or (QUICK_STUDENT if args.quick else task.distill_config)
-    probe = load_task_config(task, bench_config, [*(QUICK_OVERRIDES if args.quick else []),
-                                                  *(args.overrides or [])])
+    probe = load_task_config(task, bench_config,
+                             [*(QUICK_OVERRIDES if args.quick else []), *(args.overrides or [])])
     names = _backbones(args, probe["benchmark"]["backbones"], BACKBONES)
     if not 1 <= args.teachers <= len(names):
         raise ConfigError(f"--teachers: {args.teachers} is not between 1 and the {len(names)} "
                           "benchmarked backbones")
-    out, data, overrides = _start(task, args, 3, {"config": bench_config, "student_config": student_config,
-                                                  "backbones": names, "teachers": args.teachers})
+    out, data, overrides = _start(task, args, 3, {
+        "config": bench_config, "student_config": student_config, "backbones": names,
+        "teachers": args.teachers})
     cfg = _benchmark_config(task, bench_config, overrides, data, names)
     student_cfg = load_task_config(task, student_config, overrides, data)
     fetch_weights(student_cfg, [get_backbone(student_cfg["model"]["backbone"])])
 
     folder, student = out / "benchmark", out / "student"
     steps = [*benchmark_steps(task, cfg, folder, names),
-             papers.Step("student from the best benchmark run(s)", "distill", student, config=student_cfg,
-                         teacher=lambda: best_runs(folder, names, args.teachers)),
+             papers.Step("student from the best benchmark run(s)", "distill", student,
+                         config=student_cfg, teacher=lambda: best_runs(folder, names, args.teachers)),
              *papers.int8_steps("student", student)]
 
     def content():
@@ -397,28 +381,36 @@ def _bench_row(name, folder, found, kind="benchmark"):
     when it has not run yet."""
     from rsic.models import BACKBONES  # TensorFlow: not at parser build
 
-    published = BACKBONES[name].paper_accuracy
+    paper = BACKBONES[name].paper_accuracy
     values = {key: found.get(key) for key in VALUES} if found else {}
     return _row(name, kind, Path(folder) / name, found.get("note", "") if found else "not run yet",
-                **values, published_accuracy=None if published is None else round(published / 100, 4))
+                **values, published_accuracy=None if paper is None else round(paper / 100, 4))
 
 
 def _float_and_int8_rows(name, kind, run, **extra):
-    """The two rows of one trained and exported run: its float model (metrics.json; `extra` goes on
-    that row) and its int8 TFLite file (size, latency, accuracy on the whole reported split)."""
+    """The two rows of one trained and exported run: its float model (metrics.json; `extra` goes
+    on that row) and its int8 TFLite file (size, latency, accuracy on the whole reported split)."""
     metrics = papers.read_json(Path(run) / "metrics.json") or {}
     report = papers.read_json(Path(run) / "export_report.json") or {}
-    int8 = papers.read_json(Path(run) / INT8_METRICS) or {}
+    int8 = papers.read_json(Path(run) / "metrics_int8.json") or {}
     return [_row(f"{name} (float)", kind, run, params=report.get("params"),
                  accuracy=metrics.get("accuracy"), **extra),
-            _row(f"{name} (int8 TFLite)", f"{kind} int8", run, "int8 accuracy on the whole test split",
-                 params=report.get("params"), tflite_bytes=report.get("tflite_bytes"),
-                 latency_ms=report.get("latency_ms"), accuracy=int8.get("accuracy"),
-                 quantization=report.get("quantization"), agreement=report.get("agreement"))]
+            _row(f"{name} (int8 TFLite)", f"{kind} int8", run,
+                 "int8 accuracy on the whole test split", params=report.get("params"),
+                 tflite_bytes=report.get("tflite_bytes"), latency_ms=report.get("latency_ms"),
+                 accuracy=int8.get("accuracy"), quantization=report.get("quantization"),
+                 agreement=report.get("agreement"))]
+
+
+def _content(paper, table, data, counts, quick, rows, **more):
+    """The JSON of a paper 3 or 4 table (accuracies as fractions)."""
+    return {"paper": paper, "table": table, "quick": quick,
+            "data": {"path": str(data), "examples_per_split": counts, "reported_split": "test"},
+            **more, "rows": rows}
 
 
 def paper3_table(out, data, names, n_teachers, counts, *, quick):
-    """Paper 3's table as JSON (accuracies as fractions), built from the run directories."""
+    """Paper 3's table as JSON, built from the run directories."""
     folder, student = Path(out) / "benchmark", Path(out) / "student"
     done = {row["backbone"]: row for row in benchmark_rows(folder, names)}
     rows = [_bench_row(name, folder, done.get(name)) for name in names]
@@ -428,26 +420,19 @@ def paper3_table(out, data, names, n_teachers, counts, *, quick):
     if not teachers and len(rank_rows(list(done.values()))) >= n_teachers:
         teachers = [run.name for run in best_runs(folder, names, n_teachers)]
     metrics = papers.read_json(student / "metrics.json") or {}
-    rows += [{**_bench_row(name, folder, done.get(name)), "model": f"teacher: {name}", "kind": "teacher"}
-             for name in teachers]
+    rows += [{**_bench_row(name, folder, done.get(name)), "model": f"teacher: {name}",
+              "kind": "teacher"} for name in teachers]
     if len(teachers) > 1:
-        rows.append(_row(f"teacher ensemble ({len(teachers)}, mean probabilities)", "teacher ensemble",
-                         None, accuracy=metrics.get("teacher_accuracy")))
+        rows.append(_row(f"teacher ensemble ({len(teachers)}, mean probabilities)",
+                         "teacher ensemble", None, accuracy=metrics.get("teacher_accuracy")))
     rows += _float_and_int8_rows("student", "student", student,
                                  teacher_agreement=metrics.get("teacher_agreement"))
-    published = {row["model"]: row["published_accuracy"] for row in rows[:len(names)]}
-    return {
-        "paper": PAPER3,
-        "table": "backbone benchmark -> best run(s) as teacher(s) -> distilled student -> int8 (test "
-                 "accuracy, fractions)",
-        "quick": quick,
-        "data": {"path": str(data), "examples_per_split": counts, "reported_split": "test"},
-        "rows": rows,
-        "teachers": teachers,
-        "published": {"benchmark": {name: value for name, value in published.items() if value is not None},
-                      "student": None, "earlier_result": EARLIER},
-        "best": _best_entry(list(done.values())),
-    }
+    published = {row["model"]: row["published_accuracy"] for row in rows[:len(names)]
+                 if row["published_accuracy"] is not None}
+    return _content(PAPER3, "backbone benchmark -> best run(s) as teacher(s) -> distilled student "
+                    "-> int8 (test accuracy, fractions)", data, counts, quick, rows,
+                    teachers=teachers, best=_best_entry(list(done.values())),
+                    published={"benchmark": published, "student": None, "earlier_result": EARLIER})
 
 
 def _cells(row):
@@ -468,37 +453,41 @@ def _page(content, title, intro, header, body, notes):
 
 
 def _earlier():
-    return (f"Reference: the group's earlier NWPU-RESISC45 result, {papers.percent(EARLIER['train_10'])}% "
-            f"(10% training) and {papers.percent(EARLIER['train_20'])}% (20%).")
+    return (f"Reference: the group's earlier NWPU-RESISC45 result, "
+            f"{papers.percent(EARLIER['train_10'])}% (10% training) and "
+            f"{papers.percent(EARLIER['train_20'])}% (20%).")
 
 
 def paper3_markdown(content):
     """Paper 3's table for people: percent, paper 3's accuracies beside."""
     notes, teachers = [], content["teachers"]
     if teachers:
-        notes.append(f"Teacher(s): the {len(teachers)} best benchmark run(s) by validation accuracy: "
-                     f"{', '.join(teachers)}"
-                     + (" (an ensemble: mean probabilities)." if len(teachers) > 1 else "."))
-    student = next(row for row in content["rows"] if row["kind"] == "student")
-    if student["teacher_agreement"] is not None:
-        notes.append(f"The student agrees with its teacher(s) on {100 * student['teacher_agreement']:.1f}% "
-                     "of the test images.")
-    notes.append("Paper 3 publishes no accuracy for its distilled student in ../shared/docs/PAPERS.md, so "
-                 "the student rows have none beside them. " + _earlier())
+        ensemble = " (an ensemble: mean probabilities)" if len(teachers) > 1 else ""
+        notes.append(f"Teacher(s): the {len(teachers)} best benchmark run(s) by validation "
+                     f"accuracy: {', '.join(teachers)}{ensemble}.")
+    agreement = next(row for row in content["rows"] if row["kind"] == "student")["teacher_agreement"]
+    if agreement is not None:
+        notes.append(f"The student agrees with its teacher(s) on {100 * agreement:.1f}% of the test "
+                     "images.")
+    notes.append("Paper 3 publishes no accuracy for its distilled student in ../shared/docs/"
+                 "PAPERS.md, so the student rows have none beside them. " + _earlier())
     return _page(content, "Paper 3: light-weight scene classification with teacher-student",
-                 "`paper 3`: the published NWPU-RESISC45 accuracy (../shared/docs/PAPERS.md; 20% of each "
-                 "class for training).", HEADER, [_cells(row) for row in content["rows"]], notes)
+                 "`paper 3`: the published NWPU-RESISC45 accuracy (../shared/docs/PAPERS.md; 20% "
+                 "of each class for training).", HEADER, [_cells(row) for row in content["rows"]],
+                 notes)
 
 
 def run_paper4(task, args, *, max_steps=None):
     """`python -m rsic paper4`: benchmark of the candidates -> attention model on the best -> int8.
-    `max_steps` stops after that many steps that did work (a test hook). Returns True when finished."""
+    `max_steps` stops after that many steps that did work (a test hook). Returns True when
+    finished."""
     from common.runner import load_task_config
     from rsic.models import get_backbone  # TensorFlow: not at parser build
 
     bench_config = args.config or (QUICK_BENCH if args.quick else "paper3.yaml")
     attention_config = args.attention_config or (QUICK_ATTENTION if args.quick else "attention.yaml")
-    settings, data_default, names = {"config": bench_config, "attention_config": attention_config}, None, None
+    settings = {"config": bench_config, "attention_config": attention_config}
+    data_default, names = None, None
     if args.benchmark:
         folder = Path(args.benchmark).resolve()
         best_benchmarked(folder, key="--benchmark")  # a finished benchmark with a candidate, or stop
@@ -506,26 +495,27 @@ def run_paper4(task, args, *, max_steps=None):
         content = papers.read_json(folder / BENCHMARK_JSON)
         data_default = content.get("data") if isinstance(content, dict) and not args.data else None
     else:
-        names = _backbones(args, PAPER4_BACKBONES, PAPER4_BACKBONES)
-        settings["backbones"] = names
+        names = settings["backbones"] = _backbones(args, PAPER4_BACKBONES, PAPER4_BACKBONES)
     out, data, overrides = _start(task, args, 4, settings, data_default)
     if names is not None:
         folder = out / "benchmark"
     cfg = _benchmark_config(task, bench_config, overrides, data, names)
-    load_task_config(task, attention_config, overrides, data)  # its keys checked before anything trains
+    load_task_config(task, attention_config, overrides, data)  # its keys checked before training
     attention = out / "attention"
 
     def attention_cfg():
-        """attention.yaml on the best candidate of the benchmark (alpha and input size made legal)."""
-        loaded = load_task_config(task, attention_config, [*overrides, f"model.backbone=best:{folder}"], data)
+        """attention.yaml on the best candidate of the benchmark (alpha and input size legal)."""
+        best = [*overrides, f"model.backbone=best:{folder}"]
+        loaded = load_task_config(task, attention_config, best, data)
         return run_config(loaded, get_backbone(loaded["model"]["backbone"]))[0]
 
     steps = [*benchmark_steps(task, cfg, folder, names or []),
-             papers.Step("attention model on the best candidate", "train", attention, config=attention_cfg),
+             papers.Step("attention model on the best candidate", "train", attention,
+                         config=attention_cfg),
              *papers.int8_steps("attention", attention)]
 
     def content():
-        counts = _data_counts(task, cfg, [attention] + [folder / name for name in names or []])
+        counts = _data_counts(task, cfg, [attention, *[folder / name for name in names or []]])
         return paper4_table(out, data, folder, names, counts, quick=args.quick)
 
     with bench.reuse_listing(task, cfg):
@@ -534,7 +524,7 @@ def run_paper4(task, args, *, max_steps=None):
 
 
 def paper4_table(out, data, folder, names, counts, *, quick):
-    """Paper 4's table as JSON (accuracies as fractions, sizes in bytes), from the run directories."""
+    """Paper 4's table as JSON (sizes in bytes), built from the run directories."""
     from common.config import read_saved_config
 
     attention = Path(out) / "attention"
@@ -543,8 +533,8 @@ def paper4_table(out, data, folder, names, counts, *, quick):
     rows = []
     for name in names if names is not None else list(done):  # the benchmark's own order
         row = _bench_row(name, folder, done.get(name), "candidate")
-        row["under_5m"] = None if row["params"] is None else row["params"] < PAPER4_PUBLISHED["max_params"]
-        rows.append(row)
+        under = row["params"] < PAPER4_PUBLISHED["max_params"] if row["params"] else None
+        rows.append({**row, "under_5m": under})
     backbone = None
     if (attention / "config.yaml").is_file():
         backbone = read_saved_config(attention / "config.yaml")["model"]["backbone"]
@@ -553,37 +543,34 @@ def paper4_table(out, data, folder, names, counts, *, quick):
     report = papers.read_json(attention / "export_report.json") or {}
     budget = float(report.get("size_budget_mb", PAPER4_PUBLISHED["size_budget_mb"]))
     model_file, int8_bytes = attention / "model.keras", report.get("tflite_bytes")
-    return {
-        "paper": PAPER4,
-        "table": "paper 4's candidates benchmarked -> attention model on the best -> int8 within the "
-                 "size budget (test accuracy, fractions; sizes in bytes)",
-        "quick": quick,
-        "data": {"path": str(data), "examples_per_split": counts, "reported_split": "test"},
-        "benchmark": str(folder),
-        "rows": rows,
-        "best_candidate": backbone or (_best_entry(list(done.values()), PAPER4_BACKBONES) or {}).get("backbone"),
-        "size": {"float_keras_bytes": model_file.stat().st_size if model_file.is_file() else None,
-                 "int8_tflite_bytes": int8_bytes, "budget_mb": budget,
-                 "within_budget": None if int8_bytes is None else int8_bytes <= budget * 1e6},
-        "published": {**PAPER4_PUBLISHED, "earlier_result": EARLIER},
-    }
+    best = backbone or (_best_entry(list(done.values()), PAPER4_BACKBONES) or {}).get("backbone")
+    return _content(
+        PAPER4, "paper 4's candidates benchmarked -> attention model on the best -> int8 within the "
+        "size budget (test accuracy, fractions; sizes in bytes)", data, counts, quick, rows,
+        benchmark=str(folder), best_candidate=best,
+        size={"float_keras_bytes": model_file.stat().st_size if model_file.is_file() else None,
+              "int8_tflite_bytes": int8_bytes, "budget_mb": budget,
+              "within_budget": None if int8_bytes is None else int8_bytes <= budget * 1e6},
+        published={**PAPER4_PUBLISHED, "earlier_result": EARLIER})
 
 
 def paper4_markdown(content):
     """Paper 4's table for people: percent, sizes in MB, the 20 MB budget."""
     p, s, notes = content["published"], content["size"], []
-    body = [[*_cells(row)[:-1], {None: "-", True: "yes", False: "no"}[row.get("under_5m")], row["note"]]
-            for row in content["rows"]]
+    under = {None: "-", True: "yes", False: "no"}
+    body = [[*_cells(row)[:-1], under[row.get("under_5m")], row["note"]] for row in content["rows"]]
     if content["best_candidate"]:
         notes.append(f"Best candidate by validation accuracy in `{content['benchmark']}`: "
-                     f"{content['best_candidate']} (paper 4: candidates under {p['max_params'] / 1e6:.0f}M "
-                     "parameters).")
+                     f"{content['best_candidate']} (paper 4: candidates under "
+                     f"{p['max_params'] / 1e6:.0f}M parameters).")
     if s["int8_tflite_bytes"]:
         before = f"{s['float_keras_bytes'] / 1e6:.2f} MB" if s["float_keras_bytes"] else "-"
-        notes.append(f"Size: {before} float Keras (model.keras) -> {s['int8_tflite_bytes'] / 1e6:.2f} MB int8 "
-                     f"TFLite, {'within' if s['within_budget'] else 'OVER'} the {s['budget_mb']:g} MB budget "
-                     f"(paper 4: at most {p['size_budget_mb']:g} MB).")
+        within = "within" if s["within_budget"] else "OVER"
+        notes.append(f"Size: {before} float Keras (model.keras) -> "
+                     f"{s['int8_tflite_bytes'] / 1e6:.2f} MB int8 TFLite, {within} the "
+                     f"{s['budget_mb']:g} MB budget (paper 4: at most {p['size_budget_mb']:g} MB).")
     notes.append(_earlier())
     return _page(content, "Paper 4: robust low-complexity scene classification with attention",
-                 "Paper 4 publishes no accuracy in ../shared/docs/PAPERS.md; `paper 3` is paper 3's published "
-                 "accuracy of each candidate backbone.", [*HEADER[:-1], "< 5M params", "note"], body, notes)
+                 "Paper 4 publishes no accuracy in ../shared/docs/PAPERS.md; `paper 3` is paper 3's "
+                 "published accuracy of each candidate backbone.",
+                 [*HEADER[:-1], "< 5M params", "note"], body, notes)
