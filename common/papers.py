@@ -250,7 +250,8 @@ def int8_steps(label, run):
 # What every paper command does around its plan
 
 
-def add_arguments(parser, data_help, quick_help, out_help="folder of the runs and tables (resumable)"):
+def add_arguments(parser, data_help, quick_help,
+                  out_help="folder of the runs and tables (resumable)"):
     """The options every paper command has: --data, --out, --quick and --set."""
     from common.cli import add_set_arg
 
@@ -260,14 +261,15 @@ def add_arguments(parser, data_help, quick_help, out_help="folder of the runs an
     add_set_arg(parser)
 
 
-def start(task, args, command, data_name, quick_overrides, sample_args, settings=(), data_default=None):
+def start(task, args, command, data_name, quick_overrides, sample_args, settings=None,
+          data_default=None):
     """Check a paper command's data options, open its folder (`check_settings`), make the --quick
     sample data in OUT/data (`task.sample(folder, sample_args)`) unless it is there.
 
     Args:
         command: the command's name ("ladder"); data_name: what --data names, for the error.
         quick_overrides: the --set overrides that --quick puts before the user's.
-        settings: more (key, value) pairs of settings.json (configs, backbones, ...).
+        settings: more entries of settings.json (configs, backbones, ...).
         data_default: the data folder when neither --data nor --quick gives one.
 
     Returns:
@@ -280,27 +282,28 @@ def start(task, args, command, data_name, quick_overrides, sample_args, settings
         raise ConfigError(f"{command}: give --data DIR ({data_name}), or --quick for sample data")
     data = Path(args.data or data_default or out / "data").resolve()
     overrides = [*(quick_overrides if args.quick else []), *(args.overrides or [])]
-    check_settings(out, {"command": f"{task.name} {command}", "data": str(data), "quick": bool(args.quick),
-                         **dict(settings), "overrides": overrides}, f"python -m {task.name} {command}")
-    if args.quick and not (args.data or data_default) and not (data.is_dir() and any(data.iterdir())):
+    check_settings(out, {"command": f"{task.name} {command}", "data": str(data),
+                         "quick": bool(args.quick), **(settings or {}), "overrides": overrides},
+                   f"python -m {task.name} {command}")
+    made = data.is_dir() and any(data.iterdir())
+    if args.quick and not (args.data or data_default or made):
         say(f"{task.name}: {task.sample(data, sample_args)}")
     return out, data, overrides
 
 
-def run_tables(task, steps, out, name, build, render, title, *, max_steps=None, before=None):
+def run_tables(task, steps, out, name, build, render, title, *, max_steps=None):
     """`run_plan` with OUT/NAME.json (`build()`) and OUT/NAME.md (`render(content)`) rewritten after
-    every step (`before()` first, when given); "TASK: TITLE done -> ..." at the end."""
+    every step; "TASK: TITLE done -> ..." at the end. Returns run_plan's answer."""
     from common.runner import say
 
     def write_tables():
-        if before:
-            before()
         content = build()
         write_table(out, name, content, render(content))
 
+    out = Path(out)
     finished = run_plan(task, steps, write_tables, max_steps=max_steps)
     if finished:
-        say(f"{task.name}: {title} done -> {Path(out) / f'{name}.md'}, {Path(out) / f'{name}.json'}")
+        say(f"{task.name}: {title} done -> {out / f'{name}.md'}, {out / f'{name}.json'}")
     return finished
 
 

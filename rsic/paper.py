@@ -42,6 +42,7 @@ EARLIER = {"train_10": 0.926, "train_20": 0.947}
 QUICK_BENCH, QUICK_STUDENT = "tiny.yaml", "tiny_student.yaml"
 QUICK_ATTENTION = "tiny_attention.yaml"
 QUICK_BACKBONES = ["MobileNetV2", "MobileNet"]
+DATA = "the NWPU-RESISC45 folder"  # what --data names
 QUICK_OVERRIDES = ["train.epochs=2", "train.verbose=0", "model.weights=null", "export.mode=ptq",
                    "export.calibration_examples=32"]
 BENCHMARK_JSON, BENCHMARK_MD = "benchmark.json", "benchmark.md"
@@ -284,21 +285,15 @@ def add_arguments(parser, paper):
                                             f"{default}; --quick: MobileNetV2,MobileNet)")
     if paper == 3:
         parser.add_argument("--student-config", help="student config (default student.yaml; "
-                                                     "--quick: tiny_student.yaml)")
+                            "--quick: tiny_student.yaml)")
         parser.add_argument("--teachers", type=int, default=1, help="distill from the N best "
                             "benchmark runs (default 1; N > 1: an ensemble)")
     else:
         parser.add_argument("--attention-config", help="attention model config (default "
-                                                       "attention.yaml; --quick: tiny_attention.yaml)")
+                            "attention.yaml; --quick: tiny_attention.yaml)")
         parser.add_argument("--benchmark", help="a finished benchmark folder (e.g. paper3's "
                             "OUT/benchmark) to take the best candidate from, instead of "
                             "benchmarking here")
-
-
-def _start(task, args, paper, settings, data_default=None):
-    """common.papers.start for paper 3 or 4 (--quick: `python -m rsic sample`'s 5 classes x 40)."""
-    return papers.start(task, args, f"paper{paper}", "the NWPU-RESISC45 folder", QUICK_OVERRIDES,
-                        None, settings, data_default)
 
 
 def _benchmark_config(task, name, overrides, data, names):
@@ -348,9 +343,9 @@ def run_paper3(task, args, *, max_steps=None):
     if not 1 <= args.teachers <= len(names):
         raise ConfigError(f"--teachers: {args.teachers} is not between 1 and the {len(names)} "
                           "benchmarked backbones")
-    out, data, overrides = _start(task, args, 3, {
-        "config": bench_config, "student_config": student_config, "backbones": names,
-        "teachers": args.teachers})
+    settings = {"config": bench_config, "student_config": student_config, "backbones": names,
+                "teachers": args.teachers}  # --quick: `python -m rsic sample`'s 5 classes x 40
+    out, data, overrides = papers.start(task, args, "paper3", DATA, QUICK_OVERRIDES, None, settings)
     cfg = _benchmark_config(task, bench_config, overrides, data, names)
     student_cfg = load_task_config(task, student_config, overrides, data)
     fetch_weights(student_cfg, [get_backbone(student_cfg["model"]["backbone"])])
@@ -358,7 +353,8 @@ def run_paper3(task, args, *, max_steps=None):
     folder, student = out / "benchmark", out / "student"
     steps = [*benchmark_steps(task, cfg, folder, names),
              papers.Step("student from the best benchmark run(s)", "distill", student,
-                         config=student_cfg, teacher=lambda: best_runs(folder, names, args.teachers)),
+                         config=student_cfg,
+                         teacher=lambda: best_runs(folder, names, args.teachers)),
              *papers.int8_steps("student", student)]
 
     def content():
@@ -465,10 +461,10 @@ def paper3_markdown(content):
         ensemble = " (an ensemble: mean probabilities)" if len(teachers) > 1 else ""
         notes.append(f"Teacher(s): the {len(teachers)} best benchmark run(s) by validation "
                      f"accuracy: {', '.join(teachers)}{ensemble}.")
-    agreement = next(row for row in content["rows"] if row["kind"] == "student")["teacher_agreement"]
-    if agreement is not None:
-        notes.append(f"The student agrees with its teacher(s) on {100 * agreement:.1f}% of the test "
-                     "images.")
+    student = next(row for row in content["rows"] if row["kind"] == "student")
+    if student["teacher_agreement"] is not None:
+        notes.append(f"The student agrees with its teacher(s) on "
+                     f"{100 * student['teacher_agreement']:.1f}% of the test images.")
     notes.append("Paper 3 publishes no accuracy for its distilled student in ../shared/docs/"
                  "PAPERS.md, so the student rows have none beside them. " + _earlier())
     return _page(content, "Paper 3: light-weight scene classification with teacher-student",
@@ -485,18 +481,20 @@ def run_paper4(task, args, *, max_steps=None):
     from rsic.models import get_backbone  # TensorFlow: not at parser build
 
     bench_config = args.config or (QUICK_BENCH if args.quick else "paper3.yaml")
-    attention_config = args.attention_config or (QUICK_ATTENTION if args.quick else "attention.yaml")
+    attention_config = args.attention_config or (QUICK_ATTENTION if args.quick
+                                                 else "attention.yaml")
     settings = {"config": bench_config, "attention_config": attention_config}
     data_default, names = None, None
     if args.benchmark:
         folder = Path(args.benchmark).resolve()
-        best_benchmarked(folder, key="--benchmark")  # a finished benchmark with a candidate, or stop
+        best_benchmarked(folder, key="--benchmark")  # finished, with a candidate; else stop
         settings["benchmark"] = str(folder)
         content = papers.read_json(folder / BENCHMARK_JSON)
         data_default = content.get("data") if isinstance(content, dict) and not args.data else None
     else:
         names = settings["backbones"] = _backbones(args, PAPER4_BACKBONES, PAPER4_BACKBONES)
-    out, data, overrides = _start(task, args, 4, settings, data_default)
+    out, data, overrides = papers.start(task, args, "paper4", DATA, QUICK_OVERRIDES, None, settings,
+                                        data_default)
     if names is not None:
         folder = out / "benchmark"
     cfg = _benchmark_config(task, bench_config, overrides, data, names)
@@ -545,8 +543,8 @@ def paper4_table(out, data, folder, names, counts, *, quick):
     model_file, int8_bytes = attention / "model.keras", report.get("tflite_bytes")
     best = backbone or (_best_entry(list(done.values()), PAPER4_BACKBONES) or {}).get("backbone")
     return _content(
-        PAPER4, "paper 4's candidates benchmarked -> attention model on the best -> int8 within the "
-        "size budget (test accuracy, fractions; sizes in bytes)", data, counts, quick, rows,
+        PAPER4, "paper 4's candidates benchmarked -> attention model on the best -> int8 within "
+        "the size budget (test accuracy, fractions; sizes in bytes)", data, counts, quick, rows,
         benchmark=str(folder), best_candidate=best,
         size={"float_keras_bytes": model_file.stat().st_size if model_file.is_file() else None,
               "int8_tflite_bytes": int8_bytes, "budget_mb": budget,
@@ -571,6 +569,6 @@ def paper4_markdown(content):
                      f"{s['budget_mb']:g} MB budget (paper 4: at most {p['size_budget_mb']:g} MB).")
     notes.append(_earlier())
     return _page(content, "Paper 4: robust low-complexity scene classification with attention",
-                 "Paper 4 publishes no accuracy in ../shared/docs/PAPERS.md; `paper 3` is paper 3's "
-                 "published accuracy of each candidate backbone.",
+                 "Paper 4 publishes no accuracy in ../shared/docs/PAPERS.md; `paper 3` is paper "
+                 "3's published accuracy of each candidate backbone.",
                  [*HEADER[:-1], "< 5M params", "note"], body, notes)
