@@ -137,13 +137,15 @@ def run_plan(task, steps, write_tables, *, max_steps=None, say=None):
             say(f"{prefix}: not started (stopped after {worked} steps)")
             return False
         say(f"{prefix}: {step.verb if step.action == 'call' else VERB[step.action]} ...")
-        _run_step(task, step)
+        run_step(task, step)
         worked += 1
         write_tables()
     return True
 
 
-def _run_step(task, step):
+def run_step(task, step):
+    """Do one step now, whether or not its output is there (a train step resumes a killed run, and
+    scores a trained one instead of training it again)."""
     from common import runner
 
     run = step.run_dir()
@@ -212,9 +214,11 @@ def percent(value, std=None, digits=1):
     return text + (f" ± {100 * std:.{digits}f}" if std is not None else "")
 
 
-def markdown_table(header, rows):
-    """Rows (lists of cell strings) under `header` (list of titles) as a Markdown table."""
-    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+def markdown_table(header, rows, align=None):
+    """Rows (lists of cell strings) under `header` (list of titles) as a Markdown table; `align`:
+    the separator cells ("---:" right-aligns a column), default "---" each."""
+    align = align or ["---"] * len(header)
+    lines = ["| " + " | ".join(header) + " |", "|" + "".join(f"{cell}|" for cell in align)]
     lines += ["| " + " | ".join(str(cell) for cell in row) + " |" for row in rows]
     return "\n".join(lines)
 
@@ -232,3 +236,82 @@ def parse_list(text, allowed, flag):
     if unknown or not values:
         raise ConfigError(f"{flag}: {unknown[0] if unknown else 'nothing'} is not one of {', '.join(map(str, allowed))}")
     return values
+
+
+def int8_steps(label, run):
+    """The steps after training a paper's model: export `run` to int8, then score the int8 model
+    on the reported split (RUN/metrics_int8.json)."""
+    return [Step(f"{label} int8", "export", run),
+            Step(f"{label} int8 scores", "evaluate", run, options={"tflite": True},
+                 output="metrics_int8.json")]
+
+
+# ---------------------------------------------------------------------------------------------
+# What every paper command does around its plan
+
+
+def add_arguments(parser, data_help, quick_help,
+                  out_help="folder of the runs and tables (resumable)"):
+    """The options every paper command has: --data, --out, --quick and --set."""
+    from common.cli import add_set_arg
+
+    parser.add_argument("--data", help=f"{data_help}; not needed with --quick")
+    parser.add_argument("--out", required=True, help=out_help)
+    parser.add_argument("--quick", action="store_true", help=f"{quick_help} (minutes)")
+    add_set_arg(parser)
+
+
+def start(task, args, command, data_name, quick_overrides, sample_args, settings=None,
+          data_default=None):
+    """Check a paper command's data options, open its folder (`check_settings`), make the --quick
+    sample data in OUT/data (`task.sample(folder, sample_args)`) unless it is there.
+
+    Args:
+        command: the command's name ("ladder"); data_name: what --data names, for the error.
+        quick_overrides: the --set overrides that --quick puts before the user's.
+        settings: more entries of settings.json (configs, backbones, ...).
+        data_default: the data folder when neither --data nor --quick gives one.
+
+    Returns:
+        (out, data, overrides): the plan's folder, the data folder (resolved), every --set.
+    """
+    from common.runner import say
+
+    out = Path(args.out)
+    if not (args.data or args.quick or data_default):
+        raise ConfigError(f"{command}: give --data DIR ({data_name}), or --quick for sample data")
+    data = Path(args.data or data_default or out / "data").resolve()
+    overrides = [*(quick_overrides if args.quick else []), *(args.overrides or [])]
+    check_settings(out, {"command": f"{task.name} {command}", "data": str(data),
+                         "quick": bool(args.quick), **(settings or {}), "overrides": overrides},
+                   f"python -m {task.name} {command}")
+    made = data.is_dir() and any(data.iterdir())
+    if args.quick and not (args.data or data_default or made):
+        say(f"{task.name}: {task.sample(data, sample_args)}")
+    return out, data, overrides
+
+
+def run_tables(task, steps, out, name, build, render, title, *, max_steps=None):
+    """`run_plan` with OUT/NAME.json (`build()`) and OUT/NAME.md (`render(content)`) rewritten after
+    every step; "TASK: TITLE done -> ..." at the end. Returns run_plan's answer."""
+    from common.runner import say
+
+    def write_tables():
+        content = build()
+        write_table(out, name, content, render(content))
+
+    out = Path(out)
+    finished = run_plan(task, steps, write_tables, max_steps=max_steps)
+    if finished:
+        say(f"{task.name}: {title} done -> {out / f'{name}.md'}, {out / f'{name}.json'}")
+    return finished
+
+
+def page(content, title, intro, quick, header, body, notes=(), whose="paper's"):
+    """A paper table's Markdown: "# TITLE (paper)", the `intro` paragraph, under --quick a warning
+    (what QUICK runs: "this shows the machinery, not the paper's numbers"), the table of `body`
+    under `header`, then the lines `notes`."""
+    lines = [f"# {title} ({content['paper']})", "", intro, ""]
+    if content["quick"]:
+        lines += [f"**--quick**: {quick}: this shows the machinery, not the {whose} numbers.", ""]
+    return "\n".join([*lines, markdown_table(header, body), "", *notes])

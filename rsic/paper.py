@@ -1,34 +1,33 @@
-"""Papers 3 and 4's tables as commands: `python -m rsic paper3 / paper4 --data D --out R`.
+"""The backbone benchmark and papers 3 and 4's tables: `python -m rsic benchmark/paper3/paper4`.
 
-paper3: the backbone benchmark (paper 3's backbones, `rsic benchmark`'s runs) -> teacher(s): the
-N best benchmark runs by validation accuracy (`--teachers N`, default 1; N > 1 an ensemble, mean
-probabilities) -> a compact student distilled from them (student.yaml) -> int8 export -> the int8
-model scored on the whole test split.
+benchmark: backbones trained under one config, exported to int8, ranked by validation accuracy.
+paper3: benchmark -> the N best runs as teacher(s) -> distilled student -> int8, scored.
+paper4: benchmark of paper 4's candidates (or a finished one) -> attention model on the best ->
+int8 within 20 MB, scored. Each is a plan of common.papers steps (resumable).
 
-paper4: the benchmark of paper 4's four compact candidates (or `--benchmark DIR`: a finished
-benchmark, e.g. paper3's R/benchmark) -> the attention model (attention.yaml) on the best of them
-(`model.backbone=best:R/benchmark`) -> int8 export within the 20 MB budget -> the int8 model
-scored on the whole test split; sizes before (float Keras) and after (int8 TFLite).
-
-Both are resumable through common.papers: a killed command, run again, continues where it stopped.
-
-    R/settings.json                 data folder, configs, backbones, --quick, --set (a rerun must match)
-    R/data/                         --quick only: the sample data set (`python -m rsic sample`)
-    R/benchmark/<backbone>/         one `train` run per backbone, exported; benchmark_row.json its row
-    R/benchmark/benchmark.json/.md  the benchmark table (`python -m rsic benchmark`'s files)
-    R/student/ (paper3)             the distilled student: metrics.json (with teacher_accuracy, the
-                                    teachers' on the test split), model_int8.tflite,
-                                    export_report.json, metrics_int8.json
-    R/attention/ (paper4)           the attention run, exported and scored the same way
-    R/paper3.md, paper3.json        the tables with the published numbers beside, the data named
-    R/paper4.md, paper4.json
+    B/<backbone>/            (a benchmark folder B) one `train` run per backbone, exported, and
+                             benchmark_row.json, its row, written once the run is finished
+    B/benchmark.json, .md    the table: the rows, the ranking, `best`, `best_paper4`
+    R/settings.json          data folder, configs, backbones, --quick, --set (a rerun must match)
+    R/data/                  --quick only: the sample data set (`python -m rsic sample`)
+    R/benchmark/             the paper's benchmark folder B
+    R/student/ (paper3)      the distilled student: metrics.json (with teacher_accuracy, the
+                             teachers' on the test split), model_int8.tflite,
+                             export_report.json, metrics_int8.json
+    R/attention/ (paper4)    the attention run, exported and scored the same way
+    R/paper3.md, .json       the tables with the published numbers beside, the data named
+    R/paper4.md, .json
 """
 
+import json
+from functools import partial
 from pathlib import Path
 
 from common import papers
-from common.errors import ConfigError, RunDirError
+from common.errors import ConfigError, ExportError, RunDirError
+from common.io import write_json, write_text
 from rsic import bench
+from rsic.bench import PAPER4_BACKBONES
 
 PAPER3 = "Pham, Le, Ngo, Nguyen, Lampert, Schindler, McLoughlin, ISPA 2023 (arXiv 2302.13028)"
 PAPER4 = "Le, Pham, NVN, Nguyen, Trang, ICIIT 2022 (arXiv 2211.02820)"
@@ -40,55 +39,273 @@ PAPER4_PUBLISHED = {"max_params": 5e6, "size_budget_mb": 20.0}
 EARLIER = {"train_10": 0.926, "train_20": 0.947}
 # --quick: tiny.yaml's MobileNetV2 / MobileNet (alpha 0.35, 64 px, from scratch: nothing is
 # downloaded) for two epochs, int8 by post-training quantization, on the 5-class sample.
-QUICK_BENCH = "tiny.yaml"
-QUICK_STUDENT = "tiny_student.yaml"
+QUICK_BENCH, QUICK_STUDENT = "tiny.yaml", "tiny_student.yaml"
 QUICK_ATTENTION = "tiny_attention.yaml"
 QUICK_BACKBONES = ["MobileNetV2", "MobileNet"]
+DATA = "the NWPU-RESISC45 folder"  # what --data names
 QUICK_OVERRIDES = ["train.epochs=2", "train.verbose=0", "model.weights=null", "export.mode=ptq",
                    "export.calibration_examples=32"]
-INT8_METRICS = "metrics_int8.json"
+BENCHMARK_JSON, BENCHMARK_MD = "benchmark.json", "benchmark.md"
+ROW_FILE = "benchmark_row.json"
+# A paper table row's numbers (None: not run yet); `note` and `published_accuracy` come after.
+VALUES = ("params", "accuracy", "int8_accuracy", "tflite_bytes", "latency_ms")
+HEADER = ["model", "params", "accuracy", "paper 3", "int8 accuracy", "int8 MB", "int8 ms", "note"]
+
+
+# ---------------------------------------------------------------------------------------------
+# the benchmark
+
+
+def run_benchmark(task, cfg, out, *, overwrite=False):
+    """`python -m rsic benchmark`: every backbone of `cfg["benchmark"]` into OUT/<backbone>/,
+    then OUT/benchmark.json and .md (also rewritten after every backbone)."""
+    from common.runner import need_data, say
+    from rsic.models import get_backbone
+
+    specs = [get_backbone(name) for name in cfg["benchmark"]["backbones"]]  # all checked first
+    names = [spec.name for spec in specs]
+    fetch_weights(need_data(cfg), specs)
+    if overwrite:  # every backbone's step runs again, training over its run
+        for name in names:
+            (Path(out) / name / ROW_FILE).unlink(missing_ok=True)
+    with bench.reuse_listing(task, cfg):
+        papers.run_plan(task, benchmark_steps(task, cfg, out, names, overwrite), lambda: None)
+    say(write_benchmark(cfg, out, names))
+
+
+def benchmark_steps(task, cfg, folder, names, overwrite=False):
+    """One step per backbone: `benchmark_one`, then FOLDER/benchmark.json and .md rewritten."""
+    from rsic.models import get_backbone
+
+    def call(spec, run):
+        benchmark_one(task, cfg, spec, run, overwrite=overwrite)
+        write_benchmark(cfg, folder, names)
+
+    return [papers.Step(f"benchmark {name}", "call", Path(folder) / name, output=ROW_FILE,
+                        call=partial(call, get_backbone(name)),
+                        verb="training, scoring and exporting") for name in names]
+
+
+def fetch_weights(cfg, specs):
+    """With `model.weights: imagenet`, every backbone's ImageNet weights before the first training:
+    an offline machine stops now (one line naming the file), not after hours of training."""
+    if cfg["model"]["weights"] == "imagenet" and not cfg["model"]["weights_path"]:
+        from rsic.models import fetch_imagenet_weights
+
+        for spec in specs:
+            model_cfg = run_config(cfg, spec)[0]["model"]
+            fetch_imagenet_weights(spec, model_cfg["alpha"], model_cfg["input_size"])
+
+
+def run_config(cfg, spec):
+    """(config of `spec`'s run, notes): `cfg` on that backbone, alpha and input size made legal."""
+    import copy
+
+    run_cfg = copy.deepcopy(cfg)
+    model_cfg, notes = run_cfg["model"], []
+    model_cfg["backbone"] = spec.name
+    if model_cfg["alpha"] != 1.0 and not spec.has_alpha:
+        model_cfg["alpha"] = 1.0
+        notes.append("alpha 1.0")
+    if model_cfg["input_size"] < spec.min_size:
+        model_cfg["input_size"] = spec.min_size
+        notes.append(f"input {spec.min_size}")
+    return run_cfg, notes
+
+
+def benchmark_one(task, cfg, spec, run, *, overwrite=False):
+    """Train (or resume, or score), then export one backbone into `run`; write its row last
+    (RUN/benchmark_row.json): backbone, input_size, params, macs, accuracy (test split),
+    val_accuracy, int8_accuracy, tflite_bytes, latency_ms, paper_accuracy (paper 3, %), note.
+    An export refused (over `export.size_budget_mb`) is noted in the row."""
+    from common import runner
+    from common.complexity import model_complexity
+    from common.train import read_history
+
+    run_cfg, notes = run_config(cfg, spec)
+    if overwrite:
+        runner.train(task, run_cfg, run, overwrite=True)
+    elif (run / "model.keras").is_file() and (run / runner.METRICS_FILE).is_file():
+        runner.say(f"rsic: {run}: finished run found, reusing it")
+    else:  # resumes a killed run, scores a trained one that was stopped before its scores
+        papers.run_step(task, papers.Step(spec.name, "train", run, config=run_cfg))
+    # The inner validation accuracy at the epoch the run kept (the best one); None for a run that
+    # chose its epoch on the test split (`train.select_on: reported`).
+    val = [v for v in read_history(run).get("val_accuracy", []) if v == v]  # NaN: a missing epoch
+    inner = (papers.read_json(run / "split.json") or {}).get("selection_split") == "val"
+    complexity = model_complexity(runner.keras_model(task, run))
+    row = {"backbone": spec.name, "input_size": run_cfg["model"]["input_size"],
+           "params": complexity["params"], "macs": complexity["macs"],
+           "accuracy": papers.read_json(run / runner.METRICS_FILE)["accuracy"],
+           "val_accuracy": max(val) if inner and val else None, "int8_accuracy": None,
+           "tflite_bytes": None, "latency_ms": None, "paper_accuracy": spec.paper_accuracy,
+           "note": ", ".join(notes)}
+    if run_cfg["benchmark"]["export"]:
+        exported = not overwrite and (run / runner.TFLITE_FILE).is_file()
+        try:
+            report = papers.read_json(run / runner.REPORT_FILE) if exported else None
+            report = report or runner.export(task, run)
+            row.update(int8_accuracy=report["tflite_metric"], tflite_bytes=report["tflite_bytes"],
+                       latency_ms=report.get("latency_ms"))
+        except ExportError as error:
+            row["note"] = ", ".join(notes + [f"not exported: {str(error).split(': ', 1)[-1]}"])
+            runner.say(f"rsic: {spec.name}: {error}")
+    write_json(run / ROW_FILE, row)
+
+
+def rank_rows(rows, candidates=None):
+    """Benchmark rows best first, of the backbones `candidates` (None: all). A row's score is its
+    inner validation accuracy when it has one, so that the reported test split never picks the
+    best backbone or the teachers; else (runs trained with `train.select_on: reported`, or older
+    benchmark files) its test accuracy. A tie goes to the smaller model."""
+    def score(row):
+        return row["val_accuracy"] if row.get("val_accuracy") is not None else row.get("accuracy")
+
+    kept = [row for row in rows
+            if score(row) is not None and (candidates is None or row["backbone"] in candidates)]
+    return sorted(kept, key=lambda row: (-score(row), row.get("params") or 0))
+
+
+def _best_entry(rows, candidates=None):
+    ranked = rank_rows(rows, candidates)
+    keys = ("backbone", "accuracy", "params", "paper_accuracy")
+    return {key: ranked[0].get(key) for key in keys} if ranked else None
+
+
+def benchmark_rows(folder, names=None):
+    """The rows of the backbones `names` finished so far in `folder` (their row files, in that
+    order); `names` None: the rows of the finished benchmark's benchmark.json."""
+    if names is None:
+        return read_benchmark_rows(folder, key="--benchmark")
+    rows = [papers.read_json(Path(folder) / name / ROW_FILE) for name in names]
+    return [row for row in rows if row is not None]
+
+
+def write_benchmark(cfg, folder, names):
+    """FOLDER/benchmark.json (what was run, the rows, the ranking, `best`: the best row, and
+    `best_paper4`: the best of paper 4's candidates, or None) and FOLDER/benchmark.md, from the row
+    files of `names`. Returns the Markdown."""
+    rows = benchmark_rows(folder, names)
+    write_json(Path(folder) / BENCHMARK_JSON, {
+        "data": cfg["data"]["root"],
+        "train_ratio": cfg["data"]["train_ratio"],
+        "input_size": cfg["model"]["input_size"],
+        "weights": cfg["model"]["weights"] or "none",
+        "metric": "accuracy on the test split",
+        "ranked_on": "inner validation accuracy (test accuracy where a run has none)",
+        "rows": rows,
+        "ranking": [row["backbone"] for row in rank_rows(rows)],
+        "best": _best_entry(rows),
+        "best_paper4": _best_entry(rows, PAPER4_BACKBONES),
+    })
+    text = benchmark_markdown(rows, cfg, folder)
+    write_text(Path(folder) / BENCHMARK_MD, text)
+    return text
+
+
+def read_benchmark_rows(folder, key="model.backbone"):
+    """The rows of FOLDER/benchmark.json (also the older form, a bare list of rows); ConfigError
+    naming `key` when the folder holds no benchmark.json, or an unreadable one."""
+    folder = Path(folder).expanduser()
+    path = folder / BENCHMARK_JSON
+    if not path.is_file():
+        raise ConfigError(f"config key '{key}': {folder} is not a benchmark run (no "
+                          f"{BENCHMARK_JSON}); run `python -m rsic benchmark --out {folder}` first")
+    try:
+        content = json.loads(path.read_text())
+        rows = content if isinstance(content, list) else content["rows"]
+        if not all(isinstance(row, dict) and "backbone" in row for row in rows):
+            raise ValueError("a row without a backbone")
+    except (ValueError, KeyError, TypeError) as error:
+        raise ConfigError(f"config key '{key}': {path}: not a benchmark table ({error})") from None
+    return rows
+
+
+def best_benchmarked(folder, candidates=PAPER4_BACKBONES, key="model.backbone"):
+    """The best row (`rank_rows`) among `candidates` of the benchmark in `folder`; ConfigError
+    naming `key` when it is no benchmark or holds none of them."""
+    rows = read_benchmark_rows(folder, key)
+    ranked = rank_rows(rows, candidates)
+    if not ranked:
+        have = ", ".join(row["backbone"] for row in rows) or "no rows"
+        raise ConfigError(f"config key '{key}': {Path(folder).expanduser() / BENCHMARK_JSON} holds "
+                          f"none of {', '.join(candidates)} (it has {have})")
+    return ranked[0]
+
+
+def _number(value, spec, scale=1):
+    return "-" if value is None else f"{value / scale:{spec}}"
+
+
+def benchmark_markdown(rows, cfg, out=None):
+    """The benchmark rows as a Markdown table (accuracies in %, sizes in MB), then the best
+    backbones; `out`: the benchmark folder, named in the `best:` hint (None: no hint)."""
+    size, pct = cfg["model"]["input_size"], papers.percent
+    weights = "ImageNet weights" if cfg["model"]["weights"] == "imagenet" else "from scratch"
+    header = ["backbone", "params", "accuracy %", "int8 accuracy %", "int8 TFLite MB",
+              "latency ms", "paper 3 %", "note"]
+    body = [[row["backbone"], _number(row["params"], ".2f", 1e6) + "M", pct(row["accuracy"]),
+             pct(row["int8_accuracy"]), _number(row["tflite_bytes"], ".2f", 1e6),
+             _number(row["latency_ms"], ".1f"), _number(row["paper_accuracy"], ""), row["note"]]
+            for row in rows]
+    lines = [f"Backbones at {size}x{size}, {weights}, train ratio {cfg['data']['train_ratio']:g} "
+             "of each class; accuracy on the test split. Paper 3 %: NWPU-RESISC45 accuracy "
+             "reported in paper 3.", "",
+             papers.markdown_table(header, body, ["---"] + ["---:"] * 6 + ["---"])]
+    best, best4 = _best_entry(rows), _best_entry(rows, PAPER4_BACKBONES)
+    if best:
+        lines += ["", f"Best: {_named(best)}, by this run's validation accuracy (inner split; a "
+                      "tie goes to the smaller model)."]
+    if best4:
+        hint = f" (`--set model.backbone=best:{out}` gives it to attention.yaml)" if out else ""
+        lines.append(f"Best of paper 4's candidates ({', '.join(PAPER4_BACKBONES)}): "
+                     f"{_named(best4)}{hint}.")
+    return "\n".join(lines) + "\n"
+
+
+def _named(entry):
+    """"EfficientNetB0 (92.1%; paper 3: 92.3%)"."""
+    paper = f"; paper 3: {entry['paper_accuracy']}%" if entry["paper_accuracy"] is not None else ""
+    return f"{entry['backbone']} ({papers.percent(entry['accuracy'])}%{paper})"
+
+
+# ---------------------------------------------------------------------------------------------
+# papers 3 and 4
 
 
 def add_arguments(parser, paper):
     """Options of `python -m rsic paper3` (paper=3) and `paper4` (paper=4)."""
-    from common.cli import add_set_arg
-
-    parser.add_argument("--data", help="NWPU-RESISC45 folder (one folder per class); not needed with --quick")
-    parser.add_argument("--out", required=True, help="folder of the runs and tables (resumable)")
-    parser.add_argument("--config", help="the benchmark's config (default paper3.yaml; --quick: tiny.yaml)")
-    parser.add_argument("--backbones", help="comma-separated backbones to benchmark (default: "
-                        + ("the config's benchmark.backbones, paper 3's" if paper == 3 else "paper 4's four candidates")
-                        + "; --quick: MobileNetV2,MobileNet)")
+    papers.add_arguments(parser, "NWPU-RESISC45 folder (one folder per class)",
+                         "tiny models, two epochs, sample data made in OUT/data")
+    parser.add_argument("--config",
+                        help="the benchmark's config (default paper3.yaml; --quick: tiny.yaml)")
+    default = ("the config's benchmark.backbones, paper 3's" if paper == 3
+               else "paper 4's four candidates")
+    parser.add_argument("--backbones", help=f"comma-separated backbones to benchmark (default: "
+                                            f"{default}; --quick: MobileNetV2,MobileNet)")
     if paper == 3:
-        parser.add_argument("--student-config", help="student config (default student.yaml; --quick: tiny_student.yaml)")
-        parser.add_argument("--teachers", type=int, default=1,
-                            help="distill from the N best benchmark runs (default 1; N > 1: an ensemble)")
+        parser.add_argument("--student-config", help="student config (default student.yaml; "
+                            "--quick: tiny_student.yaml)")
+        parser.add_argument("--teachers", type=int, default=1, help="distill from the N best "
+                            "benchmark runs (default 1; N > 1: an ensemble)")
     else:
-        parser.add_argument("--attention-config", help="attention model config (default attention.yaml; "
-                                                       "--quick: tiny_attention.yaml)")
-        parser.add_argument("--benchmark", help="a finished benchmark folder (e.g. paper3's OUT/benchmark) to take "
-                                                "the best candidate from, instead of benchmarking here")
-    parser.add_argument("--quick", action="store_true",
-                        help="tiny models, two epochs, sample data made in OUT/data (minutes)")
-    add_set_arg(parser)
+        parser.add_argument("--attention-config", help="attention model config (default "
+                            "attention.yaml; --quick: tiny_attention.yaml)")
+        parser.add_argument("--benchmark", help="a finished benchmark folder (e.g. paper3's "
+                            "OUT/benchmark) to take the best candidate from, instead of "
+                            "benchmarking here")
 
 
-def _start(task, args, command, settings, data_default=None):
-    """Check the options and the plan folder; write the quick sample. Returns (out, data, overrides).
+def _benchmark_config(task, name, overrides, data, names):
+    """The benchmark's config on `names` (None: a finished benchmark), its weights fetched."""
+    from common.runner import load_task_config
+    from rsic.models import get_backbone  # TensorFlow: not at parser build
 
-    `data_default`: the data folder when neither --data nor --quick gives one (a benchmark's)."""
-    from common.runner import say
-
-    out = Path(args.out)
-    if not args.data and not args.quick and not data_default:
-        raise ConfigError(f"{command}: give --data DIR (the NWPU-RESISC45 folder), or --quick for sample data")
-    data = Path(args.data or data_default or out / "data").resolve()
-    overrides = [*(QUICK_OVERRIDES if args.quick else []), *(args.overrides or [])]
-    papers.check_settings(out, {"command": f"rsic {command}", "data": str(data), "quick": bool(args.quick),
-                                **settings, "overrides": overrides}, f"python -m rsic {command}")
-    if args.quick and not args.data and not data_default and not (data.is_dir() and any(data.iterdir())):
-        say(f"rsic: {task.sample(data, None)}")  # `python -m rsic sample`'s defaults: 5 classes x 40, 64x64
-    return out, data, overrides
+    cfg = load_task_config(task, name, overrides, data)
+    if names is not None:
+        cfg["benchmark"]["backbones"] = names
+        fetch_weights(cfg, [get_backbone(name) for name in names])
+    return cfg
 
 
 def _backbones(args, default, allowed):
@@ -97,346 +314,261 @@ def _backbones(args, default, allowed):
     return list(QUICK_BACKBONES if args.quick else default)
 
 
-def benchmark_steps(task, cfg, folder, names):
-    """One step per backbone (train, score, export: `bench.benchmark_one`), then the table."""
-    from rsic.models import get_backbone  # TensorFlow: not at parser build
-
-    steps = []
-    for name in names:
-        spec = get_backbone(name)
-        steps.append(papers.Step(f"benchmark {name}", "call", Path(folder) / name, output=bench.ROW_FILE,
-                                 call=lambda run_dir, spec=spec: bench.benchmark_one(task, cfg, spec, run_dir),
-                                 verb="training, scoring and exporting"))
-    steps.append(papers.Step("benchmark table", "call", folder, output=bench.BENCHMARK_MD,
-                             call=lambda run_dir: bench.write_benchmark(task, cfg, run_dir, names), verb="writing"))
-    return steps
-
-
-def benchmark_rows(folder, names=None):
-    """The benchmark's rows: from its benchmark.json when `names` is None (a finished benchmark),
-    else from the row files of the backbones `names` finished so far (in that order)."""
-    folder = Path(folder)
-    if names is None:
-        return bench.read_benchmark_rows(folder, key="--benchmark")
-    rows = [papers.read_json(folder / name / bench.ROW_FILE) for name in names]
-    return [row for row in rows if row is not None]
-
-
 def best_runs(folder, names, n):
-    """The run directories of the `n` best benchmark backbones (validation accuracy, `bench.selection_score`; a tie: the smaller)."""
-    ranked = bench.rank_rows(benchmark_rows(folder, names))
+    """The run directories of the `n` best benchmark backbones (`rank_rows`)."""
+    ranked = rank_rows(benchmark_rows(folder, names))
     if len(ranked) < n:
-        raise RunDirError(f"{folder}: {len(ranked)} finished benchmark run(s), fewer than the {n} teachers asked "
-                          "for (--teachers)")
+        raise RunDirError(f"{folder}: {len(ranked)} finished benchmark run(s), fewer than the {n} "
+                          "teachers asked for (--teachers)")
     return [Path(folder) / row["backbone"] for row in ranked[:n]]
 
 
 def _data_counts(task, cfg, run_dirs):
     """Examples per split: the first finished run's split.json, else the listed data set."""
-    for run in run_dirs:
-        counts = papers.split_counts(run)
-        if counts:
-            return counts
-    return {"images": len(task.open_data(cfg).files)}
-
-
-# ---------------------------------------------------------------------------------------------
-# paper 3
+    counts = next((counts for counts in map(papers.split_counts, run_dirs) if counts), None)
+    return counts or {"images": len(task.open_data(cfg).files)}
 
 
 def run_paper3(task, args, *, max_steps=None):
     """`python -m rsic paper3`: benchmark -> teacher(s) -> distilled student -> int8. `max_steps`
     stops after that many steps that did work (a test hook). Returns True when finished."""
-    from common.runner import load_task_config, say
+    from common.runner import load_task_config
     from rsic.models import BACKBONES, get_backbone  # TensorFlow: not at parser build
 
     bench_config = args.config or (QUICK_BENCH if args.quick else "paper3.yaml")
     student_config = args.student_config or (QUICK_STUDENT if args.quick else task.distill_config)
-    probe = load_task_config(task, bench_config, [*(QUICK_OVERRIDES if args.quick else []), *(args.overrides or [])])
+    probe = load_task_config(task, bench_config,
+                             [*(QUICK_OVERRIDES if args.quick else []), *(args.overrides or [])])
     names = _backbones(args, probe["benchmark"]["backbones"], BACKBONES)
     if not 1 <= args.teachers <= len(names):
-        raise ConfigError(f"--teachers: {args.teachers} is not between 1 and the {len(names)} benchmarked backbones")
-    out, data, overrides = _start(task, args, "paper3", {
-        "config": bench_config, "student_config": student_config, "backbones": names, "teachers": args.teachers})
-    cfg = load_task_config(task, bench_config, overrides, data)
-    cfg["benchmark"]["backbones"] = names
+        raise ConfigError(f"--teachers: {args.teachers} is not between 1 and the {len(names)} "
+                          "benchmarked backbones")
+    settings = {"config": bench_config, "student_config": student_config, "backbones": names,
+                "teachers": args.teachers}  # --quick: `python -m rsic sample`'s 5 classes x 40
+    out, data, overrides = papers.start(task, args, "paper3", DATA, QUICK_OVERRIDES, None, settings)
+    cfg = _benchmark_config(task, bench_config, overrides, data, names)
     student_cfg = load_task_config(task, student_config, overrides, data)
-    bench.fetch_weights(cfg, [get_backbone(name) for name in names])
-    bench.fetch_weights(student_cfg, [get_backbone(student_cfg["model"]["backbone"])])
+    fetch_weights(student_cfg, [get_backbone(student_cfg["model"]["backbone"])])
 
     folder, student = out / "benchmark", out / "student"
     steps = [*benchmark_steps(task, cfg, folder, names),
-             papers.Step("student from the best benchmark run(s)", "distill", student, config=student_cfg,
+             papers.Step("student from the best benchmark run(s)", "distill", student,
+                         config=student_cfg,
                          teacher=lambda: best_runs(folder, names, args.teachers)),
-             papers.Step("student int8", "export", student),
-             papers.Step("student int8 scores", "evaluate", student, options={"tflite": True}, output=INT8_METRICS)]
+             *papers.int8_steps("student", student)]
 
-    def write_tables():
-        content = paper3_table(out, data, names, args.teachers, _data_counts(task, cfg, [folder / n for n in names]),
-                               quick=bool(args.quick))
-        papers.write_table(out, "paper3", content, paper3_markdown(content))
+    def content():
+        counts = _data_counts(task, cfg, [folder / name for name in names])
+        return paper3_table(out, data, names, args.teachers, counts, quick=args.quick)
 
     with bench.reuse_listing(task, cfg):  # every image is listed and checked once, not once per run
-        finished = papers.run_plan(task, steps, write_tables, max_steps=max_steps)
-    if finished:
-        say(f"rsic: paper 3 done -> {out / 'paper3.md'}, {out / 'paper3.json'}")
-    return finished
+        return papers.run_tables(task, steps, out, "paper3", content, paper3_markdown, "paper 3",
+                                 max_steps=max_steps)
 
 
-def _bench_row(row, folder):
-    """A benchmark row of the paper tables (accuracies as fractions, paper 3's beside)."""
+def _row(model, kind, run, note="", **values):
+    """A row of the paper tables: the `VALUES` given, the others None."""
+    return {"model": model, "kind": kind, "run": None if run is None else str(run),
+            **dict.fromkeys(VALUES), "published_accuracy": None, **values, "note": note}
+
+
+def _bench_row(name, folder, found, kind="benchmark"):
+    """A benchmark backbone's row (paper 3's accuracy beside); `found`: its benchmark row, or None
+    when it has not run yet."""
     from rsic.models import BACKBONES  # TensorFlow: not at parser build
 
-    spec = BACKBONES[row["backbone"]]
-    return {"model": row["backbone"], "kind": "benchmark", "run": str(Path(folder) / row["backbone"]),
-            "params": row.get("params"), "accuracy": row.get("accuracy"), "int8_accuracy": row.get("int8_accuracy"),
-            "tflite_bytes": row.get("tflite_bytes"), "latency_ms": row.get("latency_ms"),
-            "published_accuracy": _fraction(spec.paper_accuracy), "note": row.get("note", "")}
+    paper = BACKBONES[name].paper_accuracy
+    values = {key: found.get(key) for key in VALUES} if found else {}
+    return _row(name, kind, Path(folder) / name, found.get("note", "") if found else "not run yet",
+                **values, published_accuracy=None if paper is None else round(paper / 100, 4))
 
 
-def _planned(name, folder, kind="benchmark"):
-    """The row of a backbone not benchmarked yet."""
-    from rsic.models import BACKBONES  # TensorFlow: not at parser build
-
-    spec = BACKBONES[name]
-    return {"model": name, "kind": kind, "run": str(Path(folder) / name), "params": None, "accuracy": None,
-            "int8_accuracy": None, "tflite_bytes": None, "latency_ms": None,
-            "published_accuracy": _fraction(spec.paper_accuracy), "note": "not run yet"}
-
-
-def _fraction(percent):
-    """Paper 3's accuracy in % (rsic.models.BACKBONES) as a fraction: 90.8 -> 0.908."""
-
-    return None if percent is None else round(percent / 100, 4)
-
-
-def _export_cells(run):
-    """int8 columns of an exported run: size, latency, int8 accuracy on the whole reported split."""
+def _float_and_int8_rows(name, kind, run, **extra):
+    """The two rows of one trained and exported run: its float model (metrics.json; `extra` goes
+    on that row) and its int8 TFLite file (size, latency, accuracy on the whole reported split)."""
+    metrics = papers.read_json(Path(run) / "metrics.json") or {}
     report = papers.read_json(Path(run) / "export_report.json") or {}
-    int8 = papers.read_json(Path(run) / INT8_METRICS) or {}
-    return {"params": report.get("params"), "tflite_bytes": report.get("tflite_bytes"),
-            "latency_ms": report.get("latency_ms"), "int8_accuracy": int8.get("accuracy"),
-            "quantization": report.get("quantization"), "agreement": report.get("agreement")}
+    int8 = papers.read_json(Path(run) / "metrics_int8.json") or {}
+    return [_row(f"{name} (float)", kind, run, params=report.get("params"),
+                 accuracy=metrics.get("accuracy"), **extra),
+            _row(f"{name} (int8 TFLite)", f"{kind} int8", run,
+                 "int8 accuracy on the whole test split", params=report.get("params"),
+                 tflite_bytes=report.get("tflite_bytes"), latency_ms=report.get("latency_ms"),
+                 accuracy=int8.get("accuracy"), quantization=report.get("quantization"),
+                 agreement=report.get("agreement"))]
 
 
-def _float_and_int8_rows(name, kind, run, metrics, exported, **extra):
-    """The two table rows of one trained and exported run: its float model (`metrics`, the run's
-    metrics.json) and its int8 TFLite file (`exported`, `_export_cells`); `extra` goes on the float row."""
-    return [
-        {"model": f"{name} (float)", "kind": kind, "run": str(run), "params": exported["params"],
-         "accuracy": metrics.get("accuracy"), "int8_accuracy": None, "tflite_bytes": None, "latency_ms": None,
-         "published_accuracy": None, **extra, "note": ""},
-        {"model": f"{name} (int8 TFLite)", "kind": f"{kind} int8", "run": str(run), **exported,
-         "accuracy": exported["int8_accuracy"], "int8_accuracy": None, "published_accuracy": None,
-         "note": "int8 accuracy on the whole test split"},
-    ]
+def _content(paper, table, data, counts, quick, rows, **more):
+    """The JSON of a paper 3 or 4 table (accuracies as fractions)."""
+    return {"paper": paper, "table": table, "quick": quick,
+            "data": {"path": str(data), "examples_per_split": counts, "reported_split": "test"},
+            **more, "rows": rows}
 
 
 def paper3_table(out, data, names, n_teachers, counts, *, quick):
-    """Paper 3's table as JSON (accuracies as fractions), built from the run directories."""
-    from rsic.models import BACKBONES  # TensorFlow: not at parser build
-
+    """Paper 3's table as JSON, built from the run directories."""
     folder, student = Path(out) / "benchmark", Path(out) / "student"
     done = {row["backbone"]: row for row in benchmark_rows(folder, names)}
-    rows = [_bench_row(done[name], folder) if name in done else _planned(name, folder) for name in names]
+    rows = [_bench_row(name, folder, done.get(name)) for name in names]
     # The teachers the student was distilled from (its split.json), else the ones it will be.
     split = papers.read_json(student / "split.json") or {}
     teachers = [Path(path).name for path in split.get("teachers", [])]
-    if not teachers and len(bench.rank_rows(list(done.values()))) >= n_teachers:
-        teachers = [Path(run).name for run in best_runs(folder, names, n_teachers)]
+    if not teachers and len(rank_rows(list(done.values()))) >= n_teachers:
+        teachers = [run.name for run in best_runs(folder, names, n_teachers)]
     metrics = papers.read_json(student / "metrics.json") or {}
-    for name in teachers:
-        row = dict(_bench_row(done[name], folder) if name in done else _planned(name, folder))
-        rows.append({**row, "model": f"teacher: {name}", "kind": "teacher"})
+    rows += [{**_bench_row(name, folder, done.get(name)), "model": f"teacher: {name}",
+              "kind": "teacher"} for name in teachers]
     if len(teachers) > 1:
-        rows.append({**_planned(teachers[0], folder, "teacher ensemble"), "published_accuracy": None, "note": "",
-                     "model": f"teacher ensemble ({len(teachers)}, mean probabilities)", "run": None,
-                     "accuracy": metrics.get("teacher_accuracy")})
-    exported = _export_cells(student)
-    rows += _float_and_int8_rows("student", "student", student, metrics, exported,
+        rows.append(_row(f"teacher ensemble ({len(teachers)}, mean probabilities)",
+                         "teacher ensemble", None, accuracy=metrics.get("teacher_accuracy")))
+    rows += _float_and_int8_rows("student", "student", student,
                                  teacher_agreement=metrics.get("teacher_agreement"))
-    return {
-        "paper": PAPER3,
-        "table": "backbone benchmark -> best run(s) as teacher(s) -> distilled student -> int8 (test accuracy, "
-                 "fractions)",
-        "quick": quick,
-        "data": {"path": str(data), "examples_per_split": counts, "reported_split": "test"},
-        "rows": rows,
-        "teachers": teachers,
-        "published": {"benchmark": {name: _fraction(BACKBONES[name].paper_accuracy) for name in names
-                                    if BACKBONES[name].paper_accuracy is not None},
-                      "student": None, "earlier_result": EARLIER},
-        "best": bench._best_entry(list(done.values())),
-    }
+    published = {row["model"]: row["published_accuracy"] for row in rows[:len(names)]
+                 if row["published_accuracy"] is not None}
+    return _content(PAPER3, "backbone benchmark -> best run(s) as teacher(s) -> distilled student "
+                    "-> int8 (test accuracy, fractions)", data, counts, quick, rows,
+                    teachers=teachers, best=_best_entry(list(done.values())),
+                    published={"benchmark": published, "student": None, "earlier_result": EARLIER})
 
 
-def _row_cells(row):
-    size = f"{row['tflite_bytes'] / 1e6:.2f}" if row.get("tflite_bytes") else "-"
-    latency = f"{row['latency_ms']:.1f}" if row.get("latency_ms") is not None else "-"
-    params = f"{row['params'] / 1e6:.2f}M" if row.get("params") else "-"
-    return [row["model"], params, papers.percent(row["accuracy"]), papers.percent(row.get("published_accuracy")),
-            papers.percent(row.get("int8_accuracy")), size, latency, row.get("note") or ""]
+def _cells(row):
+    return [row["model"], _number(row["params"], ".2f", 1e6) + "M" if row["params"] else "-",
+            papers.percent(row["accuracy"]), papers.percent(row["published_accuracy"]),
+            papers.percent(row["int8_accuracy"]), _number(row["tflite_bytes"], ".2f", 1e6),
+            _number(row["latency_ms"], ".1f"), row["note"]]
 
 
-HEADER = ["model", "params", "accuracy", "paper 3", "int8 accuracy", "int8 MB", "int8 ms", "note"]
-
-
-def _data_line(content):
+def _page(content, title, intro, header, body, notes):
+    """A paper 3 or 4 page: the data line before `intro`."""
     d = content["data"]
     counts = ", ".join(f"{name} {n:,}" for name, n in d["examples_per_split"].items())
-    return f"Data: `{d['path']}` ({counts} images); scores on the {d['reported_split']} split, in percent."
+    intro = (f"Data: `{d['path']}` ({counts} images); scores on the {d['reported_split']} split, "
+             f"in percent. {intro}")
+    return papers.page(content, title, intro, "tiny models from scratch, two epochs, sample data",
+                       header, body, notes, whose="papers'")
 
 
-def _quick_lines(content):
-    if not content["quick"]:
-        return []
-    return ["**--quick**: tiny models from scratch, two epochs, sample data: this shows the machinery, not the "
-            "papers' numbers.", ""]
+def _earlier():
+    return (f"Reference: the group's earlier NWPU-RESISC45 result, "
+            f"{papers.percent(EARLIER['train_10'])}% (10% training) and "
+            f"{papers.percent(EARLIER['train_20'])}% (20%).")
 
 
 def paper3_markdown(content):
     """Paper 3's table for people: percent, paper 3's accuracies beside."""
-    e = content["published"]["earlier_result"]
-    lines = [f"# Paper 3: light-weight scene classification with teacher-student ({content['paper']})", "",
-             _data_line(content) + " `paper 3`: the published NWPU-RESISC45 accuracy (../shared/docs/PAPERS.md; "
-             "20% of each class for training).", "", *_quick_lines(content),
-             papers.markdown_table(HEADER, [_row_cells(row) for row in content["rows"]]), ""]
-    if content["teachers"]:
-        lines.append(f"Teacher(s): the {len(content['teachers'])} best benchmark run(s) by validation accuracy: "
-                     f"{', '.join(content['teachers'])}" + (" (an ensemble: mean probabilities)."
-                                                           if len(content["teachers"]) > 1 else "."))
+    notes, teachers = [], content["teachers"]
+    if teachers:
+        ensemble = " (an ensemble: mean probabilities)" if len(teachers) > 1 else ""
+        notes.append(f"Teacher(s): the {len(teachers)} best benchmark run(s) by validation "
+                     f"accuracy: {', '.join(teachers)}{ensemble}.")
     student = next(row for row in content["rows"] if row["kind"] == "student")
-    if student.get("teacher_agreement") is not None:
-        lines.append(f"The student agrees with its teacher(s) on {100 * student['teacher_agreement']:.1f}% of the "
-                     "test images.")
-    lines += ["Paper 3 publishes no accuracy for its distilled student in ../shared/docs/PAPERS.md, so the student "
-              f"rows have none beside them. Reference: the group's earlier NWPU-RESISC45 result, "
-              f"{papers.percent(e['train_10'])}% (10% training) and {papers.percent(e['train_20'])}% (20%)."]
-    return "\n".join(lines)
-
-
-# ---------------------------------------------------------------------------------------------
-# paper 4
+    if student["teacher_agreement"] is not None:
+        notes.append(f"The student agrees with its teacher(s) on "
+                     f"{100 * student['teacher_agreement']:.1f}% of the test images.")
+    notes.append("Paper 3 publishes no accuracy for its distilled student in ../shared/docs/"
+                 "PAPERS.md, so the student rows have none beside them. " + _earlier())
+    return _page(content, "Paper 3: light-weight scene classification with teacher-student",
+                 "`paper 3`: the published NWPU-RESISC45 accuracy (../shared/docs/PAPERS.md; 20% "
+                 "of each class for training).", HEADER, [_cells(row) for row in content["rows"]],
+                 notes)
 
 
 def run_paper4(task, args, *, max_steps=None):
     """`python -m rsic paper4`: benchmark of the candidates -> attention model on the best -> int8.
-    `max_steps` stops after that many steps that did work (a test hook). Returns True when finished."""
-    from common.runner import load_task_config, say
+    `max_steps` stops after that many steps that did work (a test hook). Returns True when
+    finished."""
+    from common.runner import load_task_config
     from rsic.models import get_backbone  # TensorFlow: not at parser build
 
     bench_config = args.config or (QUICK_BENCH if args.quick else "paper3.yaml")
-    attention_config = args.attention_config or (QUICK_ATTENTION if args.quick else "attention.yaml")
-    settings, benchmark_data = {"config": bench_config, "attention_config": attention_config}, None
+    attention_config = args.attention_config or (QUICK_ATTENTION if args.quick
+                                                 else "attention.yaml")
+    settings = {"config": bench_config, "attention_config": attention_config}
+    data_default, names = None, None
     if args.benchmark:
-        folder, names = Path(args.benchmark).resolve(), None
-        rows = benchmark_rows(folder)  # ConfigError when it is not a finished benchmark
-        if not bench.rank_rows(rows, bench.PAPER4_BACKBONES):
-            raise ConfigError(f"--benchmark: {folder / bench.BENCHMARK_JSON} holds none of paper 4's candidates "
-                              f"({', '.join(bench.PAPER4_BACKBONES)})")
+        folder = Path(args.benchmark).resolve()
+        best_benchmarked(folder, key="--benchmark")  # finished, with a candidate; else stop
         settings["benchmark"] = str(folder)
-        content = papers.read_json(folder / bench.BENCHMARK_JSON)
-        benchmark_data = content.get("data") if isinstance(content, dict) and not args.data else None
+        content = papers.read_json(folder / BENCHMARK_JSON)
+        data_default = content.get("data") if isinstance(content, dict) and not args.data else None
     else:
-        names = _backbones(args, bench.PAPER4_BACKBONES, bench.PAPER4_BACKBONES)
-        settings["backbones"] = names
-    out, data, overrides = _start(task, args, "paper4", settings, benchmark_data)
+        names = settings["backbones"] = _backbones(args, PAPER4_BACKBONES, PAPER4_BACKBONES)
+    out, data, overrides = papers.start(task, args, "paper4", DATA, QUICK_OVERRIDES, None, settings,
+                                        data_default)
     if names is not None:
         folder = out / "benchmark"
-    cfg = load_task_config(task, bench_config, overrides, data)
-    if names is not None:
-        cfg["benchmark"]["backbones"] = names
-        bench.fetch_weights(cfg, [get_backbone(name) for name in names])
-    load_task_config(task, attention_config, overrides, data)  # its keys checked before anything trains
+    cfg = _benchmark_config(task, bench_config, overrides, data, names)
+    load_task_config(task, attention_config, overrides, data)  # its keys checked before training
     attention = out / "attention"
 
     def attention_cfg():
-        """attention.yaml on the best candidate of the benchmark (alpha and input size made legal for it)."""
-        loaded = load_task_config(task, attention_config, [*overrides, f"model.backbone=best:{folder}"], data)
-        return bench._run_config(loaded, get_backbone(loaded["model"]["backbone"]))[0]
+        """attention.yaml on the best candidate of the benchmark (alpha and input size legal)."""
+        best = [*overrides, f"model.backbone=best:{folder}"]
+        loaded = load_task_config(task, attention_config, best, data)
+        return run_config(loaded, get_backbone(loaded["model"]["backbone"]))[0]
 
-    steps = [*(benchmark_steps(task, cfg, folder, names) if names is not None else []),
-             papers.Step("attention model on the best candidate", "train", attention, config=attention_cfg),
-             papers.Step("attention int8", "export", attention),
-             papers.Step("attention int8 scores", "evaluate", attention, options={"tflite": True}, output=INT8_METRICS)]
+    steps = [*benchmark_steps(task, cfg, folder, names or []),
+             papers.Step("attention model on the best candidate", "train", attention,
+                         config=attention_cfg),
+             *papers.int8_steps("attention", attention)]
 
-    def write_tables():
-        runs = [attention] + [folder / n for n in (names or [])]
-        content = paper4_table(out, data, folder, names, _data_counts(task, cfg, runs), quick=bool(args.quick))
-        papers.write_table(out, "paper4", content, paper4_markdown(content))
+    def content():
+        counts = _data_counts(task, cfg, [attention, *[folder / name for name in names or []]])
+        return paper4_table(out, data, folder, names, counts, quick=args.quick)
 
     with bench.reuse_listing(task, cfg):
-        finished = papers.run_plan(task, steps, write_tables, max_steps=max_steps)
-    if finished:
-        say(f"rsic: paper 4 done -> {out / 'paper4.md'}, {out / 'paper4.json'}")
-    return finished
+        return papers.run_tables(task, steps, out, "paper4", content, paper4_markdown, "paper 4",
+                                 max_steps=max_steps)
 
 
 def paper4_table(out, data, folder, names, counts, *, quick):
-    """Paper 4's table as JSON (accuracies as fractions, sizes in bytes), from the run directories."""
+    """Paper 4's table as JSON (sizes in bytes), built from the run directories."""
     from common.config import read_saved_config
 
     attention = Path(out) / "attention"
     done = {row["backbone"]: row for row in benchmark_rows(folder, names)
-            if names is not None or row["backbone"] in bench.PAPER4_BACKBONES}
-    planned = names if names is not None else list(done)  # the benchmark's own order
+            if names is not None or row["backbone"] in PAPER4_BACKBONES}
     rows = []
-    for name in planned:
-        row = _bench_row(done[name], folder) if name in done else _planned(name, folder)
-        row["kind"] = "candidate"
-        row["under_5m"] = None if row["params"] is None else row["params"] < PAPER4_PUBLISHED["max_params"]
-        rows.append(row)
+    for name in names if names is not None else list(done):  # the benchmark's own order
+        row = _bench_row(name, folder, done.get(name), "candidate")
+        under = row["params"] < PAPER4_PUBLISHED["max_params"] if row["params"] else None
+        rows.append({**row, "under_5m": under})
     backbone = None
     if (attention / "config.yaml").is_file():
         backbone = read_saved_config(attention / "config.yaml")["model"]["backbone"]
-    metrics = papers.read_json(attention / "metrics.json") or {}
-    exported = _export_cells(attention)
-    model_file = attention / "model.keras"
-    float_bytes = model_file.stat().st_size if model_file.is_file() else None
-    name = f"attention on {backbone}" if backbone else "attention model"
-    rows += _float_and_int8_rows(name, "attention", attention, metrics, exported)
-    budget = PAPER4_PUBLISHED["size_budget_mb"]
+    rows += _float_and_int8_rows(f"attention on {backbone}" if backbone else "attention model",
+                                 "attention", attention)
     report = papers.read_json(attention / "export_report.json") or {}
-    budget = float(report.get("size_budget_mb", budget))
-    int8_bytes = exported["tflite_bytes"]
-    return {
-        "paper": PAPER4,
-        "table": "paper 4's candidates benchmarked -> attention model on the best -> int8 within the size budget "
-                 "(test accuracy, fractions; sizes in bytes)",
-        "quick": quick,
-        "data": {"path": str(data), "examples_per_split": counts, "reported_split": "test"},
-        "benchmark": str(folder),
-        "rows": rows,
-        "best_candidate": backbone or (bench._best_entry(list(done.values()), bench.PAPER4_BACKBONES) or {}).get(
-            "backbone"),
-        "size": {"float_keras_bytes": float_bytes, "int8_tflite_bytes": int8_bytes, "budget_mb": budget,
-                 "within_budget": None if int8_bytes is None else int8_bytes <= budget * 1e6},
-        "published": {**PAPER4_PUBLISHED, "earlier_result": EARLIER},
-    }
+    budget = float(report.get("size_budget_mb", PAPER4_PUBLISHED["size_budget_mb"]))
+    model_file, int8_bytes = attention / "model.keras", report.get("tflite_bytes")
+    best = backbone or (_best_entry(list(done.values()), PAPER4_BACKBONES) or {}).get("backbone")
+    return _content(
+        PAPER4, "paper 4's candidates benchmarked -> attention model on the best -> int8 within "
+        "the size budget (test accuracy, fractions; sizes in bytes)", data, counts, quick, rows,
+        benchmark=str(folder), best_candidate=best,
+        size={"float_keras_bytes": model_file.stat().st_size if model_file.is_file() else None,
+              "int8_tflite_bytes": int8_bytes, "budget_mb": budget,
+              "within_budget": None if int8_bytes is None else int8_bytes <= budget * 1e6},
+        published={**PAPER4_PUBLISHED, "earlier_result": EARLIER})
 
 
 def paper4_markdown(content):
     """Paper 4's table for people: percent, sizes in MB, the 20 MB budget."""
-    p, s = content["published"], content["size"]
-    header = [*HEADER[:-1], "< 5M params", "note"]
-    body = []
-    for row in content["rows"]:
-        cells = _row_cells(row)
-        under = row.get("under_5m")
-        body.append([*cells[:-1], "-" if under is None else ("yes" if under else "no"), cells[-1]])
-    lines = [f"# Paper 4: robust low-complexity scene classification with attention ({content['paper']})", "",
-             _data_line(content) + " Paper 4 publishes no accuracy in ../shared/docs/PAPERS.md; `paper 3` is "
-             "paper 3's published accuracy of each candidate backbone.", "", *_quick_lines(content),
-             papers.markdown_table(header, body), ""]
+    p, s, notes = content["published"], content["size"], []
+    under = {None: "-", True: "yes", False: "no"}
+    body = [[*_cells(row)[:-1], under[row.get("under_5m")], row["note"]] for row in content["rows"]]
     if content["best_candidate"]:
-        lines.append(f"Best candidate by validation accuracy in `{content['benchmark']}`: {content['best_candidate']} "
-                     f"(paper 4: candidates under {p['max_params'] / 1e6:.0f}M parameters).")
+        notes.append(f"Best candidate by validation accuracy in `{content['benchmark']}`: "
+                     f"{content['best_candidate']} (paper 4: candidates under "
+                     f"{p['max_params'] / 1e6:.0f}M parameters).")
     if s["int8_tflite_bytes"]:
         before = f"{s['float_keras_bytes'] / 1e6:.2f} MB" if s["float_keras_bytes"] else "-"
-        lines.append(f"Size: {before} float Keras (model.keras) -> {s['int8_tflite_bytes'] / 1e6:.2f} MB int8 TFLite, "
-                     f"{'within' if s['within_budget'] else 'OVER'} the {s['budget_mb']:g} MB budget "
-                     f"(paper 4: at most {p['size_budget_mb']:g} MB).")
-    e = p["earlier_result"]
-    lines.append(f"Reference: the group's earlier NWPU-RESISC45 result, {papers.percent(e['train_10'])}% (10% "
-                 f"training) and {papers.percent(e['train_20'])}% (20%).")
-    return "\n".join(lines)
+        within = "within" if s["within_budget"] else "OVER"
+        notes.append(f"Size: {before} float Keras (model.keras) -> "
+                     f"{s['int8_tflite_bytes'] / 1e6:.2f} MB int8 TFLite, {within} the "
+                     f"{s['budget_mb']:g} MB budget (paper 4: at most {p['size_budget_mb']:g} MB).")
+    notes.append(_earlier())
+    return _page(content, "Paper 4: robust low-complexity scene classification with attention",
+                 "Paper 4 publishes no accuracy in ../shared/docs/PAPERS.md; `paper 3` is paper "
+                 "3's published accuracy of each candidate backbone.",
+                 [*HEADER[:-1], "< 5M params", "note"], body, notes)

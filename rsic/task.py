@@ -97,7 +97,7 @@ class RsicTask(Task):
         backbone = str(cfg["model"]["backbone"])
         if backbone.startswith(BEST_PREFIX):
             from common.runner import say
-            from rsic.bench import PAPER4_BACKBONES, best_benchmarked
+            from rsic.paper import PAPER4_BACKBONES, best_benchmarked
 
             row = best_benchmarked(backbone[len(BEST_PREFIX):], PAPER4_BACKBONES, key="model.backbone")
             say(f"rsic: model.backbone={backbone}: {row['backbone']}, the best of paper 4's candidates there "
@@ -318,7 +318,7 @@ class RsicTask(Task):
 
     def _benchmark(self, args):
         from common.runner import load_task_config
-        from rsic.bench import run_benchmark
+        from rsic.paper import run_benchmark
 
         cfg = load_task_config(self, args.config, args.overrides, args.data)
         if args.backbones:

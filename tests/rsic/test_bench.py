@@ -11,8 +11,9 @@ from common import runner
 from common.errors import ConfigError, DataError
 from common.train import read_history
 from rsic import models
-from rsic.bench import PAPER4_BACKBONES, markdown_table, run_benchmark
+from rsic.bench import PAPER4_BACKBONES
 from rsic.config import DEFAULTS
+from rsic.paper import benchmark_markdown, run_benchmark
 from tests.cli_runner import run_in_process
 from tests.rsic.conftest import CONFIGS, TASK
 
@@ -25,7 +26,7 @@ def test_markdown_table():
         {"backbone": "ConvNeXtLarge", "params": 197_040_365, "accuracy": 0.95, "int8_accuracy": None,
          "tflite_bytes": None, "latency_ms": None, "paper_accuracy": 95.3, "note": "not exported"},
     ]
-    table = markdown_table(rows, cfg, out="runs/bench").splitlines()
+    table = benchmark_markdown(rows, cfg, out="runs/bench").splitlines()
     assert table[2].startswith("| backbone | params | accuracy %") and "| paper 3 % |" in table[2]
     assert table[4] == "| MobileNetV2 | 2.94M | 88.1 | 87.5 | 3.30 | 4.2 | 88.0 |  |"
     assert table[5] == "| ConvNeXtLarge | 197.04M | 95.0 | - | - | - | 95.3 | not exported |"
