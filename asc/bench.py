@@ -1,15 +1,10 @@
-"""`make bench` for asc (rows: benchmarks/run.py), on sample data in benchmarks/tmp/asc/:
-
-* speed rows of `teacher.yaml` (training at batch 16 at most) and `student.yaml`, the tf.data
-  pipeline being cached features + mixup; the student row also carries the feature extraction
-  speed per spectrogram kind (warm: after numba has compiled librosa's kernels), the part of the
-  edge pipeline that is not the model;
-* an accuracy row: the demo (teacher_tiny, distilled student, PTQ) on the sample data;
-* with a real TAU 2022 Mobile folder under `real_data`, a short-run row there (a subset of fold1,
-  the student trained alone for a few epochs, labelled as such).
-
-`quick=True`: the student only, few repeats, and a 3-epoch student without a teacher for the
-accuracy row (under a minute).
+"""`make bench` for asc (rows: benchmarks/run.py), on sample data in benchmarks/tmp/asc/: speed
+rows of `teacher.yaml` (batch 16 at most) and `student.yaml` (the pipeline: cached features +
+mixup), the student's with the feature extraction speed per spectrogram kind (warm: after numba has
+compiled librosa's kernels), the part of the edge pipeline that is not the model; an accuracy row
+of the demo (teacher_tiny, distilled student, PTQ); with a TAU 2022 Mobile folder under
+`real_data`, a short run on a subset of fold1 (the student alone for a few epochs, so labelled).
+`quick=True`: the student only, few repeats, and a 3-epoch student alone (under a minute).
 """
 
 import logging

@@ -13,23 +13,13 @@ mid-training resumes; each finished backbone leaves its row in `OUT/<backbone>/b
 (what `python -m rsic paper3 / paper4` build their tables from, rsic/paper.py). With
 ImageNet weights, every backbone's file is fetched before the first training starts.
 
-`make bench`: speed and size of paper 3's and paper 4's models, float vs int8 accuracy (rows:
-benchmarks/run.py), on sample data in benchmarks/tmp/rsic/:
-
-* speed rows at 224x224 with 45 classes (NWPU-RESISC45's shape) of untrained MobileNetV2 and
-  EfficientNetB0 (paper 3's configs) and paper 4's attention model on MobileNetV2
-  (`attention.yaml`), at batch 16 at most, the tf.data pipeline being JPEG decode + resize +
-  augment, no cache;
-* accuracy rows: `python -m rsic demo` (tiny teacher, distilled tiny student, both exported);
-* with an NWPU-RESISC45 folder under `real_data`, a short-training accuracy row there too;
-* paper 4 (`paper4_rows`): each of its four compact candidates beside the attention model on it
-  (`attention.yaml` with and without `model.attention.enabled`): MACs, int8 size and int8 latency
-  at 224x224 (untrained, PTQ, the two models timed in alternation so that a shared machine slows
-  both alike: their latency ratio is the number to read), and accuracy on sample data (each
-  trained from scratch at 64x64 on 5 classes x 40 images, float and int8).
-
-`quick=True`: the tiny model only (speed at 64x64, and a 2-epoch training with a PTQ export), and
-paper 4 for MobileNetV2 alone at alpha 0.35, 64x64.
+`make bench` (rows: benchmarks/run.py), on sample data in benchmarks/tmp/rsic/: speed rows of
+untrained MobileNetV2 and EfficientNetB0 (paper 3) and paper 4's attention model on MobileNetV2 at
+224x224 with 45 classes (NWPU-RESISC45's shape), the pipeline being JPEG decode + resize + augment;
+accuracy rows of `python -m rsic demo` (and of a short training on NWPU-RESISC45 under
+`real_data`); paper 4's rows (`paper4_rows`): each compact candidate beside the attention model on
+it, int8 at 224x224 timed in alternation, and both trained from scratch on 5 classes x 40 images.
+`quick=True`: the tiny model only (64x64, 2 epochs, PTQ); paper 4 for MobileNetV2 alpha 0.35 at 64.
 """
 
 import copy
@@ -93,8 +83,8 @@ def speed_row(name, folder, quick=False):
     x = load_images(folder.files, size)
     return harness.speed_row(
         TASK, cfg, name, MODELS[name], f"{size}x{size}x3, {classes} classes",
-        build=lambda: build_model(cfg["model"], classes), x=x, y=folder.labels, batch=batch, calibration=x[:32],
-        out=WORK / name, unit="images", heavy=size >= 224, quick=quick,
+        build=lambda: build_model(cfg["model"], classes), x=x, y=folder.labels, batch=batch,
+        calibration=x[:32], out=WORK / name, unit="images", heavy=size >= 224, quick=quick,
         pipeline=lambda: make_dataset(folder.files, folder.labels, image_size=size, training=True,
                                       batch_size=batch, augment=cfg["data"]["augment"], seed=0,
                                       cache=False),
@@ -122,12 +112,9 @@ def accuracy_row(data, out, label, overrides=(), mode="ptq"):
 
 
 def _interleaved_latency_ms(paths, example, rounds=5, per_round=10):
-    """Batch-1 int8 latency of several TFLite files, timed in alternation (2 LiteRT threads).
-
-    Each round times `per_round` calls of every model in turn and keeps the round's median; the
-    result per model is the `harness.spread` of the round medians. Alternating makes a busy
-    (shared) machine slow every model alike, so ratios between them hold better than absolute ms.
-    """
+    """Batch-1 int8 latency (2 LiteRT threads) of several TFLite files: the spread of each one's
+    round medians, every round timing `per_round` calls of each model in turn. Alternating makes a
+    busy machine slow every model alike, so ratios between them hold better than absolute ms."""
     from common.tflite_runtime import TFLiteModel
 
     calls = {name: TFLiteModel(path, num_threads=2).predict for name, path in paths.items()}
@@ -142,20 +129,10 @@ def _interleaved_latency_ms(paths, example, rounds=5, per_round=10):
 
 
 def sample_accuracy(cfg, images, labels, split, out_dir, *, epochs=6, seed=0, batch=16, lr=3e-3):
-    """Train `cfg["model"]` from scratch on in-memory sample images; float and int8 accuracy.
-
-    Args:
-        cfg: a full rsic config (its `model:` section is used).
-        images: float32 (N, S, S, 3) raw RGB at the model's input size; labels: int (N,).
-        split: dict of index arrays "train" and "test" (`rsic.data.make_split`).
-        out_dir: where the int8 TFLite file and its report go.
-
-    Returns:
-        dict: float_metric, int8_metric (test accuracy), agreement (Keras vs int8 decisions),
-        quantization, train_s.
-    """
-    import time
-
+    """Train `cfg["model"]` from scratch on in-memory images, float32 (N, S, S, 3) raw RGB at the
+    model's input size, labels int (N,), `split`: "train" and "test" index arrays; export int8
+    into `out_dir`. Returns float_metric, int8_metric (test accuracy), agreement (Keras vs int8
+    decisions), quantization, train_s."""
     import numpy as np
     import tensorflow as tf
     import tf_keras as keras
@@ -176,29 +153,21 @@ def sample_accuracy(cfg, images, labels, split, out_dir, *, epochs=6, seed=0, ba
 
     data = tf.data.Dataset.from_tensor_slices((images[train], labels[train]))
     data = data.shuffle(len(train), seed=seed).map(augment).batch(batch)
-    start = time.perf_counter()
-    model.fit(data, epochs=epochs, verbose=0)
-    train_s = time.perf_counter() - start
+    (train_s,) = harness.timings(lambda: model.fit(data, epochs=epochs, verbose=0), 1)
     report = harness.int8_export(
         model, images[train][:64], Path(out_dir) / "model_int8.tflite", heldout=images[test],
-        heldout_labels=labels[test], metric=lambda y, p: float(np.mean(p.argmax(-1) == y)),
-        metric_name="accuracy", size_budget_mb=SIZE_BUDGET_MB,
-    )
+        heldout_labels=labels[test], metric=TASK.metric, metric_name="accuracy",
+        size_budget_mb=SIZE_BUDGET_MB)
     return {"float_metric": report["keras_metric"], "int8_metric": report["tflite_metric"],
             "agreement": report["agreement"], "quantization": report["quantization"],
             "train_s": train_s}
 
 
 def paper4_rows(quick=False, backbones=PAPER4_BACKBONES, epochs=6, work=WORK, log=log.info):
-    """Paper 4's attention model beside its backbone, one row per candidate backbone.
-
-    Returns:
-        list of dicts (kind "paper4"): backbone, input, backbone_macs, attention_macs,
-        backbone_int8_bytes, attention_int8_bytes, backbone_int8_ms, attention_int8_ms
-        (`harness.spread` dicts), latency_ratio (attention / backbone median), attention (the
-        `model.attention` formulation), and the sample-data accuracy of both
-        (`backbone_accuracy`, `attention_accuracy`: `sample_accuracy` dicts). Files go under `work`.
-    """
+    """Paper 4's attention model beside its backbone, one row (kind "paper4") per candidate:
+    backbone, input, attention (the `model.attention` formulation), then for "backbone" and
+    "attention": KIND_macs, KIND_int8_bytes, KIND_int8_ms (`harness.spread`), latency_ratio
+    (attention / backbone median), KIND_accuracy (`sample_accuracy`). Files go under `work`."""
     import numpy as np
 
     from common.train import set_seed
