@@ -1,35 +1,30 @@
-"""Timing helpers for `make bench`: medians over repeats after a warm-up, with the spread."""
+"""`make bench` helpers: timings (medians over repeats after a warm-up, with the spread) and the
+rows every task's bench.py makes the same way (speed, accuracy); a task keeps what differs."""
 
+import logging
 import os
 import platform
 import statistics
 import time
 from datetime import datetime, timezone
+from pathlib import Path
 
 
-def measure(fn, *, repeats=5, warmup=1):
-    """Call `fn()` `warmup` times untimed, then `repeats` times; seconds per call.
+def spread(values):
+    """{"median", "min", "max"} of a list of numbers."""
+    return {"median": statistics.median(values), "min": min(values), "max": max(values)}
 
-    Returns:
-        dict with `median_s`, `min_s`, `max_s` and `repeats`.
-    """
+
+def timings(call, repeats, warmup=0, scale=1.0):
+    """`call()` `warmup` times untimed, then `repeats` times: the seconds of each, x `scale`."""
     for _ in range(warmup):
-        fn()
+        call()
     times = []
     for _ in range(repeats):
         start = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - start)
-    return {"median_s": statistics.median(times), "min_s": min(times), "max_s": max(times), "repeats": repeats}
-
-
-def rate(timing, items):
-    """Items per second at the median, and the spread (min..max) as rates."""
-    return {
-        "per_s": items / timing["median_s"],
-        "per_s_min": items / timing["max_s"],
-        "per_s_max": items / timing["min_s"],
-    }
+        call()
+        times.append(scale * (time.perf_counter() - start))
+    return times
 
 
 def machine():
@@ -54,39 +49,6 @@ def machine():
     }
 
 
-def spread(values):
-    """{"median", "min", "max"} of a list of numbers."""
-    return {"median": statistics.median(values), "min": min(values), "max": max(values)}
-
-
-def keras_latency_ms(model, example, repeats=20, warmup=3):
-    """Batch-1 latency of a Keras model in ms: `example` is one input with its batch axis of 1."""
-    call = lambda: model(example, training=False)  # noqa: E731  (direct call: no predict() overhead)
-    for _ in range(warmup):
-        call()
-    times = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        call()
-        times.append(1000 * (time.perf_counter() - start))
-    return spread(times)
-
-
-def tflite_latency_ms(path, example, repeats=50, warmup=5, num_threads=2):
-    """Batch-1 latency of a TFLite model in ms, through the edge runtime (ai-edge-litert)."""
-    from common.tflite_runtime import TFLiteModel
-
-    model = TFLiteModel(path, num_threads=num_threads)
-    for _ in range(warmup):
-        model.predict(example)
-    times = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        model.predict(example)
-        times.append(1000 * (time.perf_counter() - start))
-    return spread(times)
-
-
 def train_examples_per_s(model, x, y, batch_size, steps=5, repeats=3):
     """Training throughput of a compiled Keras model on in-memory batches (examples/s).
 
@@ -94,25 +56,21 @@ def train_examples_per_s(model, x, y, batch_size, steps=5, repeats=3):
     """
     import tensorflow as tf
 
-    data = tf.data.Dataset.from_tensor_slices((x, y)).batch(batch_size, drop_remainder=True).repeat()
+    data = tf.data.Dataset.from_tensor_slices((x, y)).batch(batch_size, drop_remainder=True)
+    data = data.repeat()
     model.fit(data, steps_per_epoch=1, epochs=1, verbose=0)
-    rates = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        model.fit(data, steps_per_epoch=steps, epochs=1, verbose=0)
-        rates.append(steps * batch_size / (time.perf_counter() - start))
-    return spread(rates)
+    times = timings(lambda: model.fit(data, steps_per_epoch=steps, epochs=1, verbose=0), repeats)
+    return spread([steps * batch_size / t for t in times])
 
 
 def pipeline_examples_per_s(make_dataset, batches=20, repeats=3):
-    """Throughput of an input pipeline alone (examples/s): iterate `batches` batches of a fresh dataset."""
+    """Throughput of an input pipeline alone (examples/s): `batches` batches of a fresh dataset."""
     rates = []
     for _ in range(repeats + 1):
-        dataset = make_dataset()
         count = 0
         start = time.perf_counter()
-        for index, (x, _) in enumerate(dataset):
-            count += int(x.shape[0]) if not isinstance(x, (tuple, list, dict)) else int(next(iter(_leaves(x))).shape[0])
+        for index, (x, _) in enumerate(make_dataset()):
+            count += int(x.shape[0])
             if index + 1 >= batches:
                 break
         rates.append(count / (time.perf_counter() - start))
@@ -120,51 +78,50 @@ def pipeline_examples_per_s(make_dataset, batches=20, repeats=3):
 
 
 def int8_export(model, calibration, path, **checks):
-    """A benchmark's int8 TFLite file of an in-memory Keras model: post-training quantization
-    (minutes faster to make than QAT, and the same graph), calibrated on `calibration`.
-
-    Args:
-        model: a float32 Keras model; calibration: numpy inputs with their batch axis.
-        path: where the .tflite file goes (its export report beside it).
-        checks: passed on to `common.export.export_tflite` (heldout, heldout_labels, metric,
-            metric_name, labels, size_budget_mb).
-
-    Returns:
-        the export report (dict): path, tflite_bytes, params, macs, agreement, ...
-    """
+    """A benchmark's int8 TFLite file (its export report beside it) of an in-memory float32 Keras
+    model: post-training quantization (minutes faster to make than QAT, the same graph) calibrated
+    on the numpy inputs `calibration`. `checks`: `common.export.export_tflite`'s (heldout,
+    heldout_labels, metric, metric_name, labels, size_budget_mb). Returns the export report."""
     from common.export import export_tflite
 
     return export_tflite(model, calibration, path, mode="ptq", **checks)
 
 
-def model_speed(*, build, train_cfg, x, y, batch, calibration, path, heavy=False, quick=False, log=print,
-                name="", **checks):
-    """Training throughput, Keras and int8 TFLite batch-1 latency, sizes: one model's speed measurements.
+def speed_row(task, cfg, name, model, input, *, build, x, y, batch, calibration, out, pipeline,
+              pipeline_desc, unit, heavy=False, quick=False, **checks):
+    """The `kind: speed` row of one model: training throughput, Keras and int8 TFLite batch-1
+    latency, sizes, and the input pipeline alone, with a note saying whether it keeps up.
 
     Training runs at the precision a user's `train` would pick (`train.precision`, auto by default);
     latency and the export use the float32 model, as `export` does.
 
     Args:
-        build: () -> (training model, inference model), both compiled as needed; called under the
-            training precision policy. They may be the same model.
-        train_cfg: the config's `train:` section (for `precision`).
-        x, y: numpy training examples and targets (a few batches); batch: training batch size.
-        calibration: numpy inputs for the int8 export; path: the .tflite file to write.
+        task: the Task (its name, and `compile` for the training model); cfg: the config.
+        name, model, input: str: the config's name (log lines), the row's labels.
+        build: () -> the model, or (training model, inference model); called (after seeding) under
+            the training precision policy.
+        x, y: numpy training examples and targets (a few batches); batch: the training batch size;
+            calibration: numpy inputs for the int8 export.
+        out: folder of the int8 file (model_int8.tflite) and its report.
+        pipeline: () -> the task's training tf.data pipeline on the same examples, at `batch`.
+        pipeline_desc: what the pipeline does, e.g. "the tf.data pipeline (cached features)";
+            unit: what an example is, plural ("patches", "images", "clips").
         heavy: fewer steps and repeats (models of several GMACs); quick: one repeat of each.
         checks: passed on to `int8_export`.
-
-    Returns:
-        dict: precision (str), train (spread of examples/s), keras_ms and tflite_ms (spreads in ms),
-        report (the export report).
     """
     import tf_keras as keras
 
-    from common.train import float32_copy, resolve_precision
+    from common.tflite_runtime import TFLiteModel
+    from common.train import float32_copy, make_optimizer, resolve_precision, set_seed
 
-    precision = resolve_precision(train_cfg)[0]
+    log = logging.getLogger(f"{task.name}.bench").info
+    precision = resolve_precision(cfg["train"])[0]
     keras.mixed_precision.set_global_policy(precision)
     try:
-        training, inference = build()
+        set_seed(0)
+        models = build()
+        training, inference = models if isinstance(models, tuple) else (models, models)
+        task.compile(training, cfg, make_optimizer(cfg["train"], 100))
         log(f"bench {name}: training throughput (batch {batch}, {precision})")
         train = train_examples_per_s(training, x, y, batch, steps=2 if heavy else 5,
                                      repeats=1 if quick else (2 if heavy else 3))
@@ -174,56 +131,101 @@ def model_speed(*, build, train_cfg, x, y, batch, calibration, path, heavy=False
         inference = float32_copy(inference)
     example = x[:1]
     log(f"bench {name}: Keras latency")
-    keras_ms = keras_latency_ms(inference, example, repeats=5 if quick or heavy else 20, warmup=2 if heavy else 3)
+    keras_ms = spread(timings(lambda: inference(example, training=False),  # no predict() overhead
+                              5 if quick or heavy else 20, 2 if heavy else 3, 1000))
     log(f"bench {name}: int8 export (PTQ)")
-    report = int8_export(inference, calibration, path, **checks)
-    tflite_ms = tflite_latency_ms(report["path"], example, repeats=10 if quick or heavy else 50,
-                                  warmup=2 if heavy else 5, num_threads=2)
-    return {"precision": precision, "train": train, "keras_ms": keras_ms, "tflite_ms": tflite_ms, "report": report}
-
-
-def speed_row(*, task, model, input, speed, pipeline, batch, pipeline_desc, unit):
-    """The `kind: speed` row of a task's bench: sizes from the export report, the timings, and a note
-    saying whether the input pipeline keeps up with training.
-
-    Args:
-        task, model, input: str, the row's labels.
-        speed: dict returned by `model_speed`.
-        pipeline: `spread` dict of examples/s of the input pipeline alone.
-        batch: int, the training batch size.
-        pipeline_desc: str, what the pipeline does, e.g. "the tf.data pipeline (cached features)".
-        unit: str, what an example is, plural ("patches", "images", "clips").
-    """
-    report, train = speed["report"], speed["train"]
-    ratio = pipeline["median"] / train["median"]
+    report = int8_export(inference, calibration, Path(out) / "model_int8.tflite", **checks)
+    tflite = TFLiteModel(report["path"], num_threads=2)
+    tflite_ms = spread(timings(lambda: tflite.predict(example), 10 if quick or heavy else 50,
+                               2 if heavy else 5, 1000))
+    log(f"bench {name}: input pipeline")
+    piped = pipeline_examples_per_s(pipeline, max(1, len(x) // batch), repeats=1 if quick else 3)
+    ratio = piped["median"] / train["median"]
     verdict = "the input is not the bottleneck" if ratio > 1 else "the input IS the bottleneck"
     return {
         "kind": "speed",
-        "task": task,
+        "task": task.name,
         "model": model,
         "input": input,
         "params": report["params"],
         "macs": report["macs"],
         "float_bytes": report["float_keras_bytes"],
         "int8_bytes": report["tflite_bytes"],
-        "train_precision": speed["precision"],
+        "train_precision": precision,
         "train_examples_per_s": train,
-        "keras_latency_ms": speed["keras_ms"],
-        "tflite_latency_ms": speed["tflite_ms"],
-        "pipeline_examples_per_s": pipeline,
+        "keras_latency_ms": keras_ms,
+        "tflite_latency_ms": tflite_ms,
+        "pipeline_examples_per_s": piped,
         "train_batch": batch,
-        "note": (f"{task} {model}: {pipeline_desc} delivers {ratio:.1f}x the {unit}/s that training at batch "
-                 f"{batch} ({speed['precision']}) consumes ({verdict}); int8 TFLite "
+        "note": (f"{task.name} {model}: {pipeline_desc} delivers {ratio:.1f}x the {unit}/s that "
+                 f"training at batch {batch} ({precision}) consumes ({verdict}); int8 TFLite "
                  f"{report['tflite_bytes'] / 1e6:.2f} MB"),
     }
 
 
-def _leaves(structure):
-    if isinstance(structure, dict):
-        for value in structure.values():
-            yield from _leaves(value)
-    elif isinstance(structure, (tuple, list)):
-        for value in structure:
-            yield from _leaves(value)
-    else:
-        yield structure
+def accuracy_row(task, model, data, float_metric, report, **extra):
+    """The `kind: accuracy` row: a model's float metric beside its int8 export's (`report`)."""
+    return {
+        "kind": "accuracy",
+        "task": task.name,
+        "model": f"{model}, int8 {report['quantization']}",
+        "data": data,
+        "metric_name": task.metric_name,
+        "float_metric": float_metric,
+        "int8_metric": report["tflite_metric"],
+        "agreement": report["agreement"],
+        **extra,
+    }
+
+
+def trained_row(task, cfg, out, model, data, *, float_from_export=False, **extra):
+    """`train` then `export` of `cfg` into the run `out` (replaced), as the demo does: an
+    `accuracy_row` whose float metric is the run's (or, with `float_from_export`, the export's)."""
+    from common import runner
+
+    result = runner.train(task, cfg, out, overwrite=True)
+    report = runner.export(task, result.run)
+    metric = report["keras_metric"] if float_from_export else result.metrics[task.metric_name]
+    return accuracy_row(task, model, data, metric, report, **extra)
+
+
+def demo_reports(task, out):
+    """`python -m TASK demo` into `out`: (summary row, export report) of each exported demo run."""
+    import json
+
+    from common import runner
+
+    rows = [row for row in runner.demo(task, out) if row["tflite_bytes"] is not None]
+    reports = [Path(out) / row["model"].split(":")[0] / runner.REPORT_FILE for row in rows]
+    return [(row, json.loads(report.read_text())) for row, report in zip(rows, reports)]
+
+
+def config(task, name, overrides=(), data=None):
+    """configs/TASK/NAME.yaml with `train.verbose=0` and `overrides` (and `data`, its data.root)."""
+    from common.runner import load_task_config
+
+    path = task.config_dir / f"{name}.yaml"
+    return load_task_config(task, path, ["train.verbose=0", *overrides], data)
+
+
+def sample_data(folder, marker, write):
+    """`folder`, written by `write(folder)` unless it holds `marker` (its last file) already."""
+    if not (Path(folder) / marker).is_file():
+        write(folder)
+    return Path(folder)
+
+
+def find_data(real_data, names, *parts, root=None):
+    """The first folder `real_data/NAME` (NAME: the data set's usual folder names) holding every
+    path of `parts`, or None. `root(folder)`, when given, turns it into the data set's root or
+    raises DataError (then the next name is tried)."""
+    from common.errors import DataError
+
+    for name in names if real_data else ():
+        folder = Path(real_data) / name
+        if folder.is_dir() and all((folder / part).exists() for part in parts):
+            try:
+                return root(folder) if root else folder
+            except DataError:
+                continue
+    return None
