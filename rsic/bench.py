@@ -9,7 +9,6 @@ it, int8 at 224x224 timed in alternation, and both trained from scratch on 5 cla
 `quick=True`: the tiny model only (64x64, 2 epochs, PTQ); paper 4 for MobileNetV2 alpha 0.35 at 64.
 """
 
-import json
 import logging
 from functools import partial
 from pathlib import Path
