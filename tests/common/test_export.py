@@ -302,7 +302,7 @@ def _export_backbone(backbone, shape, tmp_path, **kwargs):
                          loss="categorical_crossentropy", qat_steps=1, heldout=x[8:], **kwargs)
 
 
-@pytest.mark.slow  # about 2 minutes on 2 cores: make test-all (the rsic QAT path is covered by EfficientNetB0)
+@pytest.mark.slow  # about 2 minutes on 2 cores: make test-all
 def test_qat_mobilenetv2_nested(tmp_path):
     _seed(3)
     backbone = keras.applications.MobileNetV2(
@@ -326,3 +326,35 @@ def test_qat_or_ptq_other_backbones(name, tmp_path):
     report = _export_backbone(backbone, (64, 64, 3), tmp_path)
     assert report["quantization"] == "qat" or report["fallback_reason"]
     assert report["agreement"] >= 0.8 and report["mean_abs_diff"] < 0.1
+
+
+def test_qat_efficientnet_layers(tmp_path):
+    """EfficientNet's layers that tfmot has no registry entry for, in a model small enough for the
+    default suite: Rescaling + Normalization in the stem, swish, a depthwise convolution and the
+    squeeze-excite Multiply. The full EfficientNetB0 export (tests/rsic/test_export.py) takes
+    about 2 minutes on 2 cores and runs with `make test-all`."""
+    _seed(5)
+    x, y = _classification_data((16, 16, 3))
+    x = x * 255.0  # raw RGB, as EfficientNet's stem expects
+    inputs = keras.Input((16, 16, 3))
+    h = layers.Rescaling(1 / 255.0, name="rescale")(inputs)
+    norm = layers.Normalization(axis=-1, name="normalize")
+    norm.adapt(x / 255.0)
+    h = layers.Conv2D(8, 3, padding="same", use_bias=False, name="stem")(norm(h))
+    h = layers.Activation("swish", name="stem_swish")(layers.BatchNormalization(name="stem_bn")(h))
+    h = layers.DepthwiseConv2D(3, padding="same", use_bias=False, name="dw")(h)
+    h = layers.Activation("swish", name="dw_swish")(layers.BatchNormalization(name="dw_bn")(h))
+    se = layers.GlobalAveragePooling2D(keepdims=True, name="se_squeeze")(h)
+    se = layers.Conv2D(2, 1, activation="swish", name="se_reduce")(se)
+    se = layers.Conv2D(8, 1, activation="sigmoid", name="se_expand")(se)
+    h = layers.Multiply(name="se_excite")([h, se])
+    h = layers.GlobalAveragePooling2D(name="pool")(h)
+    model = keras.Model(inputs, layers.Dense(3, activation="softmax", name="probs")(h))
+    model.compile(keras.optimizers.Adam(0.02), "sparse_categorical_crossentropy")
+    model.fit(x, y, epochs=10, batch_size=32, verbose=0)
+
+    report = export_tflite(model, x[:32], tmp_path / "m.tflite", train_data=(x, y),
+                           loss="sparse_categorical_crossentropy", qat_steps=2, heldout=x[32:])
+    assert report["quantization"] == "qat" or report["fallback_reason"], report
+    assert report["float_ops"] == []
+    assert report["agreement"] >= 0.9 and report["max_abs_diff"] < 0.1, report
