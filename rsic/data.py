@@ -111,22 +111,19 @@ def _check_or_error(path):
 
 
 def check_images(files, skip_bad, workers=4):
-    """The mode of every file (`check_image`, in threads: PIL releases the GIL), None for an
-    unreadable one under `skip_bad`; without it the first unreadable file raises its DataError."""
+    """{index: PIL mode} of the readable `files` (`check_image`, in threads: PIL releases the
+    GIL). An unreadable file is left out under `skip_bad`, else its DataError is raised."""
     with ThreadPoolExecutor(max_workers=workers) as pool:
         results = list(pool.map(_check_or_error, files))
     errors = [result for result in results if isinstance(result, DataError)]
     if errors and not skip_bad:
         raise errors[0]
-    return [None if isinstance(result, DataError) else result for result in results]
+    return {i: mode for i, mode in enumerate(results) if not isinstance(mode, DataError)}
 
 
 def scan_image_folder(root, *, skip_bad=False, log=print):
-    """List and validate every image of a folder-per-class data set (the module docstring).
-
-    Args:
-        skip_bad: skip unreadable images (listed in a log line) instead of raising.
-        log: callable(str) for progress lines.
+    """The ImageFolder of a folder-per-class data set (the module docstring), every image
+    checked; `skip_bad` skips unreadable ones (listed in a `log` line) instead of raising.
 
     Raises:
         DataError: missing folder, fewer than two classes, a class folder without images, or an
@@ -135,7 +132,8 @@ def scan_image_folder(root, *, skip_bad=False, log=print):
     root = Path(root)
     if not root.is_dir():
         raise DataError(f"{root}: data folder not found")
-    class_names = sorted(p.name for p in root.iterdir() if p.is_dir() and not p.name.startswith("."))
+    class_names = sorted(p.name for p in root.iterdir()
+                         if p.is_dir() and not p.name.startswith("."))
     if not class_names:
         raise DataError(f"{root}: no class folders; expected <root>/<class>/<image>.jpg")
     if len(class_names) < 2:
@@ -152,36 +150,27 @@ def scan_image_folder(root, *, skip_bad=False, log=print):
         labels += [index] * len(images)
 
     modes = check_images(files, skip_bad)
-    skipped = [path for path, mode in zip(files, modes) if mode is None]
+    skipped = [str(path) for i, path in enumerate(files) if i not in modes]
     if skipped:
         log(f"skipped {len(skipped)} unreadable image(s) (--skip-bad): "
-            + ", ".join(map(str, skipped[:5])) + (" ..." if len(skipped) > 5 else ""))
-    converted = Counter(mode for mode in modes if mode not in (None, "RGB"))
+            + ", ".join(skipped[:5]) + (" ..." if len(skipped) > 5 else ""))
+    converted = sorted(Counter(mode for mode in modes.values() if mode != "RGB").items())
     if converted:
-        log("converting to RGB: " + ", ".join(f"{n} {mode} image(s)" for mode, n in
-                                              sorted(converted.items()))
+        log("converting to RGB: " + ", ".join(f"{n} {mode} image(s)" for mode, n in converted)
             + " (alpha dropped, grey replicated)")
-    usable = [i for i, mode in enumerate(modes) if mode is not None]
-    labels = np.asarray(labels, np.int64)[usable]
+    labels = np.asarray(labels, np.int64)[list(modes)]
     for index, name in enumerate(class_names):
         if not np.any(labels == index):
             raise DataError(f"{root / name}: class '{name}' has no readable images")
-    return ImageFolder(root, class_names, [files[i] for i in usable], labels)
+    return ImageFolder(root, class_names, [files[i] for i in modes], labels)
 
 
 def make_split(labels, train_ratio, *, val_ratio=0.0, seed=0, class_names=None, root=None):
-    """A stratified, seeded split: per class, `train_ratio` of the images train, the rest test.
+    """A stratified, seeded split of `labels` (N,): sorted index arrays "train", "val", "test".
 
-    Args:
-        labels: int array (N,), class id of every image.
-        train_ratio: float in (0, 1), share of each class used for training (papers: 0.1, 0.2).
-        val_ratio: float in [0, 1), share of each class's training images held out for validation.
-        seed: int.
-        class_names, root: the class names and data folder, to name a class in messages.
-
-    Returns:
-        dict with int arrays "train", "val", "test" of indices into `labels` (sorted).
-        Every class keeps at least one training and one test image.
+    Per class, a share `train_ratio` in (0, 1) of the images trains (papers: 0.1, 0.2), of which
+    a share `val_ratio` in [0, 1) is held out as "val"; the rest tests. Every class keeps at least
+    one training and one test image. `class_names` and `root` name a class in messages.
     """
     if not 0.0 < train_ratio < 1.0:
         raise DataError(f"data.train_ratio must be in (0, 1), got {train_ratio}")
@@ -213,7 +202,8 @@ def split_from_ids(folder, ids, source):
     for name, entries in ids.items():
         missing = [e for e in entries or [] if e not in index]
         if missing:
-            raise DataError(f"{source}: '{missing[0]}' in '{name}' is not an image of {folder.root}")
+            raise DataError(f"{source}: '{missing[0]}' in '{name}' is not an image of "
+                            f"{folder.root}")
         parts[name] = np.asarray(sorted(index[e] for e in entries or []), np.int64)
     parts.setdefault("val", np.zeros(0, np.int64))
     return parts
@@ -254,9 +244,9 @@ def collect_images(inputs, *, skip_bad=False, log=print):
         else:
             raise DataError(f"{path}: no such file or folder")
     modes = check_images(files, skip_bad)
-    for path in (path for path, mode in zip(files, modes) if mode is None):
+    for path in (path for i, path in enumerate(files) if i not in modes):
         log(f"skipping unreadable image {path} (--skip-bad)")
-    usable = [path for path, mode in zip(files, modes) if mode is not None]
+    usable = [files[i] for i in modes]
     if not usable:
         raise DataError("no readable images to predict")
     return usable

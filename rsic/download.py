@@ -19,8 +19,8 @@ from common.errors import ConfigError, DataError
 from rsic.data import IMAGE_SUFFIXES
 from rsic.sample import class_names
 
-URL = ("https://hf.co/datasets/isaaccorley/resisc45/resolve/883edc0eee77b2c84225472f10f126e3ed83fa6e/"
-       "NWPU-RESISC45.zip")
+URL = ("https://hf.co/datasets/isaaccorley/resisc45/resolve/"
+       "883edc0eee77b2c84225472f10f126e3ed83fa6e/NWPU-RESISC45.zip")
 SHA256 = "beeecd0b63656290ae6d65cf7763185b0c1c4c54a753ef8088d6fba3faaf1f53"
 HOMEPAGE = "https://gcheng-nwpu.github.io/#Datasets"
 NUM_CLASSES = 45
@@ -29,9 +29,9 @@ NUM_CLASSES = 45
 def find_data_root(dest):
     """The folder under `dest` (or `dest` itself) holding the 45 class folders (`--data`)."""
     expected = set(class_names(NUM_CLASSES))
-    return _find_data_root(
-        dest, lambda folder: expected <= {child.name for child in folder.iterdir() if child.is_dir()},
-        "NWPU-RESISC45 layout (45 class folders such as airplane/, wetland/)")
+    return _find_data_root(dest, lambda folder: expected <= {p.name for p in folder.iterdir()
+                                                             if p.is_dir()},
+                           "NWPU-RESISC45 layout (45 class folders such as airplane/, wetland/)")
 
 
 def download(dest, *, url=URL, sha256=SHA256, quiet=False):
@@ -44,7 +44,8 @@ def download(dest, *, url=URL, sha256=SHA256, quiet=False):
     except DataError as error:
         if "cannot reach the host" not in str(error):
             raise
-        raise DataError(f"{error}; or get NWPU-RESISC45 from {HOMEPAGE} and unpack it into {dest}") from None
+        raise DataError(f"{error}; or get NWPU-RESISC45 from {HOMEPAGE} and unpack it into "
+                        f"{dest}") from None
     root = find_data_root(dest)
     # Counted by suffix, not decoded (`train` checks every image).
     images = sum(1 for p in root.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file())
@@ -62,8 +63,9 @@ def weights_backbones(text):
     known = {name.lower(): name for name in BACKBONES}
     unknown = [name for name in names if name.lower() not in known]
     if unknown or not names:
-        raise ConfigError(f"--weights: unknown backbone {', '.join(map(repr, unknown)) or repr(text)}; "
-                          f"known: all, {', '.join(BACKBONES)}")
+        unknown = ", ".join(map(repr, unknown)) or repr(text)
+        raise ConfigError(f"--weights: unknown backbone {unknown}; known: all, "
+                          + ", ".join(BACKBONES))
     return [known[name.lower()] for name in names]
 
 

@@ -29,13 +29,15 @@ def load_image(path, size):
 
 
 def load_model(path, num_threads=2):
-    """(common.tflite_runtime.TFLiteModel taking (S, S, 3), class names from labels.txt beside it)."""
+    """(common.tflite_runtime.TFLiteModel taking (S, S, 3), the class names of labels.txt
+    beside it)."""
     from common.tflite_runtime import TFLiteModel
 
     model = TFLiteModel(Path(path), num_threads=num_threads)
     shape = model.input_shape
     if len(shape) != 3 or shape[0] != shape[1] or shape[2] != 3:
-        raise DataError(f"{path}: model input is {shape}, expected a scene classifier taking (S, S, 3)")
+        raise DataError(f"{path}: model input is {shape}, expected a scene classifier taking "
+                        "(S, S, 3)")
     labels = Path(path).with_name("labels.txt")
     if not labels.is_file():
         raise DataError(f"{labels}: labels file not found beside the model "

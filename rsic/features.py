@@ -20,9 +20,7 @@ def make_dataset(files, labels, *, image_size, batch_size, training=False, augme
         files: list of Path (validated images). labels: int array (N,).
         image_size: int, side S of the square model input in pixels.
         training: bool; shuffle (reshuffled every epoch) and augment.
-        augment: dict with `flip` (bool, horizontal and vertical), `rot90` (bool, random
-            multiples of 90 degrees) and `crop` (float in (0, 1]: smallest side of a random crop as
-            a share of the image; 1 = no crop). None: no augmentation.
+        augment: the `data.augment` section (rsic/config.py: flip, rot90, crop), or None.
         seed: int; shuffling and augmentation are deterministic for a seed.
         cache: bool; keep the decoded, resized images in memory (small data sets).
         shuffle_buffer: int, shuffle buffer size in examples (with `cache`).
@@ -49,7 +47,8 @@ def make_dataset(files, labels, *, image_size, batch_size, training=False, augme
     if cache:
         ds = ds.cache()
         if training:
-            ds = ds.shuffle(min(len(paths), shuffle_buffer), seed=seed, reshuffle_each_iteration=True)
+            ds = ds.shuffle(min(len(paths), shuffle_buffer), seed=seed,
+                            reshuffle_each_iteration=True)
     if training and augment:
         seeds = tf.data.Dataset.random(seed=seed, rerandomize_each_iteration=True).batch(2)
         ds = tf.data.Dataset.zip((ds, seeds)).map(
@@ -78,7 +77,8 @@ def _augment(image, seed, augment, image_size):
         image = tf.image.stateless_random_flip_left_right(image, seeds[0])
         image = tf.image.stateless_random_flip_up_down(image, seeds[1])
     if augment.get("rot90", False):
-        image = tf.image.rot90(image, tf.random.stateless_uniform([], seeds[2], 0, 4, dtype=tf.int32))
+        k = tf.random.stateless_uniform([], seeds[2], 0, 4, dtype=tf.int32)
+        image = tf.image.rot90(image, k)
     crop = float(augment.get("crop", 1.0))
     if crop < 1.0:
         values = tf.random.stateless_uniform([3], seeds[3], 0.0, 1.0)

@@ -9,11 +9,8 @@ Every model takes raw RGB, float in [0, 255], of shape (S, S, 3): the backbone's
 its first layer, so the exported TFLite model takes the same raw input. The backbone is built on
 the model's own input tensor: one flat functional graph (no nested model), which quantization needs.
 
-ImageNet weights (`model.weights: imagenet`): the no-top file keras.applications publishes is
-downloaded once (common.download, checked against the published hash) into the Keras cache
-(`$KERAS_HOME/models`, default `~/.keras/models`), where keras.applications finds it too; one line
-says "downloading ..." or "using cached ...". Offline without the file: a `DataError` naming the
-file, its URL and the folder to put it in. `model.weights_path` loads a given file instead.
+ImageNet weights (`model.weights: imagenet`): keras.applications' no-top file, downloaded once
+into the Keras cache (`fetch_imagenet_weights`), or the file `model.weights_path` names.
 """
 
 import os
@@ -191,7 +188,7 @@ def _preprocess(spec, inputs, imagenet):
 
 
 def _attention_features(backbone, spec, attention, size):
-    """Paper 4: attention over several backbone feature maps, each pooled; one concatenated vector."""
+    """Paper 4: attention over several backbone feature maps, each pooled; one concatenation."""
     layers = keras.layers
     names = attention["layers"] or list(spec.feature_layers)
     if not names:
@@ -232,11 +229,6 @@ def _attention_features(backbone, spec, attention, size):
     return layers.Concatenate(name="att_concat")(pooled) if len(pooled) > 1 else pooled[0]
 
 
-def keras_cache_dir():
-    """The folder keras.applications caches weights in: `$KERAS_HOME/models` (default ~/.keras)."""
-    return Path(os.environ.get("KERAS_HOME", Path.home() / ".keras")).expanduser() / "models"
-
-
 def imagenet_weights_origin(spec, alpha=1.0, size=224):
     """(file name in the Keras cache, URL, expected hash or None) of `spec`'s no-top weights;
     `alpha` and `size` pick the MobileNet(V2) file (other backbones have one)."""
@@ -263,7 +255,7 @@ def imagenet_weights_path(spec, model_cfg, alpha=1.0, size=224):
 
 
 def fetch_imagenet_weights(spec, alpha=1.0, size=224, log=None):
-    """The cached no-top ImageNet weights file of `spec` (a Path in `keras_cache_dir()`),
+    """The cached no-top ImageNet weights file of `spec` (a Path in the Keras cache),
     downloaded first when absent or when its hash differs from the published one.
 
     The download (common.download.download_file) goes to `<file>.part`, renamed once complete and
@@ -275,7 +267,8 @@ def fetch_imagenet_weights(spec, alpha=1.0, size=224, log=None):
     if log is None:
         from common.runner import say as log
     filename, origin, file_hash = imagenet_weights_origin(spec, alpha, size)
-    path = keras_cache_dir() / filename
+    keras_home = Path(os.environ.get("KERAS_HOME", Path.home() / ".keras")).expanduser()
+    path = keras_home / "models" / filename  # where keras.applications caches them too
     digest = {} if file_hash is None else {"sha256" if len(file_hash) == 64 else "md5": file_hash}
     if path.is_file():
         if checksum_ok(path, **digest):

@@ -74,8 +74,8 @@ def scene(class_id, num_classes, size, rng):
 
 
 def write_sample(out, *, classes=5, per_class=40, size=64, seed=0, quality=92):
-    """Write `<out>/<class>/<class>_NNN.jpg` (atomically): `classes` >= 2 classes of
-    `per_class` >= 2 JPEG images (`quality`) of `size` >= 8 pixels a side. Returns `out` as a Path."""
+    """Write `<out>/<class>/<class>_NNN.jpg` (atomically): `classes` >= 2 classes of `per_class`
+    >= 2 JPEG images (`quality`) of `size` >= 8 pixels a side. Returns `out` as a Path."""
     from PIL import Image
 
     if classes < 2:

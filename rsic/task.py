@@ -35,8 +35,8 @@ def classification_metrics(labels, probs, class_names):
     cm = ConfusionMatrix(len(class_names))
     cm.update(np.asarray(labels), np.argmax(probs, axis=1))
     recall = per_class_scores(cm)["recall"]
-    return {"accuracy": accuracy(cm),
-            "per_class_accuracy": {name: float(r) for name, r in zip(class_names, recall)}}, cm.matrix
+    per_class = {name: float(r) for name, r in zip(class_names, recall)}
+    return {"accuracy": accuracy(cm), "per_class_accuracy": per_class}, cm.matrix
 
 
 def _skip_bad(parser):
@@ -50,7 +50,8 @@ def _say(line):
 
 class RsicTask(Task):
     name = "rsic"
-    description = "Remote-sensing scene classification (NWPU-RESISC45 or any folder-per-class images)"
+    description = ("Remote-sensing scene classification (NWPU-RESISC45 or any folder-per-class "
+                   "images)")
     config_dir = Path(__file__).resolve().parents[1] / "configs" / "rsic"
     train_config = "mobilenetv2.yaml"
     distill_config = "student.yaml"
@@ -60,13 +61,13 @@ class RsicTask(Task):
 
     def __init__(self):
         self._folders = {}  # (root, skip_bad) -> ImageFolder, while a benchmark reuses one listing
-        self._last = None  # (model id, items count, matrix) of the latest `evaluate`, for `pictures`
+        self._last = None  # (model id, items count, matrix) of the last `evaluate`, for `pictures`
 
     def defaults(self):
         return DEFAULTS
 
     def resolve_config(self, cfg):
-        """`model.backbone: best:BENCH_DIR` -> the best of paper 4's candidates in that benchmark."""
+        """`model.backbone: best:BENCH_DIR` -> the best of paper 4's candidates in that run."""
         backbone = str(cfg["model"]["backbone"])
         if backbone.startswith(BEST_PREFIX):
             from rsic.bench import PAPER4_BACKBONES, best_benchmarked
@@ -108,8 +109,9 @@ class RsicTask(Task):
             raise ConfigError("config key 'data.val_ratio' is 0: train.select_on=inner chooses the "
                               "epoch on a share of the training images; set data.val_ratio "
                               "(e.g. 0.1) or train.select_on=reported")
-        return D.make_split(data.labels, d["train_ratio"], val_ratio=d["val_ratio"] if inner else 0.0,
-                            seed=d["seed"], class_names=data.class_names, root=data.root)
+        val_ratio = d["val_ratio"] if inner else 0.0
+        return D.make_split(data.labels, d["train_ratio"], val_ratio=val_ratio, seed=d["seed"],
+                            class_names=data.class_names, root=data.root)
 
     def split_info(self, cfg, split):
         d = cfg["data"]
@@ -140,16 +142,17 @@ class RsicTask(Task):
                               f"({Path(teacher_run) / 'config.yaml'})")
 
     def datasets(self, cfg, data, split):
-        size, batch, d = int(cfg["model"]["input_size"]), int(cfg["train"]["batch_size"]), cfg["data"]
-        train, val = split["train"], split[self.selection_split(cfg)]
+        d, t = cfg["data"], cfg["train"]
+        size, batch, train = int(cfg["model"]["input_size"]), int(t["batch_size"]), split["train"]
 
         def dataset(items, **training):
             return make_dataset([data.files[i] for i in items], data.labels[items], image_size=size,
                                 batch_size=batch, cache=d["cache"], **training)
 
-        train_ds = dataset(train, training=True, augment=d["augment"], seed=int(cfg["train"]["seed"]),
+        train_ds = dataset(train, training=True, augment=d["augment"], seed=int(t["seed"]),
                            shuffle_buffer=d["shuffle_buffer"])
-        return train_ds, dataset(val), int(cfg["train"]["steps_per_epoch"]) or -(-len(train) // batch)
+        steps = int(t["steps_per_epoch"]) or -(-len(train) // batch)
+        return train_ds, dataset(split[self.selection_split(cfg)]), steps
 
     def build(self, cfg, data, split, run_dir):
         from rsic.models import build_model
@@ -175,14 +178,14 @@ class RsicTask(Task):
     def evaluate(self, model, cfg, data, items):
         """accuracy, per_class_accuracy (recall of each class); the confusion matrix: `pictures`."""
         items = np.asarray(items, np.int64)
-        probs = predict_probs(model, [data.files[i] for i in items], int(cfg["model"]["input_size"]),
-                              int(cfg["train"]["batch_size"]))
+        probs = predict_probs(model, [data.files[i] for i in items],
+                              int(cfg["model"]["input_size"]), int(cfg["train"]["batch_size"]))
         metrics, matrix = classification_metrics(data.labels[items], probs, data.class_names)
         self._last = (id(model), len(items), matrix)
         return metrics
 
     def pictures(self, out_dir, model, cfg, data, items):
-        """OUT/confusion_matrix.csv (counts) and .png (row-normalised) of the evaluation just made."""
+        """OUT/confusion_matrix.csv (counts) and .png (row-normalised) of the last evaluation."""
         import csv
         import io
 
@@ -193,8 +196,8 @@ class RsicTask(Task):
             self.evaluate(model, cfg, data, items)
         matrix, names = self._last[2], data.class_names
         buffer = io.StringIO()
-        csv.writer(buffer).writerows([["true\\predicted", *names],
-                                      *([name, *map(int, row)] for name, row in zip(names, matrix))])
+        rows = ([name, *map(int, row)] for name, row in zip(names, matrix))
+        csv.writer(buffer).writerows([["true\\predicted", *names], *rows])
         write_text(Path(out_dir) / "confusion_matrix.csv", buffer.getvalue())
         plot_confusion_matrix(matrix, names, Path(out_dir) / "confusion_matrix.png",
                               title=f"accuracy {np.trace(matrix) / max(matrix.sum(), 1):.3f}")
@@ -213,15 +216,17 @@ class RsicTask(Task):
         return f"{len(files)} predictions -> {out}"
 
     def edge_predict(self, tflite_path, inputs, out, args):
-        files, _ = edge.predict(tflite_path, inputs, out, skip_bad=bool(getattr(args, "skip_bad", None)))
+        skip_bad = bool(getattr(args, "skip_bad", False))
+        files, _ = edge.predict(tflite_path, inputs, out, skip_bad=skip_bad)
         return f"{len(files)} predictions -> {out}"
 
     # -- sample, download, demo, extra commands ----------------------------------------------------
 
     def add_sample_arguments(self, parser):
-        parser.add_argument("--classes", type=int, default=5, help="number of classes (default 5)")
-        parser.add_argument("--per-class", type=int, default=40, help="images per class (default 40)")
-        parser.add_argument("--size", type=int, default=64, help="image side in pixels (default 64)")
+        for flag, default, what in (("--classes", 5, "number of classes"),
+                                    ("--per-class", 40, "images per class"),
+                                    ("--size", 64, "image side in pixels")):
+            parser.add_argument(flag, type=int, default=default, help=f"{what} (default {default})")
         parser.add_argument("--seed", type=int, default=0)
 
     def sample(self, out, args):
@@ -230,15 +235,19 @@ class RsicTask(Task):
         return f"wrote {out}: {a.classes} classes x {a.per_class} images of {a.size}x{a.size}"
 
     def add_download_arguments(self, parser):
-        parser.add_argument("--url", default=downloads.URL, help="archive URL (default: the pinned torchgeo mirror)")
-        parser.add_argument("--sha256", default=downloads.SHA256, help="expected SHA-256 of the archive")
+        parser.add_argument("--url", default=downloads.URL,
+                            help="archive URL (default: the pinned torchgeo mirror)")
+        parser.add_argument("--sha256", default=downloads.SHA256,
+                            help="expected SHA-256 of the archive")
         parser.add_argument("--weights", metavar="BACKBONE[,BACKBONE...]|all",
                             help="fetch these backbones' no-top ImageNet weights into the Keras "
-                                 "cache (~/.keras/models) for offline training; --dest is then optional")
-        parser.add_argument("--alpha", type=float, default=1.0,
-                            help="MobileNet/MobileNetV2 width multiplier of --weights (default 1.0)")
-        parser.add_argument("--input-size", type=int, default=224,
-                            help="MobileNet/MobileNetV2 input side of --weights (default 224)")
+                                 "cache (~/.keras/models) for offline training; --dest is then "
+                                 "optional")
+        for flag, kind, default, what in (("--alpha", float, 1.0, "width multiplier"),
+                                          ("--input-size", int, 224, "input side")):
+            parser.add_argument(flag, type=kind, default=default,
+                                help=f"MobileNet/MobileNetV2 {what} of --weights "
+                                     f"(default {default})")
 
     def download_needs_dest(self, args):
         return not args.weights
@@ -251,7 +260,8 @@ class RsicTask(Task):
             lines.append(f"ImageNet weights of {len(paths)} backbone(s) in {paths[0].parent}: "
                          + ", ".join(path.name for path in paths))
         if dest:
-            root, classes, images = downloads.download(dest, url=args.url, sha256=args.sha256, quiet=args.quiet)
+            root, classes, images = downloads.download(dest, url=args.url, sha256=args.sha256,
+                                                       quiet=args.quiet)
             lines.append(f"NWPU-RESISC45 is in {root}: {classes} classes, {images} images; "
                          f"use it with --data {root}")
         return "; ".join(lines)
@@ -267,8 +277,8 @@ class RsicTask(Task):
         def arguments(parser):
             parser.add_argument("--out", required=True,
                                 help="folder for OUT/<backbone>/ runs and benchmark.json/.md")
-            parser.add_argument("--backbones",
-                                help="comma-separated backbone names (default: benchmark.backbones)")
+            parser.add_argument("--backbones", help="comma-separated backbone names "
+                                                    "(default: benchmark.backbones)")
             parser.add_argument("--overwrite", action="store_true",
                                 help="train and export again over finished runs")
             _skip_bad(parser)
@@ -277,7 +287,8 @@ class RsicTask(Task):
                                      "OUT/benchmark.json/.md", arguments, self._benchmark,
                         common_args=True),
                 Command("paper3", "paper 3's table: benchmark -> best run(s) as teacher(s) -> "
-                                  "distilled student -> int8 -> OUT/paper3.md, paper3.json (resumable)",
+                                  "distilled student -> int8 -> OUT/paper3.md, paper3.json "
+                                  "(resumable)",
                         lambda parser: paper.add_arguments(parser, 3),
                         lambda args: paper.run_paper3(self, args)),
                 Command("paper4", "paper 4's table: benchmark of its candidates -> attention model "
@@ -291,5 +302,6 @@ class RsicTask(Task):
 
         cfg = load_task_config(self, args.config, args.overrides, args.data)
         if args.backbones:
-            cfg["benchmark"]["backbones"] = [b.strip() for b in args.backbones.split(",") if b.strip()]
+            names = [name.strip() for name in args.backbones.split(",")]
+            cfg["benchmark"]["backbones"] = [name for name in names if name]
         run_benchmark(self, cfg, args.out, overwrite=args.overwrite)
