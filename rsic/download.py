@@ -1,13 +1,9 @@
-"""`python -m rsic download --dest DIR`: NWPU-RESISC45 (rsic/data.py). Never imports TensorFlow.
+"""`python -m rsic download`: NWPU-RESISC45 (rsic/data.py) into `--dest`, ImageNet weights.
 
 The archive comes from torchgeo's mirror on Hugging Face, pinned to a commit and checked against
 its SHA-256 (`--url`, `--sha256`: elsewhere, e.g. a local copy); common/download.py fetches it
-resumably (`DIR/downloads/*.part`: run the command again after an interruption) and unpacks it.
-The folder under DIR holding the 45 class folders is then `--data` for the other commands.
-
-`--weights NAME[,NAME...]|all` fills the Keras cache (~/.keras/models) with the backbones'
-no-top ImageNet weights (`download_weights`, through rsic.models: that part imports TensorFlow),
-for a machine that trains offline later.
+resumably (run the command again after an interruption) and unpacks it. `--weights` fills the
+Keras cache through rsic.models, the only part that imports TensorFlow.
 """
 
 from pathlib import Path

@@ -85,7 +85,7 @@ _WEIGHT_ALPHAS = {"MobileNet": {0.25: "2_5", 0.5: "5_0", 0.75: "7_5", 1.0: "1_0"
 _WEIGHT_ROWS = {"MobileNet": (128, 160, 192, 224), "MobileNetV2": (96, 128, 160, 192, 224)}
 
 # Where keras.applications publishes each no-top file (`{file}`: `Backbone.weights_file`) and the
-# hash its `get_file` checks, from tf_keras/src/applications/*.py (md5; sha256 for ConvNeXt; none
+# hash it checks, from tf_keras/src/applications/*.py (md5; sha256 for ConvNeXt; none
 # published for MobileNet(V2)). A module-level table so that a test (or a mirror) can repoint it.
 _APPS = "https://storage.googleapis.com/tensorflow/keras-applications/"
 IMAGENET_WEIGHTS = {
