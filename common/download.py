@@ -230,3 +230,8 @@ def _progress(name, done, total):
         print(f"\r{name}: {done / 1e6:.1f} / {total / 1e6:.1f} MB ({done / total:.0%})", end="", file=sys.stderr)
     else:
         print(f"\r{name}: {done / 1e6:.1f} MB", end="", file=sys.stderr)
+
+
+def checksum_ok(path, *, md5=None, sha256=None):
+    """Whether the file at `path` has these hex digests (True when neither is given)."""
+    return _checksum_ok(path, md5, sha256)

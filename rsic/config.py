@@ -10,7 +10,8 @@ DEFAULTS = {
     "data": {
         "root": "",  # the data set folder; `--data` sets it and the run remembers it
         "train_ratio": 0.2,  # share of each class for training (papers: 0.1 or 0.2); rest: test
-        "val_ratio": 0.1,  # share of each class's training images that chooses the epoch (train.select_on=inner)
+        # share of each class's training images that chooses the epoch (train.select_on=inner)
+        "val_ratio": 0.1,
         "split_file": "",  # a split JSON (train/val/test lists) instead of train_ratio
         "seed": 0,  # split seed
         "skip_bad": False,  # skip unreadable images instead of stopping (--skip-bad)
@@ -26,8 +27,8 @@ DEFAULTS = {
         "backbone": "MobileNetV2",  # see rsic.models.BACKBONES
         "input_size": 224,  # square input side in pixels
         "alpha": 1.0,  # width multiplier (MobileNet, MobileNetV2)
-        # null: train from scratch; imagenet: keras.applications' no-top ImageNet weights, downloaded
-        # once into the Keras cache ($KERAS_HOME/models, default ~/.keras/models) and reused
+        # null: train from scratch; imagenet: keras.applications' no-top ImageNet weights,
+        # downloaded once into the Keras cache ($KERAS_HOME/models, default ~/.keras/models)
         "weights": None,
         "weights_path": "",  # a no-top ImageNet weights file to load instead of the Keras cache
         "embedding_dim": 512,  # the Dense "embedding" of paper 3's head
@@ -47,7 +48,7 @@ DEFAULTS = {
             # makes (H*W)^2 scores: 22x the backbone's int8 latency at stride 8).
             "query_stride": 16,
             "kv_stride": 32,
-            "norm": "batch",  # layer | batch (BatchNorm after the residual: int8 MUL/ADD in XNNPACK)
+            "norm": "batch",  # layer | batch (BatchNorm after the residual: XNNPACK's int8 MUL/ADD)
         },
     },
     "distill": {  # paper 3's teacher-student training (`distill --teacher RUN`)
@@ -68,9 +69,10 @@ DEFAULTS = {
     "benchmark": {
         # `python -m rsic benchmark`: paper 3's twelve backbones and NASNetMobile, paper 4's fourth
         # compact candidate (rsic.models.BACKBONES); --backbones picks others
-        "backbones": ["MobileNet", "MobileNetV2", "NASNetMobile", "EfficientNetB0", "EfficientNetB7",
-                      "ResNet50", "ResNet152V2", "InceptionV3", "InceptionResNetV2", "DenseNet121",
-                      "DenseNet201", "ConvNeXtTiny", "ConvNeXtLarge"],
+        "backbones": ["MobileNet", "MobileNetV2", "NASNetMobile", "EfficientNetB0",
+                      "EfficientNetB7", "ResNet50", "ResNet152V2", "InceptionV3",
+                      "InceptionResNetV2", "DenseNet121", "DenseNet201", "ConvNeXtTiny",
+                      "ConvNeXtLarge"],
         "export": True,  # also export each to int8 TFLite (size and latency columns)
     },
     "train": {**TRAIN_DEFAULTS, "monitor": "val_accuracy", "monitor_mode": "max"},

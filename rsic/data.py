@@ -1,4 +1,4 @@
-"""Folder-per-class scene images (NWPU-RESISC45 layout): listing, validation, splits, tf.data.
+"""Folder-per-class scene images (NWPU-RESISC45 layout): listing, validation, splits.
 
 Data set layout (the layout of NWPU-RESISC45, UC Merced and AID)::
 
@@ -26,17 +26,16 @@ Data set layout (the layout of NWPU-RESISC45, UC Merced and AID)::
   `train`, `test` and optionally `val` of paths relative to the root (`class/name.jpg`); the split
   used is always written to the run directory as `split.json` in that same format.
 
-No TensorFlow here (the edge path uses `collect_images`); the tf.data pipeline is in rsic/features.py.
-
-Every image is checked once with PIL before training (header and a full decode) so that a broken
-file is reported by name as a `DataError`, never from inside TensorFlow. `skip_bad=True`
-(`--skip-bad`) skips such files instead and lists them in a log line.
+Every image is decoded once with PIL before training, so that a broken file is reported by name
+as a `DataError`, never from inside TensorFlow; `skip_bad=True` (`--skip-bad`) skips such files
+and says so. No TensorFlow here (the edge path uses it); the tf.data pipeline is rsic/features.py.
 """
 
 import json
 import warnings
+from collections import Counter
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -44,28 +43,18 @@ import numpy as np
 from common.errors import DataError
 
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".tif", ".tiff")
-_TIFF_SUFFIXES = (".tif", ".tiff")
+_MODES = ("RGB", "L", "LA", "RGBA", "P", "PA", "I;16", "I", "1")  # PIL modes convertible to RGB
 
 
 @dataclass
 class ImageFolder:
-    """A listed and validated image folder.
-
-    Attributes:
-        root: Path of the data set folder.
-        class_names: list of str, sorted; index = class id.
-        files: list of Path, every usable image.
-        labels: int64 array (N,), class id of each file.
-        skipped: list of (Path, reason) of broken images skipped with `skip_bad`.
-        converted: dict mode -> count of images that are not plain RGB (converted on decode).
-    """
+    """A listed and validated image folder: `files` (Paths of every usable image), `labels`
+    (int64 (N,) class ids), `class_names` (sorted; index = class id) under `root`."""
 
     root: Path
     class_names: list
     files: list
     labels: np.ndarray
-    skipped: list = field(default_factory=list)
-    converted: dict = field(default_factory=dict)
 
     def relative(self, indices=None):
         """Posix paths relative to the root (`class/name.jpg`) of the files at `indices`."""
@@ -73,31 +62,27 @@ class ImageFolder:
         return [self.files[i].relative_to(self.root).as_posix() for i in indices]
 
 
-def list_classes(root):
-    """Sorted class folder names under `root`; DataError when there are fewer than two."""
-    root = Path(root)
-    if not root.is_dir():
-        raise DataError(f"{root}: data folder not found")
-    classes = sorted(p.name for p in root.iterdir() if p.is_dir() and not p.name.startswith("."))
-    if not classes:
-        raise DataError(f"{root}: no class folders; expected <root>/<class>/<image>.jpg")
-    if len(classes) < 2:
-        raise DataError(f"{root}: only one class folder ({classes[0]}); a classifier needs at least 2")
-    return classes
+def _one_line(error):
+    text = str(error).strip().splitlines()
+    return text[0] if text else type(error).__name__
+
+
+def load_rgb(path):
+    """The image at `path` as an RGB PIL image (grey replicated, alpha dropped)."""
+    from PIL import Image
+
+    try:
+        with Image.open(path) as image:
+            return image.convert("RGB")
+    except Exception as error:  # PIL raises many types for a broken file
+        raise DataError(f"{path}: unreadable or truncated image ({_one_line(error)})") from None
 
 
 def check_image(path):
-    """Open and fully decode one image with PIL.
-
-    Args:
-        path: Path of an image file.
-
-    Returns:
-        str, the PIL mode of the image ("RGB", "L", "RGBA", ...).
+    """Open and fully decode one image with PIL; returns its mode ("RGB", "L", "RGBA", ...).
 
     Raises:
-        DataError: the file cannot be read, is truncated, or has a mode that is not an image
-            of 1, 3 or 4 channels.
+        DataError: the file cannot be read, is truncated, or is not an image of 1, 3 or 4 channels.
     """
     from PIL import Image
 
@@ -108,92 +93,84 @@ def check_image(path):
                 image.verify()  # header and structure, cheap
             with Image.open(path) as image:
                 image.load()  # a full decode catches truncated data that verify() misses
-                mode = image.mode
-                size = image.size
+                mode, size = image.mode, image.size
     except Exception as error:  # PIL raises many types for a broken file
         raise DataError(f"{path}: unreadable or truncated image ({_one_line(error)})") from None
     if min(size) < 1:
         raise DataError(f"{path}: image has no pixels")
-    if mode not in ("RGB", "L", "LA", "RGBA", "P", "PA", "I;16", "I", "1"):
+    if mode not in _MODES:
         raise DataError(f"{path}: image mode {mode} cannot be converted to RGB")
     return mode
 
 
-def scan_image_folder(root, *, skip_bad=False, log=print, workers=4):
-    """List and validate every image of a folder-per-class data set.
+def _check_or_error(path):
+    try:
+        return check_image(path)
+    except DataError as error:
+        return error
 
-    Args:
-        root: str or Path of the data set folder (see the module docstring).
-        skip_bad: bool; skip unreadable images (listed in a log line) instead of raising.
-        log: callable(str) for progress lines.
-        workers: int, threads that decode images for the check (PIL releases the GIL).
 
-    Returns:
-        ImageFolder.
+def check_images(files, skip_bad, workers=4):
+    """{index: PIL mode} of the readable `files` (`check_image`, in threads: PIL releases the
+    GIL). An unreadable file is left out under `skip_bad`, else its DataError is raised."""
+    with ThreadPoolExecutor(max_workers=workers) as pool:
+        results = list(pool.map(_check_or_error, files))
+    errors = [result for result in results if isinstance(result, DataError)]
+    if errors and not skip_bad:
+        raise errors[0]
+    return {i: mode for i, mode in enumerate(results) if not isinstance(mode, DataError)}
+
+
+def scan_image_folder(root, *, skip_bad=False, log=print):
+    """The ImageFolder of a folder-per-class data set (the module docstring), every image
+    checked; `skip_bad` skips unreadable ones (listed in a `log` line) instead of raising.
 
     Raises:
         DataError: missing folder, fewer than two classes, a class folder without images, or an
             unreadable image (unless `skip_bad`).
     """
     root = Path(root)
-    class_names = list_classes(root)
+    if not root.is_dir():
+        raise DataError(f"{root}: data folder not found")
+    class_names = sorted(p.name for p in root.iterdir()
+                         if p.is_dir() and not p.name.startswith("."))
+    if not class_names:
+        raise DataError(f"{root}: no class folders; expected <root>/<class>/<image>.jpg")
+    if len(class_names) < 2:
+        raise DataError(f"{root}: only one class folder ({class_names[0]}); "
+                        "a classifier needs at least 2")
     files, labels = [], []
     for index, name in enumerate(class_names):
-        images = sorted(
-            p for p in (root / name).iterdir()
-            if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES and not p.name.startswith(".")
-        )
+        images = sorted(p for p in (root / name).iterdir() if p.is_file()
+                        and p.suffix.lower() in IMAGE_SUFFIXES and not p.name.startswith("."))
         if not images:
-            raise DataError(f"{root / name}: class '{name}' has no images ({', '.join(IMAGE_SUFFIXES)})")
-        files.extend(images)
-        labels.extend([index] * len(images))
+            raise DataError(f"{root / name}: class '{name}' has no images "
+                            f"({', '.join(IMAGE_SUFFIXES)})")
+        files += images
+        labels += [index] * len(images)
 
-    with ThreadPoolExecutor(max_workers=workers) as pool:
-        results = list(pool.map(_check_or_error, files))
-    usable, usable_labels, skipped, converted = [], [], [], {}
-    for path, label, (mode, error) in zip(files, labels, results):
-        if error is not None:
-            if not skip_bad:
-                raise error
-            skipped.append((path, str(error)))
-            continue
-        if mode != "RGB":
-            converted[mode] = converted.get(mode, 0) + 1
-        usable.append(path)
-        usable_labels.append(label)
+    modes = check_images(files, skip_bad)
+    skipped = [str(path) for i, path in enumerate(files) if i not in modes]
     if skipped:
         log(f"skipped {len(skipped)} unreadable image(s) (--skip-bad): "
-            + ", ".join(str(p) for p, _ in skipped[:5]) + (" ..." if len(skipped) > 5 else ""))
+            + ", ".join(skipped[:5]) + (" ..." if len(skipped) > 5 else ""))
+    converted = sorted(Counter(mode for mode in modes.values() if mode != "RGB").items())
     if converted:
-        log("converting to RGB: " + ", ".join(f"{n} {mode} image(s)" for mode, n in sorted(converted.items()))
+        log("converting to RGB: " + ", ".join(f"{n} {mode} image(s)" for mode, n in converted)
             + " (alpha dropped, grey replicated)")
-    usable_labels = np.asarray(usable_labels, np.int64)
+    labels = np.asarray(labels, np.int64)[list(modes)]
     for index, name in enumerate(class_names):
-        if not np.any(usable_labels == index):
+        if not np.any(labels == index):
             raise DataError(f"{root / name}: class '{name}' has no readable images")
-    return ImageFolder(root, class_names, usable, usable_labels, skipped, converted)
-
-
-def _check_or_error(path):
-    try:
-        return check_image(path), None
-    except DataError as error:
-        return None, error
+    return ImageFolder(root, class_names, [files[i] for i in modes], labels)
 
 
 def make_split(labels, train_ratio, *, val_ratio=0.0, seed=0, class_names=None, root=None):
-    """A stratified, seeded split: per class, `train_ratio` of the images train, the rest test.
+    """A stratified, seeded split of `labels` (N,): sorted index arrays "train", "val", "test".
 
-    Args:
-        labels: int array (N,), class id of every image.
-        train_ratio: float in (0, 1), share of each class used for training (papers: 0.1, 0.2).
-        val_ratio: float in [0, 1), share of each class's training images held out for validation.
-        seed: int.
-        class_names, root: the class names and data folder, to name a class in messages.
-
-    Returns:
-        dict with int arrays "train", "val", "test" of indices into `labels` (sorted).
-        Every class keeps at least one training and one test image.
+    Per class, a share `train_ratio` in (0, 1) of the images trains (papers: 0.1, 0.2), of which
+    a share `val_ratio` in [0, 1) is held out as "val"; the rest tests. Every class keeps at least
+    one training and one test image. `class_names` and `root` name a class in messages.
     """
     if not 0.0 < train_ratio < 1.0:
         raise DataError(f"data.train_ratio must be in (0, 1), got {train_ratio}")
@@ -207,10 +184,10 @@ def make_split(labels, train_ratio, *, val_ratio=0.0, seed=0, class_names=None, 
         if len(members) < 2:
             name = class_names[label] if class_names is not None else f"class {label}"
             where = f"{Path(root) / name}: " if root is not None and class_names is not None else ""
-            raise DataError(f"{where}class '{name}' has {len(members)} image; a split needs at least 2 per class")
+            raise DataError(f"{where}class '{name}' has {len(members)} image; "
+                            "a split needs at least 2 per class")
         n_train = int(np.clip(round(train_ratio * len(members)), 1, len(members) - 1))
-        n_val = int(round(val_ratio * n_train)) if n_train > 1 else 0
-        n_val = min(n_val, n_train - 1)
+        n_val = min(int(round(val_ratio * n_train)), n_train - 1)
         parts["val"].extend(members[:n_val])
         parts["train"].extend(members[n_val:n_train])
         parts["test"].extend(members[n_train:])
@@ -218,30 +195,23 @@ def make_split(labels, train_ratio, *, val_ratio=0.0, seed=0, class_names=None, 
 
 
 def split_from_ids(folder, ids, source):
-    """Index arrays into `folder.files` of root-relative paths (`class/name.jpg`) per split.
-
-    Args:
-        folder: ImageFolder. ids: dict of split name -> list of relative paths.
-        source: what the paths came from (a file), for messages.
-    """
+    """Index arrays into `folder.files` of root-relative paths (`class/name.jpg`) per split name
+    (always with a "val" entry, empty when `ids` has none); `source` names the file in messages."""
     index = {name: i for i, name in enumerate(folder.relative())}
     parts = {}
     for name, entries in ids.items():
-        entries = entries or []
-        missing = [e for e in entries if e not in index]
+        missing = [e for e in entries or [] if e not in index]
         if missing:
-            raise DataError(f"{source}: '{missing[0]}' in '{name}' is not an image of {folder.root}")
-        parts[name] = np.asarray(sorted(index[e] for e in entries), np.int64)
+            raise DataError(f"{source}: '{missing[0]}' in '{name}' is not an image of "
+                            f"{folder.root}")
+        parts[name] = np.asarray(sorted(index[e] for e in entries or []), np.int64)
+    parts.setdefault("val", np.zeros(0, np.int64))
     return parts
 
 
 def read_split_file(path, folder):
-    """Read a split JSON (lists `train`, `test`, optional `val` of root-relative paths), e.g. a
-    run's split.json.
-
-    Returns:
-        dict of int index arrays "train", "val", "test" into `folder.files`.
-    """
+    """Index arrays "train", "val", "test" into `folder.files` from a split JSON (lists `train`,
+    `test`, optional `val` of root-relative paths), e.g. a run's split.json."""
     path = Path(path)
     if not path.is_file():
         raise DataError(f"{path}: split file not found")
@@ -251,44 +221,32 @@ def read_split_file(path, folder):
         raise DataError(f"{path}: not valid JSON ({_one_line(error)})") from None
     if not isinstance(content, dict) or "train" not in content or "test" not in content:
         raise DataError(f"{path}: split file needs lists 'train' and 'test'")
-    parts = split_from_ids(folder, {name: content.get(name) for name in ("train", "val", "test")}, path)
+    parts = split_from_ids(folder, {name: content.get(name) for name in ("train", "val", "test")},
+                           path)
     if len(parts["train"]) == 0 or len(parts["test"]) == 0:
         raise DataError(f"{path}: 'train' and 'test' must not be empty")
     return parts
 
 
 def collect_images(inputs, *, skip_bad=False, log=print):
-    """Image files from a list of files and folders (folders searched recursively), validated.
-
-    Returns:
-        list of Path, sorted within each folder, in the order given.
-    """
+    """The readable image files of a list of files and folders (searched recursively, sorted
+    within each folder), in the order given."""
     files = []
-    for item in inputs:
-        path = Path(item)
+    for path in map(Path, inputs):
         if path.is_dir():
-            found = sorted(p for p in path.rglob("*") if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES)
+            found = sorted(p for p in path.rglob("*")
+                           if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES)
             if not found:
                 raise DataError(f"{path}: folder has no images ({', '.join(IMAGE_SUFFIXES)})")
-            files.extend(found)
+            files += found
         elif path.is_file():
             files.append(path)
         else:
             raise DataError(f"{path}: no such file or folder")
-    usable = []
-    for path in files:
-        try:
-            check_image(path)
-            usable.append(path)
-        except DataError:
-            if not skip_bad:
-                raise
-            log(f"skipping unreadable image {path} (--skip-bad)")
+    modes = check_images(files, skip_bad)
+    for path in (path for i, path in enumerate(files) if i not in modes):
+        log(f"skipping unreadable image {path} (--skip-bad)")
+    usable = [files[i] for i in modes]
     if not usable:
         raise DataError("no readable images to predict")
     return usable
-
-
-def _one_line(error):
-    text = str(error).strip().splitlines()
-    return text[0] if text else type(error).__name__

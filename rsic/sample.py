@@ -1,12 +1,9 @@
-"""A small synthetic scene data set in the NWPU-RESISC45 on-disk layout (`<out>/<class>/<name>.jpg`).
+"""A small synthetic scene data set in the NWPU-RESISC45 layout (`<out>/<class>/<name>.jpg`).
 
 Each class has its own colour, texture (stripes, checks, dots or rings at a class-specific
 orientation and frequency) and shapes (rectangles or discs of a class-specific size), with
 per-image jitter in phase, position, brightness and noise, so a small network learns it in a few
 epochs but not from a single pixel. Same seed, same bytes.
-
-Example:
-    python -m rsic sample --out data/rsic_sample --classes 5 --per-class 40 --size 64
 """
 
 import colorsys
@@ -33,19 +30,13 @@ NWPU_CLASSES = (
 
 def class_names(num_classes):
     """The sample's class names: NWPU-RESISC45 names, then `class_46`, ... beyond 45."""
-    return [NWPU_CLASSES[i] if i < len(NWPU_CLASSES) else f"class_{i + 1:02d}" for i in range(num_classes)]
+    return [NWPU_CLASSES[i] if i < len(NWPU_CLASSES) else f"class_{i + 1:02d}"
+            for i in range(num_classes)]
 
 
 def scene(class_id, num_classes, size, rng):
-    """One synthetic scene of class `class_id`.
-
-    Args:
-        class_id: int in [0, num_classes). num_classes: int. size: int, side in pixels.
-        rng: numpy Generator (per-image randomness).
-
-    Returns:
-        uint8 array (size, size, 3).
-    """
+    """One synthetic scene of class `class_id` in [0, num_classes): uint8 (size, size, 3);
+    `rng` (a numpy Generator) gives the per-image jitter."""
     hue = (class_id / num_classes + rng.normal(0, 0.015)) % 1.0
     base = np.array(colorsys.hsv_to_rgb(hue, 0.55, 0.75))
     accent = np.array(colorsys.hsv_to_rgb((hue + 0.5) % 1.0, 0.35, 0.95))
@@ -59,9 +50,11 @@ def scene(class_id, num_classes, size, rng):
     if kind == 0:  # stripes
         texture = 0.5 + 0.5 * np.sin(2 * np.pi * freq * u + phase)
     elif kind == 1:  # checks
-        texture = 0.5 + 0.5 * np.sign(np.sin(2 * np.pi * freq * u + phase) * np.sin(2 * np.pi * freq * v))
+        texture = 0.5 + 0.5 * np.sign(np.sin(2 * np.pi * freq * u + phase)
+                                      * np.sin(2 * np.pi * freq * v))
     elif kind == 2:  # dots
-        texture = (np.sin(2 * np.pi * freq * u + phase) * np.sin(2 * np.pi * freq * v + phase) > 0.6) * 1.0
+        texture = (np.sin(2 * np.pi * freq * u + phase)
+                   * np.sin(2 * np.pi * freq * v + phase) > 0.6) * 1.0
     else:  # rings around a random centre
         cy, cx = rng.uniform(0.2, 0.8, size=2)
         texture = 0.5 + 0.5 * np.cos(2 * np.pi * freq * np.hypot(yy - cy, xx - cx) + phase)
@@ -81,16 +74,8 @@ def scene(class_id, num_classes, size, rng):
 
 
 def write_sample(out, *, classes=5, per_class=40, size=64, seed=0, quality=92):
-    """Write the sample data set.
-
-    Args:
-        out: str or Path; `<out>/<class>/<class>_NNN.jpg` are written (atomically).
-        classes: int >= 2, number of classes. per_class: int >= 2, images per class.
-        size: int >= 8, image side in pixels. seed: int. quality: JPEG quality.
-
-    Returns:
-        Path of `out`.
-    """
+    """Write `<out>/<class>/<class>_NNN.jpg` (atomically): `classes` >= 2 classes of `per_class`
+    >= 2 JPEG images (`quality`) of `size` >= 8 pixels a side. Returns `out` as a Path."""
     from PIL import Image
 
     if classes < 2:
@@ -107,6 +92,7 @@ def write_sample(out, *, classes=5, per_class=40, size=64, seed=0, quality=92):
         rng = np.random.default_rng([seed, class_id])
         for index in range(per_class):
             buffer = io.BytesIO()
-            Image.fromarray(scene(class_id, classes, size, rng)).save(buffer, format="JPEG", quality=quality)
+            Image.fromarray(scene(class_id, classes, size, rng)).save(buffer, format="JPEG",
+                                                                      quality=quality)
             write_bytes(out / name / f"{name}_{index + 1:03d}.jpg", buffer.getvalue())
     return out
