@@ -180,7 +180,7 @@ def step_rsic(work, n):
     from common.cli import setup_tensorflow
 
     setup_tensorflow()
-    from rsic.data import make_dataset
+    from rsic.features import make_dataset
     from rsic.sample import write_sample
 
     base = work / "rsic_unique"
