@@ -51,7 +51,7 @@ DEFAULTS = {
         "monitor": "val_accuracy",
         "monitor_mode": "max",
         # Training batches over which BatchNormalization statistics are re-estimated before each
-        # validation (see asc.models.recalibrate_batchnorm); 0 = off.
+        # validation (see asc.models.RecalibrateBatchNorm); 0 = off.
         "bn_recalibration_batches": 16,
     },
     "export": {
