@@ -73,16 +73,16 @@ def scores(labels, probs, clips, classes):
     del result["examples"]
     if sorted(classes) == sorted(SCENES):
         names = list(SCENE_GROUPS)
-        group = np.array([next(i for i, g in enumerate(names) if c in SCENE_GROUPS[g]) for c in classes])
-        group_probs = np.stack([probs[:, group == i].sum(axis=1) for i in range(len(names))], axis=1)
+        group = np.array([next(i for i, g in enumerate(names) if c in SCENE_GROUPS[g])
+                          for c in classes])
+        group_probs = np.stack([probs[:, group == i].sum(axis=1) for i in range(len(names))], 1)
         result["groups"] = {**part(np.ones(len(labels), bool), group[labels], group_probs),
                             "groups": SCENE_GROUPS}
         del result["groups"]["examples"]
     return result
 
 
-# The `features` command (asc.features.build_data_cache), under the name asc/bench.py imports.
-build_all_features = feats.build_data_cache
+build_all_features = feats.build_data_cache  # the `features` command, as asc/bench.py imports it
 
 
 def complexity_report(model, tflite=None, say=_say):
@@ -157,8 +157,8 @@ class AscTask(Task):
         known = {clip.filename: clip for clip in [*data.train, *data.evaluate]}
         missing = [name for names in ids.values() for name in names if name not in known]
         if missing:
-            raise DataError(f"{data.root / missing[0]}: in the run's split.json but not in the data "
-                            "set")
+            raise DataError(f"{data.root / missing[0]}: in the run's split.json but not in the "
+                            "data set")
         return {split: [known[name] for name in names] for split, names in ids.items()}
 
     def all_items(self, data):
@@ -267,13 +267,14 @@ class AscTask(Task):
     def add_arguments(self, command, parser):
         if command == "predict":
             parser.add_argument("--config", help="with --tflite: the config.yaml (or run directory) "
-                                "the model was exported from; default the config.yaml beside the model")
+                                "the model was exported from; default the config.yaml beside the "
+                                "model")
 
     def predict(self, model, cfg, inputs, out, args):
         from asc.edge import classify, read_labels
 
         run = getattr(args, "run", None)
-        classes = read_labels(Path(run) / "model.keras", cfg) if run else list(cfg["data"]["classes"] or SCENES)
+        classes = read_labels(Path(run) / "model.keras", cfg) if run else read_labels(None, cfg)
         result = classify(lambda x: model.predict(x, batch_size=64, verbose=0), inputs, out, cfg,
                           classes, model_name=str(run or "model"), say=_say)
         return f"{out}: {len(result)} predictions (Keras model)"
@@ -283,8 +284,7 @@ class AscTask(Task):
 
         cfg = edge.edge_config(tflite_path, getattr(args, "config", None),
                                getattr(args, "overrides", ()))
-        result = edge.predict(tflite_path, inputs, out, cfg=cfg,
-                              num_threads=cfg["export"]["num_threads"], say=_say)
+        result = edge.predict(tflite_path, inputs, out, cfg=cfg, say=_say)
         return f"{out}: {len(result)} predictions ({Path(tflite_path).name}, LiteRT int8)"
 
     # -- sample, download, demo, extra commands ----------------------------------------------------
@@ -300,41 +300,45 @@ class AscTask(Task):
         if per_class < 2:
             raise DataError(f"--per-class: need at least 2 clips per scene, got {per_class}")
         write_sample(out, per_class=per_class, seed=seed)
-        return f"wrote {out}: {10 * per_class} clips (10 scenes x {per_class}) in the TAU 2022 Mobile layout"
+        return (f"wrote {out}: {10 * per_class} clips (10 scenes x {per_class}) in the TAU 2022 "
+                "Mobile layout")
 
     def add_download_arguments(self, parser):
         from asc.download import RECORD, ZENODO_API
 
         parser.add_argument("--record", default=RECORD, help=f"Zenodo record id (default {RECORD})")
-        parser.add_argument("--api", default=ZENODO_API, help=f"Zenodo REST API (default {ZENODO_API})")
+        parser.add_argument("--api", default=ZENODO_API,
+                            help=f"Zenodo REST API (default {ZENODO_API})")
 
     def download(self, dest, args):
         from asc.download import download
 
         data = download(dest, record=args.record, api=args.api, quiet=args.quiet, say=_say)
         clips = sum(1 for _ in (data / "audio").glob("*.wav"))
-        return f"TAU Urban Acoustic Scenes 2022 Mobile is in {data}: {clips} clips; use it with --data {data}"
+        return (f"TAU Urban Acoustic Scenes 2022 Mobile is in {data}: {clips} clips; use it with "
+                f"--data {data}")
 
     def demo_plan(self):
-        """teacher_tiny, then the student distilled from it (briefly, PTQ) and exported (LiteRT and mcu)."""
+        """teacher_tiny, then the student distilled from it, exported (LiteRT and mcu)."""
         return [DemoRun("teacher", "teacher_tiny.yaml"),
-                DemoRun("student", "student.yaml", teacher="teacher", export=True, overrides=DEMO_STUDENT_OVERRIDES)]
+                DemoRun("student", "student.yaml", teacher="teacher", export=True,
+                        overrides=DEMO_STUDENT_OVERRIDES)]
 
     def commands(self):
         from asc import paper
 
         return [
             Command("features", "compute the spectrogram cache of a data set (no TensorFlow)",
-                    lambda p: p.add_argument("--out", help="cache file (.h5); default <data>/features.h5"),
+                    lambda p: p.add_argument("--out", help="cache file (.h5); default "
+                                             "<data>/features.h5"),
                     self._features, tensorflow=False, common_args=True),
-            Command("complexity", "parameters, MACs and int8 bytes; exit code 1 when over the DCASE limits",
-                    lambda p: p.add_argument("--run", help="a run directory (its model and exported size) "
-                                                           "instead of --config"),
+            Command("complexity", "parameters, MACs and int8 bytes; exit code 1 when over the "
+                    "DCASE limits", lambda p: p.add_argument("--run", help="a run directory (its "
+                                                             "model and exported size) instead of --config"),
                     self._complexity, common_args=True),
             Command("paper2", "paper 2's table: teacher -> distilled student -> complexity -> int8 "
                               "-> OUT/paper2.md, paper2.json (resumable)",
-                    paper.add_arguments, lambda args: paper.run(self, args)),
-        ]
+                    paper.add_arguments, lambda args: paper.run(self, args))]
 
     def _features(self, args):
         from common.runner import load_task_config, need_data
