@@ -64,7 +64,7 @@ class ClipReport:
 
 
 def parse_tau_filename(filename):
-    """(scene, city, device) of a TAU file name `<scene>-<city>-<location>-<segment>-<device>.wav`."""
+    """(scene, city, device) of a TAU name `<scene>-<city>-<location>-<segment>-<device>.wav`."""
     parts = Path(filename).stem.split("-")
     if len(parts) != 5:
         raise DataError(f"{filename}: expected <scene>-<city>-<id>-<segment>-<device>.wav")
@@ -153,10 +153,13 @@ class AudioFolder:
             raise DataError(f"{self.root / unknown[0]}: folder label {unknown[0]!r} is not a known "
                             f"class {self.classes}")
         every = max(2, round(1.0 / val_fraction)) if 0 < val_fraction < 1 else 0
-        self.clips = [Clip(path.relative_to(self.root).as_posix(), self.classes.index(folder))
-                      for folder in folders
-                      for i, path in enumerate(sorted((self.root / folder).rglob("*.wav")))
-                      if split == "all" or (split == "evaluate") == (every and i % every == every - 1)]
+        self.clips = []
+        for folder in folders:
+            for i, path in enumerate(sorted((self.root / folder).rglob("*.wav"))):
+                held_out = bool(every) and i % every == every - 1
+                if split == "all" or (split == "evaluate") == held_out:
+                    self.clips.append(Clip(path.relative_to(self.root).as_posix(),
+                                           self.classes.index(folder)))
 
 
 def open_dataset(root, split="train", classes=None, val_fraction=0.25):

@@ -1,13 +1,8 @@
-"""Scene prediction as an edge device runs it: the int8 TFLite model through LiteRT, no TensorFlow.
+"""`predict --tflite` as an edge device runs it: asc.features spectrograms and the int8 model in
+`common.tflite_runtime` (ai-edge-litert, numpy, librosa, soundfile, PyYAML; never TensorFlow).
 
-`python -m asc predict --tflite MODEL.tflite FILES_OR_FOLDERS --out preds.csv` lands here. The
-spectrograms come from the same `asc.features` code as training and the model runs in
-`common.tflite_runtime.TFLiteModel`, so a device needs only ai-edge-litert, numpy, librosa,
-soundfile and PyYAML. Nothing imported here may import TensorFlow (a test checks `sys.modules`).
-
-What the model was trained on is read from beside the .tflite file, where `python -m asc export`
-writes it: the run's `config.yaml` (its `features:` section) and `labels.txt` (class names in
-index order). A config given with `--config` (a config.yaml or a run directory) takes precedence.
+The features config and class names come from the `config.yaml` and `labels.txt` that `export`
+writes beside the .tflite file, unless `--config` (a config.yaml or run directory) is given.
 """
 
 from pathlib import Path
@@ -35,9 +30,8 @@ def wav_inputs(inputs):
 
 
 def edge_config(tflite_path, config=None, overrides=()):
-    """The resolved asc config that goes with a .tflite file: from `config` when given (a
-    config.yaml, or a run directory holding one), else the `config.yaml` beside the model (an
-    exported run directory), else the defaults (the paper's three 128-bin spectrograms)."""
+    """The asc config of a .tflite file: `config` (a config.yaml or run directory), else the
+    config.yaml beside the model, else the defaults."""
     from asc.config import load
 
     if config:
@@ -62,18 +56,9 @@ def read_labels(model_path, cfg):
 
 
 def classify(predict_fn, inputs, out_csv, cfg, classes, *, model_name="model", say=print):
-    """Spectrograms of the wav files of `inputs`, their scene probabilities, the predictions CSV.
-
-    Args:
-        predict_fn: callable(x float32 (N, bins, frames, kinds)) -> probabilities (N, C); a Keras
-            model's or a TFLiteModel's predict.
-        inputs: wav files or folders. out_csv: the CSV to write (`common.predictions`: file,
-            label, probability, one column per class). cfg: resolved asc config (its `features:`).
-        classes: list of C class names. model_name: names the model in errors.
-
-    Returns:
-        list of (file, predicted label) pairs.
-    """
+    """Write the predictions CSV (`common.predictions`) of the wav files or folders `inputs`:
+    `predict_fn` (a Keras or TFLiteModel predict) maps a batch of `cfg`'s spectrograms to
+    probabilities over the C `classes`. Returns (file, predicted label) pairs."""
     from common.predictions import write_class_predictions
 
     files, report = wav_inputs(inputs), ClipReport()
@@ -89,9 +74,8 @@ def classify(predict_fn, inputs, out_csv, cfg, classes, *, model_name="model", s
 
 
 def predict(tflite_path, inputs, out_csv, *, cfg=None, say=print):
-    """Predict the scene of wav files (`inputs`: files or folders) with an int8 TFLite model into
-    the same CSV as the Keras predict; `cfg`: the resolved asc config whose `features:` the model
-    was trained on (None: `edge_config(tflite_path)`). Returns (file, predicted label) pairs."""
+    """`classify` with an int8 TFLite model; `cfg`: the asc config the model was trained on
+    (None: `edge_config(tflite_path)`)."""
     from common.tflite_runtime import TFLiteModel
 
     cfg = cfg if cfg is not None else edge_config(tflite_path)
@@ -99,7 +83,8 @@ def predict(tflite_path, inputs, out_csv, *, cfg=None, say=print):
     model = TFLiteModel(tflite_path, num_threads=cfg["export"]["num_threads"])
     shape = tuple(feats.input_shape(cfg["features"]))
     if model.input_shape != shape:
-        raise DataError(f"{tflite_path}: the model takes input {model.input_shape} but the features "
-                        f"config gives {shape}; give the run it was exported from with --config RUN")
+        raise DataError(f"{tflite_path}: the model takes input {model.input_shape} but the "
+                        f"features config gives {shape}; give the run it was exported from with "
+                        "--config RUN")
     return classify(model.predict, inputs, out_csv, cfg, read_labels(tflite_path, cfg),
                     model_name=str(tflite_path), say=say)

@@ -133,12 +133,7 @@ def embedding_model(model):
 
 def complexity(model, tflite=None):
     """Parameters and MACs per clip of `model` against the DCASE limits, and its int8 size: that
-    of the `tflite` file when it exists, else the estimate of one byte per parameter.
-
-    Returns:
-        dict: params, macs, int8_bytes_estimate, max_params, max_macs, within_limits (bool),
-        int8_bytes, int8_bytes_source.
-    """
+    of the `tflite` file when it exists, else one byte per parameter."""
     from common.complexity import model_complexity
 
     c = model_complexity(model)

@@ -44,16 +44,9 @@ def accuracy(labels, probs):
 
 
 def scores(labels, probs, clips, classes):
-    """Accuracy and log loss overall, per device, per class, and for the 3-class grouping.
-
-    Args:
-        labels: int (N,); probs: float (N, C); clips: list of Clip; classes: list of C names.
-
-    Returns:
-        dict with accuracy, log_loss, per_device, per_class (each part with its accuracy,
-        log_loss and examples), groups (None unless the classes are the DCASE scenes),
-        confusion_matrix, classes.
-    """
+    """metrics.json of labels (N,), probabilities (N, C) and their clips: accuracy and log loss
+    overall, `per_device` and `per_class` (with examples), `groups` (the 3-class grouping; None
+    unless the classes are the DCASE scenes), `confusion_matrix` and `classes`."""
     from common.metrics import ConfusionMatrix, log_loss
 
     labels, probs = np.asarray(labels), np.asarray(probs, np.float64)
@@ -86,8 +79,7 @@ build_all_features = feats.build_data_cache  # the `features` command, as asc/be
 
 
 def complexity_report(model, tflite=None, say=_say):
-    """`asc.models.complexity` of `model` (the int8 size of the `tflite` file when it exists),
-    said in four lines."""
+    """`asc.models.complexity` of `model` and the `tflite` file, said in four lines."""
     from asc.models import complexity
 
     c = complexity(model, tflite)
@@ -193,8 +185,7 @@ class AscTask(Task):
         return train_ds, make_dataset(x_val, y_val, n, t["batch_size"]), steps
 
     def callbacks(self, cfg, data, split):
-        """BatchNorm re-estimation (asc.models.RecalibrateBatchNorm) on a seeded pick of
-        `train.bn_recalibration_batches` training batches."""
+        """BatchNorm re-estimation on a seeded pick of `train.bn_recalibration_batches` batches."""
         from asc.models import RecalibrateBatchNorm
         from common.runner import seeded_pick
 
@@ -218,8 +209,7 @@ class AscTask(Task):
     # -- evaluation --------------------------------------------------------------------------
 
     def examples(self, cfg, data, items):
-        """Spectrogram stacks through the feature cache (a lazy `CachedFeatures` view when they
-        exceed `data.in_memory_gb`) and integer labels."""
+        """Cached spectrograms (a lazy view beyond `data.in_memory_gb`) and integer labels."""
         x = feats.cached_features(data.root, [clip.filename for clip in items], cfg["features"],
                                   None, _say, max_gb=cfg["data"]["in_memory_gb"])
         return x, np.array([clip.label for clip in items], np.int64)
@@ -266,9 +256,9 @@ class AscTask(Task):
 
     def add_arguments(self, command, parser):
         if command == "predict":
-            parser.add_argument("--config", help="with --tflite: the config.yaml (or run directory) "
-                                "the model was exported from; default the config.yaml beside the "
-                                "model")
+            parser.add_argument("--config", help="with --tflite: the config.yaml (or run "
+                                "directory) the model was exported from; default the config.yaml "
+                                "beside the model")
 
     def predict(self, model, cfg, inputs, out, args):
         from asc.edge import classify, read_labels
@@ -333,8 +323,9 @@ class AscTask(Task):
                                              "<data>/features.h5"),
                     self._features, tensorflow=False, common_args=True),
             Command("complexity", "parameters, MACs and int8 bytes; exit code 1 when over the "
-                    "DCASE limits", lambda p: p.add_argument("--run", help="a run directory (its "
-                                                             "model and exported size) instead of --config"),
+                    "DCASE limits",
+                    lambda p: p.add_argument("--run", help="a run directory (its model and "
+                                             "exported size) instead of --config"),
                     self._complexity, common_args=True),
             Command("paper2", "paper 2's table: teacher -> distilled student -> complexity -> int8 "
                               "-> OUT/paper2.md, paper2.json (resumable)",
