@@ -7,17 +7,6 @@ only what differs (`common.config.load_config`); `--set distill.embedding_weight
 from asc.features import FEATURE_DEFAULTS
 from common.config import EXPORT_DEFAULTS, TRAIN_DEFAULTS
 
-# The model section's defaults live here, not in asc.models (which imports tf_keras).
-MODEL_DEFAULTS = {
-    "kind": "student",  # teacher | student
-    "widths": [16, 32, 48, 64],  # channels of the stem and of each following stage, per branch
-    "embedding_dim": 0,  # teacher: Dense embedding units per branch (0: the pooled features)
-    "dropout": 0.2,
-    # BatchNormalization momentum of every BN layer (0.9 = PyTorch's default; Keras' 0.99 leaves the
-    # moving statistics near their initial values after a short run on small data).
-    "bn_momentum": 0.9,
-}
-
 DEFAULTS = {
     "data": {
         "root": "",  # the data set folder; `--data` sets it and the run remembers it
@@ -29,12 +18,20 @@ DEFAULTS = {
         # The inner split's seed: apart from train.seed, so that teachers trained with other seeds
         # share one split and can be distilled from as an ensemble.
         "split_seed": 0,
-        # Features of a split are loaded into memory up to this size (float32), else streamed
-        # clip by clip from the HDF5 cache (the full TAU 2022 training fold is about 19 GB).
+        # Features of a split up to this size (float32) are loaded into memory, else streamed from
+        # the HDF5 cache (the full TAU 2022 training fold is about 19 GB).
         "in_memory_gb": 4.0,
     },
     "features": FEATURE_DEFAULTS,
-    "model": MODEL_DEFAULTS,
+    "model": {
+        "kind": "student",  # teacher | student
+        "widths": [16, 32, 48, 64],  # channels of the stem and of each following stage, per branch
+        "embedding_dim": 0,  # teacher: Dense embedding units per branch (0: the pooled features)
+        "dropout": 0.2,
+        # BatchNormalization momentum (0.9 = PyTorch's default; Keras' 0.99 leaves the moving
+        # statistics near their initial values after a short run on small data).
+        "bn_momentum": 0.9,
+    },
     "augment": {"mixup_alpha": 0.4},  # 0 turns mixup off
     "distill": {
         "embedding_weight": 1.0,  # lambda of the embedding MSE (the paper's phase II)
@@ -50,8 +47,7 @@ DEFAULTS = {
         "epochs": 60,
         "monitor": "val_accuracy",
         "monitor_mode": "max",
-        # Training batches over which BatchNormalization statistics are re-estimated before each
-        # validation (see asc.models.recalibrate_batchnorm); 0 = off.
+        # Training batches for BatchNorm re-estimation (asc.models.RecalibrateBatchNorm); 0 = off.
         "bn_recalibration_batches": 16,
     },
     "export": {

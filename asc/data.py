@@ -1,9 +1,8 @@
-"""Reading acoustic scene data sets: the TAU Urban Acoustic Scenes 2022 Mobile layout and a plain
-folder-per-class layout, with validation, and the tf.data pipeline (mixup) over cached features.
+"""Acoustic scene data sets (the TAU Urban Acoustic Scenes 2022 Mobile layout, or a folder per
+class), clip reading, and the tf.data pipeline (mixup) over cached features.
 
-Every problem with a file raises `common.errors.DataError` with one line naming the file. Fixable
-problems (stereo, another sample rate when resampling is allowed, a short clip) are fixed, counted
-in a `ClipReport` and said once per data set, never silently.
+A bad file raises `DataError` naming it; fixable problems (stereo, another sample rate when
+resampling is allowed, a short or long clip) are fixed and counted in a `ClipReport`.
 """
 
 import csv
@@ -32,15 +31,9 @@ FOLD_COLUMNS = ("filename", "scene_label")
 
 @dataclass(frozen=True)
 class Clip:
-    """One audio clip of a data set.
-
-    Attributes:
-        filename: str, path relative to the data set root (`audio/park-lyon-1-0-a.wav`); the key of
-            the feature cache.
-        label: int, index into the data set's class list.
-        device: str, recording device (`a`, `s4`, ...) or `unknown` (folder layout).
-        city: str, recording city or `unknown`.
-    """
+    """One audio clip: `filename` relative to the data set root (`audio/park-lyon-1-0-a.wav`, the
+    feature cache's key), `label` (class index), recording `device` (`a`, `s4`, ...) and `city`
+    (`unknown` in the folder layout)."""
 
     filename: str
     label: int
@@ -58,7 +51,7 @@ class ClipReport:
     cropped: list = field(default_factory=list)
 
     def lines(self):
-        """Human-readable lines, one per kind of fix that happened."""
+        """One line per kind of fix that happened."""
         return [f"{len(names)} {what} (first: {names[0]})" for what, names in (
             ("stereo/multichannel clips mixed down to mono", self.mixed_down),
             ("clips resampled (features.resample=true)", self.resampled),
@@ -71,8 +64,7 @@ class ClipReport:
 
 
 def parse_tau_filename(filename):
-    """(scene, city, device) of a TAU file name `<scene>-<city>-<id>-<segment>-<device>.wav`;
-    DataError when the name does not have the five dash-separated parts."""
+    """(scene, city, device) of a TAU name `<scene>-<city>-<location>-<segment>-<device>.wav`."""
     parts = Path(filename).stem.split("-")
     if len(parts) != 5:
         raise DataError(f"{filename}: expected <scene>-<city>-<id>-<segment>-<device>.wav")
@@ -80,10 +72,8 @@ def parse_tau_filename(filename):
 
 
 def recording_id(filename):
-    """The recording a clip was cut from: `scene-city-location` of a TAU name
-    `<scene>-<city>-<location>-<segment>-<device>.wav`, shared by every segment and every device
-    of one recording (meta.csv's `identifier` is its `city-location`). Any other name is a
-    recording of its own."""
+    """The recording a clip was cut from: `scene-city-location` of a TAU name, shared by every
+    segment and device of one recording; any other name is a recording of its own."""
     parts = Path(filename).stem.split("-")
     return "-".join(parts[:3]) if len(parts) == 5 else str(filename)
 
@@ -106,46 +96,35 @@ class TAUUrbanAcousticScenes2022Mobile:
           evaluation_setup/fold1_evaluate.csv   filename  scene_label
 
     `filename` is relative to `root` (`audio/...wav`). Device and city are parsed from the name.
-
-    Classes (index order): airport, bus, metro, metro_station, park, public_square, shopping_mall,
-    street_pedestrian, street_traffic, tram.
+    Classes (index order): `SCENES`.
 
     Download: https://zenodo.org/record/6337421 (development set, about 23 GB); the data is never
     fetched by this project. Cite: Heittola, Mesaros, Virtanen, "Acoustic scene classification in
     DCASE 2020 challenge: generalization across devices and low complexity solutions", DCASE 2020.
 
-    Args:
-        root: str or Path, the data set folder.
-        split: "train" (fold1_train.csv), "evaluate" (fold1_evaluate.csv) or "all" (meta.csv).
-        classes: list of class names in index order. Defaults to `SCENES`.
-
-    Attributes:
-        clips: list of `Clip`.
-        classes: list of str.
+    `split` is "train" (fold1_train.csv), "evaluate" (fold1_evaluate.csv) or "all" (meta.csv);
+    `classes` the class names in index order (default `SCENES`). Sets `.clips` and `.classes`.
     """
 
     url = "https://zenodo.org/record/6337421"
-    split_files = {"train": "evaluation_setup/fold1_train.csv", "evaluate": "evaluation_setup/fold1_evaluate.csv",
-                   "all": "meta.csv"}
+    split_files = {"train": "evaluation_setup/fold1_train.csv", "all": "meta.csv",
+                   "evaluate": "evaluation_setup/fold1_evaluate.csv"}
 
     def __init__(self, root, split="train", classes=None):
-        self.root = Path(root)
-        self.classes = list(classes or SCENES)
+        self.root, self.classes = Path(root), list(classes or SCENES)
         path = self.root / self.split_files[split]
         if not path.is_file():
             raise DataError(f"{path}: not found (expected the TAU 2022 Mobile layout, see {self.url})")
-        rows = read_tsv(path, META_COLUMNS if split == "all" else FOLD_COLUMNS)
-        index = {name: i for i, name in enumerate(self.classes)}
         self.clips = []
-        for line, row in rows:
-            filename = row["filename"]
+        for line, row in read_tsv(path, META_COLUMNS if split == "all" else FOLD_COLUMNS):
+            filename, label = row["filename"], row["scene_label"]
             if not (self.root / filename).is_file():
                 raise DataError(f"{path}: row {line}: file {filename} does not exist")
-            label = row["scene_label"]
-            if label not in index:
-                raise DataError(f"{path}: row {line}: label {label!r} is not a known class {self.classes}")
+            if label not in self.classes:
+                raise DataError(f"{path}: row {line}: label {label!r} is not a known class "
+                                f"{self.classes}")
             _, city, device = parse_tau_filename(filename)
-            self.clips.append(Clip(filename, index[label], device, city))
+            self.clips.append(Clip(filename, self.classes.index(label), device, city))
         if not self.clips:
             raise DataError(f"{path}: no rows")
 
@@ -158,49 +137,34 @@ class AudioFolder:
         root/<class name>/<any name>.wav      (sub-folders below a class folder are searched too)
 
     Classes are the given list, or the sorted class folder names. The split is deterministic: of
-    each class's files in sorted order, every `round(1 / val_fraction)`-th goes to "evaluate",
-    the rest to "train".
-
-    Args:
-        root: str or Path.
-        split: "train", "evaluate" or "all".
-        classes: list of class names in index order, or None for the sorted folder names.
-        val_fraction: float in (0, 1), share of each class kept for evaluation. Defaults to 0.25.
+    each class's files in sorted order, every `round(1 / val_fraction)`-th goes to "evaluate"
+    (`split`), the rest to "train"; "all" is both. Sets `.clips` and `.classes`.
     """
 
     def __init__(self, root, split="train", classes=None, val_fraction=0.25):
         self.root = Path(root)
-        folders = sorted(p.name for p in self.root.iterdir() if p.is_dir() and not p.name.startswith("."))
-        folders = [f for f in folders if any((self.root / f).rglob("*.wav"))]
+        folders = [p.name for p in sorted(self.root.iterdir()) if p.is_dir()
+                   and not p.name.startswith(".") and any(p.rglob("*.wav"))]
         if not folders:
             raise DataError(f"{self.root}: no class folders with .wav files (and no meta.csv)")
         self.classes = list(classes or folders)
         unknown = [f for f in folders if f not in self.classes]
         if unknown:
-            raise DataError(f"{self.root / unknown[0]}: folder label {unknown[0]!r} is not a known class {self.classes}")
+            raise DataError(f"{self.root / unknown[0]}: folder label {unknown[0]!r} is not a known "
+                            f"class {self.classes}")
         every = max(2, round(1.0 / val_fraction)) if 0 < val_fraction < 1 else 0
         self.clips = []
         for folder in folders:
-            files = sorted((self.root / folder).rglob("*.wav"))
-            for i, path in enumerate(files):
-                held_out = every and i % every == every - 1
-                if split == "all" or (split == "evaluate") == bool(held_out):
-                    rel = path.relative_to(self.root).as_posix()
-                    self.clips.append(Clip(rel, self.classes.index(folder)))
+            for i, path in enumerate(sorted((self.root / folder).rglob("*.wav"))):
+                held_out = bool(every) and i % every == every - 1
+                if split == "all" or (split == "evaluate") == held_out:
+                    self.clips.append(Clip(path.relative_to(self.root).as_posix(),
+                                           self.classes.index(folder)))
 
 
 def open_dataset(root, split="train", classes=None, val_fraction=0.25):
-    """The data set at `root`: TAU layout when `root/meta.csv` exists, else folder-per-class.
-
-    Args:
-        root: str or Path.
-        split: "train", "evaluate" or "all".
-        classes: list of class names, or None/empty for the layout's default.
-        val_fraction: folder layout only, see `AudioFolder`.
-
-    Returns:
-        A `TAUUrbanAcousticScenes2022Mobile` or `AudioFolder` (both have `.root`, `.clips`, `.classes`).
-    """
+    """The data set at `root` (`TAUUrbanAcousticScenes2022Mobile` when `root/meta.csv` exists,
+    else `AudioFolder`); `classes` None or empty: the layout's default."""
     root = Path(root)
     if not root.is_dir():
         raise DataError(f"{root}: data folder not found")
@@ -229,21 +193,9 @@ def read_tsv(path, required):
 
 
 def read_wav(path, sample_rate, duration, resample=False, report=None):
-    """Read one clip as mono float32 of exactly `duration` seconds at `sample_rate`.
-
-    Args:
-        path: str or Path of a wav (or any format libsndfile reads).
-        sample_rate: int, Hz, the configured rate.
-        duration: float, seconds.
-        resample: bool, resample a clip at another rate (else it is an error).
-        report: `ClipReport` counting mix-downs, resamples, pads and crops, or None.
-
-    Returns:
-        np.ndarray, float32, shape (round(sample_rate * duration),), values in [-1, 1].
-
-    Raises:
-        DataError: unreadable or empty file, or another sample rate without `resample`.
-    """
+    """One clip (a wav, or any format libsndfile reads) as mono float32 (round(sample_rate *
+    duration),) in [-1, 1]: mixed down, resampled (with `resample`, else another rate is a
+    DataError), zero-padded or cropped, each fix counted in `report` (a `ClipReport` or None)."""
     import soundfile as sf
 
     name, report = str(path), report if report is not None else ClipReport()
@@ -259,10 +211,8 @@ def read_wav(path, sample_rate, duration, resample=False, report=None):
     audio = audio[:, 0]
     if rate != sample_rate:
         if not resample:
-            raise DataError(
-                f"{name}: sample rate {rate} Hz, expected {sample_rate} Hz "
-                "(set features.resample=true to resample)"
-            )
+            raise DataError(f"{name}: sample rate {rate} Hz, expected {sample_rate} Hz "
+                            "(set features.resample=true to resample)")
         import librosa
 
         audio = librosa.resample(audio, orig_sr=rate, target_sr=sample_rate).astype(np.float32)
@@ -278,7 +228,6 @@ def read_wav(path, sample_rate, duration, resample=False, report=None):
 
 
 def one_hot(labels, num_classes):
-    """Integer labels (N,) -> float32 one-hot (N, num_classes)."""
     return np.eye(num_classes, dtype=np.float32)[np.asarray(labels, dtype=np.int64)]
 
 
@@ -289,23 +238,16 @@ def make_dataset(x, labels, num_classes, batch_size, *, shuffle=False, mixup_alp
     x = lam * x + (1 - lam) * x_rev, y likewise, lam ~ Beta(alpha, alpha) per example, so the
     labels become soft.
 
-    Args:
-        x: float array (N, bins, frames, kinds), or a lazy `asc.features.CachedFeatures` view
-            (read a batch at a time, so the data set never has to fit in memory).
-        labels: int array (N,). num_classes, batch_size, seed: ints.
-        shuffle: reshuffle every epoch. mixup_alpha: 0 turns mixup off.
-
-    Returns:
-        tf.data.Dataset of (float32 (B, bins, frames, kinds), float32 (B, num_classes)).
+    `x`: float (N, bins, frames, kinds), or a lazy `asc.features.CachedFeatures` view (read a
+    batch at a time); `labels`: int (N,). Yields float32 (B, bins, frames, kinds), (B, classes).
     """
     import tensorflow as tf
 
     targets = one_hot(labels, num_classes)
     if isinstance(x, np.ndarray):
         x = x.astype(np.float32, copy=False)
-    # Shuffle indices (8 bytes per clip), batch them, then fetch each batch's clips in one call: from
-    # the array (no copy of it inside TensorFlow, no shuffle buffer of clips) or from the cache
-    # (sorted rows, contiguous runs as slices). Memory beyond `x` itself is a few batches.
+    # Shuffle indices, batch them, then fetch each batch's clips in one call (from the array, or
+    # from the cache in sorted rows): memory beyond `x` itself is a few batches.
     shape = tuple(x.shape[1:])
     ds = tf.data.Dataset.range(len(labels))
     if shuffle:
@@ -319,14 +261,11 @@ def make_dataset(x, labels, num_classes, batch_size, *, shuffle=False, mixup_alp
     ds = ds.map(read)
     if mixup_alpha > 0:
         generator = tf.random.Generator.from_seed(seed)
-        alpha = float(mixup_alpha)
 
         def mix(xb, yb):
             n = tf.shape(xb)[0]
-            # make_seeds advances the generator, so every batch of every epoch draws anew.
-            seeds = generator.make_seeds(2)
-            a = tf.random.stateless_gamma([n], seeds[:, 0], alpha)
-            b = tf.random.stateless_gamma([n], seeds[:, 1], alpha)
+            seeds = generator.make_seeds(2)  # advances: every batch of every epoch draws anew
+            a, b = (tf.random.stateless_gamma([n], seeds[:, i], float(mixup_alpha)) for i in (0, 1))
             lam = a / (a + b + 1e-12)
             lx, ly = tf.reshape(lam, [-1, 1, 1, 1]), tf.reshape(lam, [-1, 1])
             return lx * xb + (1 - lx) * tf.reverse(xb, [0]), ly * yb + (1 - ly) * tf.reverse(yb, [0])

@@ -1,13 +1,8 @@
-"""Scene prediction as an edge device runs it: the int8 TFLite model through LiteRT, no TensorFlow.
+"""`predict --tflite` as an edge device runs it: asc.features spectrograms and the int8 model in
+`common.tflite_runtime` (ai-edge-litert, numpy, librosa, soundfile, PyYAML; never TensorFlow).
 
-`python -m asc predict --tflite MODEL.tflite FILES_OR_FOLDERS --out preds.csv` lands here. The
-spectrograms come from the same `asc.features` code as training and the model runs in
-`common.tflite_runtime.TFLiteModel`, so a device needs only ai-edge-litert, numpy, librosa,
-soundfile and PyYAML. Nothing imported here may import TensorFlow (a test checks `sys.modules`).
-
-What the model was trained on is read from beside the .tflite file, where `python -m asc export`
-writes it: the run's `config.yaml` (its `features:` section) and `labels.txt` (class names in
-index order). A config given with `--config` (a config.yaml or a run directory) takes precedence.
+The features config and class names come from the `config.yaml` and `labels.txt` that `export`
+writes beside the .tflite file, unless `--config` (a config.yaml or run directory) is given.
 """
 
 from pathlib import Path
@@ -22,26 +17,21 @@ from common.errors import DataError, RunDirError
 def wav_inputs(inputs):
     """The wav files (a list of Path) named by `inputs`: files, or folders searched recursively."""
     files = []
-    for item in inputs:
-        path = Path(item)
-        if path.is_dir():
-            found = sorted(path.rglob("*.wav"))
-            if not found:
-                raise DataError(f"{path}: no .wav files in this folder")
-            files += found
-        elif path.is_file():
-            files.append(path)
-        else:
+    for path in map(Path, inputs):
+        if not path.exists():
             raise DataError(f"{path}: no such file or folder")
+        found = sorted(path.rglob("*.wav")) if path.is_dir() else [path]
+        if not found:
+            raise DataError(f"{path}: no .wav files in this folder")
+        files += found
     if not files:
         raise DataError("predict: give wav files or folders")
     return files
 
 
 def edge_config(tflite_path, config=None, overrides=()):
-    """The resolved asc config that goes with a .tflite file: from `config` when given (a
-    config.yaml, or a run directory holding one), else the `config.yaml` beside the model (an
-    exported run directory), else the defaults (the paper's three 128-bin spectrograms)."""
+    """The asc config of a .tflite file: `config` (a config.yaml or run directory), else the
+    config.yaml beside the model, else the defaults."""
     from asc.config import load
 
     if config:
@@ -53,55 +43,48 @@ def edge_config(tflite_path, config=None, overrides=()):
     return load(beside if beside.is_file() else None, overrides)
 
 
-def read_labels(model_path, cfg=None):
-    """Class names in index order: `labels.txt` beside the model, else the config's, else the DCASE scenes."""
-    labels_path = Path(model_path).with_name("labels.txt")
-    if labels_path.is_file():
-        labels = [line.strip() for line in labels_path.read_text().splitlines() if line.strip()]
-        if not labels:
-            raise DataError(f"{labels_path}: empty; expected one class name per line")
-        return labels
-    return list((cfg is not None and cfg["data"]["classes"]) or SCENES)
+def read_labels(model_path, cfg):
+    """Class names in index order: `labels.txt` beside the model (None: none), else the config's,
+    else the DCASE scenes."""
+    path = model_path and Path(model_path).with_name("labels.txt")
+    if not (path and path.is_file()):
+        return list(cfg["data"]["classes"] or SCENES)
+    labels = [line.strip() for line in path.read_text().splitlines() if line.strip()]
+    if not labels:
+        raise DataError(f"{path}: empty; expected one class name per line")
+    return labels
 
 
 def classify(predict_fn, inputs, out_csv, cfg, classes, *, model_name="model", say=print):
-    """Spectrograms of the wav files of `inputs`, their scene probabilities, the predictions CSV.
-
-    Args:
-        predict_fn: callable(x float32 (N, bins, frames, kinds)) -> probabilities (N, C); a Keras
-            model's or a TFLiteModel's predict.
-        inputs: wav files or folders. out_csv: the CSV to write (`common.predictions`: file,
-            label, probability, one column per class). cfg: resolved asc config (its `features:`).
-        classes: list of C class names. model_name: names the model in errors.
-
-    Returns:
-        list of (file, predicted label) pairs.
-    """
+    """Write the predictions CSV (`common.predictions`) of the wav files or folders `inputs`:
+    `predict_fn` (a Keras or TFLiteModel predict) maps a batch of `cfg`'s spectrograms to
+    probabilities over the C `classes`. Returns (file, predicted label) pairs."""
     from common.predictions import write_class_predictions
 
-    files = wav_inputs(inputs)
-    report = ClipReport()
-    parts = [predict_fn(x) for _, x in feats.iter_features([str(f) for f in files], cfg["features"], report)]
+    files, report = wav_inputs(inputs), ClipReport()
+    parts = [predict_fn(x) for _, x in feats.iter_features([str(f) for f in files], cfg["features"],
+                                                           report)]
     for line in report.lines():
         say(line)
     probs = np.concatenate(parts) if parts else np.zeros((0, len(classes)), np.float32)
     if probs.shape[-1] != len(classes):
-        raise DataError(f"{model_name}: the model has {probs.shape[-1]} outputs but there are {len(classes)} labels")
+        raise DataError(f"{model_name}: the model has {probs.shape[-1]} outputs but there are "
+                        f"{len(classes)} labels")
     return write_class_predictions(out_csv, files, probs, classes)
 
 
-def predict(tflite_path, inputs, out_csv, *, cfg=None, num_threads=2, say=print):
-    """Predict the scene of wav files (`inputs`: files or folders) with an int8 TFLite model into
-    the same CSV as the Keras predict; `cfg`: the resolved asc config whose `features:` the model
-    was trained on (None: `edge_config(tflite_path)`). Returns (file, predicted label) pairs."""
+def predict(tflite_path, inputs, out_csv, *, cfg=None, say=print):
+    """`classify` with an int8 TFLite model; `cfg`: the asc config the model was trained on
+    (None: `edge_config(tflite_path)`)."""
     from common.tflite_runtime import TFLiteModel
 
     cfg = cfg if cfg is not None else edge_config(tflite_path)
     feats.check_config(cfg["features"])
-    model = TFLiteModel(tflite_path, num_threads=num_threads)
+    model = TFLiteModel(tflite_path, num_threads=cfg["export"]["num_threads"])
     shape = tuple(feats.input_shape(cfg["features"]))
     if model.input_shape != shape:
-        raise DataError(f"{tflite_path}: the model takes input {model.input_shape} but the features config gives "
-                        f"{shape}; give the run it was exported from with --config RUN")
-    classes = read_labels(tflite_path, cfg)
-    return classify(model.predict, inputs, out_csv, cfg, classes, model_name=str(tflite_path), say=say)
+        raise DataError(f"{tflite_path}: the model takes input {model.input_shape} but the "
+                        f"features config gives {shape}; give the run it was exported from with "
+                        "--config RUN")
+    return classify(model.predict, inputs, out_csv, cfg, read_labels(tflite_path, cfg),
+                    model_name=str(tflite_path), say=say)

@@ -1,18 +1,17 @@
 """Teacher and student models for acoustic scenes: one CNN per spectrogram, late fusion.
 
 Input: the spectrogram stack of `asc.features` (batch, n_bins, frames, kinds). Branch i reads
-channel i (a slice, so the exported TFLite model keeps one input). Each branch ends with
+channel i (a slice, so the exported TFLite model keeps one input) and ends with
 `Dense(num_classes, name="<kind>_logits")` and a softmax; the fused output `probs` is the average
-of the branch probabilities (late fusion, float32). The concatenation of the branch embeddings
-(each the branch's second-last layer) is the layer named `embedding`, which distillation reads.
-With a single branch the names are the project's plain `logits`, `probs` and `embedding`.
+of the branch probabilities (float32). The concatenation of the branch embeddings is the layer
+named `embedding`, which distillation reads. With a single branch the names are the project's
+plain `logits`, `probs` and `embedding`.
 
-- Teacher (Pham et al. phase I): per branch a stride-2 stem then residual blocks
-  (`common.layers.residual_conv_block`) with max pooling, global average pooling, a Dense
-  embedding, dropout and the classifier.
-- Student (phase II): per branch a stride-2 stem then depthwise-separable blocks with max pooling
-  and global average pooling (the embedding); it must stay under the DCASE 2023 limits of 128,000
-  parameters and 30 M MACs per 1-s clip for all branches together (`check_complexity`).
+- Teacher (Pham et al. phase I): per branch a stride-2 stem, residual blocks
+  (`common.layers.residual_conv_block`) with max pooling, global average pooling, optionally a
+  Dense embedding (`model.embedding_dim`), dropout and the classifier.
+- Student (phase II): the same with depthwise-separable blocks and no Dense embedding; it must
+  stay under the DCASE 2023 limits of 128,000 parameters and 30 M MACs per 1-s clip.
 """
 
 from pathlib import Path
@@ -23,25 +22,18 @@ from common.errors import ConfigError
 
 MAX_PARAMS = 128_000
 MAX_MACS = 30_000_000
+layers = keras.layers
 
 
 @keras.saving.register_keras_serializable(package="asc")
-class SliceLastAxis(keras.layers.Layer):
-    """Take `size` entries of the last axis starting at `start`: (..., C) -> (..., size).
-
-    Selects a branch's spectrogram channel from the input stack, and a branch's part of the fused
-    embedding. A layer (not a tensor slice) so that it serializes plainly and quantization-aware
-    training can clone it.
-
-    Args:
-        start: int, first index on the last axis.
-        size: int, number of entries.
-    """
+class SliceLastAxis(layers.Layer):
+    """Take `size` entries of the last axis starting at `start`: (..., C) -> (..., size): a
+    branch's spectrogram channel, or a branch's part of the fused embedding. A layer (not a
+    tensor slice) so that it serializes plainly and quantization-aware training can clone it."""
 
     def __init__(self, start, size, **kwargs):
         super().__init__(**kwargs)
-        self.start = int(start)
-        self.size = int(size)
+        self.start, self.size = int(start), int(size)
 
     def call(self, inputs):
         return inputs[..., self.start : self.start + self.size]
@@ -53,93 +45,85 @@ class SliceLastAxis(keras.layers.Layer):
         return {**super().get_config(), "start": self.start, "size": self.size}
 
 
+def _conv_bn_relu(x, conv, name):
+    """conv (a layer) -> BatchNormalization NAME_bn -> ReLU NAME_relu."""
+    return layers.ReLU(name=f"{name}_relu")(layers.BatchNormalization(name=f"{name}_bn")(conv(x)))
+
+
+def _separable_block(x, filters, name):
+    dw = layers.DepthwiseConv2D(3, padding="same", use_bias=False, name=f"{name}_dw")
+    x = _conv_bn_relu(x, dw, f"{name}_dw")
+    pw = layers.Conv2D(filters, 1, use_bias=False, name=f"{name}_pw")
+    return _conv_bn_relu(x, pw, f"{name}_pw")
+
+
+def _branch(x, kind, widths, embedding_dim, name, emb_name):
+    """One spectrogram's CNN up to its embedding (batch, features)."""
+    from common.layers import residual_conv_block
+
+    stem = layers.Conv2D(widths[0], 3, strides=2, padding="same", use_bias=False,
+                         name=f"{name}_stem_conv")
+    x = _conv_bn_relu(x, stem, f"{name}_stem")
+    for stage, filters in enumerate(widths[1:], start=1):
+        block = f"{name}_res{stage}" if kind == "teacher" else f"{name}_ds{stage}"
+        if kind == "teacher":
+            x = residual_conv_block(x, filters, name=block)
+        else:
+            x = _separable_block(x, filters, block)
+        if stage < len(widths) - 1:
+            pool = f"{name}_pool{stage}" if kind == "teacher" else f"{block}_pool"
+            x = layers.MaxPooling2D(2, padding="same", name=pool)(x)
+    if kind == "teacher" and embedding_dim > 0:
+        x = layers.GlobalAveragePooling2D(name=f"{name}_gap")(x)
+        return layers.Dense(embedding_dim, activation="relu", name=emb_name)(x)
+    return layers.GlobalAveragePooling2D(name=emb_name)(x)
+
+
 def build_model(input_shape, num_classes, model_cfg, kinds):
-    """Build the teacher or student of `model_cfg` (not compiled).
+    """Build the teacher or student of `model_cfg` (the `model:` config section), not compiled.
 
     Args:
-        input_shape: (n_bins, frames, len(kinds)).
-        num_classes: int.
-        model_cfg: the `model:` config section (asc.config.MODEL_DEFAULTS).
-        kinds: list of spectrogram names, one branch each, in channel order.
+        input_shape: (n_bins, frames, len(kinds)); `kinds`: spectrogram names, one branch each,
+            in channel order.
 
     Returns:
-        keras.Model mapping (batch, *input_shape) float32 -> (batch, num_classes) float32 probabilities.
+        keras.Model (batch, *input_shape) float32 -> (batch, num_classes) float32 probabilities.
     """
     kind = model_cfg["kind"]
     if kind not in ("teacher", "student"):
         raise ConfigError(f"config key 'model.kind' must be teacher or student, got {kind!r}")
     widths = [int(w) for w in model_cfg["widths"]]
     if not widths or min(widths) < 1:
-        raise ConfigError(f"config key 'model.widths' must be a non-empty list of positive ints, got {widths}")
+        raise ConfigError("config key 'model.widths' must be a non-empty list of positive ints, "
+                          f"got {widths}")
     if len(kinds) != input_shape[-1]:
-        raise ConfigError(f"config key 'features.kinds': {len(kinds)} kinds for {input_shape[-1]} input channels")
-    layers = keras.layers
+        raise ConfigError(f"config key 'features.kinds': {len(kinds)} kinds for {input_shape[-1]} "
+                          "input channels")
     inputs = keras.Input(input_shape, name="spectrograms")
     single = len(kinds) == 1
-    embeddings = []
-    for i, name in enumerate(kinds):
-        x = inputs if single else SliceLastAxis(i, 1, name=f"{name}_input")(inputs)
-        branch = _teacher_branch if kind == "teacher" else _student_branch
-        embeddings.append(branch(x, widths, model_cfg, name, single))
-    if single:
-        heads = embeddings
-    else:
+    heads = [_branch(inputs if single else SliceLastAxis(i, 1, name=f"{name}_input")(inputs),
+                     kind, widths, model_cfg["embedding_dim"], name,
+                     "embedding" if single else f"{name}_embedding")
+             for i, name in enumerate(kinds)]
+    if not single:
         # The heads read their branch's part of the concatenation, so the `embedding` layer is on
         # the path to the output (and found by name) while the branches stay independent.
-        fused = layers.Concatenate(name="embedding")(embeddings)
-        sizes = [int(e.shape[-1]) for e in embeddings]
-        starts = [sum(sizes[:i]) for i in range(len(sizes))]
-        heads = [SliceLastAxis(s, n, name=f"{k}_head_input")(fused) for s, n, k in zip(starts, sizes, kinds)]
+        fused = layers.Concatenate(name="embedding")(heads)
+        sizes = [int(e.shape[-1]) for e in heads]
+        heads = [SliceLastAxis(sum(sizes[:i]), n, name=f"{k}_head_input")(fused)
+                 for i, (n, k) in enumerate(zip(sizes, kinds))]
     probs = []
     for name, emb in zip(kinds, heads):
         y = layers.Dropout(model_cfg["dropout"], name=f"{name}_dropout")(emb)
         logits = layers.Dense(num_classes, name="logits" if single else f"{name}_logits")(y)
-        probs.append(layers.Activation("softmax", dtype="float32", name="probs" if single else f"{name}_probs")(logits))
+        probs.append(layers.Activation("softmax", dtype="float32",
+                                       name="probs" if single else f"{name}_probs")(logits))
     outputs = probs[0] if single else layers.Average(name="probs", dtype="float32")(probs)
     model = keras.Model(inputs, outputs, name=f"asc_{kind}")
     for layer in model.layers:
         if isinstance(layer, layers.BatchNormalization):
             layer.momentum = float(model_cfg["bn_momentum"])
     return model
-
-
-def _stem(x, filters, name):
-    layers = keras.layers
-    x = layers.Conv2D(filters, 3, strides=2, padding="same", use_bias=False, name=f"{name}_stem_conv")(x)
-    x = layers.BatchNormalization(name=f"{name}_stem_bn")(x)
-    return layers.ReLU(name=f"{name}_stem_relu")(x)
-
-
-def _teacher_branch(x, widths, model_cfg, name, single):
-    from common.layers import residual_conv_block
-
-    layers = keras.layers
-    x = _stem(x, widths[0], name)
-    for stage, filters in enumerate(widths[1:], start=1):
-        x = residual_conv_block(x, filters, name=f"{name}_res{stage}")
-        if stage < len(widths) - 1:
-            x = layers.MaxPooling2D(2, padding="same", name=f"{name}_pool{stage}")(x)
-    emb_name = "embedding" if single else f"{name}_embedding"
-    if model_cfg["embedding_dim"] > 0:
-        x = layers.GlobalAveragePooling2D(name=f"{name}_gap")(x)
-        return layers.Dense(model_cfg["embedding_dim"], activation="relu", name=emb_name)(x)
-    return layers.GlobalAveragePooling2D(name=emb_name)(x)
-
-
-def _student_branch(x, widths, model_cfg, name, single):
-    layers = keras.layers
-    x = _stem(x, widths[0], name)
-    for stage, filters in enumerate(widths[1:], start=1):
-        p = f"{name}_ds{stage}"
-        x = layers.DepthwiseConv2D(3, padding="same", use_bias=False, name=f"{p}_dw")(x)
-        x = layers.BatchNormalization(name=f"{p}_dw_bn")(x)
-        x = layers.ReLU(name=f"{p}_dw_relu")(x)
-        x = layers.Conv2D(filters, 1, use_bias=False, name=f"{p}_pw")(x)
-        x = layers.BatchNormalization(name=f"{p}_pw_bn")(x)
-        x = layers.ReLU(name=f"{p}_pw_relu")(x)
-        if stage < len(widths) - 1:
-            x = layers.MaxPooling2D(2, padding="same", name=f"{p}_pool")(x)
-    return layers.GlobalAveragePooling2D(name="embedding" if single else f"{name}_embedding")(x)
 
 
 def embedding_model(model):
@@ -149,12 +133,7 @@ def embedding_model(model):
 
 def complexity(model, tflite=None):
     """Parameters and MACs per clip of `model` against the DCASE limits, and its int8 size: that
-    of the `tflite` file when it exists, else the estimate of one byte per parameter.
-
-    Returns:
-        dict: params, macs, int8_bytes_estimate, max_params, max_macs, within_limits (bool),
-        int8_bytes, int8_bytes_source.
-    """
+    of the `tflite` file when it exists, else one byte per parameter."""
     from common.complexity import model_complexity
 
     c = model_complexity(model)
@@ -166,33 +145,14 @@ def complexity(model, tflite=None):
             "int8_bytes_source": str(tflite) if exported else "estimate: 1 byte per parameter"}
 
 
-def recalibrate_batchnorm(model, batches):
-    """Set every BatchNormalization's moving mean and variance to the average statistics of `batches`.
+class RecalibrateBatchNorm(keras.callbacks.Callback):
+    """BatchNorm re-estimation before each validation (and at the end of a run without one).
 
     In a short run on little data the moving averages lag far behind weights that still change
     fast, and inference (which uses them) falls to chance while training-mode predictions are
-    right. Averaging the batch statistics of the current weights over some training batches
-    removes the lag (the "BN re-estimation" of SWA and NAS).
-
-    Args:
-        model: keras.Model (for a Distiller, pass its student).
-        batches: iterable of input batches (B, bins, frames, kinds).
-    """
-    norms = [m for m in model.submodules if isinstance(m, keras.layers.BatchNormalization) and m.trainable]
-    saved = [n.momentum for n in norms]
-    try:
-        for k, x in enumerate(batches, start=1):
-            for n in norms:
-                n.momentum = (k - 1) / k  # running mean of the batch statistics
-            model(x, training=True)
-    finally:
-        for n, momentum in zip(norms, saved):
-            n.momentum = momentum
-
-
-class RecalibrateBatchNorm(keras.callbacks.Callback):
-    """Re-estimates the BatchNormalization statistics (`recalibrate_batchnorm`) on plain training
-    batches before each validation, and at the end of a run without validation.
+    right. Setting every trainable BatchNormalization's moving mean and variance to the average
+    batch statistics of the current weights over some training batches removes the lag (the "BN
+    re-estimation" of SWA and NAS).
 
     Args:
         x: float array (N, bins, frames, kinds), the training clips to use (a seeded pick).
@@ -204,8 +164,18 @@ class RecalibrateBatchNorm(keras.callbacks.Callback):
         self.x, self.batch_size = x, int(batch_size)
 
     def _recalibrate(self):
-        net = getattr(self.model, "student", self.model)
-        recalibrate_batchnorm(net, (self.x[i : i + self.batch_size] for i in range(0, len(self.x), self.batch_size)))
+        net = getattr(self.model, "student", self.model)  # a Distiller: its student
+        norms = [m for m in net.submodules
+                 if isinstance(m, layers.BatchNormalization) and m.trainable]
+        saved = [n.momentum for n in norms]
+        try:
+            for k, start in enumerate(range(0, len(self.x), self.batch_size), start=1):
+                for n in norms:
+                    n.momentum = (k - 1) / k  # running mean of the batch statistics
+                net(self.x[start : start + self.batch_size], training=True)
+        finally:
+            for n, momentum in zip(norms, saved):
+                n.momentum = momentum
 
     def on_test_begin(self, logs=None):
         self._recalibrate()

@@ -1,20 +1,15 @@
 """A small synthetic acoustic scene data set in the TAU Urban Acoustic Scenes 2022 Mobile layout.
 
-Each scene has its own sound texture, so a model can learn it: a noise floor with a scene-specific
-spectral shape (tilt and resonance), an amplitude rhythm, tones (engine harmonics, screeching
-wheels, music, horns, bells) and events (footsteps, bird chirps, beeps). On top, each device has its
-own frequency response and gain, as in the real data (devices a, b, c, s1-s6; s4-s6 only in the
-evaluation fold). Same seed, same bytes.
-
-Example:
-    python -m asc sample --out data/asc_sample --per-class 30
+Each scene has its own texture, so a model can learn it: a noise floor with a scene-specific
+spectral shape, an amplitude rhythm, tones and events (`_event`). Each device then applies its
+own frequency response and gain (s4-s6 only in the evaluation fold). Same seed, same bytes.
 """
 
 from pathlib import Path
 
 import numpy as np
 
-from asc.data import DEVICES, SCENES
+from asc.data import DEVICES, FOLD_COLUMNS, META_COLUMNS, SCENES
 from common.io import atomic_path, write_text
 
 SAMPLE_RATE = 44100
@@ -39,30 +34,14 @@ SCENE_SPECS = {
 }
 
 # Per device: tilt (dB/octave around 1 kHz), high-pass and low-pass corners (Hz, 0 = none), gain.
-DEVICE_SPECS = {
-    "a": (0.0, 0, 0, 1.0),
-    "b": (0.0, 150, 0, 0.8),
-    "c": (0.0, 0, 8000, 1.2),
-    "s1": (2.0, 0, 0, 1.0),
-    "s2": (-2.0, 0, 0, 0.9),
-    "s3": (0.0, 200, 10000, 1.1),
-    "s4": (1.0, 100, 12000, 0.7),
-    "s5": (0.0, 0, 5000, 1.0),
-    "s6": (-1.0, 300, 0, 0.6),
-}
+DEVICE_SPECS = {"a": (0.0, 0, 0, 1.0), "b": (0.0, 150, 0, 0.8), "c": (0.0, 0, 8000, 1.2),
+                "s1": (2.0, 0, 0, 1.0), "s2": (-2.0, 0, 0, 0.9), "s3": (0.0, 200, 10000, 1.1),
+                "s4": (1.0, 100, 12000, 0.7), "s5": (0.0, 0, 5000, 1.0), "s6": (-1.0, 300, 0, 0.6)}
 
 
 def write_sample(out, per_class=30, seed=0):
-    """Write the sample data set under `out` (TAU 2022 Mobile layout, see asc.data).
-
-    Args:
-        out: str or Path, created if needed.
-        per_class: int >= 2, clips per scene; 30 % of them go to the evaluation fold.
-        seed: int, same seed -> same bytes.
-
-    Returns:
-        Path of `out`.
-    """
+    """Write the sample data set into `out` (the layout of asc.data); `per_class` >= 2 clips per
+    scene, 30 % of them in the evaluation fold. Returns `out` as a Path."""
     import soundfile as sf
 
     out = Path(out)
@@ -84,10 +63,10 @@ def write_sample(out, per_class=30, seed=0):
             meta.append(f"{name}\t{scene}\t{city}-{location}\t{device}")
             (evaluate if held_out else train).append(f"{name}\t{scene}")
             n_eval += held_out
-    write_text(out / "meta.csv", "filename\tscene_label\tidentifier\tsource_label\n" + "\n".join(meta) + "\n")
-    header = "filename\tscene_label\n"
-    write_text(out / "evaluation_setup" / "fold1_train.csv", header + "\n".join(train) + "\n")
-    write_text(out / "evaluation_setup" / "fold1_evaluate.csv", header + "\n".join(evaluate) + "\n")
+    for path, columns, rows in (("meta.csv", META_COLUMNS, meta),
+                                ("evaluation_setup/fold1_train.csv", FOLD_COLUMNS, train),
+                                ("evaluation_setup/fold1_evaluate.csv", FOLD_COLUMNS, evaluate)):
+        write_text(out / path, "".join(f"{line}\n" for line in ["\t".join(columns), *rows]))
     return out
 
 
@@ -153,10 +132,8 @@ def _event(kind, value, t, rng):
         return out
     if kind == "music":  # a major chord with harmonics, pulsing at 2 Hz
         pulse = 0.6 + 0.4 * np.sin(2 * np.pi * 2 * t + phase) ** 2
-        chord = sum(
-            0.25 / h * np.sin(2 * np.pi * value * jitter * r * h * t) for r in (1.0, 1.26, 1.5) for h in (1, 2, 3)
-        )
-        return pulse * chord
+        return pulse * sum(0.25 / h * np.sin(2 * np.pi * value * jitter * r * h * t)
+                           for r in (1.0, 1.26, 1.5) for h in (1, 2, 3))
     if kind == "car":  # a passing car: broadband swell, sometimes a horn
         centre = rng.uniform(0.2, 0.8)
         swell = np.exp(-0.5 * ((t - centre) / 0.2) ** 2)
@@ -167,11 +144,13 @@ def _event(kind, value, t, rng):
             out += 0.4 * horn * sum(np.sin(2 * np.pi * value * jitter * h * t) / h for h in (1, 2, 3))
         return out
     if kind == "hum":  # electric motor hum with a whine
-        return 0.3 * np.sin(2 * np.pi * value * jitter * t + phase) + 0.1 * np.sin(2 * np.pi * 4 * value * jitter * t)
+        f = value * jitter
+        return 0.3 * np.sin(2 * np.pi * f * t + phase) + 0.1 * np.sin(2 * np.pi * 4 * f * t)
     if kind == "bell":  # a single decaying bell strike
         start = rng.uniform(0.05, 0.6)
         env = np.where(t >= start, np.exp(-(t - start) * 4), 0.0)
-        return 0.5 * env * (np.sin(2 * np.pi * value * jitter * t) + 0.5 * np.sin(2 * np.pi * 2.76 * value * jitter * t))
+        f = value * jitter
+        return 0.5 * env * (np.sin(2 * np.pi * f * t) + 0.5 * np.sin(2 * np.pi * 2.76 * f * t))
     raise ValueError(f"unknown event kind {kind!r}")
 
 

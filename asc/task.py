@@ -1,14 +1,10 @@
 """Acoustic scene classification (DCASE 2023 Task 1, paper 2) as a common.task.Task.
 
-Items of a split are `asc.data.Clip`s, identified in split.json by their file names relative to
-the data root. The splits are the data set's own: TAU's fold1 train/evaluate files, or every
-`round(1 / data.val_fraction)`-th file of each class folder held out; the reported split is
-`evaluate`. The DCASE development setup has no third split: under `train.select_on: inner` (the
-default) the epoch is chosen on `val`, a seeded `data.inner_val_fraction` of each class's
-recordings of the training fold (`asc.data.recording_id`: the segments and devices of one
-recording never straddle train and val); `reported` chooses on `evaluate`, as the DCASE baseline
-does. Model inputs come from the feature cache (asc.features), computed once. Extra commands:
-`features` (the cache, no TensorFlow), `complexity` (the DCASE limits), `paper2` (asc/paper.py).
+Items of a split are `asc.data.Clip`s, named in split.json by their root-relative file names. The
+reported split is the data set's own `evaluate`; under `train.select_on: inner` (the default) the
+epoch is chosen on `val`, a seeded `data.inner_val_fraction` of each class's recordings of the
+training part (`asc.data.recording_id`: one recording's segments and devices stay together).
+Model inputs come from the feature cache (asc.features), computed once.
 """
 
 from dataclasses import dataclass
@@ -24,16 +20,15 @@ from common.runner import say
 from common.task import Command, DemoRun, Task, carve_inner
 
 SPECTROGRAM_TITLES = {"logmel": "log-Mel", "gammatone": "Gammatone", "cqt": "CQT"}
-# The demo's student trains briefly and is quantized after training (QAT takes minutes more), and
-# is exported for microcontrollers too (TFLite Micro, C array, front end); `--set` options of the
-# demo command come after these and win.
-DEMO_STUDENT_OVERRIDES = ["train.epochs=12", "train.batch_size=16", "export.mode=ptq", "export.target=mcu"]
+# The demo's student trains briefly, is quantized after training (QAT takes minutes more) and is
+# exported for microcontrollers too; the demo command's own `--set` options win.
+DEMO_STUDENT_OVERRIDES = ["train.epochs=12", "train.batch_size=16", "export.mode=ptq",
+                          "export.target=mcu"]
 
 
 @dataclass
 class AscData:
     """An opened data set: its root, class names (index order) and the clips of its two splits."""
-
     root: Path
     classes: list
     train: list
@@ -45,60 +40,46 @@ def _say(line):
 
 
 def accuracy(labels, probs):
-    """Share of clips whose most probable class is the label."""
     return float(np.mean(np.argmax(np.asarray(probs), axis=-1) == np.asarray(labels)))
 
 
 def scores(labels, probs, clips, classes):
-    """Accuracy and log loss overall, per device, per class, and for the 3-class grouping.
-
-    Args:
-        labels: int (N,); probs: float (N, C); clips: list of Clip; classes: list of C names.
-
-    Returns:
-        dict with accuracy, log_loss, per_device, per_class (each part with its accuracy,
-        log_loss and examples), groups (None unless the classes are the DCASE scenes),
-        confusion_matrix, classes.
-    """
+    """metrics.json of labels (N,), probabilities (N, C) and their clips: accuracy and log loss
+    overall, `per_device` and `per_class` (with examples), `groups` (the 3-class grouping; None
+    unless the classes are the DCASE scenes), `confusion_matrix` and `classes`."""
     from common.metrics import ConfusionMatrix, log_loss
 
     labels, probs = np.asarray(labels), np.asarray(probs, np.float64)
-    pred = probs.argmax(axis=1)
 
-    def part(mask):
-        return {"accuracy": float(np.mean(pred[mask] == labels[mask])),
+    def part(mask, labels=labels, probs=probs):
+        return {"accuracy": accuracy(labels[mask], probs[mask]),
                 "log_loss": log_loss(labels[mask], probs[mask]), "examples": int(mask.sum())}
 
     cm = ConfusionMatrix(len(classes))
-    cm.update(labels, pred)
+    cm.update(labels, probs.argmax(axis=1))
     devices = np.array([c.device for c in clips])
-    overall = part(np.ones(len(labels), bool))
-    result = {
-        "accuracy": overall["accuracy"],
-        "log_loss": overall["log_loss"],
-        "per_device": {str(d): part(devices == d) for d in sorted(set(devices))},
-        "per_class": {name: part(labels == i) for i, name in enumerate(classes) if np.any(labels == i)},
-        "confusion_matrix": cm.matrix.tolist(),
-        "classes": list(classes),
-        "groups": None,
-    }
+    result = {**part(np.ones(len(labels), bool)),
+              "per_device": {str(d): part(devices == d) for d in sorted(set(devices))},
+              "per_class": {name: part(labels == i) for i, name in enumerate(classes)
+                            if np.any(labels == i)},
+              "confusion_matrix": cm.matrix.tolist(), "classes": list(classes), "groups": None}
+    del result["examples"]
     if sorted(classes) == sorted(SCENES):
         names = list(SCENE_GROUPS)
-        group_of = np.array([next(g for g in names if c in SCENE_GROUPS[g]) for c in classes])
-        group_probs = np.stack([probs[:, group_of == g].sum(axis=1) for g in names], axis=1)
-        group_labels = np.array([names.index(group_of[i]) for i in labels])
-        result["groups"] = {"accuracy": float(np.mean(group_probs.argmax(axis=1) == group_labels)),
-                            "log_loss": log_loss(group_labels, group_probs), "groups": SCENE_GROUPS}
+        group = np.array([next(i for i, g in enumerate(names) if c in SCENE_GROUPS[g])
+                          for c in classes])
+        group_probs = np.stack([probs[:, group == i].sum(axis=1) for i in range(len(names))], 1)
+        result["groups"] = {**part(np.ones(len(labels), bool), group[labels], group_probs),
+                            "groups": SCENE_GROUPS}
+        del result["groups"]["examples"]
     return result
 
 
-# The `features` command (asc.features.build_data_cache), under the name asc/bench.py imports.
-build_all_features = feats.build_data_cache
+build_all_features = feats.build_data_cache  # the `features` command, as asc/bench.py imports it
 
 
 def complexity_report(model, tflite=None, say=_say):
-    """`asc.models.complexity` of `model` (the int8 size of the `tflite` file when it exists),
-    said in four lines."""
+    """`asc.models.complexity` of `model` and the `tflite` file, said in four lines."""
     from asc.models import complexity
 
     c = complexity(model, tflite)
@@ -140,8 +121,8 @@ class AscTask(Task):
         """Both splits of the data set; `data.classes` is set to its classes (the run keeps them)."""
         d = cfg["data"]
         feats.check_config(cfg["features"])
-        train = open_dataset(d["root"], "train", d["classes"], d["val_fraction"])
-        evaluate = open_dataset(d["root"], "evaluate", d["classes"], d["val_fraction"])
+        train, evaluate = (open_dataset(d["root"], split, d["classes"], d["val_fraction"])
+                           for split in ("train", "evaluate"))
         d["classes"] = list(train.classes)
         return AscData(Path(d["root"]), list(train.classes), train.clips, evaluate.clips)
 
@@ -151,13 +132,15 @@ class AscTask(Task):
     def make_split(self, cfg, data):
         if cfg["train"]["select_on"] == "reported":
             return {"train": list(data.train), "evaluate": list(data.evaluate)}
-        train, inner = carve_inner(list(data.train), cfg["data"]["inner_val_fraction"], cfg["data"]["split_seed"],
+        d = cfg["data"]
+        train, inner = carve_inner(list(data.train), d["inner_val_fraction"], d["split_seed"],
                                    groups=[recording_id(clip.filename) for clip in data.train],
                                    labels=[clip.label for clip in data.train])
         return {"train": train, "val": inner, "evaluate": list(data.evaluate)}
 
     def split_info(self, cfg, split):
-        return {"inner_val_fraction": cfg["data"]["inner_val_fraction"], "seed": cfg["data"]["split_seed"]}
+        return {"inner_val_fraction": cfg["data"]["inner_val_fraction"],
+                "seed": cfg["data"]["split_seed"]}
 
     def split_ids(self, data, split):
         return {name: [clip.filename for clip in clips] for name, clips in split.items()}
@@ -166,7 +149,8 @@ class AscTask(Task):
         known = {clip.filename: clip for clip in [*data.train, *data.evaluate]}
         missing = [name for names in ids.values() for name in names if name not in known]
         if missing:
-            raise DataError(f"{data.root / missing[0]}: in the run's split.json but not in the data set")
+            raise DataError(f"{data.root / missing[0]}: in the run's split.json but not in the "
+                            "data set")
         return {split: [known[name] for name in names] for split, names in ids.items()}
 
     def all_items(self, data):
@@ -181,7 +165,8 @@ class AscTask(Task):
 
     def check_teacher(self, cfg, teacher_cfg, teacher_run):
         if feats.feature_hash(teacher_cfg.get("features", {})) != feats.feature_hash(cfg["features"]):
-            raise ConfigError(f"{teacher_run}: the teacher was trained on other features than this config's 'features'")
+            raise ConfigError(f"{teacher_run}: the teacher was trained on other features than this "
+                              "config's 'features'")
         if cfg["model"]["kind"] != "student":
             _say("note: model.kind is not 'student'; distilling into it anyway")
 
@@ -196,21 +181,21 @@ class AscTask(Task):
         t, n = cfg["train"], len(data.classes)
         train_ds = make_dataset(x_train, y_train, n, t["batch_size"], shuffle=True,
                                 mixup_alpha=cfg["augment"]["mixup_alpha"], seed=t["seed"])
-        val_ds = make_dataset(x_val, y_val, n, t["batch_size"])
         steps = t["steps_per_epoch"] or -(-len(y_train) // t["batch_size"])
-        return train_ds, val_ds, steps
+        return train_ds, make_dataset(x_val, y_val, n, t["batch_size"]), steps
 
     def callbacks(self, cfg, data, split):
-        """BatchNorm re-estimation (asc.models.RecalibrateBatchNorm) on a seeded pick of
-        `train.bn_recalibration_batches` training batches."""
+        """BatchNorm re-estimation on a seeded pick of `train.bn_recalibration_batches` batches."""
         from asc.models import RecalibrateBatchNorm
         from common.runner import seeded_pick
 
         t = cfg["train"]
         if t["bn_recalibration_batches"] <= 0:
             return []
-        some = seeded_pick(split["train"], t["bn_recalibration_batches"] * t["batch_size"], t["seed"])
-        return [RecalibrateBatchNorm(np.asarray(self.examples(cfg, data, some)[0]), t["batch_size"])]
+        some = seeded_pick(split["train"], t["bn_recalibration_batches"] * t["batch_size"],
+                           t["seed"])
+        return [RecalibrateBatchNorm(np.asarray(self.examples(cfg, data, some)[0]),
+                                     t["batch_size"])]
 
     def build(self, cfg, data, split, run_dir):
         model = build_model(cfg, len(data.classes))
@@ -224,10 +209,9 @@ class AscTask(Task):
     # -- evaluation --------------------------------------------------------------------------
 
     def examples(self, cfg, data, items):
-        """Spectrogram stacks through the feature cache (a lazy `CachedFeatures` view when they
-        exceed `data.in_memory_gb`) and integer labels."""
-        x = feats.cached_features(data.root, [clip.filename for clip in items], cfg["features"], None, _say,
-                                  max_gb=cfg["data"]["in_memory_gb"])
+        """Cached spectrograms (a lazy view beyond `data.in_memory_gb`) and integer labels."""
+        x = feats.cached_features(data.root, [clip.filename for clip in items], cfg["features"],
+                                  None, _say, max_gb=cfg["data"]["in_memory_gb"])
         return x, np.array([clip.label for clip in items], np.int64)
 
     def metric(self, labels, outputs):
@@ -248,24 +232,23 @@ class AscTask(Task):
         return line
 
     def pictures(self, out_dir, model, cfg, data, items):
-        """OUT/confusion_matrix.png and OUT/spectrograms.png (the first clip's spectrograms)."""
+        """OUT/confusion_matrix.png (of the evaluation just made) and OUT/spectrograms.png (the
+        first clip's spectrograms)."""
         from common.plots import plot_confusion_matrix, plot_spectrograms
 
-        last = getattr(self, "_last", None)
-        if last is not None and last[0] is model and last[1] is items:
-            matrix = last[2]
-        else:
+        last_model, last_items, matrix = getattr(self, "_last", (None, None, None))
+        if last_model is not model or last_items is not items:
             matrix = self.evaluate(model, cfg, data, items)["confusion_matrix"]
         plot_confusion_matrix(np.array(matrix), data.classes, Path(out_dir) / "confusion_matrix.png")
         if items:
             x, _ = self.examples(cfg, data, items[:1])
             names = [SPECTROGRAM_TITLES[kind] for kind in cfg["features"]["kinds"]]
             title = f"{items[0].filename} ({data.classes[items[0].label]})"
-            plot_spectrograms(np.asarray(x[0]), names, Path(out_dir) / "spectrograms.png", title=title)
+            plot_spectrograms(np.asarray(x[0]), names, Path(out_dir) / "spectrograms.png",
+                              title=title)
 
     def write_frontend(self, cfg, run_dir, mcu_section):
-        """`export --target mcu`: the spectrogram front end for a firmware (asc.features): the
-        filter banks as .npy files and C arrays, every parameter and the int8 input scale."""
+        """The spectrogram front end for a firmware (asc.features.write_frontend)."""
         written = feats.write_frontend(cfg["features"], run_dir, model_input=mcu_section["input"])
         return {"inside_model": False, "files": [Path(f).name for f in written["files"]]}
 
@@ -273,23 +256,25 @@ class AscTask(Task):
 
     def add_arguments(self, command, parser):
         if command == "predict":
-            parser.add_argument("--config", help="with --tflite: the config.yaml (or run directory) the model was "
-                                                  "exported from; default the config.yaml beside the model")
+            parser.add_argument("--config", help="with --tflite: the config.yaml (or run "
+                                "directory) the model was exported from; default the config.yaml "
+                                "beside the model")
 
     def predict(self, model, cfg, inputs, out, args):
         from asc.edge import classify, read_labels
 
         run = getattr(args, "run", None)
-        classes = read_labels(Path(run) / "model.keras", cfg) if run else list(cfg["data"]["classes"] or SCENES)
-        result = classify(lambda x: model.predict(x, batch_size=64, verbose=0), inputs, out, cfg, classes,
-                          model_name=str(run or "model"), say=_say)
+        classes = read_labels(Path(run) / "model.keras", cfg) if run else read_labels(None, cfg)
+        result = classify(lambda x: model.predict(x, batch_size=64, verbose=0), inputs, out, cfg,
+                          classes, model_name=str(run or "model"), say=_say)
         return f"{out}: {len(result)} predictions (Keras model)"
 
     def edge_predict(self, tflite_path, inputs, out, args):
         from asc import edge
 
-        cfg = edge.edge_config(tflite_path, getattr(args, "config", None), getattr(args, "overrides", ()))
-        result = edge.predict(tflite_path, inputs, out, cfg=cfg, num_threads=cfg["export"]["num_threads"], say=_say)
+        cfg = edge.edge_config(tflite_path, getattr(args, "config", None),
+                               getattr(args, "overrides", ()))
+        result = edge.predict(tflite_path, inputs, out, cfg=cfg, say=_say)
         return f"{out}: {len(result)} predictions ({Path(tflite_path).name}, LiteRT int8)"
 
     # -- sample, download, demo, extra commands ----------------------------------------------------
@@ -305,41 +290,46 @@ class AscTask(Task):
         if per_class < 2:
             raise DataError(f"--per-class: need at least 2 clips per scene, got {per_class}")
         write_sample(out, per_class=per_class, seed=seed)
-        return f"wrote {out}: {10 * per_class} clips (10 scenes x {per_class}) in the TAU 2022 Mobile layout"
+        return (f"wrote {out}: {10 * per_class} clips (10 scenes x {per_class}) in the TAU 2022 "
+                "Mobile layout")
 
     def add_download_arguments(self, parser):
         from asc.download import RECORD, ZENODO_API
 
         parser.add_argument("--record", default=RECORD, help=f"Zenodo record id (default {RECORD})")
-        parser.add_argument("--api", default=ZENODO_API, help=f"Zenodo REST API (default {ZENODO_API})")
+        parser.add_argument("--api", default=ZENODO_API,
+                            help=f"Zenodo REST API (default {ZENODO_API})")
 
     def download(self, dest, args):
         from asc.download import download
 
         data = download(dest, record=args.record, api=args.api, quiet=args.quiet, say=_say)
         clips = sum(1 for _ in (data / "audio").glob("*.wav"))
-        return f"TAU Urban Acoustic Scenes 2022 Mobile is in {data}: {clips} clips; use it with --data {data}"
+        return (f"TAU Urban Acoustic Scenes 2022 Mobile is in {data}: {clips} clips; use it with "
+                f"--data {data}")
 
     def demo_plan(self):
-        """teacher_tiny, then the student distilled from it (briefly, PTQ) and exported (LiteRT and mcu)."""
+        """teacher_tiny, then the student distilled from it, exported (LiteRT and mcu)."""
         return [DemoRun("teacher", "teacher_tiny.yaml"),
-                DemoRun("student", "student.yaml", teacher="teacher", export=True, overrides=DEMO_STUDENT_OVERRIDES)]
+                DemoRun("student", "student.yaml", teacher="teacher", export=True,
+                        overrides=DEMO_STUDENT_OVERRIDES)]
 
     def commands(self):
         from asc import paper
 
         return [
             Command("features", "compute the spectrogram cache of a data set (no TensorFlow)",
-                    lambda p: p.add_argument("--out", help="cache file (.h5); default <data>/features.h5"),
+                    lambda p: p.add_argument("--out", help="cache file (.h5); default "
+                                             "<data>/features.h5"),
                     self._features, tensorflow=False, common_args=True),
-            Command("complexity", "parameters, MACs and int8 bytes; exit code 1 when over the DCASE limits",
-                    lambda p: p.add_argument("--run", help="a run directory (its model and exported size) "
-                                                           "instead of --config"),
+            Command("complexity", "parameters, MACs and int8 bytes; exit code 1 when over the "
+                    "DCASE limits",
+                    lambda p: p.add_argument("--run", help="a run directory (its model and "
+                                             "exported size) instead of --config"),
                     self._complexity, common_args=True),
             Command("paper2", "paper 2's table: teacher -> distilled student -> complexity -> int8 "
                               "-> OUT/paper2.md, paper2.json (resumable)",
-                    paper.add_arguments, lambda args: paper.run(self, args)),
-        ]
+                    paper.add_arguments, lambda args: paper.run(self, args))]
 
     def _features(self, args):
         from common.runner import load_task_config, need_data
