@@ -30,8 +30,13 @@ from common.io import write_json, write_text
 from rsic import bench
 from rsic.bench import PAPER4_BACKBONES
 
-PAPER3 = "Pham, Le, Ngo, Nguyen, Lampert, Schindler, McLoughlin, ISPA 2023 (arXiv 2302.13028)"
-PAPER4 = "Le, Pham, NVN, Nguyen, Trang, ICIIT 2022 (arXiv 2211.02820)"
+# Each paper: its citation, what its table shows.
+PAPERS = {3: ("Pham, Le, Ngo, Nguyen, Lampert, Schindler, McLoughlin, ISPA 2023 (arXiv 2302.13028)",
+              "backbone benchmark -> best run(s) as teacher(s) -> distilled student -> int8 (test "
+              "accuracy, fractions)"),
+          4: ("Le, Pham, NVN, Nguyen, Trang, ICIIT 2022 (arXiv 2211.02820)",
+              "paper 4's candidates benchmarked -> attention model on the best -> int8 within the "
+              "size budget (test accuracy, fractions; sizes in bytes)")}
 # ../shared/docs/PAPERS.md: paper 3's accuracies are on each backbone (rsic.models.BACKBONES,
 # paper_accuracy); it gives no number for the distilled student. Paper 4: candidates under 5M
 # parameters, the int8 model within 20 MB; no accuracy there. The group's earlier NWPU-RESISC45
@@ -282,43 +287,10 @@ def add_arguments(parser, paper):
                             "benchmarking here")
 
 
-def _configs(task, args, *options):
-    """settings.json's config names: each option's (`CONFIGS`) given, default or --quick one."""
-    return {option: getattr(args, option) or CONFIGS[option][bool(args.quick)]
-            or task.distill_config for option in options}
-
-
 def _backbones(args, default, allowed):
     if args.backbones:
         return papers.parse_list(args.backbones, list(allowed), "--backbones")
     return list(QUICK_BACKBONES if args.quick else default)
-
-
-def _start(task, args, command, settings, names, data_default=None):
-    """`papers.start`, then the benchmark's config on `names` (None: a finished benchmark), its
-    weights fetched. Returns (out, data, overrides, config)."""
-    from common.runner import load_task_config
-
-    out, data, overrides = papers.start(task, args, command, DATA, QUICK_OVERRIDES, None,
-                                        settings, data_default)  # --quick: 5 classes x 40 images
-    cfg = load_task_config(task, settings["config"], overrides, data)
-    if names is not None:
-        cfg["benchmark"]["backbones"] = names
-        fetch_weights(cfg, names)
-    return out, data, overrides, cfg
-
-
-def _run(task, cfg, out, name, steps, table, runs, max_steps):
-    """The plan with OUT/NAME.json (`table(examples per split)`: the first of `runs` trained, else
-    the data set listed) and OUT/NAME.md rewritten after every step."""
-    def content():
-        counts = next((counts for counts in map(papers.split_counts, runs) if counts), None)
-        return table(counts or {"images": len(task.open_data(cfg).files)})
-
-    markdown = paper3_markdown if name == "paper3" else paper4_markdown
-    with bench.reuse_listing(task, cfg):  # every image is listed and checked once, not once per run
-        return papers.run_tables(task, steps, out, name, content, markdown, f"paper {name[-1]}",
-                                 max_steps=max_steps)
 
 
 def best_runs(folder, names, n):
@@ -331,65 +303,83 @@ def best_runs(folder, names, n):
 
 
 def run_paper3(task, args, *, max_steps=None):
-    """`python -m rsic paper3`: benchmark -> teacher(s) -> distilled student -> int8. `max_steps`
-    stops after that many steps that did work (a test hook). Returns True when finished."""
-    from common.runner import load_task_config
-    from rsic.models import BACKBONES  # TensorFlow: not at parser build
-
-    settings = _configs(task, args, "config", "student_config")
-    probe = load_task_config(task, settings["config"],
-                             [*(QUICK_OVERRIDES if args.quick else []), *(args.overrides or [])])
-    names = settings["backbones"] = _backbones(args, probe["benchmark"]["backbones"], BACKBONES)
-    if not 1 <= args.teachers <= len(names):
-        raise ConfigError(f"--teachers: {args.teachers} is not between 1 and the {len(names)} "
-                          "benchmarked backbones")
-    settings["teachers"] = args.teachers
-    out, data, overrides, cfg = _start(task, args, "paper3", settings, names)
-    student_cfg = load_task_config(task, settings["student_config"], overrides, data)
-    fetch_weights(student_cfg, [student_cfg["model"]["backbone"]])
-    folder, student = out / "benchmark", out / "student"
-    steps = [*benchmark_steps(task, cfg, folder, names),
-             papers.Step("student from the best benchmark run(s)", "distill", student,
-                         config=student_cfg,
-                         teacher=lambda: best_runs(folder, names, args.teachers)),
-             *papers.int8_steps("student", student)]
-    table = partial(paper3_table, out, data, names, args.teachers, quick=args.quick)
-    runs = [folder / name for name in names]
-    return _run(task, cfg, out, "paper3", steps, table, runs, max_steps)
+    """`python -m rsic paper3`: benchmark -> teacher(s) -> distilled student -> int8."""
+    return run_paper(task, args, 3, max_steps=max_steps)
 
 
 def run_paper4(task, args, *, max_steps=None):
-    """`python -m rsic paper4`: benchmark of the candidates -> attention model on the best -> int8.
+    """`python -m rsic paper4`: benchmark of the candidates (or --benchmark's) -> attention model
+    on the best -> int8."""
+    return run_paper(task, args, 4, max_steps=max_steps)
+
+
+def run_paper(task, args, paper, *, max_steps=None):
+    """Paper 3's or 4's plan: the benchmark, the paper's model (paper 3: a student distilled from
+    the best run(s); paper 4: attention on the best candidate), its int8 steps, and the tables.
     `max_steps` stops after that many steps that did work (a test hook). Returns True when
     finished."""
     from common.runner import load_task_config
+    from rsic.models import BACKBONES  # TensorFlow: not at parser build
 
-    settings, names, data_default = _configs(task, args, "config", "attention_config"), None, None
-    if args.benchmark:
-        folder = Path(args.benchmark).resolve()
+    option = "student_config" if paper == 3 else "attention_config"
+    settings = {key: getattr(args, key) or CONFIGS[key][bool(args.quick)] or task.distill_config
+                for key in ("config", option)}  # each one given, its default or --quick's
+    quick_overrides, folder, data_default = QUICK_OVERRIDES if args.quick else [], None, None
+    if paper == 3:
+        probe = load_task_config(task, settings["config"],
+                                 [*quick_overrides, *(args.overrides or [])])
+        names = _backbones(args, probe["benchmark"]["backbones"], BACKBONES)
+        if not 1 <= args.teachers <= len(names):
+            raise ConfigError(f"--teachers: {args.teachers} is not between 1 and the "
+                              f"{len(names)} benchmarked backbones")
+        settings.update(backbones=names, teachers=args.teachers)
+    elif args.benchmark:
+        names, folder = None, Path(args.benchmark).resolve()
         best_benchmarked(folder, key="--benchmark")  # finished, with a candidate; else stop
         settings["benchmark"] = str(folder)
         content = papers.read_json(folder / BENCHMARK_JSON)
         data_default = content.get("data") if isinstance(content, dict) else None
     else:
         names = settings["backbones"] = _backbones(args, PAPER4_BACKBONES, PAPER4_BACKBONES)
-    out, data, overrides, cfg = _start(task, args, "paper4", settings, names, data_default)
-    folder, attention = out / "benchmark" if names else folder, out / "attention"
-    # attention.yaml's keys are checked before training; its model on the best candidate then.
-    load_task_config(task, settings["attention_config"], overrides, data)
-    best = [*overrides, f"model.backbone=best:{folder}"]
+    out, data, overrides = papers.start(task, args, f"paper{paper}", DATA, QUICK_OVERRIDES, None,
+                                        settings, data_default)  # --quick: 5 classes x 40 images
+    folder, model = folder or out / "benchmark", out / ("student" if paper == 3 else "attention")
+    cfg = load_task_config(task, settings["config"], overrides, data)
+    if names is not None:
+        cfg["benchmark"]["backbones"] = names
+        fetch_weights(cfg, names)
+    model_cfg = load_task_config(task, settings[option], overrides, data)  # checked now
+    if paper == 3:
+        fetch_weights(model_cfg, [model_cfg["model"]["backbone"]])
+        step = papers.Step("student from the best benchmark run(s)", "distill", model,
+                           config=model_cfg,
+                           teacher=lambda: best_runs(folder, names, args.teachers))
+        table = partial(paper3_table, out, names, args.teachers)
+    else:
+        def attention_cfg():  # attention.yaml on the best candidate, alpha and input size legal
+            best = [*overrides, f"model.backbone=best:{folder}"]
+            loaded = load_task_config(task, settings[option], best, data)
+            return run_config(loaded, loaded["model"]["backbone"])[0]
 
-    def attention_cfg():
-        loaded = load_task_config(task, settings["attention_config"], best, data)
-        return run_config(loaded, loaded["model"]["backbone"])[0]
+        step = papers.Step("attention model on the best candidate", "train", model,
+                           config=attention_cfg)
+        table = partial(paper4_table, out, folder, names)
+    steps = [*benchmark_steps(task, cfg, folder, names or []), step,
+             *papers.int8_steps(model.name, model)]
+    # Examples per split: the first run trained (paper 4: the attention one), else the data set.
+    runs = [*([model] if paper == 4 else []), *[folder / name for name in names or []]]
 
-    steps = [*benchmark_steps(task, cfg, folder, names or []),
-             papers.Step("attention model on the best candidate", "train", attention,
-                         config=attention_cfg),
-             *papers.int8_steps("attention", attention)]
-    table = partial(paper4_table, out, data, folder, names, quick=args.quick)
-    runs = [attention, *[folder / name for name in names or []]]
-    return _run(task, cfg, out, "paper4", steps, table, runs, max_steps)
+    def content():
+        counts = next((counts for counts in map(papers.split_counts, runs) if counts), None)
+        counts = counts or {"images": len(task.open_data(cfg).files)}
+        return {"paper": PAPERS[paper][0], "table": PAPERS[paper][1], "quick": args.quick,
+                "data": {"path": str(data), "examples_per_split": counts, "reported_split": "test"},
+                **table()}
+
+    markdown = paper3_markdown if paper == 3 else paper4_markdown
+    with bench.reuse_listing(task, cfg):  # every image is listed and checked once, not once per run
+        return papers.run_tables(task, steps, out, f"paper{paper}", content, markdown,
+                                 f"paper {paper}", max_steps=max_steps)
 
 
 def _row(model, kind, run, note="", **values):
@@ -424,15 +414,8 @@ def _float_and_int8_rows(name, kind, run, **extra):
                  agreement=report.get("agreement"))]
 
 
-def _content(paper, table, data, counts, quick, rows, **more):
-    """The JSON of a paper 3 or 4 table (accuracies as fractions)."""
-    return {"paper": paper, "table": table, "quick": quick,
-            "data": {"path": str(data), "examples_per_split": counts, "reported_split": "test"},
-            **more, "rows": rows}
-
-
-def paper3_table(out, data, names, n_teachers, counts, *, quick):
-    """Paper 3's table as JSON, built from the run directories."""
+def paper3_table(out, names, n_teachers):
+    """Paper 3's table (JSON entries after the data), built from the run directories."""
     folder, student = Path(out) / "benchmark", Path(out) / "student"
     done = {row["backbone"]: row for row in benchmark_rows(folder, names)}
     rows = [_bench_row(name, folder, done.get(name)) for name in names]
@@ -451,14 +434,13 @@ def paper3_table(out, data, names, n_teachers, counts, *, quick):
                                  teacher_agreement=metrics.get("teacher_agreement"))
     published = {row["model"]: row["published_accuracy"] for row in rows[:len(names)]
                  if row["published_accuracy"] is not None}
-    return _content(PAPER3, "backbone benchmark -> best run(s) as teacher(s) -> distilled student "
-                    "-> int8 (test accuracy, fractions)", data, counts, quick, rows,
-                    teachers=teachers, best=_best_entry(list(done.values())),
-                    published={"benchmark": published, "student": None, "earlier_result": EARLIER})
+    return {"teachers": teachers, "best": _best_entry(list(done.values())),
+            "published": {"benchmark": published, "student": None, "earlier_result": EARLIER},
+            "rows": rows}
 
 
-def paper4_table(out, data, folder, names, counts, *, quick):
-    """Paper 4's table as JSON (sizes in bytes), built from the run directories."""
+def paper4_table(out, folder, names):
+    """Paper 4's table (JSON entries after the data; sizes in bytes), from the run directories."""
     from common.config import read_saved_config
 
     attention = Path(out) / "attention"
@@ -478,14 +460,11 @@ def paper4_table(out, data, folder, names, counts, *, quick):
     budget = float(report.get("size_budget_mb", PAPER4_PUBLISHED["size_budget_mb"]))
     model_file, int8_bytes = attention / "model.keras", report.get("tflite_bytes")
     best = backbone or (_best_entry(list(done.values())) or {}).get("backbone")
-    return _content(
-        PAPER4, "paper 4's candidates benchmarked -> attention model on the best -> int8 within "
-        "the size budget (test accuracy, fractions; sizes in bytes)", data, counts, quick, rows,
-        benchmark=str(folder), best_candidate=best,
-        size={"float_keras_bytes": model_file.stat().st_size if model_file.is_file() else None,
-              "int8_tflite_bytes": int8_bytes, "budget_mb": budget,
-              "within_budget": None if int8_bytes is None else int8_bytes <= budget * 1e6},
-        published={**PAPER4_PUBLISHED, "earlier_result": EARLIER})
+    return {"benchmark": str(folder), "best_candidate": best,
+            "size": {"float_keras_bytes": model_file.is_file() and model_file.stat().st_size or None,
+                     "int8_tflite_bytes": int8_bytes, "budget_mb": budget,
+                     "within_budget": None if int8_bytes is None else int8_bytes <= budget * 1e6},
+            "published": {**PAPER4_PUBLISHED, "earlier_result": EARLIER}, "rows": rows}
 
 
 def _cells(row):
