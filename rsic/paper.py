@@ -1,9 +1,6 @@
-"""The backbone benchmark and papers 3 and 4's tables: `python -m rsic benchmark/paper3/paper4`.
-
-benchmark: backbones trained under one config, exported to int8, ranked by validation accuracy.
-paper3: benchmark -> the N best runs as teacher(s) -> distilled student -> int8, scored.
-paper4: benchmark of paper 4's candidates (or a finished one) -> attention model on the best ->
-int8 within 20 MB, scored. Each is a plan of common.papers steps (resumable).
+"""The backbone benchmark (backbones trained under one config, exported to int8, ranked by
+validation accuracy) and papers 3 and 4's tables built on it: `python -m rsic benchmark/paper3/
+paper4`, each a plan of common.papers steps (resumable).
 
     B/<backbone>/            (a benchmark folder B) one `train` run per backbone, exported, and
                              benchmark_row.json, its row, written once the run is finished
@@ -243,21 +240,20 @@ def benchmark_markdown(rows, cfg, out=None):
              "of each class; accuracy on the test split. Paper 3 %: NWPU-RESISC45 accuracy "
              "reported in paper 3.", "",
              papers.markdown_table(header, body, ["---"] + ["---:"] * 6 + ["---"])]
+
+    def named(entry):  # "EfficientNetB0 (92.1%; paper 3: 92.3%)"
+        paper = "" if entry["paper_accuracy"] is None else f"; paper 3: {entry['paper_accuracy']}%"
+        return f"{entry['backbone']} ({pct(entry['accuracy'])}%{paper})"
+
     best, best4 = _best_entry(rows), _best_entry(rows, PAPER4_BACKBONES)
     if best:
-        lines += ["", f"Best: {_named(best)}, by this run's validation accuracy (inner split; a "
+        lines += ["", f"Best: {named(best)}, by this run's validation accuracy (inner split; a "
                       "tie goes to the smaller model)."]
     if best4:
         hint = f" (`--set model.backbone=best:{out}` gives it to attention.yaml)" if out else ""
         lines.append(f"Best of paper 4's candidates ({', '.join(PAPER4_BACKBONES)}): "
-                     f"{_named(best4)}{hint}.")
+                     f"{named(best4)}{hint}.")
     return "\n".join(lines) + "\n"
-
-
-def _named(entry):
-    """"EfficientNetB0 (92.1%; paper 3: 92.3%)"."""
-    paper = f"; paper 3: {entry['paper_accuracy']}%" if entry["paper_accuracy"] is not None else ""
-    return f"{entry['backbone']} ({papers.percent(entry['accuracy'])}%{paper})"
 
 
 def _number(value, spec, scale=1):
@@ -287,12 +283,6 @@ def add_arguments(parser, paper):
                             "benchmarking here")
 
 
-def _backbones(args, default, allowed):
-    if args.backbones:
-        return papers.parse_list(args.backbones, list(allowed), "--backbones")
-    return list(QUICK_BACKBONES if args.quick else default)
-
-
 def best_runs(folder, names, n):
     """The run directories of the `n` best benchmark backbones (`rank_rows`)."""
     ranked = rank_rows(benchmark_rows(folder, names))
@@ -300,17 +290,6 @@ def best_runs(folder, names, n):
         raise RunDirError(f"{folder}: {len(ranked)} finished benchmark run(s), fewer than the {n} "
                           "teachers asked for (--teachers)")
     return [Path(folder) / row["backbone"] for row in ranked[:n]]
-
-
-def run_paper3(task, args, *, max_steps=None):
-    """`python -m rsic paper3`: benchmark -> teacher(s) -> distilled student -> int8."""
-    return run_paper(task, args, 3, max_steps=max_steps)
-
-
-def run_paper4(task, args, *, max_steps=None):
-    """`python -m rsic paper4`: benchmark of the candidates (or --benchmark's) -> attention model
-    on the best -> int8."""
-    return run_paper(task, args, 4, max_steps=max_steps)
 
 
 def run_paper(task, args, paper, *, max_steps=None):
@@ -324,23 +303,27 @@ def run_paper(task, args, paper, *, max_steps=None):
     option = "student_config" if paper == 3 else "attention_config"
     settings = {key: getattr(args, key) or CONFIGS[key][bool(args.quick)] or task.distill_config
                 for key in ("config", option)}  # each one given, its default or --quick's
-    quick_overrides, folder, data_default = QUICK_OVERRIDES if args.quick else [], None, None
-    if paper == 3:
-        probe = load_task_config(task, settings["config"],
-                                 [*quick_overrides, *(args.overrides or [])])
-        names = _backbones(args, probe["benchmark"]["backbones"], BACKBONES)
-        if not 1 <= args.teachers <= len(names):
-            raise ConfigError(f"--teachers: {args.teachers} is not between 1 and the "
-                              f"{len(names)} benchmarked backbones")
-        settings.update(backbones=names, teachers=args.teachers)
-    elif args.benchmark:
-        names, folder = None, Path(args.benchmark).resolve()
+    names, folder, data_default = None, None, None
+    if paper == 4 and args.benchmark:
+        folder = Path(args.benchmark).resolve()
         best_benchmarked(folder, key="--benchmark")  # finished, with a candidate; else stop
         settings["benchmark"] = str(folder)
         content = papers.read_json(folder / BENCHMARK_JSON)
         data_default = content.get("data") if isinstance(content, dict) else None
     else:
-        names = settings["backbones"] = _backbones(args, PAPER4_BACKBONES, PAPER4_BACKBONES)
+        allowed = default = PAPER4_BACKBONES
+        if paper == 3:  # its config's backbones (a bad --set stops here, before OUT is made)
+            probe = [*(QUICK_OVERRIDES if args.quick else []), *(args.overrides or [])]
+            allowed = BACKBONES
+            default = load_task_config(task, settings["config"], probe)["benchmark"]["backbones"]
+        names = settings["backbones"] = (
+            papers.parse_list(args.backbones, list(allowed), "--backbones") if args.backbones
+            else list(QUICK_BACKBONES if args.quick else default))
+    if paper == 3:
+        if not 1 <= args.teachers <= len(names):
+            raise ConfigError(f"--teachers: {args.teachers} is not between 1 and the "
+                              f"{len(names)} benchmarked backbones")
+        settings["teachers"] = args.teachers
     out, data, overrides = papers.start(task, args, f"paper{paper}", DATA, QUICK_OVERRIDES, None,
                                         settings, data_default)  # --quick: 5 classes x 40 images
     folder, model = folder or out / "benchmark", out / ("student" if paper == 3 else "attention")
@@ -380,6 +363,10 @@ def run_paper(task, args, paper, *, max_steps=None):
     with bench.reuse_listing(task, cfg):  # every image is listed and checked once, not once per run
         return papers.run_tables(task, steps, out, f"paper{paper}", content, markdown,
                                  f"paper {paper}", max_steps=max_steps)
+
+
+run_paper3 = partial(run_paper, paper=3)  # `python -m rsic paper3`
+run_paper4 = partial(run_paper, paper=4)  # `python -m rsic paper4`
 
 
 def _row(model, kind, run, note="", **values):
@@ -446,22 +433,20 @@ def paper4_table(out, folder, names):
     attention = Path(out) / "attention"
     found = benchmark_rows(folder, names) if names else read_benchmark_rows(folder, "--benchmark")
     done = {row["backbone"]: row for row in found if row["backbone"] in PAPER4_BACKBONES}
-    rows = []
-    for name in names or list(done):  # the benchmark's own order
-        row = _bench_row(name, folder, done.get(name), "candidate")
-        under = row["params"] < PAPER4_PUBLISHED["max_params"] if row["params"] else None
-        rows.append({**row, "under_5m": under})
-    backbone = None
-    if (attention / "config.yaml").is_file():
-        backbone = read_saved_config(attention / "config.yaml")["model"]["backbone"]
+    rows = [_bench_row(name, folder, done.get(name), "candidate") for name in names or done]
+    for row in rows:  # names: None: the finished benchmark's candidates, in its order
+        row["under_5m"] = row["params"] < PAPER4_PUBLISHED["max_params"] if row["params"] else None
+    saved = attention / "config.yaml"
+    backbone = read_saved_config(saved)["model"]["backbone"] if saved.is_file() else None
     rows += _float_and_int8_rows(f"attention on {backbone}" if backbone else "attention model",
                                  "attention", attention)
     report = papers.read_json(attention / "export_report.json") or {}
     budget = float(report.get("size_budget_mb", PAPER4_PUBLISHED["size_budget_mb"]))
     model_file, int8_bytes = attention / "model.keras", report.get("tflite_bytes")
+    keras_bytes = model_file.stat().st_size if model_file.is_file() else None
     best = backbone or (_best_entry(list(done.values())) or {}).get("backbone")
     return {"benchmark": str(folder), "best_candidate": best,
-            "size": {"float_keras_bytes": model_file.is_file() and model_file.stat().st_size or None,
+            "size": {"float_keras_bytes": keras_bytes,
                      "int8_tflite_bytes": int8_bytes, "budget_mb": budget,
                      "within_budget": None if int8_bytes is None else int8_bytes <= budget * 1e6},
             "published": {**PAPER4_PUBLISHED, "earlier_result": EARLIER}, "rows": rows}
