@@ -389,9 +389,8 @@ def _bench_row(name, folder, found, kind="benchmark", model=None):
 def _float_and_int8_rows(name, kind, run, **extra):
     """The two rows of one trained and exported run: its float model (metrics.json; `extra` goes
     on that row) and its int8 TFLite file (size, latency, accuracy on the whole reported split)."""
-    metrics = papers.read_json(Path(run) / "metrics.json") or {}
-    report = papers.read_json(Path(run) / "export_report.json") or {}
-    int8 = papers.read_json(Path(run) / "metrics_int8.json") or {}
+    metrics, report, int8 = (papers.read_json(Path(run) / name) or {} for name in
+                             ("metrics.json", "export_report.json", "metrics_int8.json"))
     return [_row(f"{name} (float)", kind, run, params=report.get("params"),
                  accuracy=metrics.get("accuracy"), **extra),
             _row(f"{name} (int8 TFLite)", f"{kind} int8", run,
