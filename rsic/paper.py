@@ -1,9 +1,6 @@
-"""The backbone benchmark and papers 3 and 4's tables: `python -m rsic benchmark/paper3/paper4`.
-
-benchmark: backbones trained under one config, exported to int8, ranked by validation accuracy.
-paper3: benchmark -> the N best runs as teacher(s) -> distilled student -> int8, scored.
-paper4: benchmark of paper 4's candidates (or a finished one) -> attention model on the best ->
-int8 within 20 MB, scored. Each is a plan of common.papers steps (resumable).
+"""The backbone benchmark (backbones trained under one config, exported to int8, ranked by
+validation accuracy) and papers 3 and 4's tables built on it: `python -m rsic benchmark/paper3/
+paper4`, each a plan of common.papers steps (resumable).
 
     B/<backbone>/            (a benchmark folder B) one `train` run per backbone, exported, and
                              benchmark_row.json, its row, written once the run is finished
@@ -19,6 +16,7 @@ int8 within 20 MB, scored. Each is a plan of common.papers steps (resumable).
     R/paper4.md, .json
 """
 
+import copy
 import json
 from functools import partial
 from pathlib import Path
@@ -29,31 +27,35 @@ from common.io import write_json, write_text
 from rsic import bench
 from rsic.bench import PAPER4_BACKBONES
 
-PAPER3 = "Pham, Le, Ngo, Nguyen, Lampert, Schindler, McLoughlin, ISPA 2023 (arXiv 2302.13028)"
-PAPER4 = "Le, Pham, NVN, Nguyen, Trang, ICIIT 2022 (arXiv 2211.02820)"
+# Each paper: its citation, what its table shows.
+PAPERS = {3: ("Pham, Le, Ngo, Nguyen, Lampert, Schindler, McLoughlin, ISPA 2023 (arXiv 2302.13028)",
+              "backbone benchmark -> best run(s) as teacher(s) -> distilled student -> int8 (test "
+              "accuracy, fractions)"),
+          4: ("Le, Pham, NVN, Nguyen, Trang, ICIIT 2022 (arXiv 2211.02820)",
+              "paper 4's candidates benchmarked -> attention model on the best -> int8 within the "
+              "size budget (test accuracy, fractions; sizes in bytes)")}
 # ../shared/docs/PAPERS.md: paper 3's accuracies are on each backbone (rsic.models.BACKBONES,
 # paper_accuracy); it gives no number for the distilled student. Paper 4: candidates under 5M
 # parameters, the int8 model within 20 MB; no accuracy there. The group's earlier NWPU-RESISC45
 # result is the reference line of both tables.
 PAPER4_PUBLISHED = {"max_params": 5e6, "size_budget_mb": 20.0}
 EARLIER = {"train_10": 0.926, "train_20": 0.947}
+EARLIER_LINE = (f"Reference: the group's earlier NWPU-RESISC45 result, "
+                f"{papers.percent(EARLIER['train_10'])}% (10% training) and "
+                f"{papers.percent(EARLIER['train_20'])}% (20%).")
 # --quick: tiny.yaml's MobileNetV2 / MobileNet (alpha 0.35, 64 px, from scratch: nothing is
 # downloaded) for two epochs, int8 by post-training quantization, on the 5-class sample.
-QUICK_BENCH, QUICK_STUDENT = "tiny.yaml", "tiny_student.yaml"
-QUICK_ATTENTION = "tiny_attention.yaml"
 QUICK_BACKBONES = ["MobileNetV2", "MobileNet"]
-DATA = "the NWPU-RESISC45 folder"  # what --data names
 QUICK_OVERRIDES = ["train.epochs=2", "train.verbose=0", "model.weights=null", "export.mode=ptq",
                    "export.calibration_examples=32"]
-BENCHMARK_JSON, BENCHMARK_MD = "benchmark.json", "benchmark.md"
-ROW_FILE = "benchmark_row.json"
+# The config options of paper3/paper4: (default, --quick default); None: task.distill_config.
+CONFIGS = {"config": ("paper3.yaml", "tiny.yaml"), "student_config": (None, "tiny_student.yaml"),
+           "attention_config": ("attention.yaml", "tiny_attention.yaml")}
+DATA = "the NWPU-RESISC45 folder"  # what --data names
+BENCHMARK_JSON, ROW_FILE = "benchmark.json", "benchmark_row.json"
 # A paper table row's numbers (None: not run yet); `note` and `published_accuracy` come after.
 VALUES = ("params", "accuracy", "int8_accuracy", "tflite_bytes", "latency_ms")
 HEADER = ["model", "params", "accuracy", "paper 3", "int8 accuracy", "int8 MB", "int8 ms", "note"]
-
-
-# ---------------------------------------------------------------------------------------------
-# the benchmark
 
 
 def run_benchmark(task, cfg, out, *, overwrite=False):
@@ -62,12 +64,10 @@ def run_benchmark(task, cfg, out, *, overwrite=False):
     from common.runner import need_data, say
     from rsic.models import get_backbone
 
-    specs = [get_backbone(name) for name in cfg["benchmark"]["backbones"]]  # all checked first
-    names = [spec.name for spec in specs]
-    fetch_weights(need_data(cfg), specs)
-    if overwrite:  # every backbone's step runs again, training over its run
-        for name in names:
-            (Path(out) / name / ROW_FILE).unlink(missing_ok=True)
+    names = [get_backbone(name).name for name in cfg["benchmark"]["backbones"]]  # checked first
+    fetch_weights(need_data(cfg), names)
+    for name in names if overwrite else []:  # every backbone's step runs again, over its run
+        (Path(out) / name / ROW_FILE).unlink(missing_ok=True)
     with bench.reuse_listing(task, cfg):
         papers.run_plan(task, benchmark_steps(task, cfg, out, names, overwrite), lambda: None)
     say(write_benchmark(cfg, out, names))
@@ -75,34 +75,32 @@ def run_benchmark(task, cfg, out, *, overwrite=False):
 
 def benchmark_steps(task, cfg, folder, names, overwrite=False):
     """One step per backbone: `benchmark_one`, then FOLDER/benchmark.json and .md rewritten."""
-    from rsic.models import get_backbone
-
-    def call(spec, run):
-        benchmark_one(task, cfg, spec, run, overwrite=overwrite)
+    def call(name, run):
+        benchmark_one(task, cfg, name, run, overwrite=overwrite)
         write_benchmark(cfg, folder, names)
 
     return [papers.Step(f"benchmark {name}", "call", Path(folder) / name, output=ROW_FILE,
-                        call=partial(call, get_backbone(name)),
-                        verb="training, scoring and exporting") for name in names]
+                        call=partial(call, name), verb="training, scoring and exporting")
+            for name in names]
 
 
-def fetch_weights(cfg, specs):
-    """With `model.weights: imagenet`, every backbone's ImageNet weights before the first training:
-    an offline machine stops now (one line naming the file), not after hours of training."""
+def fetch_weights(cfg, names):
+    """With `model.weights: imagenet`, the ImageNet weights of backbones `names` before the first
+    training: an offline machine stops now (one line naming the file), not after hours of it."""
     if cfg["model"]["weights"] == "imagenet" and not cfg["model"]["weights_path"]:
-        from rsic.models import fetch_imagenet_weights
+        from rsic.models import fetch_imagenet_weights, get_backbone
 
-        for spec in specs:
-            model_cfg = run_config(cfg, spec)[0]["model"]
-            fetch_imagenet_weights(spec, model_cfg["alpha"], model_cfg["input_size"])
+        for name in names:
+            model_cfg = run_config(cfg, name)[0]["model"]
+            fetch_imagenet_weights(get_backbone(name), model_cfg["alpha"], model_cfg["input_size"])
 
 
-def run_config(cfg, spec):
-    """(config of `spec`'s run, notes): `cfg` on that backbone, alpha and input size made legal."""
-    import copy
+def run_config(cfg, name):
+    """(config of backbone `name`'s run, notes): `cfg` on it, alpha and input size made legal."""
+    from rsic.models import get_backbone
 
-    run_cfg = copy.deepcopy(cfg)
-    model_cfg, notes = run_cfg["model"], []
+    spec, run_cfg, notes = get_backbone(name), copy.deepcopy(cfg), []
+    model_cfg = run_cfg["model"]
     model_cfg["backbone"] = spec.name
     if model_cfg["alpha"] != 1.0 and not spec.has_alpha:
         model_cfg["alpha"] = 1.0
@@ -113,43 +111,44 @@ def run_config(cfg, spec):
     return run_cfg, notes
 
 
-def benchmark_one(task, cfg, spec, run, *, overwrite=False):
-    """Train (or resume, or score), then export one backbone into `run`; write its row last
+def benchmark_one(task, cfg, name, run, *, overwrite=False):
+    """Train (or resume, or score), then export backbone `name` into `run`; write its row last
     (RUN/benchmark_row.json): backbone, input_size, params, macs, accuracy (test split),
     val_accuracy, int8_accuracy, tflite_bytes, latency_ms, paper_accuracy (paper 3, %), note.
     An export refused (over `export.size_budget_mb`) is noted in the row."""
     from common import runner
     from common.complexity import model_complexity
     from common.train import read_history
+    from rsic.models import BACKBONES
 
-    run_cfg, notes = run_config(cfg, spec)
+    run_cfg, notes = run_config(cfg, name)
     if overwrite:
         runner.train(task, run_cfg, run, overwrite=True)
     elif (run / "model.keras").is_file() and (run / runner.METRICS_FILE).is_file():
         runner.say(f"rsic: {run}: finished run found, reusing it")
     else:  # resumes a killed run, scores a trained one that was stopped before its scores
-        papers.run_step(task, papers.Step(spec.name, "train", run, config=run_cfg))
+        papers.run_step(task, papers.Step(name, "train", run, config=run_cfg))
     # The inner validation accuracy at the epoch the run kept (the best one); None for a run that
     # chose its epoch on the test split (`train.select_on: reported`).
     val = [v for v in read_history(run).get("val_accuracy", []) if v == v]  # NaN: a missing epoch
     inner = (papers.read_json(run / "split.json") or {}).get("selection_split") == "val"
     complexity = model_complexity(runner.keras_model(task, run))
-    row = {"backbone": spec.name, "input_size": run_cfg["model"]["input_size"],
+    row = {"backbone": name, "input_size": run_cfg["model"]["input_size"],
            "params": complexity["params"], "macs": complexity["macs"],
            "accuracy": papers.read_json(run / runner.METRICS_FILE)["accuracy"],
-           "val_accuracy": max(val) if inner and val else None, "int8_accuracy": None,
-           "tflite_bytes": None, "latency_ms": None, "paper_accuracy": spec.paper_accuracy,
-           "note": ", ".join(notes)}
+           "val_accuracy": max(val) if inner and val else None,
+           **dict.fromkeys(("int8_accuracy", "tflite_bytes", "latency_ms")),
+           "paper_accuracy": BACKBONES[name].paper_accuracy, "note": ", ".join(notes)}
     if run_cfg["benchmark"]["export"]:
         exported = not overwrite and (run / runner.TFLITE_FILE).is_file()
         try:
-            report = papers.read_json(run / runner.REPORT_FILE) if exported else None
+            report = exported and papers.read_json(run / runner.REPORT_FILE)
             report = report or runner.export(task, run)
             row.update(int8_accuracy=report["tflite_metric"], tflite_bytes=report["tflite_bytes"],
                        latency_ms=report.get("latency_ms"))
         except ExportError as error:
             row["note"] = ", ".join(notes + [f"not exported: {str(error).split(': ', 1)[-1]}"])
-            runner.say(f"rsic: {spec.name}: {error}")
+            runner.say(f"rsic: {name}: {error}")
     write_json(run / ROW_FILE, row)
 
 
@@ -172,11 +171,8 @@ def _best_entry(rows, candidates=None):
     return {key: ranked[0].get(key) for key in keys} if ranked else None
 
 
-def benchmark_rows(folder, names=None):
-    """The rows of the backbones `names` finished so far in `folder` (their row files, in that
-    order); `names` None: the rows of the finished benchmark's benchmark.json."""
-    if names is None:
-        return read_benchmark_rows(folder, key="--benchmark")
+def benchmark_rows(folder, names):
+    """The rows of the backbones `names` finished so far in `folder` (their row files, in order)."""
     rows = [papers.read_json(Path(folder) / name / ROW_FILE) for name in names]
     return [row for row in rows if row is not None]
 
@@ -185,21 +181,16 @@ def write_benchmark(cfg, folder, names):
     """FOLDER/benchmark.json (what was run, the rows, the ranking, `best`: the best row, and
     `best_paper4`: the best of paper 4's candidates, or None) and FOLDER/benchmark.md, from the row
     files of `names`. Returns the Markdown."""
-    rows = benchmark_rows(folder, names)
+    rows, model = benchmark_rows(folder, names), cfg["model"]
     write_json(Path(folder) / BENCHMARK_JSON, {
-        "data": cfg["data"]["root"],
-        "train_ratio": cfg["data"]["train_ratio"],
-        "input_size": cfg["model"]["input_size"],
-        "weights": cfg["model"]["weights"] or "none",
+        "data": cfg["data"]["root"], "train_ratio": cfg["data"]["train_ratio"],
+        "input_size": model["input_size"], "weights": model["weights"] or "none",
         "metric": "accuracy on the test split",
         "ranked_on": "inner validation accuracy (test accuracy where a run has none)",
-        "rows": rows,
-        "ranking": [row["backbone"] for row in rank_rows(rows)],
-        "best": _best_entry(rows),
-        "best_paper4": _best_entry(rows, PAPER4_BACKBONES),
-    })
+        "rows": rows, "ranking": [row["backbone"] for row in rank_rows(rows)],
+        "best": _best_entry(rows), "best_paper4": _best_entry(rows, PAPER4_BACKBONES)})
     text = benchmark_markdown(rows, cfg, folder)
-    write_text(Path(folder) / BENCHMARK_MD, text)
+    write_text(Path(folder) / "benchmark.md", text)
     return text
 
 
@@ -233,17 +224,14 @@ def best_benchmarked(folder, candidates=PAPER4_BACKBONES, key="model.backbone"):
     return ranked[0]
 
 
-def _number(value, spec, scale=1):
-    return "-" if value is None else f"{value / scale:{spec}}"
-
-
 def benchmark_markdown(rows, cfg, out=None):
     """The benchmark rows as a Markdown table (accuracies in %, sizes in MB), then the best
     backbones; `out`: the benchmark folder, named in the `best:` hint (None: no hint)."""
-    size, pct = cfg["model"]["input_size"], papers.percent
+    size = cfg["model"]["input_size"]
     weights = "ImageNet weights" if cfg["model"]["weights"] == "imagenet" else "from scratch"
     header = ["backbone", "params", "accuracy %", "int8 accuracy %", "int8 TFLite MB",
               "latency ms", "paper 3 %", "note"]
+    pct = papers.percent
     body = [[row["backbone"], _number(row["params"], ".2f", 1e6) + "M", pct(row["accuracy"]),
              pct(row["int8_accuracy"]), _number(row["tflite_bytes"], ".2f", 1e6),
              _number(row["latency_ms"], ".1f"), _number(row["paper_accuracy"], ""), row["note"]]
@@ -252,25 +240,24 @@ def benchmark_markdown(rows, cfg, out=None):
              "of each class; accuracy on the test split. Paper 3 %: NWPU-RESISC45 accuracy "
              "reported in paper 3.", "",
              papers.markdown_table(header, body, ["---"] + ["---:"] * 6 + ["---"])]
+
+    def named(entry):  # "EfficientNetB0 (92.1%; paper 3: 92.3%)"
+        paper = "" if entry["paper_accuracy"] is None else f"; paper 3: {entry['paper_accuracy']}%"
+        return f"{entry['backbone']} ({pct(entry['accuracy'])}%{paper})"
+
     best, best4 = _best_entry(rows), _best_entry(rows, PAPER4_BACKBONES)
     if best:
-        lines += ["", f"Best: {_named(best)}, by this run's validation accuracy (inner split; a "
+        lines += ["", f"Best: {named(best)}, by this run's validation accuracy (inner split; a "
                       "tie goes to the smaller model)."]
     if best4:
         hint = f" (`--set model.backbone=best:{out}` gives it to attention.yaml)" if out else ""
         lines.append(f"Best of paper 4's candidates ({', '.join(PAPER4_BACKBONES)}): "
-                     f"{_named(best4)}{hint}.")
+                     f"{named(best4)}{hint}.")
     return "\n".join(lines) + "\n"
 
 
-def _named(entry):
-    """"EfficientNetB0 (92.1%; paper 3: 92.3%)"."""
-    paper = f"; paper 3: {entry['paper_accuracy']}%" if entry["paper_accuracy"] is not None else ""
-    return f"{entry['backbone']} ({papers.percent(entry['accuracy'])}%{paper})"
-
-
-# ---------------------------------------------------------------------------------------------
-# papers 3 and 4
+def _number(value, spec, scale=1):
+    return "-" if value is None else f"{value / scale:{spec}}"
 
 
 def add_arguments(parser, paper):
@@ -296,24 +283,6 @@ def add_arguments(parser, paper):
                             "benchmarking here")
 
 
-def _benchmark_config(task, name, overrides, data, names):
-    """The benchmark's config on `names` (None: a finished benchmark), its weights fetched."""
-    from common.runner import load_task_config
-    from rsic.models import get_backbone  # TensorFlow: not at parser build
-
-    cfg = load_task_config(task, name, overrides, data)
-    if names is not None:
-        cfg["benchmark"]["backbones"] = names
-        fetch_weights(cfg, [get_backbone(name) for name in names])
-    return cfg
-
-
-def _backbones(args, default, allowed):
-    if args.backbones:
-        return papers.parse_list(args.backbones, list(allowed), "--backbones")
-    return list(QUICK_BACKBONES if args.quick else default)
-
-
 def best_runs(folder, names, n):
     """The run directories of the `n` best benchmark backbones (`rank_rows`)."""
     ranked = rank_rows(benchmark_rows(folder, names))
@@ -323,47 +292,81 @@ def best_runs(folder, names, n):
     return [Path(folder) / row["backbone"] for row in ranked[:n]]
 
 
-def _data_counts(task, cfg, run_dirs):
-    """Examples per split: the first finished run's split.json, else the listed data set."""
-    counts = next((counts for counts in map(papers.split_counts, run_dirs) if counts), None)
-    return counts or {"images": len(task.open_data(cfg).files)}
-
-
-def run_paper3(task, args, *, max_steps=None):
-    """`python -m rsic paper3`: benchmark -> teacher(s) -> distilled student -> int8. `max_steps`
-    stops after that many steps that did work (a test hook). Returns True when finished."""
+def run_paper(task, args, paper, *, max_steps=None):
+    """Paper 3's or 4's plan: the benchmark, the paper's model (paper 3: a student distilled from
+    the best run(s); paper 4: attention on the best candidate), its int8 steps, and the tables.
+    `max_steps` stops after that many steps that did work (a test hook). Returns True when
+    finished."""
     from common.runner import load_task_config
-    from rsic.models import BACKBONES, get_backbone  # TensorFlow: not at parser build
+    from rsic.models import BACKBONES  # TensorFlow: not at parser build
 
-    bench_config = args.config or (QUICK_BENCH if args.quick else "paper3.yaml")
-    student_config = args.student_config or (QUICK_STUDENT if args.quick else task.distill_config)
-    probe = load_task_config(task, bench_config,
-                             [*(QUICK_OVERRIDES if args.quick else []), *(args.overrides or [])])
-    names = _backbones(args, probe["benchmark"]["backbones"], BACKBONES)
-    if not 1 <= args.teachers <= len(names):
-        raise ConfigError(f"--teachers: {args.teachers} is not between 1 and the {len(names)} "
-                          "benchmarked backbones")
-    settings = {"config": bench_config, "student_config": student_config, "backbones": names,
-                "teachers": args.teachers}  # --quick: `python -m rsic sample`'s 5 classes x 40
-    out, data, overrides = papers.start(task, args, "paper3", DATA, QUICK_OVERRIDES, None, settings)
-    cfg = _benchmark_config(task, bench_config, overrides, data, names)
-    student_cfg = load_task_config(task, student_config, overrides, data)
-    fetch_weights(student_cfg, [get_backbone(student_cfg["model"]["backbone"])])
+    option = "student_config" if paper == 3 else "attention_config"
+    settings = {key: getattr(args, key) or CONFIGS[key][bool(args.quick)] or task.distill_config
+                for key in ("config", option)}  # each one given, its default or --quick's
+    names, folder, data_default = None, None, None
+    if paper == 4 and args.benchmark:
+        folder = Path(args.benchmark).resolve()
+        best_benchmarked(folder, key="--benchmark")  # finished, with a candidate; else stop
+        settings["benchmark"] = str(folder)
+        content = papers.read_json(folder / BENCHMARK_JSON)
+        data_default = content.get("data") if isinstance(content, dict) else None
+    else:
+        allowed = default = PAPER4_BACKBONES
+        if paper == 3:  # its config's backbones (a bad --set stops here, before OUT is made)
+            probe = [*(QUICK_OVERRIDES if args.quick else []), *(args.overrides or [])]
+            allowed = BACKBONES
+            default = load_task_config(task, settings["config"], probe)["benchmark"]["backbones"]
+        names = settings["backbones"] = (
+            papers.parse_list(args.backbones, list(allowed), "--backbones") if args.backbones
+            else list(QUICK_BACKBONES if args.quick else default))
+    if paper == 3:
+        if not 1 <= args.teachers <= len(names):
+            raise ConfigError(f"--teachers: {args.teachers} is not between 1 and the "
+                              f"{len(names)} benchmarked backbones")
+        settings["teachers"] = args.teachers
+    out, data, overrides = papers.start(task, args, f"paper{paper}", DATA, QUICK_OVERRIDES, None,
+                                        settings, data_default)  # --quick: 5 classes x 40 images
+    folder, model = folder or out / "benchmark", out / ("student" if paper == 3 else "attention")
+    cfg = load_task_config(task, settings["config"], overrides, data)
+    if names is not None:
+        cfg["benchmark"]["backbones"] = names
+        fetch_weights(cfg, names)
+    model_cfg = load_task_config(task, settings[option], overrides, data)  # checked now
+    if paper == 3:
+        fetch_weights(model_cfg, [model_cfg["model"]["backbone"]])
+        step = papers.Step("student from the best benchmark run(s)", "distill", model,
+                           config=model_cfg,
+                           teacher=lambda: best_runs(folder, names, args.teachers))
+        table = partial(paper3_table, out, names, args.teachers)
+    else:
+        def attention_cfg():  # attention.yaml on the best candidate, alpha and input size legal
+            best = [*overrides, f"model.backbone=best:{folder}"]
+            loaded = load_task_config(task, settings[option], best, data)
+            return run_config(loaded, loaded["model"]["backbone"])[0]
 
-    folder, student = out / "benchmark", out / "student"
-    steps = [*benchmark_steps(task, cfg, folder, names),
-             papers.Step("student from the best benchmark run(s)", "distill", student,
-                         config=student_cfg,
-                         teacher=lambda: best_runs(folder, names, args.teachers)),
-             *papers.int8_steps("student", student)]
+        step = papers.Step("attention model on the best candidate", "train", model,
+                           config=attention_cfg)
+        table = partial(paper4_table, out, folder, names)
+    steps = [*benchmark_steps(task, cfg, folder, names or []), step,
+             *papers.int8_steps(model.name, model)]
+    # Examples per split: the first run trained (paper 4: the attention one), else the data set.
+    runs = [*([model] if paper == 4 else []), *[folder / name for name in names or []]]
 
     def content():
-        counts = _data_counts(task, cfg, [folder / name for name in names])
-        return paper3_table(out, data, names, args.teachers, counts, quick=args.quick)
+        counts = next((counts for counts in map(papers.split_counts, runs) if counts), None)
+        counts = counts or {"images": len(task.open_data(cfg).files)}
+        return {"paper": PAPERS[paper][0], "table": PAPERS[paper][1], "quick": args.quick,
+                "data": {"path": str(data), "examples_per_split": counts, "reported_split": "test"},
+                **table()}
 
+    markdown = paper3_markdown if paper == 3 else paper4_markdown
     with bench.reuse_listing(task, cfg):  # every image is listed and checked once, not once per run
-        return papers.run_tables(task, steps, out, "paper3", content, paper3_markdown, "paper 3",
-                                 max_steps=max_steps)
+        return papers.run_tables(task, steps, out, f"paper{paper}", content, markdown,
+                                 f"paper {paper}", max_steps=max_steps)
+
+
+run_paper3 = partial(run_paper, paper=3)  # `python -m rsic paper3`
+run_paper4 = partial(run_paper, paper=4)  # `python -m rsic paper4`
 
 
 def _row(model, kind, run, note="", **values):
@@ -372,23 +375,22 @@ def _row(model, kind, run, note="", **values):
             **dict.fromkeys(VALUES), "published_accuracy": None, **values, "note": note}
 
 
-def _bench_row(name, folder, found, kind="benchmark"):
+def _bench_row(name, folder, found, kind="benchmark", model=None):
     """A benchmark backbone's row (paper 3's accuracy beside); `found`: its benchmark row, or None
     when it has not run yet."""
     from rsic.models import BACKBONES  # TensorFlow: not at parser build
 
-    paper = BACKBONES[name].paper_accuracy
-    values = {key: found.get(key) for key in VALUES} if found else {}
-    return _row(name, kind, Path(folder) / name, found.get("note", "") if found else "not run yet",
-                **values, published_accuracy=None if paper is None else round(paper / 100, 4))
+    paper, found = BACKBONES[name].paper_accuracy, found or {"note": "not run yet"}
+    return _row(model or name, kind, Path(folder) / name, found.get("note", ""),
+                **{key: found.get(key) for key in VALUES},
+                published_accuracy=None if paper is None else round(paper / 100, 4))
 
 
 def _float_and_int8_rows(name, kind, run, **extra):
     """The two rows of one trained and exported run: its float model (metrics.json; `extra` goes
     on that row) and its int8 TFLite file (size, latency, accuracy on the whole reported split)."""
-    metrics = papers.read_json(Path(run) / "metrics.json") or {}
-    report = papers.read_json(Path(run) / "export_report.json") or {}
-    int8 = papers.read_json(Path(run) / "metrics_int8.json") or {}
+    metrics, report, int8 = (papers.read_json(Path(run) / name) or {} for name in
+                             ("metrics.json", "export_report.json", "metrics_int8.json"))
     return [_row(f"{name} (float)", kind, run, params=report.get("params"),
                  accuracy=metrics.get("accuracy"), **extra),
             _row(f"{name} (int8 TFLite)", f"{kind} int8", run,
@@ -398,26 +400,19 @@ def _float_and_int8_rows(name, kind, run, **extra):
                  agreement=report.get("agreement"))]
 
 
-def _content(paper, table, data, counts, quick, rows, **more):
-    """The JSON of a paper 3 or 4 table (accuracies as fractions)."""
-    return {"paper": paper, "table": table, "quick": quick,
-            "data": {"path": str(data), "examples_per_split": counts, "reported_split": "test"},
-            **more, "rows": rows}
-
-
-def paper3_table(out, data, names, n_teachers, counts, *, quick):
-    """Paper 3's table as JSON, built from the run directories."""
+def paper3_table(out, names, n_teachers):
+    """Paper 3's table (JSON entries after the data), built from the run directories."""
     folder, student = Path(out) / "benchmark", Path(out) / "student"
     done = {row["backbone"]: row for row in benchmark_rows(folder, names)}
     rows = [_bench_row(name, folder, done.get(name)) for name in names]
     # The teachers the student was distilled from (its split.json), else the ones it will be.
     split = papers.read_json(student / "split.json") or {}
+    ranked = [row["backbone"] for row in rank_rows(list(done.values()))]
     teachers = [Path(path).name for path in split.get("teachers", [])]
-    if not teachers and len(rank_rows(list(done.values()))) >= n_teachers:
-        teachers = [run.name for run in best_runs(folder, names, n_teachers)]
+    teachers = teachers or (ranked[:n_teachers] if len(ranked) >= n_teachers else [])
     metrics = papers.read_json(student / "metrics.json") or {}
-    rows += [{**_bench_row(name, folder, done.get(name)), "model": f"teacher: {name}",
-              "kind": "teacher"} for name in teachers]
+    rows += [_bench_row(name, folder, done.get(name), "teacher", f"teacher: {name}")
+             for name in teachers]
     if len(teachers) > 1:
         rows.append(_row(f"teacher ensemble ({len(teachers)}, mean probabilities)",
                          "teacher ensemble", None, accuracy=metrics.get("teacher_accuracy")))
@@ -425,10 +420,35 @@ def paper3_table(out, data, names, n_teachers, counts, *, quick):
                                  teacher_agreement=metrics.get("teacher_agreement"))
     published = {row["model"]: row["published_accuracy"] for row in rows[:len(names)]
                  if row["published_accuracy"] is not None}
-    return _content(PAPER3, "backbone benchmark -> best run(s) as teacher(s) -> distilled student "
-                    "-> int8 (test accuracy, fractions)", data, counts, quick, rows,
-                    teachers=teachers, best=_best_entry(list(done.values())),
-                    published={"benchmark": published, "student": None, "earlier_result": EARLIER})
+    return {"teachers": teachers, "best": _best_entry(list(done.values())),
+            "published": {"benchmark": published, "student": None, "earlier_result": EARLIER},
+            "rows": rows}
+
+
+def paper4_table(out, folder, names):
+    """Paper 4's table (JSON entries after the data; sizes in bytes), from the run directories."""
+    from common.config import read_saved_config
+
+    attention = Path(out) / "attention"
+    found = benchmark_rows(folder, names) if names else read_benchmark_rows(folder, "--benchmark")
+    done = {row["backbone"]: row for row in found if row["backbone"] in PAPER4_BACKBONES}
+    rows = [_bench_row(name, folder, done.get(name), "candidate") for name in names or done]
+    for row in rows:  # names: None: the finished benchmark's candidates, in its order
+        row["under_5m"] = row["params"] < PAPER4_PUBLISHED["max_params"] if row["params"] else None
+    saved = attention / "config.yaml"
+    backbone = read_saved_config(saved)["model"]["backbone"] if saved.is_file() else None
+    rows += _float_and_int8_rows(f"attention on {backbone}" if backbone else "attention model",
+                                 "attention", attention)
+    report = papers.read_json(attention / "export_report.json") or {}
+    budget = float(report.get("size_budget_mb", PAPER4_PUBLISHED["size_budget_mb"]))
+    model_file, int8_bytes = attention / "model.keras", report.get("tflite_bytes")
+    keras_bytes = model_file.stat().st_size if model_file.is_file() else None
+    best = backbone or (_best_entry(list(done.values())) or {}).get("backbone")
+    return {"benchmark": str(folder), "best_candidate": best,
+            "size": {"float_keras_bytes": keras_bytes,
+                     "int8_tflite_bytes": int8_bytes, "budget_mb": budget,
+                     "within_budget": None if int8_bytes is None else int8_bytes <= budget * 1e6},
+            "published": {**PAPER4_PUBLISHED, "earlier_result": EARLIER}, "rows": rows}
 
 
 def _cells(row):
@@ -448,12 +468,6 @@ def _page(content, title, intro, header, body, notes):
                        header, body, notes, whose="papers'")
 
 
-def _earlier():
-    return (f"Reference: the group's earlier NWPU-RESISC45 result, "
-            f"{papers.percent(EARLIER['train_10'])}% (10% training) and "
-            f"{papers.percent(EARLIER['train_20'])}% (20%).")
-
-
 def paper3_markdown(content):
     """Paper 3's table for people: percent, paper 3's accuracies beside."""
     notes, teachers = [], content["teachers"]
@@ -466,90 +480,11 @@ def paper3_markdown(content):
         notes.append(f"The student agrees with its teacher(s) on "
                      f"{100 * student['teacher_agreement']:.1f}% of the test images.")
     notes.append("Paper 3 publishes no accuracy for its distilled student in ../shared/docs/"
-                 "PAPERS.md, so the student rows have none beside them. " + _earlier())
+                 "PAPERS.md, so the student rows have none beside them. " + EARLIER_LINE)
     return _page(content, "Paper 3: light-weight scene classification with teacher-student",
                  "`paper 3`: the published NWPU-RESISC45 accuracy (../shared/docs/PAPERS.md; 20% "
                  "of each class for training).", HEADER, [_cells(row) for row in content["rows"]],
                  notes)
-
-
-def run_paper4(task, args, *, max_steps=None):
-    """`python -m rsic paper4`: benchmark of the candidates -> attention model on the best -> int8.
-    `max_steps` stops after that many steps that did work (a test hook). Returns True when
-    finished."""
-    from common.runner import load_task_config
-    from rsic.models import get_backbone  # TensorFlow: not at parser build
-
-    bench_config = args.config or (QUICK_BENCH if args.quick else "paper3.yaml")
-    attention_config = args.attention_config or (QUICK_ATTENTION if args.quick
-                                                 else "attention.yaml")
-    settings = {"config": bench_config, "attention_config": attention_config}
-    data_default, names = None, None
-    if args.benchmark:
-        folder = Path(args.benchmark).resolve()
-        best_benchmarked(folder, key="--benchmark")  # finished, with a candidate; else stop
-        settings["benchmark"] = str(folder)
-        content = papers.read_json(folder / BENCHMARK_JSON)
-        data_default = content.get("data") if isinstance(content, dict) and not args.data else None
-    else:
-        names = settings["backbones"] = _backbones(args, PAPER4_BACKBONES, PAPER4_BACKBONES)
-    out, data, overrides = papers.start(task, args, "paper4", DATA, QUICK_OVERRIDES, None, settings,
-                                        data_default)
-    if names is not None:
-        folder = out / "benchmark"
-    cfg = _benchmark_config(task, bench_config, overrides, data, names)
-    load_task_config(task, attention_config, overrides, data)  # its keys checked before training
-    attention = out / "attention"
-
-    def attention_cfg():
-        """attention.yaml on the best candidate of the benchmark (alpha and input size legal)."""
-        best = [*overrides, f"model.backbone=best:{folder}"]
-        loaded = load_task_config(task, attention_config, best, data)
-        return run_config(loaded, get_backbone(loaded["model"]["backbone"]))[0]
-
-    steps = [*benchmark_steps(task, cfg, folder, names or []),
-             papers.Step("attention model on the best candidate", "train", attention,
-                         config=attention_cfg),
-             *papers.int8_steps("attention", attention)]
-
-    def content():
-        counts = _data_counts(task, cfg, [attention, *[folder / name for name in names or []]])
-        return paper4_table(out, data, folder, names, counts, quick=args.quick)
-
-    with bench.reuse_listing(task, cfg):
-        return papers.run_tables(task, steps, out, "paper4", content, paper4_markdown, "paper 4",
-                                 max_steps=max_steps)
-
-
-def paper4_table(out, data, folder, names, counts, *, quick):
-    """Paper 4's table as JSON (sizes in bytes), built from the run directories."""
-    from common.config import read_saved_config
-
-    attention = Path(out) / "attention"
-    done = {row["backbone"]: row for row in benchmark_rows(folder, names)
-            if names is not None or row["backbone"] in PAPER4_BACKBONES}
-    rows = []
-    for name in names if names is not None else list(done):  # the benchmark's own order
-        row = _bench_row(name, folder, done.get(name), "candidate")
-        under = row["params"] < PAPER4_PUBLISHED["max_params"] if row["params"] else None
-        rows.append({**row, "under_5m": under})
-    backbone = None
-    if (attention / "config.yaml").is_file():
-        backbone = read_saved_config(attention / "config.yaml")["model"]["backbone"]
-    rows += _float_and_int8_rows(f"attention on {backbone}" if backbone else "attention model",
-                                 "attention", attention)
-    report = papers.read_json(attention / "export_report.json") or {}
-    budget = float(report.get("size_budget_mb", PAPER4_PUBLISHED["size_budget_mb"]))
-    model_file, int8_bytes = attention / "model.keras", report.get("tflite_bytes")
-    best = backbone or (_best_entry(list(done.values()), PAPER4_BACKBONES) or {}).get("backbone")
-    return _content(
-        PAPER4, "paper 4's candidates benchmarked -> attention model on the best -> int8 within "
-        "the size budget (test accuracy, fractions; sizes in bytes)", data, counts, quick, rows,
-        benchmark=str(folder), best_candidate=best,
-        size={"float_keras_bytes": model_file.stat().st_size if model_file.is_file() else None,
-              "int8_tflite_bytes": int8_bytes, "budget_mb": budget,
-              "within_budget": None if int8_bytes is None else int8_bytes <= budget * 1e6},
-        published={**PAPER4_PUBLISHED, "earlier_result": EARLIER})
 
 
 def paper4_markdown(content):
@@ -567,8 +502,7 @@ def paper4_markdown(content):
         notes.append(f"Size: {before} float Keras (model.keras) -> "
                      f"{s['int8_tflite_bytes'] / 1e6:.2f} MB int8 TFLite, {within} the "
                      f"{s['budget_mb']:g} MB budget (paper 4: at most {p['size_budget_mb']:g} MB).")
-    notes.append(_earlier())
     return _page(content, "Paper 4: robust low-complexity scene classification with attention",
                  "Paper 4 publishes no accuracy in ../shared/docs/PAPERS.md; `paper 3` is paper "
                  "3's published accuracy of each candidate backbone.",
-                 [*HEADER[:-1], "< 5M params", "note"], body, notes)
+                 [*HEADER[:-1], "< 5M params", "note"], body, notes + [EARLIER_LINE])
