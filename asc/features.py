@@ -14,7 +14,7 @@ the device differences), floored at `-top_db`, mapped linearly to [-1, 1] (db / 
 - CQT: librosa's constant-Q filters (`cqt_filters`), scaled like `librosa.cqt(scale=True)`. At 24
   bins per octave the filter at `fmin` is about 34 * sample_rate / fmin samples long, so a 1-s
   clip needs fmin >= ~50 Hz (128 bins then span 50 Hz to 2 kHz; the paper's 10 Hz assumed 10-s
-  clips). `cqt.method: kernel` (default, `CQTKernel`) takes one FFT per clip at the full sample
+  clips). `cqt.method: kernel` (default, `_cqt_fold`) takes one FFT per clip at the full sample
   rate, about 20x faster than `librosa.cqt` (`cqt.method: librosa`, which resamples octave by
   octave); they agree within `CQT_TOLERANCE`.
 
@@ -67,7 +67,7 @@ FEATURE_DEFAULTS = {
     "top_db": 80.0,
     "logmel": {"n_fft": 4096, "win_length": 1920, "fmin": 10.0, "fmax": 0.0},  # fmax 0: Nyquist
     "gammatone": {"n_fft": 4096, "win_length": 1764, "fmin": 10.0, "fmax": 0.0, "order": 4},
-    # method: kernel (one FFT per clip, batched; CQTKernel) | librosa (librosa.cqt, 20x slower)
+    # method: kernel (one FFT per clip, batched; _cqt_fold) | librosa (librosa.cqt, 20x slower)
     "cqt": {"fmin": 50.0, "bins_per_octave": 24, "method": "kernel"},
     "cache": "",  # HDF5 cache path; "" = <data>/features.h5
     "cache_dtype": "float16",  # float16 halves the cache; the model sees float32 either way
@@ -104,7 +104,7 @@ _MEMO, _MEMO_LOCK = {}, threading.Lock()
 
 
 def _memo(key, make):
-    """`make()` once per key (windows, filter banks, CQT kernels), shared by the worker threads."""
+    """`make()` once per key (filter banks, CQT kernels), shared by the worker threads."""
     with _MEMO_LOCK:
         if key not in _MEMO:
             _MEMO[key] = make()
@@ -189,32 +189,20 @@ def gammatone_filterbank(sample_rate, n_fft, n_bins, fmin, fmax, order=4):
     return (power / power.sum(axis=1, keepdims=True)).astype(np.float32)
 
 
-def _fmax(section, sample_rate):
-    return float(section["fmax"]) or sample_rate / 2.0
-
-
 def _filterbank(kind, cfg):
     """The (n_bins, n_fft // 2 + 1) weights of `kind` (logmel or gammatone) for `cfg`."""
     s, sr, n_bins = cfg[kind], cfg["sample_rate"], cfg["n_bins"]
+    fmax = float(s["fmax"]) or sr / 2.0
 
     def make():
         if kind == "gammatone":
-            return gammatone_filterbank(sr, s["n_fft"], n_bins, s["fmin"], _fmax(s, sr), s["order"])
+            return gammatone_filterbank(sr, s["n_fft"], n_bins, s["fmin"], fmax, s["order"])
         import librosa
 
         return librosa.filters.mel(sr=sr, n_fft=s["n_fft"], n_mels=n_bins, fmin=s["fmin"],
-                                   fmax=_fmax(s, sr))
+                                   fmax=fmax)
 
     return _memo((kind, sr, n_bins, json.dumps(s, sort_keys=True)), make)
-
-
-def _hann(win_length):
-    """Periodic Hann window of `win_length` samples (librosa's STFT window), float32."""
-    import scipy.signal
-
-    win = int(win_length)
-    return _memo(("hann", win), lambda: scipy.signal.get_window("hann", win, fftbins=True)
-                 .astype(np.float32))
 
 
 def _frames(audio, n_fft, hop):
@@ -227,7 +215,7 @@ def _frames(audio, n_fft, hop):
 
 def cqt_filters(cfg):
     """librosa's CQT filters for the `features:` config `cfg`, the one source of the training CQT
-    (`CQTKernel`) and the front end's kernels.
+    (`_cqt_fold`) and the front end's kernels.
 
     Filter k, at f_k = fmin * 2^(k / bins_per_octave), is `librosa.filters.wavelet`'s (filter_scale
     1, gamma 0): a Hann-windowed complex sinusoid of length Q * sr / f_k samples (Q = 1 / alpha,
@@ -265,65 +253,41 @@ def _sparsify(row, quantile=CQT_SPARSITY):
     return np.sort(order[drop:])
 
 
-class CQTKernel:
-    """The CQT of a batch of clips with one FFT per clip (`cqt.method: kernel`).
+def _cqt_fold(cfg):
+    """The CQT of `cqt.method: kernel`, with one FFT per clip: (fold, T, M, pad) for `cfg`.
 
     librosa's CQT response of frame t and bin k is the correlation of the (zero-padded) clip with
     filter k at lag t * hop. Computed for the whole clip at once: U = rfft(clip padded to M = T *
-    hop samples), then for every bin the product U * conj(W_k) (W_k: the M-point spectrum of
-    filter k of `cqt_filters`, sparsified like librosa's, keeping 99 % of its L1 mass) is folded
-    modulo T (summing the bins F = m + jT), which samples the correlation every hop samples, and a
-    T-point inverse FFT gives all frames. The folding is one sparse matrix (M/2+1, n_bins * T)
-    built once per config, so a batch costs one rfft per clip, one sparse product and n_bins
-    small inverse FFTs. M >= samples + the longest filter, so nothing wraps around.
-
-    Args:
-        cfg: the `features:` config section.
+    hop samples, `pad` zeros first), then for every bin the product U * conj(W_k) (W_k: the M-point
+    spectrum of filter k of `cqt_filters`, sparsified like librosa's, keeping 99 % of its L1 mass)
+    is folded modulo T (summing the bins F = m + jT), which samples the correlation every hop
+    samples, and a T-point inverse FFT gives all frames. The folding is one sparse matrix `fold`
+    (n_bins * T, M/2+1) built once per config, so a batch costs one rfft per clip, one sparse
+    product and n_bins small inverse FFTs. M >= samples + the longest filter: nothing wraps around.
     """
+    import scipy.fft
+    import scipy.sparse
 
-    def __init__(self, cfg):
-        import scipy.fft
-        import scipy.sparse
-
-        hop, self.n_bins = int(cfg["hop_length"]), int(cfg["n_bins"])
-        self.samples = _samples(cfg)
-        self.frames = 1 + self.samples // hop
+    def make():
         spectra, n, _ = cqt_filters(cfg)
-        self.pad = n // 2  # frame t is centred on sample t * hop, as librosa's (center=True)
-        self.T = scipy.fft.next_fast_len(-(-(self.samples + n) // hop))
-        self.M = self.T * hop
+        T = scipy.fft.next_fast_len(-(-(_samples(cfg) + n) // int(cfg["hop_length"])))
+        M = T * int(cfg["hop_length"])
         rows, cols, values = [], [], []
         for k, spectrum in enumerate(spectra):
             kernel = np.fft.fft(spectrum, n=n)  # h_k[j] = sum_f B_k(f) exp(-2 pi i f j / n)
-            w = np.conj(np.fft.fft(np.conj(kernel), n=self.M))[: self.M // 2 + 1]
+            w = np.conj(np.fft.fft(np.conj(kernel), n=M))[: M // 2 + 1]
             keep = _sparsify(w)
-            rows.append(k * self.T + keep % self.T)
+            rows.append(k * T + keep % T)  # row k*T + m sums the bins F = m (mod T) of filter k
             cols.append(keep)
             values.append(w[keep])
-        # (n_bins * T, M/2+1): row k*T + m sums the spectrum bins F = m (mod T) of filter k.
-        self.fold = scipy.sparse.csr_matrix(
+        fold = scipy.sparse.csr_matrix(
             (np.concatenate(values).astype(np.complex64),
-             (np.concatenate(rows), np.concatenate(cols))),
-            shape=(self.n_bins * self.T, self.M // 2 + 1),
-        )
+             (np.concatenate(rows), np.concatenate(cols))), shape=(len(spectra) * T, M // 2 + 1))
+        return fold, T, M, n // 2  # frame t is centred on sample t * hop, as librosa's
 
-    @classmethod
-    def for_config(cls, cfg):
-        key = ("cqt", cfg["sample_rate"], cfg["duration"], cfg["hop_length"], cfg["n_bins"],
-               json.dumps(cfg["cqt"], sort_keys=True))
-        return _memo(key, lambda: cls(cfg))
-
-    def power(self, audio):
-        """float32 (B, samples) -> CQT power (B, n_bins, frames), float32."""
-        import scipy.fft
-
-        audio = np.asarray(audio, np.float32).reshape(-1, self.samples)
-        padded = np.zeros((len(audio), self.M), np.float32)
-        padded[:, self.pad : self.pad + self.samples] = audio
-        spectrum = scipy.fft.rfft(padded, axis=1)
-        folded = (self.fold @ spectrum.T).T.reshape(len(audio), self.n_bins, self.T)
-        response = scipy.fft.ifft(folded, axis=-1)[..., : self.frames]
-        return (response.real**2 + response.imag**2).astype(np.float32)
+    key = ("cqt", cfg["sample_rate"], cfg["duration"], cfg["hop_length"], cfg["n_bins"],
+           json.dumps(cfg["cqt"], sort_keys=True))
+    return _memo(key, make)
 
 
 def spectrogram_batch(audio, kind, cfg):
@@ -335,12 +299,18 @@ def spectrogram_batch(audio, kind, cfg):
     but not the power.
     """
     import scipy.fft
+    import scipy.signal
 
     audio, hop = np.asarray(audio, np.float32), int(cfg["hop_length"])
     if kind == "cqt":
         c = cfg["cqt"]
         if c.get("method", "kernel") == "kernel":
-            return CQTKernel.for_config(cfg).power(audio)
+            fold, T, M, pad = _cqt_fold(cfg)
+            padded = np.zeros((len(audio), M), np.float32)
+            padded[:, pad : pad + audio.shape[1]] = audio
+            folded = (fold @ scipy.fft.rfft(padded, axis=1).T).T.reshape(len(audio), -1, T)
+            response = scipy.fft.ifft(folded, axis=-1)[..., : 1 + audio.shape[1] // hop]
+            return (response.real**2 + response.imag**2).astype(np.float32)
         import librosa
 
         return np.abs(librosa.cqt(audio, sr=cfg["sample_rate"], hop_length=hop, fmin=c["fmin"],
@@ -348,7 +318,8 @@ def spectrogram_batch(audio, kind, cfg):
     n_fft, win = int(cfg[kind]["n_fft"]), int(cfg[kind]["win_length"])
     offset = (n_fft - win) // 2
     frames = _frames(audio, n_fft, hop)[..., offset : offset + win]  # (B, frames, win)
-    spectrum = scipy.fft.rfft(frames * _hann(win), n=n_fft, axis=-1)
+    window = scipy.signal.get_window("hann", win).astype(np.float32)  # periodic, as librosa's
+    spectrum = scipy.fft.rfft(frames * window, n=n_fft, axis=-1)
     power = spectrum.real**2 + spectrum.imag**2
     weights = _filterbank(kind, cfg)
     out = power.reshape(-1, power.shape[-1]) @ weights.T  # one BLAS product for the whole batch
@@ -398,10 +369,10 @@ def compute_many(paths, cfg, report=None, out=None):
     return out
 
 
-def iter_features(paths, cfg, report=None, chunk=None):
-    """Yield (start, float32 features of paths[start:start + chunk]), chunk by chunk: memory
-    O(chunk)."""
-    chunk = max(1, int(chunk or cfg.get("chunk", 256)))
+def iter_features(paths, cfg, report=None):
+    """Yield (start, float32 features of paths[start:start + chunk]), `features.chunk` clips at a
+    time: memory O(chunk)."""
+    chunk = int(cfg.get("chunk", 256))
     buffer = None
     for start in range(0, len(paths), chunk):
         part = paths[start : start + chunk]
@@ -703,6 +674,8 @@ def build_frontend(cfg):
         dict: "params" (what `frontend.json` holds) and "arrays" (name -> numpy array, the .npy
         files: <kind>_window, <kind>_start, <kind>_length, <kind>_weights).
     """
+    import scipy.signal
+
     check_config(cfg)
     n_bins, frames, _ = input_shape(cfg)
     arrays, kinds = {}, {}
@@ -720,11 +693,12 @@ def build_frontend(cfg):
                       "filter_lengths": [round(float(v), 3) for v in lengths]}
         else:
             n_fft, win = int(s["n_fft"]), int(s["win_length"])
-            window = np.pad(_hann(win), ((n_fft - win) // 2, n_fft - win - (n_fft - win) // 2))
+            window = np.pad(scipy.signal.get_window("hann", win).astype(np.float32),
+                            ((n_fft - win) // 2, n_fft - win - (n_fft - win) // 2))
             threshold = GAMMATONE_THRESHOLD if kind == "gammatone" else 0.0
             bands = _banded(np.asarray(_filterbank(kind, cfg), np.float32), threshold)
-            values = {"fmin": float(s["fmin"]), "fmax": _fmax(s, cfg["sample_rate"]),
-                      "weights_dtype": "float32"}
+            fmax = float(s["fmax"]) or cfg["sample_rate"] / 2.0
+            values = {"fmin": float(s["fmin"]), "fmax": fmax, "weights_dtype": "float32"}
             if kind == "gammatone":
                 values["order"] = int(s["order"])
         arrays.update({f"{kind}_{part}": a for part, a in zip(_PARTS, (window, *bands))})
@@ -760,17 +734,10 @@ def build_frontend(cfg):
 
 
 def write_frontend(cfg, out_dir, *, model_input=None):
-    """Write `frontend.json`, the .npy arrays and `frontend.h` / `frontend.cc` to `out_dir`.
-
-    Args:
-        cfg: the `features:` config section.
-        out_dir: str or Path.
-        model_input: optional dict (scale, zero_point) of the int8 model input, recorded in
-            `frontend.json` so the device can quantize the features.
-
-    Returns:
-        the `frontend.json` dict (plus "files": every path written).
-    """
+    """Write `frontend.json`, the .npy arrays and `frontend.h` / `frontend.cc` of the `features:`
+    section `cfg` to `out_dir`; `model_input` (optional dict scale, zero_point of the int8 model
+    input) goes into frontend.json so the device can quantize the features. Returns the
+    frontend.json dict plus "files" (every path written)."""
     out_dir = Path(out_dir)
     frontend = build_frontend(cfg)
     params = frontend["params"]
