@@ -707,20 +707,14 @@ def build_frontend(cfg):
                        "window": window_text, **values, **notes, "nnz": int(bands[1].sum()),
                        "files": {part: f"{kind}_{part}.npy" for part in _PARTS}}
     params = {
-        "format": FRONTEND_FORMAT,
-        "version": FRONTEND_VERSION,
-        "sample_rate": int(cfg["sample_rate"]),
-        "duration": float(cfg["duration"]),
+        "format": FRONTEND_FORMAT, "version": FRONTEND_VERSION,
+        "sample_rate": int(cfg["sample_rate"]), "duration": float(cfg["duration"]),
         "samples": _samples(cfg),
         "audio": "mono float in [-1, 1]; shorter clips zero-padded at the end, longer ones cropped",
-        "hop_length": int(cfg["hop_length"]),
-        "frames": frames,
+        "hop_length": int(cfg["hop_length"]), "frames": frames,
         "framing": "centred: the clip is padded with n_fft // 2 zeros at both ends; frame t starts "
                    "at t * hop",
-        "n_bins": n_bins,
-        "kinds": list(cfg["kinds"]),
-        "top_db": float(cfg["top_db"]),
-        "amin": AMIN,
+        "n_bins": n_bins, "kinds": list(cfg["kinds"]), "top_db": float(cfg["top_db"]), "amin": AMIN,
         "scaling": "db = 10 * log10(max(power, amin)); db = max(db - max(db over the clip), "
                    "-top_db); value = db / (top_db / 2) + 1  (per kind; values in [-1, 1])",
         "output": {"shape": [n_bins, frames, len(cfg["kinds"])],
@@ -745,8 +739,7 @@ def write_frontend(cfg, out_dir, *, model_input=None):
         params["model_input"] = {
             "dtype": "int8", "scale": float(model_input["scale"]),
             "zero_point": int(model_input["zero_point"]),
-            "quantize": "q = clamp(round(value / scale) + zero_point, -128, 127)",
-        }
+            "quantize": "q = clamp(round(value / scale) + zero_point, -128, 127)"}
     files = []
     for name, array in frontend["arrays"].items():
         files.append(str(out_dir / f"{name}.npy"))
@@ -834,18 +827,13 @@ def frontend_features(audio, frontend):
     audio = np.pad(audio, (0, params["samples"] - len(audio)))
     channels = []
     for kind in params["kinds"]:
-        n_fft = int(params["kinds_params"][kind]["n_fft"])
-        frames = _frames(audio, n_fft, int(params["hop_length"]))
+        start, length, weights = (arrays[f"{kind}_{part}"] for part in _PARTS[1:])
+        frames = _frames(audio, int(params["kinds_params"][kind]["n_fft"]), params["hop_length"])
         spectrum = np.fft.rfft(frames * arrays[f"{kind}_window"].astype(np.float64), axis=1)
-        weights = arrays[f"{kind}_weights"]
         cqt = np.iscomplexobj(weights)  # complex kernels on the spectrum, else weights on its power
         values = spectrum if cqt else np.abs(spectrum) ** 2
-        weights = weights.astype(values.dtype)
-        power = np.zeros((len(values), len(arrays[f"{kind}_start"])), values.dtype)
-        offset = 0
-        for k, (start, length) in enumerate(zip(arrays[f"{kind}_start"], arrays[f"{kind}_length"])):
-            power[:, k] = values[:, start : start + length] @ weights[offset : offset + length]
-            offset += length
-        power = np.abs(power) ** 2 if cqt else power
-        channels.append(to_db(power.T, params["top_db"], params["amin"]))
+        rows = np.split(weights.astype(values.dtype), np.cumsum(length)[:-1])
+        power = np.stack([values[:, a : a + n] @ w for a, n, w in zip(start, length, rows)], axis=1)
+        channels.append(to_db((np.abs(power) ** 2 if cqt else power).T, params["top_db"],
+                              params["amin"]))
     return np.stack(channels, axis=-1).astype(np.float32)
