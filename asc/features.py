@@ -351,12 +351,12 @@ def features_of_file(path, cfg, report=None):
     return compute_many([path], cfg, report)[0]
 
 
-def compute_many(paths, cfg, report=None, out=None):
-    """Features float32 (len(paths), n_bins, frames, kinds) of wav files, written into `out` (or a
-    new array): batches of `_BATCH` clips shared among `cfg["workers"]` threads (numpy and scipy
-    release the GIL in their FFTs and products; threads, not processes, keep TensorFlow safe)."""
+def compute_many(paths, cfg, report=None):
+    """Features float32 (len(paths), n_bins, frames, kinds) of wav files: batches of `_BATCH` clips
+    shared among `cfg["workers"]` threads (numpy and scipy release the GIL in their FFTs and
+    products; threads, not processes, keep TensorFlow safe)."""
     report = report if report is not None else ClipReport()
-    out = np.zeros((len(paths), *input_shape(cfg)), np.float32) if out is None else out
+    out = np.zeros((len(paths), *input_shape(cfg)), np.float32)
 
     def one(start):
         part = paths[start : start + _BATCH]
@@ -373,12 +373,8 @@ def iter_features(paths, cfg, report=None):
     """Yield (start, float32 features of paths[start:start + chunk]), `features.chunk` clips at a
     time: memory O(chunk)."""
     chunk = int(cfg.get("chunk", 256))
-    buffer = None
     for start in range(0, len(paths), chunk):
-        part = paths[start : start + chunk]
-        if buffer is None or len(buffer) != len(part):
-            buffer = np.zeros((len(part), *input_shape(cfg)), np.float32)
-        yield start, compute_many(part, cfg, report, out=buffer)
+        yield start, compute_many(paths[start : start + chunk], cfg, report)
 
 
 # ---------------------------------------------------------------------------------------------
