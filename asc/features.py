@@ -756,10 +756,10 @@ def c_sources(params, arrays):
     `g_frontend_K_weights[nnz]` (cqt: 2 * nnz floats, real and imaginary interleaved). Floats are
     written 8 per line, integers 16.
     """
-    defines = {"SAMPLE_RATE": params["sample_rate"], "SAMPLES": params["samples"],
-               "HOP_LENGTH": params["hop_length"], "FRAMES": params["frames"],
-               "N_BINS": params["n_bins"], "NUM_KINDS": len(params["kinds"]),
-               "TOP_DB": f"{params['top_db']!r}f", "AMIN": f"{params['amin']!r}f"}
+    defines = {k.upper(): params[k] for k in ("sample_rate", "samples", "hop_length", "frames",
+                                              "n_bins")}
+    defines.update(NUM_KINDS=len(params["kinds"]), TOP_DB=f"{params['top_db']!r}f",
+                   AMIN=f"{params['amin']!r}f")
     if "model_input" in params:
         defines.update(MODEL_INPUT_SCALE=f"{params['model_input']['scale']!r}f",
                        MODEL_INPUT_ZERO_POINT=params["model_input"]["zero_point"])
