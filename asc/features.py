@@ -4,22 +4,19 @@ a firmware recomputes them from (`export --target mcu`). Never imports TensorFlo
 The model's input is a stack of spectrograms, one channel per kind: float32 of shape
 (n_bins, frames, len(kinds)), row 0 the lowest frequency, with frames = 1 + samples // hop_length
 (centred frames; 87 for a 1-s clip at 44.1 kHz and hop 512, about 11.6 ms per frame). The same
-`compute_batch` serves training, evaluation, prediction and the TFLite path, in numpy/scipy/librosa.
-
-Each spectrogram is a power spectrogram in decibels relative to its own maximum, floored at
-`-top_db`, then mapped linearly to [-1, 1] (`db / (top_db / 2) + 1`). Per-clip referencing makes
-the input independent of the recording gain, one of the device differences.
+`compute_batch` serves training, evaluation, prediction and the TFLite path. Each spectrogram is a
+power spectrogram in dB relative to its own maximum (so independent of the recording gain, one of
+the device differences), floored at `-top_db`, mapped linearly to [-1, 1] (db / (top_db / 2) + 1).
 
 - log-Mel: librosa's Slaney Mel filter bank on an STFT power spectrum.
 - Gammatone: ERB-spaced 4th-order gammatone power responses (`gammatone_filterbank`, Glasberg &
   Moore 1990) applied as weights to the STFT power spectrum, as in Ellis' `gammatonegram`.
-- CQT: librosa's constant-Q filters (`librosa.filters.wavelet`: Hann-windowed complex sinusoids,
-  L1-normalised, scaled like `librosa.cqt(scale=True)`). The lowest filter must fit the clip: at
-  24 bins per octave a filter at `fmin` is about 34 * sample_rate / fmin samples long, so a 1-s
+- CQT: librosa's constant-Q filters (`cqt_filters`), scaled like `librosa.cqt(scale=True)`. At 24
+  bins per octave the filter at `fmin` is about 34 * sample_rate / fmin samples long, so a 1-s
   clip needs fmin >= ~50 Hz (128 bins then span 50 Hz to 2 kHz; the paper's 10 Hz assumed 10-s
-  clips). `cqt.method: kernel` (default, `CQTKernel`) computes librosa's filter response at the
-  full sample rate with one FFT per clip, about 20x faster than `librosa.cqt`
-  (`cqt.method: librosa`, which resamples octave by octave); they agree within `CQT_TOLERANCE`.
+  clips). `cqt.method: kernel` (default, `_cqt_fold`) takes one FFT per clip at the full sample
+  rate, about 20x faster than `librosa.cqt` (`cqt.method: librosa`, which resamples octave by
+  octave); they agree within `CQT_TOLERANCE`.
 
 Cache (format 2, `build_cache`): one chunked HDF5 dataset `features` (N, n_bins, frames, kinds)
 (float16 by default, one clip per HDF5 chunk for random reads) plus a name index `names` (N,)
@@ -31,26 +28,24 @@ after them; rows beyond `rows` are ignored (and overwritten). A cache of another
 truncated/corrupt, is rebuilt; one in the old one-dataset-per-clip format is converted (same
 config) or rebuilt; each with one line saying so.
 
-Front end (`write_frontend`): everything that defines the features, for a device without librosa:
-`frontend.json` (every parameter: sample rate, clip length, hop, frames, per kind the FFT size,
-window, frequency range, the dB reference and scaling, the file list), per kind the analysis
-window `<kind>_window.npy` (n_fft,) and a banded sparse filter bank (row k covers FFT bins
-start[k] .. start[k] + length[k] - 1 with weights[offset[k]:offset[k] + length[k]], offset = the
-cumulative lengths) as `<kind>_start.npy`, `<kind>_length.npy`, `<kind>_weights.npy`, and the
-same arrays in `frontend.h` / `frontend.cc`. On the device: frame t of the clip (zero-padded by
-n_fft // 2 at both ends) starts at sample t * hop; window it, real FFT, then
+Front end (`write_frontend`), for a device without librosa: `frontend.json` (every parameter),
+per kind the analysis window `<kind>_window.npy` (n_fft,) and a banded sparse filter bank (row k
+covers FFT bins start[k] .. start[k] + length[k] - 1 with weights[offset[k]:offset[k] + length[k]],
+offset = the cumulative lengths) as `<kind>_start.npy`, `<kind>_length.npy`, `<kind>_weights.npy`,
+and the same arrays in `frontend.h` / `frontend.cc`. On the device: frame t of the clip
+(zero-padded by n_fft // 2 at both ends) starts at sample t * hop; window it, real FFT, then
 band_k = sum_j w_kj |X_j|^2 (logmel: exactly the Mel matrix's non-zero band; gammatone: rows cut
-under `GAMMATONE_THRESHOLD` times their peak, -90 dB) or power_k = |sum_j c_kj X_j|^2 (cqt:
-complex single-rate kernels, Brown & Puckette, with librosa's scaling and sparsity, on a
-rectangular n_fft window: every octave at the full rate, where librosa.cqt decimates; this costs
-one 32768-point FFT per hop at the defaults), then the dB scaling. `frontend_features` does that
-in plain numpy; it matches `compute_features` within `LOGMEL_TOLERANCE`, `GAMMATONE_TOLERANCE`
-and `FRONTEND_CQT_TOLERANCE` (tests/asc/test_frontend.py).
+under `GAMMATONE_THRESHOLD` times their peak, -90 dB) or power_k = |sum_j c_kj X_j|^2 (cqt: the
+training filters as complex single-rate kernels, Brown & Puckette, on a rectangular n_fft window:
+every octave at the full rate, where librosa.cqt decimates; one 32768-point FFT per hop at the
+defaults), then the dB scaling. `frontend_features` does that in plain numpy; it matches
+`compute_features` within the `*_TOLERANCE` constants (tests/asc/test_frontend.py).
 """
 
 import json
 import threading
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import closing
 from pathlib import Path
 
 import numpy as np
@@ -71,22 +66,21 @@ FEATURE_DEFAULTS = {
     "hop_length": 512,  # samples; 87 frames per 1-s clip at 44.1 kHz
     "top_db": 80.0,
     "logmel": {"n_fft": 4096, "win_length": 1920, "fmin": 10.0, "fmax": 0.0},  # fmax 0: Nyquist
-    "gammatone": {"n_fft": 4096, "win_length": 1764, "fmin": 10.0, "fmax": 0.0, "order": 4},  # 40 ms
-    # method: kernel (one FFT per clip, batched; CQTKernel) | librosa (librosa.cqt, 20x slower)
+    "gammatone": {"n_fft": 4096, "win_length": 1764, "fmin": 10.0, "fmax": 0.0, "order": 4},
+    # method: kernel (one FFT per clip, batched; _cqt_fold) | librosa (librosa.cqt, 20x slower)
     "cqt": {"fmin": 50.0, "bins_per_octave": 24, "method": "kernel"},
     "cache": "",  # HDF5 cache path; "" = <data>/features.h5
     "cache_dtype": "float16",  # float16 halves the cache; the model sees float32 either way
     "workers": 2,  # threads computing features
     # Clips computed, held in memory and appended to the cache at a time (the memory bound: about
-    # chunk x 134 KB of float32 features for the default stack); also the unit a killed run resumes by.
+    # chunk x 134 KB of float32 features for the default stack); also the unit a run resumes by.
     "chunk": 256,
 }
-# Keys that do not change the features, left out of the cache hash.
-_NOT_HASHED = ("cache", "workers", "chunk")
+_NOT_HASHED = ("cache", "workers", "chunk")  # keys that do not change the features
 # Largest difference between cqt.method kernel and librosa on the [-1, 1] feature scale that the
-# tests allow, measured on the sample scenes: mean over all cells, and 99th percentile over the cells
-# within 60 dB of the clip's maximum (the floor region below differs more, in absolute dB, since it
-# is librosa's resampling noise).
+# tests allow, measured on the sample scenes: mean over all cells, and 99th percentile over the
+# cells within 60 dB of the clip's maximum (the floor region below differs more, in absolute dB,
+# since it is librosa's resampling noise).
 CQT_TOLERANCE = {"mean": 0.02, "p99_above_-60dB": 0.06}
 _BATCH = 16  # clips per batched FFT inside a chunk (a few MB of temporaries per thread)
 CACHE_FORMAT = 2  # attribute `format` of a chunked cache; the old per-clip caches have none
@@ -110,7 +104,7 @@ _MEMO, _MEMO_LOCK = {}, threading.Lock()
 
 
 def _memo(key, make):
-    """`make()` once per key (windows, filter banks, CQT kernels), shared by the worker threads."""
+    """`make()` once per key (filter banks, CQT kernels), shared by the worker threads."""
     with _MEMO_LOCK:
         if key not in _MEMO:
             _MEMO[key] = make()
@@ -174,14 +168,10 @@ def hz_to_erb_rate(f):
     return 21.4 * np.log10(1 + 0.00437 * np.asarray(f, dtype=np.float64))
 
 
-def erb_rate_to_hz(e):
-    """Inverse of `hz_to_erb_rate`."""
-    return (10 ** (np.asarray(e, dtype=np.float64) / 21.4) - 1) / 0.00437
-
-
 def gammatone_center_frequencies(n_bins, fmin, fmax):
     """`n_bins` centre frequencies (Hz, ascending) equally spaced on the ERB-rate scale."""
-    return erb_rate_to_hz(np.linspace(hz_to_erb_rate(fmin), hz_to_erb_rate(fmax), n_bins))
+    erb = np.linspace(hz_to_erb_rate(fmin), hz_to_erb_rate(fmax), n_bins)
+    return (10 ** (erb / 21.4) - 1) / 0.00437
 
 
 def gammatone_filterbank(sample_rate, n_fft, n_bins, fmin, fmax, order=4):
@@ -199,32 +189,20 @@ def gammatone_filterbank(sample_rate, n_fft, n_bins, fmin, fmax, order=4):
     return (power / power.sum(axis=1, keepdims=True)).astype(np.float32)
 
 
-def _fmax(section, sample_rate):
-    return float(section["fmax"]) or sample_rate / 2.0
-
-
 def _filterbank(kind, cfg):
     """The (n_bins, n_fft // 2 + 1) weights of `kind` (logmel or gammatone) for `cfg`."""
     s, sr, n_bins = cfg[kind], cfg["sample_rate"], cfg["n_bins"]
+    fmax = float(s["fmax"]) or sr / 2.0
 
     def make():
         if kind == "gammatone":
-            return gammatone_filterbank(sr, s["n_fft"], n_bins, s["fmin"], _fmax(s, sr), s["order"])
+            return gammatone_filterbank(sr, s["n_fft"], n_bins, s["fmin"], fmax, s["order"])
         import librosa
 
         return librosa.filters.mel(sr=sr, n_fft=s["n_fft"], n_mels=n_bins, fmin=s["fmin"],
-                                   fmax=_fmax(s, sr))
+                                   fmax=fmax)
 
     return _memo((kind, sr, n_bins, json.dumps(s, sort_keys=True)), make)
-
-
-def _hann(win_length):
-    """Periodic Hann window of `win_length` samples (librosa's STFT window), float32."""
-    import scipy.signal
-
-    win = int(win_length)
-    return _memo(("hann", win), lambda: scipy.signal.get_window("hann", win, fftbins=True)
-                 .astype(np.float32))
 
 
 def _frames(audio, n_fft, hop):
@@ -235,114 +213,38 @@ def _frames(audio, n_fft, hop):
     return view[..., ::hop, :][..., : 1 + audio.shape[-1] // hop, :]
 
 
-def stft_power(audio, n_fft, hop_length, win_length):
-    """|STFT|^2 of a batch of clips float32 (B, samples), as librosa.stft (centred frames, zero
-    padding, periodic Hann): float32 (B, 1 + samples // hop_length, n_fft // 2 + 1).
+def cqt_filters(cfg):
+    """librosa's CQT filters for the `features:` config `cfg`, the one source of the training CQT
+    (`_cqt_fold`) and the front end's kernels.
 
-    librosa's window of `win_length` sits in the middle of the `n_fft` frame; only those samples are
-    read and the FFT zero-pads them to n_fft, which shifts the phase but not the power.
+    Filter k, at f_k = fmin * 2^(k / bins_per_octave), is `librosa.filters.wavelet`'s (filter_scale
+    1, gamma 0): a Hann-windowed complex sinusoid of length Q * sr / f_k samples (Q = 1 / alpha,
+    alpha = (r - 1) / (r + 1), r = 2^(2 / bins_per_octave)), L1-normalised, centred in n samples
+    (the next power of 2 of the longest filter).
+
+    Returns:
+        (spectra, n, lengths): spectra complex128 (n_bins, n // 2 + 1) is each filter's n-point
+        FFT at the non-negative frequencies (the ones librosa.cqt uses) times sqrt(length), as
+        `librosa.cqt(scale=True)` up to a constant; lengths float (n_bins,) in samples.
     """
-    import scipy.fft
-
-    n_fft, win = int(n_fft), int(win_length)
-    offset = (n_fft - win) // 2
-    frames = _frames(np.asarray(audio, np.float32), n_fft, int(hop_length))[..., offset:offset + win]
-    spectrum = scipy.fft.rfft(frames * _hann(win), n=n_fft, axis=-1)
-    return spectrum.real**2 + spectrum.imag**2
-
-
-class CQTKernel:
-    """The CQT of a batch of clips with one FFT per clip (`cqt.method: kernel`).
-
-    librosa's CQT response of frame t and bin k is the correlation of the (zero-padded) clip with
-    filter k at lag t * hop. Computed for the whole clip at once: U = rfft(clip padded to M = T *
-    hop samples), then for every bin the product U * conj(W_k) (W_k: the M-point spectrum of
-    librosa's frequency-domain filter k, sparsified like librosa's, keeping 99 % of its L1 mass)
-    is folded modulo T (summing the bins F = m + jT), which samples the correlation every hop
-    samples, and a T-point inverse FFT gives all frames. The folding is one sparse matrix (M/2+1,
-    n_bins * T) built once per config, so a batch costs one rfft per clip, one sparse product and
-    n_bins small inverse FFTs. M >= samples + the longest filter, so nothing wraps around.
-
-    Args:
-        cfg: the `features:` config section.
-    """
-
-    def __init__(self, cfg):
-        import scipy.fft
-        import scipy.sparse
-
-        sr, hop, n_bins = float(cfg["sample_rate"]), int(cfg["hop_length"]), int(cfg["n_bins"])
-        c = cfg["cqt"]
-        self.samples = _samples(cfg)
-        self.frames = 1 + self.samples // hop
-        self.n_bins = n_bins
-        freqs = c["fmin"] * 2.0 ** (np.arange(n_bins) / c["bins_per_octave"])
-        lengths = _wavelet_lengths(freqs, sr)
-        n = int(2.0 ** np.ceil(np.log2(lengths.max())))  # librosa's filter buffer (a power of 2)
-        self.pad = n // 2  # frame t is centred on sample t * hop, as librosa's (center=True)
-        self.T = scipy.fft.next_fast_len(-(-(self.samples + n) // hop))
-        self.M = self.T * hop
-        rows, cols, values = [], [], []
-        for k in range(n_bins):  # one filter at a time: a few MB of temporaries
-            spectrum = np.fft.fft(_wavelet(freqs[k], lengths[k], sr, n))
-            spectrum[n // 2 + 1 :] = 0  # librosa keeps the non-negative frequencies only
-            kernel = np.fft.fft(spectrum)  # h_k[j] = sum_f B_k(f) exp(-2 pi i f j / n)
-            # librosa.cqt's scale: filters times length / n_fft, response divided by sqrt(length);
-            # constant factors drop out of the per-clip dB reference.
-            w = np.conj(np.fft.fft(np.conj(kernel), n=self.M))[: self.M // 2 + 1] * np.sqrt(lengths[k])
-            keep = _sparsify(w, CQT_SPARSITY)
-            rows.append(k * self.T + keep % self.T)
-            cols.append(keep)
-            values.append(w[keep])
-        # (n_bins * T, M/2+1): row k*T + m sums the spectrum bins F = m (mod T) of filter k.
-        self.fold = scipy.sparse.csr_matrix(
-            (np.concatenate(values).astype(np.complex64), (np.concatenate(rows), np.concatenate(cols))),
-            shape=(n_bins * self.T, self.M // 2 + 1),
-        )
-
-    @classmethod
-    def for_config(cls, cfg):
-        key = ("cqt", cfg["sample_rate"], cfg["duration"], cfg["hop_length"], cfg["n_bins"],
-               json.dumps(cfg["cqt"], sort_keys=True))
-        return _memo(key, lambda: cls(cfg))
-
-    def power(self, audio):
-        """float32 (B, samples) -> CQT power (B, n_bins, frames), float32."""
-        import scipy.fft
-
-        audio = np.asarray(audio, np.float32).reshape(-1, self.samples)
-        padded = np.zeros((len(audio), self.M), np.float32)
-        padded[:, self.pad : self.pad + self.samples] = audio
-        spectrum = scipy.fft.rfft(padded, axis=1)
-        folded = (self.fold @ spectrum.T).T.reshape(len(audio), self.n_bins, self.T)
-        response = scipy.fft.ifft(folded, axis=-1)[..., : self.frames]
-        return (response.real**2 + response.imag**2).astype(np.float32)
-
-
-def _wavelet_lengths(freqs, sr):
-    """librosa.filters.wavelet_lengths (filter_scale 1, gamma 0): Q * sr / f, Q from the bin spacing."""
-    logf = np.log2(freqs)
-    bpo = np.empty_like(freqs)
-    bpo[0], bpo[-1] = 1 / (logf[1] - logf[0]), 1 / (logf[-1] - logf[-2])
-    bpo[1:-1] = 2 / (logf[2:] - logf[:-2])
-    alpha = (2.0 ** (2 / bpo) - 1) / (2.0 ** (2 / bpo) + 1)
-    return sr / alpha / freqs
-
-
-def _wavelet(freq, length, sr, size):
-    """One filter of librosa.filters.wavelet (Hann, L1-normalised), centred in `size` samples."""
     import scipy.signal
 
-    t = np.arange(-length // 2, length // 2, dtype=float)
-    sig = np.exp(1j * 2 * np.pi * freq / sr * t) * scipy.signal.get_window("hann", len(t), fftbins=True)
-    sig /= np.abs(sig).sum()
-    out = np.zeros(size, np.complex128)
-    start = (size - len(sig)) // 2
-    out[start : start + len(sig)] = sig
-    return out
+    c, sr = cfg["cqt"], float(cfg["sample_rate"])
+    freqs = c["fmin"] * 2.0 ** (np.arange(int(cfg["n_bins"])) / c["bins_per_octave"])
+    ratio = 2.0 ** (2.0 / c["bins_per_octave"])
+    lengths = sr * (ratio + 1) / (ratio - 1) / freqs
+    n = int(2.0 ** np.ceil(np.log2(lengths.max())))
+    spectra = np.zeros((len(freqs), n // 2 + 1), np.complex128)
+    for k, (freq, length) in enumerate(zip(freqs, lengths)):  # a few MB of temporaries at a time
+        t = np.arange(-length // 2, length // 2, dtype=float)
+        wavelet = np.exp(2j * np.pi * freq / sr * t) * scipy.signal.get_window("hann", len(t))
+        padded = np.zeros(n, np.complex128)
+        padded[(n - len(t)) // 2 : (n - len(t)) // 2 + len(t)] = wavelet / np.abs(wavelet).sum()
+        spectra[k] = np.fft.fft(padded)[: n // 2 + 1] * np.sqrt(length)
+    return spectra, n, lengths
 
 
-def _sparsify(row, quantile):
+def _sparsify(row, quantile=CQT_SPARSITY):
     """Indices of `row` to keep, as librosa.util.sparsify_rows: drop the smallest magnitudes that
     together hold at most `quantile` of its L1 norm."""
     mags = np.abs(row)
@@ -351,18 +253,74 @@ def _sparsify(row, quantile):
     return np.sort(order[drop:])
 
 
+def _cqt_fold(cfg):
+    """The CQT of `cqt.method: kernel`, with one FFT per clip: (fold, T, M, pad) for `cfg`.
+
+    librosa's CQT response of frame t and bin k is the correlation of the (zero-padded) clip with
+    filter k at lag t * hop. Computed for the whole clip at once: U = rfft(clip padded to M = T *
+    hop samples, `pad` zeros first), then for every bin the product U * conj(W_k) (W_k: the M-point
+    spectrum of filter k of `cqt_filters`, sparsified like librosa's, keeping 99 % of its L1 mass)
+    is folded modulo T (summing the bins F = m + jT), which samples the correlation every hop
+    samples, and a T-point inverse FFT gives all frames. The folding is one sparse matrix `fold`
+    (n_bins * T, M/2+1) built once per config, so a batch costs one rfft per clip, one sparse
+    product and n_bins small inverse FFTs. M >= samples + the longest filter: nothing wraps around.
+    """
+    import scipy.fft
+    import scipy.sparse
+
+    def make():
+        spectra, n, _ = cqt_filters(cfg)
+        T = scipy.fft.next_fast_len(-(-(_samples(cfg) + n) // int(cfg["hop_length"])))
+        M = T * int(cfg["hop_length"])
+        rows, cols, values = [], [], []
+        for k, spectrum in enumerate(spectra):
+            kernel = np.fft.fft(spectrum, n=n)  # h_k[j] = sum_f B_k(f) exp(-2 pi i f j / n)
+            w = np.conj(np.fft.fft(np.conj(kernel), n=M))[: M // 2 + 1]
+            keep = _sparsify(w)
+            rows.append(k * T + keep % T)  # row k*T + m sums the bins F = m (mod T) of filter k
+            cols.append(keep)
+            values.append(w[keep])
+        fold = scipy.sparse.csr_matrix(
+            (np.concatenate(values).astype(np.complex64),
+             (np.concatenate(rows), np.concatenate(cols))), shape=(len(spectra) * T, M // 2 + 1))
+        return fold, T, M, n // 2  # frame t is centred on sample t * hop, as librosa's
+
+    key = ("cqt", cfg["sample_rate"], cfg["duration"], cfg["hop_length"], cfg["n_bins"],
+           json.dumps(cfg["cqt"], sort_keys=True))
+    return _memo(key, make)
+
+
 def spectrogram_batch(audio, kind, cfg):
-    """Power spectrograms of a batch of clips (float32 (B, samples)), shape (B, n_bins, frames)."""
+    """Power spectrograms of a batch of clips (float32 (B, samples)), shape (B, n_bins, frames).
+
+    logmel, gammatone: the filter bank times |STFT|^2 as librosa.stft's (centred frames, zero
+    padding, periodic Hann). librosa's window of `win_length` sits in the middle of the `n_fft`
+    frame; only those samples are read and the FFT zero-pads them to n_fft, which shifts the phase
+    but not the power.
+    """
+    import scipy.fft
+    import scipy.signal
+
     audio, hop = np.asarray(audio, np.float32), int(cfg["hop_length"])
     if kind == "cqt":
         c = cfg["cqt"]
         if c.get("method", "kernel") == "kernel":
-            return CQTKernel.for_config(cfg).power(audio)
+            fold, T, M, pad = _cqt_fold(cfg)
+            padded = np.zeros((len(audio), M), np.float32)
+            padded[:, pad : pad + audio.shape[1]] = audio
+            folded = (fold @ scipy.fft.rfft(padded, axis=1).T).T.reshape(len(audio), -1, T)
+            response = scipy.fft.ifft(folded, axis=-1)[..., : 1 + audio.shape[1] // hop]
+            return (response.real**2 + response.imag**2).astype(np.float32)
         import librosa
 
         return np.abs(librosa.cqt(audio, sr=cfg["sample_rate"], hop_length=hop, fmin=c["fmin"],
                                   n_bins=cfg["n_bins"], bins_per_octave=c["bins_per_octave"])) ** 2
-    power = stft_power(audio, cfg[kind]["n_fft"], hop, cfg[kind]["win_length"])  # (B, frames, bins)
+    n_fft, win = int(cfg[kind]["n_fft"]), int(cfg[kind]["win_length"])
+    offset = (n_fft - win) // 2
+    frames = _frames(audio, n_fft, hop)[..., offset : offset + win]  # (B, frames, win)
+    window = scipy.signal.get_window("hann", win).astype(np.float32)  # periodic, as librosa's
+    spectrum = scipy.fft.rfft(frames * window, n=n_fft, axis=-1)
+    power = spectrum.real**2 + spectrum.imag**2
     weights = _filterbank(kind, cfg)
     out = power.reshape(-1, power.shape[-1]) @ weights.T  # one BLAS product for the whole batch
     return out.reshape(len(audio), -1, weights.shape[0]).transpose(0, 2, 1)
@@ -390,15 +348,15 @@ def compute_features(audio, cfg):
 
 def features_of_file(path, cfg, report=None):
     """`compute_features` of the wav at `path` (read with `asc.data.read_wav`)."""
-    return compute_features(read_wav(path, cfg["sample_rate"], cfg["duration"], cfg["resample"], report), cfg)
+    return compute_many([path], cfg, report)[0]
 
 
-def compute_many(paths, cfg, report=None, out=None):
-    """Features float32 (len(paths), n_bins, frames, kinds) of wav files, written into `out` (or a
-    new array): batches of `_BATCH` clips shared among `cfg["workers"]` threads (numpy and scipy
-    release the GIL in their FFTs and products; threads, not processes, keep TensorFlow safe)."""
+def compute_many(paths, cfg, report=None):
+    """Features float32 (len(paths), n_bins, frames, kinds) of wav files: batches of `_BATCH` clips
+    shared among `cfg["workers"]` threads (numpy and scipy release the GIL in their FFTs and
+    products; threads, not processes, keep TensorFlow safe)."""
     report = report if report is not None else ClipReport()
-    out = np.zeros((len(paths), *input_shape(cfg)), np.float32) if out is None else out
+    out = np.zeros((len(paths), *input_shape(cfg)), np.float32)
 
     def one(start):
         part = paths[start : start + _BATCH]
@@ -411,28 +369,16 @@ def compute_many(paths, cfg, report=None, out=None):
     return out
 
 
-def iter_features(paths, cfg, report=None, chunk=None):
-    """Yield (start, float32 features of paths[start:start + chunk]) chunk by chunk: O(chunk) memory."""
-    chunk = max(1, int(chunk or cfg.get("chunk", 256)))
-    buffer = None
+def iter_features(paths, cfg, report=None):
+    """Yield (start, float32 features of paths[start:start + chunk]), `features.chunk` clips at a
+    time: memory O(chunk)."""
+    chunk = int(cfg.get("chunk", 256))
     for start in range(0, len(paths), chunk):
-        part = paths[start : start + chunk]
-        if buffer is None or len(buffer) != len(part):
-            buffer = np.zeros((len(part), *input_shape(cfg)), np.float32)
-        yield start, compute_many(part, cfg, report, out=buffer)
+        yield start, compute_many(paths[start : start + chunk], cfg, report)
 
 
 # ---------------------------------------------------------------------------------------------
 # The cache
-
-
-def default_cache_path(data_root, cfg):
-    """Where the cache of `data_root` lives: `features.cache`, else `<data_root>/features.h5`."""
-    return Path(cfg["cache"]) if cfg["cache"] else Path(data_root) / "features.h5"
-
-
-def _decode(names):
-    return [n.decode() if isinstance(n, bytes) else str(n) for n in names]
 
 
 def _cache_state(path, cfg):
@@ -449,18 +395,20 @@ def _cache_state(path, cfg):
         with h5py.File(path, "r") as h5:
             same = h5.attrs.get("config_hash") == feature_hash(cfg)
             if "format" not in h5.attrs:  # the one-dataset-per-clip format
-                if not h5.attrs.get("complete", False) or not isinstance(h5.get("features"), h5py.Group):
+                if not h5.attrs.get("complete") or not isinstance(h5.get("features"), h5py.Group):
                     return "corrupt", []
-                return ("old", sorted(_decode(h5["names"][...]))) if same else ("old-changed", [])
+                return ("old", sorted(h5["names"].asstr()[...])) if same else ("old-changed", [])
             if int(h5.attrs["format"]) != CACHE_FORMAT:
                 return "corrupt", []
             if not same:
                 return "changed", []
             x, names, rows = h5["features"], h5["names"], int(h5.attrs["rows"])
-            have = _decode(names[:rows]) if 0 <= rows <= min(x.shape[0], names.shape[0]) else None
-            if (have is None or tuple(x.shape[1:]) != tuple(input_shape(cfg))
-                    or x.dtype != np.dtype(cfg["cache_dtype"]) or len(set(have)) != len(have)
-                    or (rows and x[rows - 1].shape != x.shape[1:])):  # reads the last committed chunk
+            if (not 0 <= rows <= min(x.shape[0], names.shape[0])
+                    or x.shape[1:] != input_shape(cfg) or x.dtype != cfg["cache_dtype"]):
+                return "corrupt", []
+            have = list(names.asstr()[:rows])
+            # x[rows - 1] reads the last committed chunk: an error if the file is truncated
+            if len(set(have)) != len(have) or (rows and x[rows - 1].shape != x.shape[1:]):
                 return "corrupt", []
             return "ok", have
     except (OSError, KeyError, ValueError, RuntimeError, TypeError):
@@ -471,9 +419,10 @@ def _new_cache(path, cfg):
     """Create an empty format-2 cache at `path` (atomically: a temporary file, then a rename)."""
     import h5py
 
-    shape, dtype = tuple(input_shape(cfg)), cfg["cache_dtype"]
+    shape, dtype = input_shape(cfg), cfg["cache_dtype"]
     with atomic_path(path) as tmp, h5py.File(tmp, "w") as h5:
-        h5.create_dataset("features", (0, *shape), dtype, maxshape=(None, *shape), chunks=(1, *shape))
+        h5.create_dataset("features", (0, *shape), dtype, maxshape=(None, *shape),
+                          chunks=(1, *shape))
         h5.create_dataset("names", (0,), h5py.string_dtype(), maxshape=(None,), chunks=(1024,))
         h5.attrs.update(format=CACHE_FORMAT, config_hash=feature_hash(cfg), rows=0,
                         config=json.dumps(cfg, sort_keys=True),
@@ -481,7 +430,8 @@ def _new_cache(path, cfg):
 
 
 def _append(h5, names, x):
-    """Append rows (names, features) after the committed ones, then commit them (crash-safe order)."""
+    """Append rows (names, features) after the committed ones, then commit them (crash-safe
+    order)."""
     rows = int(h5.attrs["rows"])
     end = rows + len(names)
     for key in ("features", "names"):
@@ -499,14 +449,15 @@ def _convert_old(path, cfg, names, say):
     """Copy an old per-clip cache (same config) into a new format-2 file, chunk by chunk."""
     import h5py
 
-    chunk = max(1, int(cfg.get("chunk", 256)))
+    chunk = int(cfg.get("chunk", 256))
     with atomic_path(path) as tmp:
         _new_cache(tmp, cfg)
         with h5py.File(path, "r") as old, h5py.File(tmp, "r+") as new:
             for start in range(0, len(names), chunk):
                 part = names[start : start + chunk]
                 _append(new, part, np.stack([old["features"][n][...] for n in part]))
-    say(f"{path}: converted {len(names)} clips from the old one-dataset-per-clip cache to the chunked format")
+    say(f"{path}: converted {len(names)} clips from the old one-dataset-per-clip cache to the "
+        "chunked format")
 
 
 _REBUILT = {
@@ -518,9 +469,10 @@ _REBUILT = {
 
 
 def build_cache(data_root, filenames, cfg, path=None, say=print):
-    """Make sure the cache at `path` (None: `default_cache_path`) holds the features of every file
-    in `filenames` (relative to `data_root`); computes only what is missing (see the module
-    docstring: chunked, resumable, rebuilt or converted with one line). `say`: progress lines.
+    """Make sure the cache at `path` (None: `features.cache`, else `<data_root>/features.h5`) holds
+    the features of every file in `filenames` (relative to `data_root`); computes only what is
+    missing (see the module docstring: chunked, resumable, rebuilt or converted with one line).
+    `say`: progress lines.
 
     Returns:
         (Path of the cache, dict of counts: computed, reused, and the ClipReport counts).
@@ -529,14 +481,13 @@ def build_cache(data_root, filenames, cfg, path=None, say=print):
 
     check_config(cfg)
     data_root = Path(data_root)
-    path = Path(path) if path else default_cache_path(data_root, cfg)
+    path = Path(path or cfg["cache"] or data_root / "features.h5")
     status, have = _cache_state(path, cfg)
     if status in _REBUILT:
         say(f"{path}: " + _REBUILT[status].format(hash=feature_hash(cfg)))
     elif status == "old":
         _convert_old(path, cfg, have, say)
-    fresh = status not in ("ok", "old")
-    have = set() if fresh else set(have)
+    fresh, have = status not in ("ok", "old"), set(have)  # `have` is empty unless ok or old
     wanted = list(dict.fromkeys(filenames))
     todo = [f for f in wanted if f not in have]
     report = ClipReport()
@@ -547,14 +498,13 @@ def build_cache(data_root, filenames, cfg, path=None, say=print):
             raise DataError(f"{data_root / name}: file not found")
     if fresh:
         _new_cache(path, cfg)
-    chunk = max(1, int(cfg.get("chunk", 256)))
     resumed = f" (resuming after {len(have)} cached)" if have else ""
-    say(f"computing {len(todo)} feature stacks {input_shape(cfg)} in chunks of {chunk} with "
-        f"{cfg['workers']} workers -> {path}{resumed}")
+    say(f"computing {len(todo)} feature stacks {input_shape(cfg)} in chunks of "
+        f"{int(cfg.get('chunk', 256))} with {cfg['workers']} workers -> {path}{resumed}")
     done = 0
     with h5py.File(path, "r+") as h5:
         try:
-            for start, x in iter_features([str(data_root / f) for f in todo], cfg, report, chunk):
+            for start, x in iter_features([str(data_root / f) for f in todo], cfg, report):
                 rows = _append(h5, todo[start : start + len(x)], x)
                 done += len(x)
                 if _after_chunk is not None:
@@ -565,7 +515,8 @@ def build_cache(data_root, filenames, cfg, path=None, say=print):
                 path.unlink(missing_ok=True)
             raise
         totals = json.loads(h5.attrs.get("clip_report", "{}"))
-        h5.attrs["clip_report"] = json.dumps({k: totals.get(k, 0) + v for k, v in report.as_dict().items()})
+        h5.attrs["clip_report"] = json.dumps({k: totals.get(k, 0) + v
+                                              for k, v in report.as_dict().items()})
     for line in report.lines():
         say(line)
     return path, {"computed": done, "reused": len(wanted) - len(todo), **report.as_dict()}
@@ -574,11 +525,8 @@ def build_cache(data_root, filenames, cfg, path=None, say=print):
 def load_cache(path, filenames, cfg):
     """Features float32 (len(filenames), n_bins, frames, kinds) of `filenames` from the cache at
     `path`; DataError when it does not match `cfg` or lacks a file (run `build_cache` first)."""
-    view = CachedFeatures(path, filenames, cfg)
-    try:
+    with closing(CachedFeatures(path, filenames, cfg)) as view:
         return view[:]
-    finally:
-        view.close()
 
 
 class CachedFeatures:
@@ -594,12 +542,13 @@ class CachedFeatures:
 
     def __init__(self, path, names, cfg):
         status, have = _cache_state(path, cfg)
+        again = "run `python -m asc features` again"
         if status != "ok":
-            raise DataError(f"{path}: feature cache is {status}; run `python -m asc features` again")
+            raise DataError(f"{path}: feature cache is {status}; {again}")
         index = {name: i for i, name in enumerate(have)}
         for name in names:
             if name not in index:
-                raise DataError(f"{path}: no features for {name}; run `python -m asc features` again")
+                raise DataError(f"{path}: no features for {name}; {again}")
         self.rows = np.array([index[name] for name in names], np.int64)
         self.path, self.names = Path(path), list(names)
         self.shape = (len(self.names), *input_shape(cfg))
@@ -643,7 +592,8 @@ def cached_features(data_root, filenames, cfg, path=None, say=print, max_gb=None
     path, _ = build_cache(data_root, filenames, cfg, path, say)
     size_gb = len(filenames) * int(np.prod(input_shape(cfg))) * 4 / 1e9
     if max_gb is not None and size_gb > max_gb:
-        say(f"{path}: {size_gb:.1f} GB of features for {len(filenames)} clips; streaming them from the cache")
+        say(f"{path}: {size_gb:.1f} GB of features for {len(filenames)} clips; streaming them "
+            "from the cache")
         return CachedFeatures(path, filenames, cfg)
     return load_cache(path, filenames, cfg)
 
@@ -661,25 +611,25 @@ def build_data_cache(cfg, out=None, say=print):
     d = cfg["data"]
     if not d["root"]:
         raise ConfigError("--data: no data folder given (and the run does not name one)")
-    root = Path(d["root"])
-    names = []
+    root, names = Path(d["root"]), []
     for split in ("train", "evaluate"):
         try:
-            names += [c.filename for c in open_dataset(root, split, d["classes"], d["val_fraction"]).clips]
+            names += [c.filename
+                      for c in open_dataset(root, split, d["classes"], d["val_fraction"]).clips]
         except DataError:
             if split == "train":
                 raise
     if (root / "meta.csv").is_file():
         names += [c.filename for c in open_dataset(root, "all", d["classes"]).clips]
-    path = Path(out) if out else default_cache_path(root, cfg["features"])
-    path, counts = build_cache(root, list(dict.fromkeys(names)), cfg["features"], path, say)
-    say(f"{path}: {counts['computed']} computed, {counts['reused']} reused, shape {input_shape(cfg['features'])}")
+    path, counts = build_cache(root, list(dict.fromkeys(names)), cfg["features"], out, say)
+    say(f"{path}: {counts['computed']} computed, {counts['reused']} reused, shape "
+        f"{input_shape(cfg['features'])}")
     return {"path": str(path), **counts}
 
 
 # ---------------------------------------------------------------------------------------------
-# The front end for firmware (see the module docstring): written at export time with librosa,
-# read and computed in plain numpy.
+# The front end for firmware (see the module docstring): written at export time, computed in
+# plain numpy.
 
 
 def _banded(matrix, threshold_fraction=0.0):
@@ -694,27 +644,23 @@ def _banded(matrix, threshold_fraction=0.0):
     return np.array(starts, np.int32), lengths, np.concatenate(parts)
 
 
-def cqt_kernels(cfg):
-    """Single-rate CQT kernels for the `features:` config `cfg`.
-
-    Returns:
-        (kernels: complex64 (n_bins, n_fft // 2 + 1), n_fft, filter lengths (n_bins,) in samples).
-    """
-    import librosa
-
-    c = cfg["cqt"]
-    sr, bpo, n_bins = float(cfg["sample_rate"]), int(c["bins_per_octave"]), int(cfg["n_bins"])
-    freqs = librosa.cqt_frequencies(n_bins, fmin=float(c["fmin"]), bins_per_octave=bpo)
-    ratio = 2.0 ** (2.0 / bpo)
-    alpha = np.full(n_bins, (ratio - 1) / (ratio + 1))  # librosa's relative bandwidth for a CQT
-    basis, lengths = librosa.filters.wavelet(freqs=freqs, sr=sr, window="hann", filter_scale=1,
-                                             pad_fft=True, norm=1, gamma=0, alpha=alpha)
-    n_fft = basis.shape[1]
-    basis = basis * (lengths[:, None] / float(n_fft))
-    kernels = np.fft.fft(basis, n=n_fft, axis=1)[:, : n_fft // 2 + 1]
-    kernels = librosa.util.sparsify_rows(kernels, quantile=CQT_SPARSITY).toarray()
-    kernels /= np.sqrt(lengths)[:, None]
-    return kernels.astype(np.complex64), int(n_fft), lengths
+_PARTS = ("window", "start", "length", "weights")  # the arrays of a kind, `<kind>_<part>.npy`
+_BANDS = ("band_k = sum_j weight_kj |X_j|^2, X = rfft(frame * window)",
+          "periodic Hann of win_length samples, zero-padded at the centre of n_fft")
+# frontend.json's descriptions of each kind: transform, window, and notes after the parameters
+_TEXT = {
+    "logmel": (*_BANDS, {"mel": "Slaney mel scale and area normalisation "
+                                "(librosa htk=False, norm='slaney')"}),
+    "gammatone": (*_BANDS, {"bandwidth": "1.019 ERB(fc), Glasberg & Moore 1990",
+                            "threshold": GAMMATONE_THRESHOLD}),
+    "cqt": ("power_k = |sum_j kernel_kj X_j|^2, X = rfft(frame * window)",
+            "rectangular (ones): the kernels carry the Hann windows",
+            {"kernel_scaling": "FFT of (wavelet * length / n_fft), divided by sqrt(length)",
+             "sparsity": CQT_SPARSITY,
+             "weights_dtype": "complex64 (C: interleaved real, imaginary float pairs)",
+             "approximation": "single-rate constant-Q kernels; librosa.cqt decimates by 2 per "
+                              "octave"}),
+}
 
 
 def build_frontend(cfg):
@@ -724,92 +670,72 @@ def build_frontend(cfg):
         dict: "params" (what `frontend.json` holds) and "arrays" (name -> numpy array, the .npy
         files: <kind>_window, <kind>_start, <kind>_length, <kind>_weights).
     """
+    import scipy.signal
+
     check_config(cfg)
     n_bins, frames, _ = input_shape(cfg)
-    parts = ("window", "start", "length", "weights")
     arrays, kinds = {}, {}
     for kind in cfg["kinds"]:
-        if kind == "cqt":
-            kernels, n_fft, lengths = cqt_kernels(cfg)
-            window, bands, c = np.ones(n_fft, np.float32), _banded(kernels), cfg["cqt"]
-            kinds[kind] = {
-                "transform": "power_k = |sum_j kernel_kj X_j|^2, X = rfft(frame * window)",
-                "n_fft": n_fft, "win_length": n_fft,
-                "window": "rectangular (ones): the kernels carry the Hann windows",
-                "fmin": float(c["fmin"]), "bins_per_octave": int(c["bins_per_octave"]),
-                "fmax_bin": float(c["fmin"] * 2 ** ((n_bins - 1) / c["bins_per_octave"])),
-                "filter_lengths": [round(float(v), 3) for v in lengths],
-                "kernel_scaling": "FFT of (wavelet * length / n_fft), divided by sqrt(length)",
-                "sparsity": CQT_SPARSITY,
-                "weights_dtype": "complex64 (C: interleaved real, imaginary float pairs)",
-                "approximation": "single-rate constant-Q kernels; librosa.cqt decimates by 2 per octave",
-            }
+        s = cfg[kind]
+        if kind == "cqt":  # the training filters with librosa.cqt's kernel scale and sparsity
+            spectra, n_fft, lengths = cqt_filters(cfg)
+            kernels = np.zeros(spectra.shape, np.complex64)
+            for k, row in enumerate(spectra):
+                keep = _sparsify(row)
+                kernels[k, keep] = row[keep] / n_fft
+            window, win, bands = np.ones(n_fft, np.float32), n_fft, _banded(kernels)
+            values = {"fmin": float(s["fmin"]), "bins_per_octave": int(s["bins_per_octave"]),
+                      "fmax_bin": float(s["fmin"] * 2 ** ((n_bins - 1) / s["bins_per_octave"])),
+                      "filter_lengths": [round(float(v), 3) for v in lengths]}
         else:
-            s = cfg[kind]
             n_fft, win = int(s["n_fft"]), int(s["win_length"])
-            window = np.pad(_hann(win), ((n_fft - win) // 2, n_fft - win - (n_fft - win) // 2))
+            window = np.pad(scipy.signal.get_window("hann", win).astype(np.float32),
+                            ((n_fft - win) // 2, n_fft - win - (n_fft - win) // 2))
             threshold = GAMMATONE_THRESHOLD if kind == "gammatone" else 0.0
             bands = _banded(np.asarray(_filterbank(kind, cfg), np.float32), threshold)
-            kinds[kind] = {
-                "transform": "band_k = sum_j weight_kj |X_j|^2, X = rfft(frame * window)",
-                "n_fft": n_fft, "win_length": win,
-                "window": "periodic Hann of win_length samples, zero-padded at the centre of n_fft",
-                "fmin": float(s["fmin"]), "fmax": _fmax(s, cfg["sample_rate"]),
-                "weights_dtype": "float32",
-            }
-            if kind == "logmel":
-                kinds[kind]["mel"] = ("Slaney mel scale and area normalisation "
-                                      "(librosa htk=False, norm='slaney')")
-            else:
-                kinds[kind].update(order=int(s["order"]), bandwidth="1.019 ERB(fc), Glasberg & Moore 1990",
-                                   threshold=GAMMATONE_THRESHOLD)
-        arrays.update({f"{kind}_{part}": a for part, a in zip(parts, (window, *bands))})
-        kinds[kind].update(nnz=int(bands[1].sum()), files={part: f"{kind}_{part}.npy" for part in parts})
+            fmax = float(s["fmax"]) or cfg["sample_rate"] / 2.0
+            values = {"fmin": float(s["fmin"]), "fmax": fmax, "weights_dtype": "float32"}
+            if kind == "gammatone":
+                values["order"] = int(s["order"])
+        arrays.update({f"{kind}_{part}": a for part, a in zip(_PARTS, (window, *bands))})
+        transform, window_text, notes = _TEXT[kind]
+        kinds[kind] = {"transform": transform, "n_fft": n_fft, "win_length": win,
+                       "window": window_text, **values, **notes, "nnz": int(bands[1].sum()),
+                       "files": {part: f"{kind}_{part}.npy" for part in _PARTS}}
     params = {
-        "format": FRONTEND_FORMAT,
-        "version": FRONTEND_VERSION,
-        "sample_rate": int(cfg["sample_rate"]),
-        "duration": float(cfg["duration"]),
+        "format": FRONTEND_FORMAT, "version": FRONTEND_VERSION,
+        "sample_rate": int(cfg["sample_rate"]), "duration": float(cfg["duration"]),
         "samples": _samples(cfg),
         "audio": "mono float in [-1, 1]; shorter clips zero-padded at the end, longer ones cropped",
-        "hop_length": int(cfg["hop_length"]),
-        "frames": frames,
-        "framing": "centred: the clip is padded with n_fft // 2 zeros at both ends; frame t starts at t * hop",
-        "n_bins": n_bins,
-        "kinds": list(cfg["kinds"]),
-        "top_db": float(cfg["top_db"]),
-        "amin": AMIN,
-        "scaling": "db = 10 * log10(max(power, amin)); db = max(db - max(db over the clip), -top_db); "
-                   "value = db / (top_db / 2) + 1  (per kind; values in [-1, 1])",
+        "hop_length": int(cfg["hop_length"]), "frames": frames,
+        "framing": "centred: the clip is padded with n_fft // 2 zeros at both ends; frame t starts "
+                   "at t * hop",
+        "n_bins": n_bins, "kinds": list(cfg["kinds"]), "top_db": float(cfg["top_db"]), "amin": AMIN,
+        "scaling": "db = 10 * log10(max(power, amin)); db = max(db - max(db over the clip), "
+                   "-top_db); value = db / (top_db / 2) + 1  (per kind; values in [-1, 1])",
         "output": {"shape": [n_bins, frames, len(cfg["kinds"])],
-                   "layout": "row 0 = lowest frequency, column = frame, channel = kind in `kinds` order"},
-        "bands": "row k uses FFT bins start[k] .. start[k] + length[k] - 1 with weights[offset[k] + i], "
-                 "offset[k] = length[0] + ... + length[k - 1]",
+                   "layout": "row 0 = lowest frequency, column = frame, channel = kind in `kinds` "
+                             "order"},
+        "bands": "row k uses FFT bins start[k] .. start[k] + length[k] - 1 with weights[offset[k] "
+                 "+ i], offset[k] = length[0] + ... + length[k - 1]",
         "kinds_params": kinds,
     }
     return {"params": params, "arrays": arrays}
 
 
 def write_frontend(cfg, out_dir, *, model_input=None):
-    """Write `frontend.json`, the .npy arrays and `frontend.h` / `frontend.cc` to `out_dir`.
-
-    Args:
-        cfg: the `features:` config section.
-        out_dir: str or Path.
-        model_input: optional dict (scale, zero_point) of the int8 model input, recorded in
-            `frontend.json` so the device can quantize the features.
-
-    Returns:
-        the `frontend.json` dict (plus "files": every path written).
-    """
+    """Write `frontend.json`, the .npy arrays and `frontend.h` / `frontend.cc` of the `features:`
+    section `cfg` to `out_dir`; `model_input` (optional dict scale, zero_point of the int8 model
+    input) goes into frontend.json so the device can quantize the features. Returns the
+    frontend.json dict plus "files" (every path written)."""
     out_dir = Path(out_dir)
     frontend = build_frontend(cfg)
     params = frontend["params"]
     if model_input is not None:
         params["model_input"] = {
-            "dtype": "int8", "scale": float(model_input["scale"]), "zero_point": int(model_input["zero_point"]),
-            "quantize": "q = clamp(round(value / scale) + zero_point, -128, 127)",
-        }
+            "dtype": "int8", "scale": float(model_input["scale"]),
+            "zero_point": int(model_input["zero_point"]),
+            "quantize": "q = clamp(round(value / scale) + zero_point, -128, 127)"}
     files = []
     for name, array in frontend["arrays"].items():
         files.append(str(out_dir / f"{name}.npy"))
@@ -822,49 +748,45 @@ def write_frontend(cfg, out_dir, *, model_input=None):
     return {**params, "files": [*files, str(out_dir / "frontend.json")]}
 
 
-def _c_array(declaration, values, floats):
-    """The lines of a C array definition: floats 8 per line, integers 16."""
-    items = [f"{float(v):.9g}f" if floats else str(int(v)) for v in np.asarray(values).ravel()]
-    step = 8 if floats else 16
-    body = ("  " + ", ".join(items[i : i + step]) + "," for i in range(0, len(items), step))
-    return [f"{declaration} = {{", *body, "};"]
-
-
 def c_sources(params, arrays):
     """(header, source) text of the front end's C arrays and constants.
 
     Per kind K: FRONTEND_K_CHANNEL, FRONTEND_K_N_FFT, FRONTEND_K_NNZ, `g_frontend_K_window[n_fft]`
     (not for cqt: rectangular), `g_frontend_K_start[n_bins]`, `g_frontend_K_length[n_bins]` and
-    `g_frontend_K_weights[nnz]` (cqt: 2 * nnz floats, real and imaginary interleaved).
+    `g_frontend_K_weights[nnz]` (cqt: 2 * nnz floats, real and imaginary interleaved). Floats are
+    written 8 per line, integers 16.
     """
-    defines = {"SAMPLE_RATE": params["sample_rate"], "SAMPLES": params["samples"],
-               "HOP_LENGTH": params["hop_length"], "FRAMES": params["frames"],
-               "N_BINS": params["n_bins"], "NUM_KINDS": len(params["kinds"]),
-               "TOP_DB": f"{params['top_db']!r}f", "AMIN": f"{params['amin']!r}f"}
+    defines = {k.upper(): params[k] for k in ("sample_rate", "samples", "hop_length", "frames",
+                                              "n_bins")}
+    defines.update(NUM_KINDS=len(params["kinds"]), TOP_DB=f"{params['top_db']!r}f",
+                   AMIN=f"{params['amin']!r}f")
     if "model_input" in params:
         defines.update(MODEL_INPUT_SCALE=f"{params['model_input']['scale']!r}f",
                        MODEL_INPUT_ZERO_POINT=params["model_input"]["zero_point"])
-    header = ["// Generated by asc/features.py (the firmware front end): do not edit. "
-              "See frontend.json for the algorithm.", "#ifndef FRONTEND_H_", "#define FRONTEND_H_",
-              "", "#include <stdint.h>", "", *(f"#define FRONTEND_{k} {v}" for k, v in defines.items())]
-    source = ["// Generated by asc/features.py (the firmware front end): do not edit.",
-              '#include "frontend.h"', ""]
+    note = "// Generated by asc/features.py (the firmware front end): do not edit."
+    header = [f"{note} See frontend.json for the algorithm.", "#ifndef FRONTEND_H_",
+              "#define FRONTEND_H_", "", "#include <stdint.h>", "",
+              *(f"#define FRONTEND_{k} {v}" for k, v in defines.items())]
+    source = [note, '#include "frontend.h"', ""]
     for index, kind in enumerate(params["kinds"]):
         K, g, kp = f"FRONTEND_{kind.upper()}", f"g_frontend_{kind}", params["kinds_params"][kind]
         weights, count = arrays[f"{kind}_weights"], f"{K}_NNZ"
         if np.iscomplexobj(weights):
             weights, count = np.stack([weights.real, weights.imag], axis=-1), f"2 * {K}_NNZ"
-        arrays_c = {f"const float {g}_window[{K}_N_FFT]": arrays[f"{kind}_window"],
-                    f"const int32_t {g}_start[FRONTEND_N_BINS]": arrays[f"{kind}_start"],
+        arrays_c = {f"const int32_t {g}_start[FRONTEND_N_BINS]": arrays[f"{kind}_start"],
                     f"const int32_t {g}_length[FRONTEND_N_BINS]": arrays[f"{kind}_length"],
                     f"const float {g}_weights[{count}]": weights}
-        if kind == "cqt":  # a rectangular window: no array
-            del arrays_c[f"const float {g}_window[{K}_N_FFT]"]
-        header += ["", f"// {kind} (channel {index}): {kp['transform']}", f"#define {K}_CHANNEL {index}",
-                   f"#define {K}_N_FFT {kp['n_fft']}", f"#define {K}_NNZ {kp['nnz']}",
-                   *(f"extern {declaration};" for declaration in arrays_c)]
+        if kind != "cqt":  # cqt's window is rectangular: no array
+            arrays_c = {f"const float {g}_window[{K}_N_FFT]": arrays[f"{kind}_window"], **arrays_c}
+        header += ["", f"// {kind} (channel {index}): {kp['transform']}",
+                   f"#define {K}_CHANNEL {index}", f"#define {K}_N_FFT {kp['n_fft']}",
+                   f"#define {K}_NNZ {kp['nnz']}", *(f"extern {d};" for d in arrays_c)]
         for declaration, values in arrays_c.items():
-            source += _c_array(declaration, values, floats=declaration.startswith("const float"))
+            floats = declaration.startswith("const float")
+            items = [f"{float(v):.9g}f" if floats else str(int(v)) for v in np.ravel(values)]
+            step = 8 if floats else 16
+            source += [f"{declaration} = {{", *("  " + ", ".join(items[i : i + step]) + ","
+                                                for i in range(0, len(items), step)), "};"]
         source.append("")
     header += ["", "#endif  // FRONTEND_H_", ""]
     return "\n".join(header), "\n".join(source)
@@ -901,17 +823,13 @@ def frontend_features(audio, frontend):
     audio = np.pad(audio, (0, params["samples"] - len(audio)))
     channels = []
     for kind in params["kinds"]:
-        frames = _frames(audio, int(params["kinds_params"][kind]["n_fft"]), int(params["hop_length"]))
+        start, length, weights = (arrays[f"{kind}_{part}"] for part in _PARTS[1:])
+        frames = _frames(audio, int(params["kinds_params"][kind]["n_fft"]), params["hop_length"])
         spectrum = np.fft.rfft(frames * arrays[f"{kind}_window"].astype(np.float64), axis=1)
-        weights = arrays[f"{kind}_weights"]
         cqt = np.iscomplexobj(weights)  # complex kernels on the spectrum, else weights on its power
         values = spectrum if cqt else np.abs(spectrum) ** 2
-        weights = weights.astype(values.dtype)
-        power = np.zeros((len(values), len(arrays[f"{kind}_start"])), values.dtype)
-        offset = 0
-        for k, (start, length) in enumerate(zip(arrays[f"{kind}_start"], arrays[f"{kind}_length"])):
-            power[:, k] = values[:, start : start + length] @ weights[offset : offset + length]
-            offset += length
-        power = np.abs(power) ** 2 if cqt else power
-        channels.append(to_db(power.T, params["top_db"], params["amin"]))
+        rows = np.split(weights.astype(values.dtype), np.cumsum(length)[:-1])
+        power = np.stack([values[:, a : a + n] @ w for a, n, w in zip(start, length, rows)], axis=1)
+        channels.append(to_db((np.abs(power) ** 2 if cqt else power).T, params["top_db"],
+                              params["amin"]))
     return np.stack(channels, axis=-1).astype(np.float32)
