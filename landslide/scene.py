@@ -1,18 +1,13 @@
 """Landslide mapping of whole scenes: a multi-band GeoTIFF of any size in, a georeferenced map out.
 
-The scene is read strip by strip (one row of tiles at a time, through rasterio windows), so a
-scene larger than memory works: only `patch` rows of the scene and of the output are held at once.
-Tiles of `patch` x `patch` pixels overlap by `overlap` pixels; each tile's prediction is weighted
-by a pyramid that falls towards the tile border, and the weighted predictions are averaged, so
-tile borders leave no seams (a model that predicts a constant gives exactly that constant map).
-
-Input: a GeoTIFF with the model's bands in the model's order (Landslide4Sense: B1-B12, slope,
-DEM). Pixels that are nodata in any band (the file's nodata value or mask, or NaN) are given to
-the model as 0 and are nodata in the output.
-
-Output: a single-band GeoTIFF with the input's CRS and transform: landslide probability (float32,
-nodata -1), or with `threshold` a 0/1 mask (uint8, nodata 255). Optionally a GeoJSON file of the
-landslide polygons (value 1 of the mask) with their area in square metres.
+The scene is read one row of tiles at a time (rasterio windows), so a scene larger than memory
+works. Tiles of `patch` x `patch` pixels overlap by `overlap` pixels; their predictions are
+averaged with weights falling towards the tile border, so tile borders leave no seams (a constant
+model gives exactly that constant map). Input: the model's bands in its order (Landslide4Sense:
+B1-B12, slope, DEM); a pixel that is nodata in any band (nodata value or mask, NaN) is given to
+the model as 0 and is nodata in the output. Output: a single-band GeoTIFF with the input's CRS
+and transform: probability (float32, nodata -1) or with a threshold a 0/1 mask (uint8, nodata
+255); optionally a GeoJSON file of the landslide polygons with their area in square metres.
 """
 
 import json
@@ -70,9 +65,9 @@ def predict_scene(scene_path, out_path, predict_fn, *, bands=14, patch=128, over
         profile = {k: v for k, v in source.profile.items() if k not in ("blockxsize", "blockysize")}
         profile.update(count=1, compress="deflate", tiled=False, interleave="band", dtype=dtype,
                        nodata=nodata)
-        # A tile row reads `strip` scene rows (the last row of tiles ends flush with the scene).
-        # The accumulators (weighted probabilities, weights) hold them; rows above the next tile row
-        # are final, written, dropped. Tile weights: 1 in the centre falling linearly to 0.05.
+        # A tile row reads `strip` scene rows into the accumulators (weighted probabilities,
+        # weights); rows above the next tile row are final, written, dropped. Tile weights: 1 in
+        # the centre falling linearly to 0.05 at the border.
         strip, cut = min(patch, height), min(patch, width)  # cut: columns of a tile in the scene
         ramp = np.minimum(np.arange(patch) + 0.5, patch - np.arange(patch) - 0.5) / (patch / 2)
         weights = np.outer(*[np.clip(ramp, 0.05, 1.0)] * 2).astype("float32")[:strip, :cut]
