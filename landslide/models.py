@@ -70,8 +70,7 @@ def build_models(cfg, mean, std):
         x = attention_block(x, num_heads=int(model_cfg["attention_heads"]),
                             key_dim=int(model_cfg["attention_key_dim"]),
                             name="bottleneck_attention")
-    # Decoder (filters, middle width): as in the bilinear U-Net, the middle convolution halves the
-    # concatenation.
+    # Decoder (filters, middle width): the middle convolution halves the concatenation.
     widths, decoder = [(f[2], (f[3] + f[4]) // 2), (f[1], f[2]), (f[0], f[1]), (f[0], f[0])], []
     for level, (filters, mid) in enumerate(widths, start=1):
         up = keras.layers.UpSampling2D(2, interpolation="bilinear", name=f"dec{level}_upsample")(x)
