@@ -36,9 +36,8 @@ def image_confusions(labels, probs, threshold=0.5):
     labels; `labels` and `probs` are (N, H, W) or (N, H, W, 1)."""
     from common.metrics import per_image_confusion
 
-    labels, probs = np.asarray(labels), np.asarray(probs)
-    labels = labels.reshape(len(labels), -1)
-    predicted = (probs.reshape(labels.shape) > threshold).astype(np.int64)
+    labels = np.asarray(labels).reshape(len(labels), -1)
+    predicted = (np.asarray(probs).reshape(labels.shape) > threshold).astype(np.int64)
     return per_image_confusion(labels, predicted, 2)
 
 
@@ -46,8 +45,7 @@ def segmentation_metrics(matrices):
     """The METRIC_KEYS scores (fractions) of per-image confusion matrices (N, 2, 2)."""
     from common.metrics import mean_iou_per_image, per_class_scores
 
-    matrices = np.asarray(matrices)
-    pooled = per_class_scores(matrices.sum(axis=0))
+    pooled = per_class_scores(np.sum(matrices, axis=0))
     scores = {**{key: pooled[key][1] for key in ("precision", "recall", "f1")},
               "iou_landslide": pooled["iou"][1], "miou": np.mean(pooled["iou"]),
               "miou_per_image": mean_iou_per_image(matrices), "f1_mean": np.mean(pooled["f1"])}
@@ -192,9 +190,8 @@ class LandslideTask(Task):
     metrics = staticmethod(all_metrics)
 
     def evaluate(self, model, cfg, data, items):
-        """Streams the patches in batches of 8; pixels above `predict.threshold` are landslide.
-        Keeps one 2x2 confusion matrix per patch (for miou_per_image); their sum is the pooled
-        one."""
+        """Streams the patches in batches of 8; pixels above `predict.threshold` are landslide. One
+        2x2 confusion matrix per patch (for miou_per_image); their sum is the pooled one."""
         size, threshold = cfg["data"]["patch_size"], cfg["predict"]["threshold"]
         matrices = [np.zeros((0, 2, 2), np.int64)]
         for image, mask, _ in D.read_dataset(data.subset(items), patch_size=size).batch(8):
@@ -216,8 +213,7 @@ class LandslideTask(Task):
         rgb = images[..., [3, 2, 1]].astype("float64")  # B4, B3, B2, stretched to 2-98 percentiles
         low, high = np.percentile(rgb, [2, 98], axis=(1, 2, 3), keepdims=True)
         plot_segmentation_examples(np.clip((rgb - low) / np.maximum(high - low, 1e-6), 0, 1),
-                                   truth[..., 0], predicted,
-                                   Path(out_dir) / "examples.png",
+                                   truth[..., 0], predicted, Path(out_dir) / "examples.png",
                                    title="landslide examples (validation split)")
 
     def write_frontend(self, cfg, run_dir, mcu_section):
@@ -298,9 +294,8 @@ class LandslideTask(Task):
     def demo_plan(self):
         """The lower rungs of the ladder at tiny width (trained and evaluated), then the tiny full
         model (also exported)."""
-        rungs = [DemoRun(f"ladder_{rung}", tiny_rung_config(rung)) for rung in LADDER]
-        full = DemoRun("full_tiny", "tiny.yaml", export=True, overrides=["export.target=mcu"])
-        return rungs + [full]
+        return [*(DemoRun(f"ladder_{rung}", tiny_rung_config(rung)) for rung in LADDER),
+                DemoRun("full_tiny", "tiny.yaml", export=True, overrides=["export.target=mcu"])]
 
     def commands(self):
         return [
