@@ -28,7 +28,7 @@ https://github.com/iarai/Landslide4Sense-2022).
 import os
 import re
 from contextlib import contextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 import h5py
@@ -55,8 +55,8 @@ class PatchFolder:
     """The patches of one folder: image files and, where labelled, their masks (same order)."""
 
     folder: Path
-    images: list = field(default_factory=list)
-    masks: list = field(default_factory=list)  # Path per image, or empty when unlabelled
+    images: list
+    masks: list  # Path per image, or empty when unlabelled
 
     @property
     def names(self):
