@@ -78,8 +78,13 @@ def predict_scene(scene_path, out_path, predict_fn, *, bands=14, patch=128, over
                 padded = np.zeros((patch, max(width, patch), bands), "float32")  # scene < patch
                 padded[:strip, :width] = pixels
                 tiles = np.stack([padded[:, col : col + patch] for col in cols])
-                probs = _predict(predict_fn, tiles, batch_size, patch, scene_path)[:, :strip, :cut]
-                for col, p in zip(cols, probs):
+                probs = np.concatenate([np.asarray(predict_fn(tiles[i : i + batch_size]), "float32")
+                                        for i in range(0, len(tiles), batch_size)])
+                probs = probs[..., 0] if probs.ndim == 4 else probs
+                if probs.shape != (len(tiles), patch, patch):
+                    raise DataError(f"{scene_path}: the model returned {probs.shape}, expected "
+                                    f"({len(tiles)}, {patch}, {patch})")
+                for col, p in zip(cols, probs[:, :strip, :cut]):
                     sums[:, :, col : col + cut] += p * weights, weights
                 done = (rows[index + 1] if index + 1 < len(rows) else height) - top
                 result = sums[0, :done] / np.maximum(sums[1, :done], 1e-12)
@@ -130,17 +135,6 @@ def _read_strip(source, window, scene_path):
         raise DataError(f"{scene_path}: contains infinite values in rows "
                         f"{window.row_off}-{window.row_off + window.height}")
     return np.where(valid[None], pixels, 0.0).transpose(1, 2, 0), valid
-
-
-def _predict(predict_fn, tiles, batch_size, patch, scene_path):
-    """Probabilities (N, patch, patch) of the tiles, `batch_size` tiles per call."""
-    probs = np.concatenate([np.asarray(predict_fn(tiles[i : i + batch_size]))
-                            for i in range(0, len(tiles), batch_size)]).astype("float32")
-    probs = probs[..., 0] if probs.ndim == 4 else probs
-    if probs.shape != (len(tiles), patch, patch):
-        raise DataError(f"{scene_path}: the model returned {probs.shape}, expected "
-                        f"({len(tiles)}, {patch}, {patch})")
-    return probs
 
 
 def _area_m2(geometry, crs):
