@@ -69,12 +69,8 @@ class ReplaceNaN(keras.layers.Layer):
 @keras.saving.register_keras_serializable(package="landslide")
 class BandFeatures(keras.layers.Layer):
     """Append engineered bands to the raw 14-band patch: (B, H, W, 14) -> (B, H, W, 14 + k).
-
-    Args:
-        features: names from FEATURE_NAMES (in any order; output in FEATURE_NAMES order).
-        band_scale: 14 floats, a typical spread (std) of each input band, which sets the ratios'
-            divisor floor (default: the official Landslide4Sense stds).
-    """
+    `features`: names from FEATURE_NAMES (any order; output in FEATURE_NAMES order); `band_scale`:
+    14 band spreads (stds) setting the ratios' divisor floor (default: the official stds)."""
 
     def __init__(self, features=(), band_scale=None, **kwargs):
         super().__init__(**kwargs)
