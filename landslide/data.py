@@ -21,24 +21,21 @@ too, so you can train on your own patches)::
 An image `img/image_N.h5` is paired with `mask/mask_N.h5` (any other name `img/X.h5` with
 `mask/X.h5`).
 
-Where to get it: published on Zenodo and mirrored on Hugging Face; the links are in the official
-repository https://github.com/iarai/Landslide4Sense-2022; `python -m landslide download` fetches
-it (landslide/download.py). Cite: Ghorbanzadeh et al., "The Outcome of the 2022 Landslide4Sense
-Competition", IEEE TGRS 60, 2022.
+Where to get it: `python -m landslide download` (Zenodo; links in the official repository
+https://github.com/iarai/Landslide4Sense-2022).
 """
 
-import json
 import os
 import re
 from contextlib import contextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 import h5py
 import numpy as np
 
-from common.errors import ConfigError, DataError, RunDirError
-from common.io import atomic_path, write_json
+from common.errors import ConfigError, DataError
+from common.io import atomic_path
 
 NUM_BANDS = 14
 PATCH_SIZE = 128
@@ -51,7 +48,6 @@ OFFICIAL_MEAN = [-0.4914, -0.3074, -0.1277, -0.0625, 0.0439, 0.0803, 0.0644, 0.0
                  0.0823, 0.0516, 0.3338, 0.7819]
 OFFICIAL_STD = [0.9325, 0.8775, 0.8860, 0.8869, 0.8857, 0.8418, 0.8354, 0.8491, 0.9061, 1.6072,
                 0.8848, 0.9232, 0.9018, 1.2913]
-SPLIT_FILE = "split.json"
 
 
 @dataclass
@@ -59,8 +55,8 @@ class PatchFolder:
     """The patches of one folder: image files and, where labelled, their masks (same order)."""
 
     folder: Path
-    images: list = field(default_factory=list)
-    masks: list = field(default_factory=list)  # Path per image, or empty when unlabelled
+    images: list
+    masks: list  # Path per image, or empty when unlabelled
 
     @property
     def names(self):
@@ -229,31 +225,16 @@ def make_split(names, *, protocol="kfold", folds=5, fold=0, val_fraction=0.2, se
             "val": [names[i] for i in sorted(val)]}
 
 
-def write_split(run_dir, split):
-    """Write the split membership to RUN/split.json (atomically)."""
-    write_json(Path(run_dir) / SPLIT_FILE, split)
-
-
-def read_split(run_dir):
-    """Read RUN/split.json."""
-    path = Path(run_dir) / SPLIT_FILE
-    if not path.is_file():
-        raise RunDirError(f"{path}: no split file; was this run trained by `landslide train`?")
-    return json.loads(path.read_text())
-
-
 # tf.numpy_function turns the DataError of a bad patch into a TensorFlow error; the reader leaves
 # it here so that `reraise_data_errors` raises the one-line DataError itself.
 _reader_errors = []
 
 
 def _read_pair(image_path, mask_path, patch_size):
+    size = int(patch_size)
     try:
-        size = int(patch_size)
         image, nan_count = read_image(image_path.decode(), size)
-        mask = np.zeros((size, size), np.uint8)
-        if mask_path:
-            mask = read_mask(mask_path.decode(), size)
+        mask = read_mask(mask_path.decode(), size) if mask_path else np.zeros((size,) * 2, np.uint8)
     except DataError as error:
         _reader_errors.append(error)
         raise
@@ -300,24 +281,21 @@ def read_dataset(patches, *, patch_size=PATCH_SIZE, shuffle_seed=None, cache=Fal
     `shuffle_seed` shuffles the order each epoch (before reading, when not cached)."""
     import tensorflow as tf
 
-    def shuffled(ds):
-        if shuffle_seed is None:
-            return ds
-        return ds.shuffle(len(patches.images), seed=shuffle_seed, reshuffle_each_iteration=True)
-
     def read(image_path, mask_path):
         out = tf.numpy_function(_read_pair, [image_path, mask_path, patch_size],
                                 [tf.float32, tf.uint8, tf.int32], stateful=False)
-        size = patch_size
-        for tensor, shape in zip(out, [(size, size, NUM_BANDS), (size, size, 1), ()]):
-            tensor.set_shape(shape)
-        return tuple(out)
+        shapes = [(patch_size, patch_size, NUM_BANDS), (patch_size, patch_size, 1), ()]
+        return tuple(tf.ensure_shape(tensor, shape) for tensor, shape in zip(out, shapes))
+
+    def decoded(ds):
+        return ds.map(read, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
 
     masks = [str(path) for path in patches.masks] or [""] * len(patches.images)
     ds = tf.data.Dataset.from_tensor_slices(([str(path) for path in patches.images], masks))
-    ds = (ds if cache else shuffled(ds)).map(read, num_parallel_calls=tf.data.AUTOTUNE,
-                                             deterministic=True)
-    return shuffled(ds.cache()) if cache else ds
+    ds = decoded(ds).cache() if cache else ds
+    if shuffle_seed is not None:
+        ds = ds.shuffle(len(patches.images), seed=shuffle_seed, reshuffle_each_iteration=True)
+    return ds if cache else decoded(ds)
 
 
 def augment(image, mask, seed):

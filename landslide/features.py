@@ -11,12 +11,10 @@ Engineered bands (0-based input channels B2=1, B3=2, B4=3, B8=7, B12=11, slope=1
     gray            0.299 B4 + 0.587 B3 + 0.114 B2 (ITU-R BT.601 luma of the RGB bands)
     gray_gradient   Sobel gradient magnitude of gray (reflected borders)
     dem_gradient    Sobel gradient magnitude of the DEM (reflected borders)
-A ratio (a - b) / (a + b) is computed as (a - b) / max(|a| + |b|, floor): on physical,
-non-negative reflectances that is exactly the index (wherever a + b >= floor); the distributed
-Landslide4Sense bands are standardised and often negative, where the plain formula explodes near
-a + b = 0, while this form stays in [-1, 1] and never divides by zero. It also keeps the exported
-int8 model sound: its divisor never quantises to zero and its output range is [-1, 1]. The floor
-is 5% of the two bands' standard deviations (`band_scale`), so it follows the data's units.
+A ratio (a - b) / (a + b) is computed as (a - b) / max(|a| + |b|, floor): the index itself on
+non-negative reflectances, but the distributed bands are standardised and often negative, where
+the plain formula explodes near a + b = 0; this form stays in [-1, 1] (sound int8 export too).
+The floor is 5% of the two bands' standard deviations (`band_scale`), following the data's units.
 """
 
 import logging
@@ -68,23 +66,11 @@ class ReplaceNaN(keras.layers.Layer):
         return {**super().get_config(), "value": self.value}
 
 
-def _sobel_magnitude(band):
-    """Sobel gradient magnitude of (B, H, W, 1) with reflected borders."""
-    kernel = np.stack([SOBEL_X, SOBEL_X.T], axis=-1)[:, :, None, :]  # (3, 3, 1, 2): d/dx, d/dy
-    padded = tf.pad(band, [[0, 0], [1, 1], [1, 1], [0, 0]], mode="REFLECT")
-    grads = tf.nn.conv2d(padded, tf.constant(kernel, band.dtype), strides=1, padding="VALID")
-    return tf.sqrt(tf.reduce_sum(tf.square(grads), axis=-1, keepdims=True))
-
-
 @keras.saving.register_keras_serializable(package="landslide")
 class BandFeatures(keras.layers.Layer):
     """Append engineered bands to the raw 14-band patch: (B, H, W, 14) -> (B, H, W, 14 + k).
-
-    Args:
-        features: names from FEATURE_NAMES (in any order; output in FEATURE_NAMES order).
-        band_scale: 14 floats, a typical spread (std) of each input band, which sets the ratios'
-            divisor floor (default: the official Landslide4Sense stds).
-    """
+    `features`: names from FEATURE_NAMES (any order; output in FEATURE_NAMES order); `band_scale`:
+    14 band spreads (stds) setting the ratios' divisor floor (default: the official stds)."""
 
     def __init__(self, features=(), band_scale=None, **kwargs):
         super().__init__(**kwargs)
@@ -105,9 +91,14 @@ class BandFeatures(keras.layers.Layer):
                 a, b = RATIOS[name]
                 floor, diff = ratio_floor(self.band_scale, a, b), band[a] - band[b]
                 extra.append(diff / tf.maximum(tf.abs(band[a]) + tf.abs(band[b]), floor))
-            else:
+            elif name == "gray":
+                extra.append(gray)
+            else:  # Sobel gradient magnitude, reflected borders; kernel (3, 3, 1, 2): d/dx, d/dy
+                kernel = tf.constant(np.stack([SOBEL_X, SOBEL_X.T], -1)[:, :, None], x.dtype)
                 plane = band[DEM] if name == "dem_gradient" else gray
-                extra.append(gray if name == "gray" else _sobel_magnitude(plane))
+                plane = tf.pad(plane, [[0, 0], [1, 1], [1, 1], [0, 0]], mode="REFLECT")
+                grads = tf.nn.conv2d(plane, kernel, strides=1, padding="VALID")
+                extra.append(tf.sqrt(tf.reduce_sum(tf.square(grads), axis=-1, keepdims=True)))
         return tf.concat([x, *extra], axis=-1)
 
     def compute_output_shape(self, input_shape):
@@ -147,32 +138,9 @@ def front(inputs, features_cfg, mean, std, band_scale=None):
     return Standardize(mean, std, name="standardize", dtype="float32")(x)
 
 
-def numpy_features(image, names, band_scale=D.OFFICIAL_STD):
-    """The engineered bands of one raw patch (H, W, 14) in NumPy, (H, W, k) float32: the reference
-    formulas the tests hold the layer to (and to read the code against the paper)."""
-    image = np.asarray(image, np.float64)
-    (h, w), out = image.shape[:2], []
-    gray = sum(weight * image[..., i] for i, weight in GRAY_WEIGHTS.items())
-    for name in [n for n in FEATURE_NAMES if n in names]:
-        if name in RATIOS:
-            a, b = image[..., RATIOS[name][0]], image[..., RATIOS[name][1]]
-            floor = ratio_floor(band_scale, *RATIOS[name])
-            out.append((a - b) / np.maximum(np.abs(a) + np.abs(b), floor))
-        elif name == "gray":
-            out.append(gray)
-        else:
-            plane = np.pad(gray if name == "gray_gradient" else image[..., DEM], 1, mode="reflect")
-            windows = [plane[r : r + h, c : c + w] for r in range(3) for c in range(3)]
-            gx = sum(k * window for k, window in zip(SOBEL_X.ravel(), windows))
-            gy = sum(k * window for k, window in zip(SOBEL_X.T.ravel(), windows))
-            out.append(np.hypot(gx, gy))
-    return np.stack(out, axis=-1).astype(np.float32) if out else np.zeros((h, w, 0), np.float32)
-
-
 # ---------------------------------------------------------------------------------------------
-# Per-channel statistics of the training patches (the 14 bands and the engineered bands): one
-# streaming pass that reads every patch (so every value is checked), counts the NaNs replaced and
-# accumulates per-channel sums in float64. The model's normalisation layer is built from them.
+# Per-channel statistics of the training patches (14 bands + engineered bands) for the model's
+# normalisation: a streaming float64 pass that reads (so checks) every patch and counts NaNs.
 
 log = logging.getLogger(__name__)
 STATS_FILE = "stats.json"
@@ -180,8 +148,7 @@ STATS_FILE = "stats.json"
 
 def _moments(patches, layer, patch_size, batch_size):
     """Per-channel mean and std of layer(patch) over `patches`, and the NaN count of each patch."""
-    total = squares = 0.0
-    pixels, nans = 0, []
+    total, squares, pixels, nans = 0.0, 0.0, 0, []
     with D.reraise_data_errors():
         for image, _, nans_of in D.read_dataset(patches, patch_size=patch_size).batch(batch_size):
             x = layer(image).numpy().astype(np.float64)
@@ -204,9 +171,8 @@ def compute_stats(patches, features_cfg, *, normalization="official", patch_size
     if normalization not in ("official", "computed"):
         raise ConfigError("config key 'data.normalization' must be official or computed, "
                           f"got {normalization!r}")
-    names = enabled_features(features_cfg)
-    band_scale = list(D.OFFICIAL_STD)
-    if normalization == "computed" and names:
+    names, band_scale = enabled_features(features_cfg), list(D.OFFICIAL_STD)
+    if normalization == "computed" and names:  # the ratio floors follow the computed spreads
         band_scale = _moments(patches, BandFeatures([]), patch_size, batch_size)[1].tolist()
     mean, std, nans = _moments(patches, BandFeatures(names, band_scale), patch_size, batch_size)
     nan_values, nan_patches = int(nans.sum()), int((nans > 0).sum())
@@ -223,9 +189,8 @@ def training_stats(cfg, patches, folder):
     FOLDER/stats.json (by the chief worker only); returns the stats."""
     from common.train import is_chief
 
-    d = cfg["data"]
-    stats = compute_stats(patches, cfg["features"], normalization=d["normalization"],
-                          patch_size=d["patch_size"])
+    stats = compute_stats(patches, cfg["features"], normalization=cfg["data"]["normalization"],
+                          patch_size=cfg["data"]["patch_size"])
     if is_chief():
         write_json(Path(folder) / STATS_FILE, stats)
     return stats

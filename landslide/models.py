@@ -50,8 +50,7 @@ def build_models(cfg, mean, std):
     """(training model: raw (B, H, W, 14) -> (B, H, W, heads) probabilities, inference model:
     -> (B, H, W, 1)) of a config, sharing every layer; the front (features.py) standardises with
     `mean`, `std` (14 + engineered bands long)."""
-    model_cfg = cfg["model"]
-    size = int(cfg["data"]["patch_size"])
+    model_cfg, size = cfg["model"], int(cfg["data"]["patch_size"])
     if size % 16:
         raise ConfigError(f"config key 'data.patch_size' must be a multiple of 16 (4 poolings), "
                           f"got {size}")
@@ -62,8 +61,8 @@ def build_models(cfg, mean, std):
     f = [max(1, round(filters * float(model_cfg["width"]))) for filters in FILTERS]
     inputs = keras.Input((size, size, NUM_BANDS), name="image")
     x, skips = front(inputs, cfg["features"], mean, std), []
-    for level in range(1, 5):
-        x = _block(x, f[level - 1], f[level - 1], model_cfg, f"enc{level}")
+    for level, filters in enumerate(f[:4], start=1):
+        x = _block(x, filters, filters, model_cfg, f"enc{level}")
         skips.append(x)
         x = keras.layers.MaxPooling2D(name=f"pool{level}")(x)
     x = _block(x, f[4], f[4], model_cfg, "bottleneck")
@@ -71,8 +70,7 @@ def build_models(cfg, mean, std):
         x = attention_block(x, num_heads=int(model_cfg["attention_heads"]),
                             key_dim=int(model_cfg["attention_key_dim"]),
                             name="bottleneck_attention")
-    # Decoder (filters, middle width): as in the bilinear U-Net, the middle convolution halves the
-    # concatenation.
+    # Decoder (filters, middle width): the middle convolution halves the concatenation.
     widths, decoder = [(f[2], (f[3] + f[4]) // 2), (f[1], f[2]), (f[0], f[1]), (f[0], f[0])], []
     for level, (filters, mid) in enumerate(widths, start=1):
         up = keras.layers.UpSampling2D(2, interpolation="bilinear", name=f"dec{level}_upsample")(x)
@@ -124,12 +122,8 @@ class HeadSumLoss(keras.losses.Loss):
         return tf.add_n([per_sample_loss(self.loss, y_true, y_pred[..., k : k + 1])
                          for k in range(y_pred.shape[-1])])
 
-    def get_config(self):
+    def get_config(self):  # the base from_config passes the serialized loss to keras.losses.get
         return {**super().get_config(), "loss": keras.losses.serialize(self.loss)}
-
-    @classmethod
-    def from_config(cls, config):
-        return cls(**{**config, "loss": keras.losses.deserialize(config["loss"])})
 
 
 @keras.saving.register_keras_serializable(package="landslide")

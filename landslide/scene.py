@@ -1,18 +1,13 @@
 """Landslide mapping of whole scenes: a multi-band GeoTIFF of any size in, a georeferenced map out.
 
-The scene is read strip by strip (one row of tiles at a time, through rasterio windows), so a
-scene larger than memory works: only `patch` rows of the scene and of the output are held at once.
-Tiles of `patch` x `patch` pixels overlap by `overlap` pixels; each tile's prediction is weighted
-by a pyramid that falls towards the tile border, and the weighted predictions are averaged, so
-tile borders leave no seams (a model that predicts a constant gives exactly that constant map).
-
-Input: a GeoTIFF with the model's bands in the model's order (Landslide4Sense: B1-B12, slope,
-DEM). Pixels that are nodata in any band (the file's nodata value or mask, or NaN) are given to
-the model as 0 and are nodata in the output.
-
-Output: a single-band GeoTIFF with the input's CRS and transform: landslide probability (float32,
-nodata -1), or with `threshold` a 0/1 mask (uint8, nodata 255). Optionally a GeoJSON file of the
-landslide polygons (value 1 of the mask) with their area in square metres.
+The scene is read one row of tiles at a time (rasterio windows), so a scene larger than memory
+works. Tiles of `patch` x `patch` pixels overlap by `overlap` pixels; their predictions are
+averaged with weights falling towards the tile border, so tile borders leave no seams (a constant
+model gives exactly that constant map). Input: the model's bands in its order (Landslide4Sense:
+B1-B12, slope, DEM); a pixel that is nodata in any band (nodata value or mask, NaN) is given to
+the model as 0 and is nodata in the output. Output: a single-band GeoTIFF with the input's CRS
+and transform: probability (float32, nodata -1) or with a threshold a 0/1 mask (uint8, nodata
+255); optionally a GeoJSON file of the landslide polygons with their area in square metres.
 """
 
 import json
@@ -35,14 +30,6 @@ def tile_starts(length, patch, stride):
         return [0]
     starts = list(range(0, length - patch + 1, stride))
     return starts if starts[-1] == length - patch else starts + [length - patch]
-
-
-def blend_weights(patch):
-    """(patch, patch) weights: 1 in the centre falling linearly to a small positive value at the
-    border."""
-    ramp = np.minimum(np.arange(patch) + 0.5, patch - np.arange(patch) - 0.5) / (patch / 2)
-    ramp = np.clip(ramp, 0.05, 1.0)
-    return np.outer(ramp, ramp).astype("float32")
 
 
 def predict_scene(scene_path, out_path, predict_fn, *, bands=14, patch=128, overlap=32,
@@ -73,38 +60,39 @@ def predict_scene(scene_path, out_path, predict_fn, *, bands=14, patch=128, over
                             "in the config's band order")
         height, width = source.height, source.width
         rows, cols = (tile_starts(length, patch, patch - overlap) for length in (height, width))
-        dtype, nodata = "float32", PROBABILITY_NODATA
-        if threshold is not None:
-            dtype, nodata = "uint8", MASK_NODATA
+        dtype, nodata = (("float32", PROBABILITY_NODATA) if threshold is None
+                         else ("uint8", MASK_NODATA))
         profile = {k: v for k, v in source.profile.items() if k not in ("blockxsize", "blockysize")}
         profile.update(count=1, compress="deflate", tiled=False, interleave="band", dtype=dtype,
                        nodata=nodata)
-        # A tile row reads `strip` scene rows (the last row of tiles ends flush with the scene).
-        # The accumulators hold them; rows above the next tile row are final, written, dropped.
-        strip = min(patch, height)
-        cut = min(patch, width)  # columns of a tile inside the scene
-        weights = blend_weights(patch)[:strip, :cut]
-        total, weight = np.zeros((strip, width)), np.zeros((strip, width))
-        landslide_pixels = 0 if threshold is not None else None
+        # A tile row reads `strip` scene rows into the accumulators (weighted probabilities,
+        # weights); rows above the next tile row are final, written, dropped. Tile weights: 1 in
+        # the centre falling linearly to 0.05 at the border.
+        strip, cut = min(patch, height), min(patch, width)  # cut: columns of a tile in the scene
+        ramp = np.minimum(np.arange(patch) + 0.5, patch - np.arange(patch) - 0.5) / (patch / 2)
+        weights = np.outer(*[np.clip(ramp, 0.05, 1.0)] * 2).astype("float32")[:strip, :cut]
+        sums, landslide_pixels = np.zeros((2, strip, width)), 0
         with atomic_path(out_path) as tmp, rasterio.open(tmp, "w", **profile) as target:
             for index, top in enumerate(rows):
                 pixels, valid = _read_strip(source, Window(0, top, width, strip), scene_path)
                 padded = np.zeros((patch, max(width, patch), bands), "float32")  # scene < patch
                 padded[:strip, :width] = pixels
                 tiles = np.stack([padded[:, col : col + patch] for col in cols])
-                probs = _predict(predict_fn, tiles, batch_size, patch, scene_path)[:, :strip, :cut]
-                for col, p in zip(cols, probs):
-                    total[:, col : col + cut] += p * weights
-                    weight[:, col : col + cut] += weights
+                probs = np.concatenate([np.asarray(predict_fn(tiles[i : i + batch_size]), "float32")
+                                        for i in range(0, len(tiles), batch_size)])
+                probs = probs[..., 0] if probs.ndim == 4 else probs
+                if probs.shape != (len(tiles), patch, patch):
+                    raise DataError(f"{scene_path}: the model returned {probs.shape}, expected "
+                                    f"({len(tiles)}, {patch}, {patch})")
+                for col, p in zip(cols, probs[:, :strip, :cut]):
+                    sums[:, :, col : col + cut] += p * weights, weights
                 done = (rows[index + 1] if index + 1 < len(rows) else height) - top
-                result = total[:done] / np.maximum(weight[:done], 1e-12)
+                result = sums[0, :done] / np.maximum(sums[1, :done], 1e-12)
                 block = np.where(valid[:done], result if threshold is None else result > threshold,
                                  nodata).astype(dtype)
                 target.write(block[None], window=Window(0, top, width, done))
-                if threshold is not None:
-                    landslide_pixels += int((block == 1).sum())
-                total = np.concatenate([total[done:], np.zeros((done, width))])
-                weight = np.concatenate([weight[done:], np.zeros((done, width))])
+                landslide_pixels += int((block == 1).sum())
+                sums = np.concatenate([sums[:, done:], np.zeros((2, done, width))], axis=1)
                 if progress:
                     print(f"\rscene {scene_path}: tile row {index + 1}/{len(rows)}", end="",
                           file=sys.stderr)
@@ -112,7 +100,8 @@ def predict_scene(scene_path, out_path, predict_fn, *, bands=14, patch=128, over
                 print(file=sys.stderr)
     polygons = write_polygons(out_path, geojson_path) if geojson_path is not None else None
     return {"height": height, "width": width, "tiles": len(rows) * len(cols),
-            "landslide_pixels": landslide_pixels, "polygons": polygons}
+            "landslide_pixels": None if threshold is None else landslide_pixels,
+            "polygons": polygons}
 
 
 def write_polygons(mask_path, geojson_path):
@@ -148,24 +137,11 @@ def _read_strip(source, window, scene_path):
     return np.where(valid[None], pixels, 0.0).transpose(1, 2, 0), valid
 
 
-def _predict(predict_fn, tiles, batch_size, patch, scene_path):
-    """Probabilities (N, patch, patch) of the tiles, `batch_size` tiles per call."""
-    probs = np.concatenate([np.asarray(predict_fn(tiles[i : i + batch_size]))
-                            for i in range(0, len(tiles), batch_size)]).astype("float32")
-    probs = probs[..., 0] if probs.ndim == 4 else probs
-    if probs.shape != (len(tiles), patch, patch):
-        raise DataError(f"{scene_path}: the model returned {probs.shape}, expected "
-                        f"({len(tiles)}, {patch}, {patch})")
-    return probs
-
-
 def _area_m2(geometry, crs):
-    ring_areas = []
-    for ring in geometry["coordinates"]:
-        xs, ys = np.asarray(ring, "float64").T
-        ring_areas.append(abs(0.5 * (np.dot(xs, np.roll(ys, -1)) - np.dot(ys, np.roll(xs, -1)))))
-    area = ring_areas[0] - sum(ring_areas[1:])
+    """Shoelace area of a polygon (outer ring minus holes); square metres for a geographic CRS."""
+    rings = [np.asarray(ring, "float64").T for ring in geometry["coordinates"]]
+    areas = [abs(np.dot(x, np.roll(y, -1)) - np.dot(y, np.roll(x, -1))) / 2 for x, y in rings]
+    area = areas[0] - sum(areas[1:])
     if crs is not None and crs.is_geographic:
-        latitude = float(np.mean(np.asarray(geometry["coordinates"][0])[:, 1]))
-        area *= 111_320.0 * 110_540.0 * math.cos(math.radians(latitude))
+        area *= 111_320.0 * 110_540.0 * math.cos(math.radians(float(np.mean(rings[0][1]))))
     return area

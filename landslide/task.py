@@ -1,9 +1,8 @@
-"""Landslide segmentation on Landslide4Sense (paper 1) as a common.task.Task; the commands are in
-the README, paper 1's table is landslide/paper.py.
+"""Landslide segmentation on Landslide4Sense (paper 1) as a common.task.Task.
 
-Items of a split are image file names (image_N.h5). The reported split is `val` (the validation
-fold of the k-fold protocol, or the holdout share); under `train.select_on: inner` (the default)
-the epoch is chosen on `inner`, a seeded `data.inner_val_fraction` of the training patches.
+Items of a split are image file names (image_N.h5). The reported split is `val` (the k-fold
+validation fold, or the holdout share); under `train.select_on: inner` (the default) the epoch is
+chosen on `inner`, a seeded `data.inner_val_fraction` of the training patches.
 """
 
 from importlib import import_module
@@ -25,12 +24,10 @@ from landslide.config import DEFAULTS
 CONFIG_DIR = Path(__file__).resolve().parents[1] / "configs" / "landslide"
 LADDER = ["unet_ce", "features", "residual", "attention", "multires"]  # the rungs below full.yaml
 CLASS_NAMES = ["background", "landslide"]
-# metrics.json of a landslide run, in the order the terminal shows them. precision, recall, f1:
-# the landslide class (the challenge's metric). Each IoU is named for what it averages:
-# iou_landslide (landslide class, pixels pooled over all images), miou (mean of the two classes'
-# IoU, pixels pooled), miou_per_image (the two-class mean IoU of each image, averaged over the
-# images; see common.metrics.mean_iou_per_image for images without landslides). f1_mean: the mean
-# of the two classes' F1, pixels pooled (what paper 1's authors' code calls F1; see the README).
+# metrics.json, in terminal order. precision, recall, f1, iou_landslide: the landslide class,
+# pixels pooled over all images; miou, f1_mean: the mean of the two classes' IoU / F1, pixels
+# pooled (f1_mean is what paper 1's authors' code calls F1); miou_per_image: each image's two-class
+# mean IoU, averaged (common.metrics.mean_iou_per_image: images without landslides).
 METRIC_KEYS = ("precision", "recall", "f1", "iou_landslide", "miou", "miou_per_image", "f1_mean")
 
 
@@ -39,9 +36,8 @@ def image_confusions(labels, probs, threshold=0.5):
     labels; `labels` and `probs` are (N, H, W) or (N, H, W, 1)."""
     from common.metrics import per_image_confusion
 
-    labels, probs = np.asarray(labels), np.asarray(probs)
-    labels = labels.reshape(len(labels), -1)
-    predicted = (probs.reshape(labels.shape) > threshold).astype(np.int64)
+    labels = np.asarray(labels).reshape(len(labels), -1)
+    predicted = (np.asarray(probs).reshape(labels.shape) > threshold).astype(np.int64)
     return per_image_confusion(labels, predicted, 2)
 
 
@@ -49,12 +45,10 @@ def segmentation_metrics(matrices):
     """The METRIC_KEYS scores (fractions) of per-image confusion matrices (N, 2, 2)."""
     from common.metrics import mean_iou_per_image, per_class_scores
 
-    matrices = np.asarray(matrices)
-    pooled = per_class_scores(matrices.sum(axis=0))
-    scores = {"precision": pooled["precision"][1], "recall": pooled["recall"][1],
-              "f1": pooled["f1"][1], "iou_landslide": pooled["iou"][1],
-              "miou": np.mean(pooled["iou"]), "miou_per_image": mean_iou_per_image(matrices),
-              "f1_mean": np.mean(pooled["f1"])}
+    pooled = per_class_scores(np.sum(matrices, axis=0))
+    scores = {**{key: pooled[key][1] for key in ("precision", "recall", "f1")},
+              "iou_landslide": pooled["iou"][1], "miou": np.mean(pooled["iou"]),
+              "miou_per_image": mean_iou_per_image(matrices), "f1_mean": np.mean(pooled["f1"])}
     return {key: float(scores[key]) for key in METRIC_KEYS}
 
 
@@ -134,10 +128,8 @@ class LandslideTask(Task):
         return {"train": train, "inner": inner, "val": split["val"]}
 
     def split_info(self, cfg, split):
-        d = cfg["data"]
-        return {"protocol": d["split"], "folds": d["folds"], "fold": d["fold"],
-                "val_fraction": d["val_fraction"], "inner_val_fraction": d["inner_val_fraction"],
-                "seed": d["split_seed"]}
+        d, keys = cfg["data"], ("folds", "fold", "val_fraction", "inner_val_fraction")
+        return {"protocol": d["split"], **{key: d[key] for key in keys}, "seed": d["split_seed"]}
 
     def split_ids(self, data, split):
         return {name: list(items) for name, items in split.items()}
@@ -161,15 +153,14 @@ class LandslideTask(Task):
         d, t = cfg["data"], cfg["train"]
         cache = D.should_cache(len(data.images), d["patch_size"], d["cache"])
 
-        def dataset(items, train):
+        def dataset(items, train=False):
             return D.training_dataset(data.subset(items), batch_size=t["batch_size"],
                                       seed=t["seed"], shuffle=train, cache=cache,
                                       augment_data=train and d["augment"],
                                       patch_size=d["patch_size"])
 
         steps = t["steps_per_epoch"] or -(-len(split["train"]) // t["batch_size"])
-        validation = dataset(split[self.selection_split(cfg)], False)
-        return dataset(split["train"], True), validation, steps
+        return dataset(split["train"], True), dataset(split[self.selection_split(cfg)]), steps
 
     def build(self, cfg, data, split, run_dir):
         from landslide.features import normalisation, training_stats
@@ -191,8 +182,7 @@ class LandslideTask(Task):
     # -- evaluation --------------------------------------------------------------------------
 
     def examples(self, cfg, data, items):
-        size = cfg["data"]["patch_size"]
-        patches = data.subset(items)
+        size, patches = cfg["data"]["patch_size"], data.subset(items)
         images = np.stack([D.read_image(path, size)[0] for path in patches.images])
         return images, np.stack([D.read_mask(path, size) for path in patches.masks])[..., None]
 
@@ -200,9 +190,8 @@ class LandslideTask(Task):
     metrics = staticmethod(all_metrics)
 
     def evaluate(self, model, cfg, data, items):
-        """Streams the patches in batches of 8; pixels above `predict.threshold` are landslide.
-        Keeps one 2x2 confusion matrix per patch (for miou_per_image); their sum is the pooled
-        one."""
+        """Streams the patches in batches of 8; pixels above `predict.threshold` are landslide. One
+        2x2 confusion matrix per patch (for miou_per_image); their sum is the pooled one."""
         size, threshold = cfg["data"]["patch_size"], cfg["predict"]["threshold"]
         matrices = [np.zeros((0, 2, 2), np.int64)]
         for image, mask, _ in D.read_dataset(data.subset(items), patch_size=size).batch(8):
@@ -217,16 +206,14 @@ class LandslideTask(Task):
         """OUT/examples.png: the patches with the most landslide pixels (RGB, truth, prediction)."""
         from common.plots import plot_segmentation_examples
 
-        size, patches = cfg["data"]["patch_size"], data.subset(items)
-        masks = [D.read_mask(path, size) for path in patches.masks]
+        masks = [D.read_mask(path, cfg["data"]["patch_size"]) for path in data.subset(items).masks]
         chosen = np.argsort([-int(mask.sum()) for mask in masks], kind="stable")[:count]
-        images = np.stack([D.read_image(patches.images[i], size)[0] for i in chosen])
+        images, truth = self.examples(cfg, data, [items[i] for i in chosen])
         predicted = outputs(model, images)[..., 0] > cfg["predict"]["threshold"]
         rgb = images[..., [3, 2, 1]].astype("float64")  # B4, B3, B2, stretched to 2-98 percentiles
         low, high = np.percentile(rgb, [2, 98], axis=(1, 2, 3), keepdims=True)
         plot_segmentation_examples(np.clip((rgb - low) / np.maximum(high - low, 1e-6), 0, 1),
-                                   np.stack([masks[i] for i in chosen]), predicted,
-                                   Path(out_dir) / "examples.png",
+                                   truth[..., 0], predicted, Path(out_dir) / "examples.png",
                                    title="landslide examples (validation split)")
 
     def write_frontend(self, cfg, run_dir, mcu_section):
@@ -272,8 +259,8 @@ class LandslideTask(Task):
         return edge.predict(model, inputs, out, **cfg["predict"], geojson=args.geojson)
 
     def edge_predict(self, tflite_path, inputs, out, args):
-        given = {key: getattr(args, key) for key in DEFAULTS["predict"]}  # --threshold, --overlap
-        p = {k: DEFAULTS["predict"][k] if value is None else value for k, value in given.items()}
+        p = {key: default if getattr(args, key) is None else getattr(args, key)  # --threshold, ...
+             for key, default in DEFAULTS["predict"].items()}
         return self.predict(edge.load_model(tflite_path), {"predict": p}, inputs, out, args)
 
     # -- sample, download, demo, extra commands ----------------------------------------------------
@@ -307,9 +294,8 @@ class LandslideTask(Task):
     def demo_plan(self):
         """The lower rungs of the ladder at tiny width (trained and evaluated), then the tiny full
         model (also exported)."""
-        rungs = [DemoRun(f"ladder_{rung}", tiny_rung_config(rung)) for rung in LADDER]
-        full = DemoRun("full_tiny", "tiny.yaml", export=True, overrides=["export.target=mcu"])
-        return rungs + [full]
+        return [*(DemoRun(f"ladder_{rung}", tiny_rung_config(rung)) for rung in LADDER),
+                DemoRun("full_tiny", "tiny.yaml", export=True, overrides=["export.target=mcu"])]
 
     def commands(self):
         return [

@@ -7,15 +7,40 @@ import tf_keras as keras
 
 from landslide.data import OFFICIAL_STD
 from landslide.features import (
+    DEM,
     FEATURE_NAMES,
+    GRAY_WEIGHTS,
+    RATIOS,
+    SOBEL_X,
     BandFeatures,
     ReplaceNaN,
     Standardize,
     enabled_features,
-    numpy_features,
     ratio_floor,
 )
 from landslide.sample import make_patch
+
+
+def numpy_features(image, names, band_scale=OFFICIAL_STD):
+    """The engineered bands of one raw patch (H, W, 14) in NumPy, (H, W, k) float32: the reference
+    formulas (landslide/features.py's docstring) the layer is held to."""
+    image = np.asarray(image, np.float64)
+    (h, w), out = image.shape[:2], []
+    gray = sum(weight * image[..., i] for i, weight in GRAY_WEIGHTS.items())
+    for name in [n for n in FEATURE_NAMES if n in names]:
+        if name in RATIOS:
+            a, b = image[..., RATIOS[name][0]], image[..., RATIOS[name][1]]
+            floor = ratio_floor(band_scale, *RATIOS[name])
+            out.append((a - b) / np.maximum(np.abs(a) + np.abs(b), floor))
+        elif name == "gray":
+            out.append(gray)
+        else:
+            plane = np.pad(gray if name == "gray_gradient" else image[..., DEM], 1, mode="reflect")
+            windows = [plane[r : r + h, c : c + w] for r in range(3) for c in range(3)]
+            gx = sum(k * window for k, window in zip(SOBEL_X.ravel(), windows))
+            gy = sum(k * window for k, window in zip(SOBEL_X.T.ravel(), windows))
+            out.append(np.hypot(gx, gy))
+    return np.stack(out, axis=-1).astype(np.float32) if out else np.zeros((h, w, 0), np.float32)
 
 
 @pytest.fixture(scope="module")
