@@ -195,9 +195,9 @@ def demo_reports(task, out):
 
     from common import runner
 
-    rows = [row for row in runner.demo(task, out) if row["tflite_bytes"] is not None]
-    reports = [Path(out) / row["model"].split(":")[0] / runner.REPORT_FILE for row in rows]
-    return [(row, json.loads(report.read_text())) for row, report in zip(rows, reports)]
+    rows = runner.demo(task, out)  # one row per step of the plan, in its order
+    return [(row, json.loads((Path(out) / step.name / runner.REPORT_FILE).read_text()))
+            for step, row in zip(task.demo_plan(), rows) if step.export]
 
 
 def config(task, name, overrides=(), data=None):

@@ -45,7 +45,7 @@ def download_file(url, dest, *, md5=None, sha256=None, timeout=60, quiet=False):
     """
     dest = Path(dest)
     dest.parent.mkdir(parents=True, exist_ok=True)
-    if dest.is_file() and _checksum_ok(dest, md5, sha256):
+    if dest.is_file() and checksum_ok(dest, md5, sha256):
         return dest
     part = dest.with_name(dest.name + ".part")
     offset = part.stat().st_size if part.is_file() else 0
@@ -75,7 +75,7 @@ def download_file(url, dest, *, md5=None, sha256=None, timeout=60, quiet=False):
                         _progress(dest.name, done, total)
         if not quiet:
             print(file=sys.stderr)
-    if not _checksum_ok(part, md5, sha256):
+    if not checksum_ok(part, md5, sha256):
         part.unlink()
         raise DataError(f"{url}: checksum mismatch, the download is corrupt and was deleted; run the command again")
     part.replace(dest)
@@ -207,7 +207,8 @@ def _check_member(archive, root, name):
         raise DataError(f"{archive}: archive member {name} would be written outside {root}; refusing to extract")
 
 
-def _checksum_ok(path, md5, sha256):
+def checksum_ok(path, md5=None, sha256=None):
+    """Whether the file at `path` has these hex digests (True when neither is given)."""
     if md5 is None and sha256 is None:
         return True
     digests = {"md5": hashlib.md5(), "sha256": hashlib.sha256()}
@@ -230,8 +231,3 @@ def _progress(name, done, total):
         print(f"\r{name}: {done / 1e6:.1f} / {total / 1e6:.1f} MB ({done / total:.0%})", end="", file=sys.stderr)
     else:
         print(f"\r{name}: {done / 1e6:.1f} MB", end="", file=sys.stderr)
-
-
-def checksum_ok(path, *, md5=None, sha256=None):
-    """Whether the file at `path` has these hex digests (True when neither is given)."""
-    return _checksum_ok(path, md5, sha256)
