@@ -41,6 +41,7 @@ from pathlib import Path
 import numpy as np
 
 from common.errors import DataError
+from common.predictions import unique_files
 
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".tif", ".tiff")
 _MODES = ("RGB", "L", "LA", "RGBA", "P", "PA", "I;16", "I", "1")  # PIL modes convertible to RGB
@@ -243,6 +244,7 @@ def collect_images(inputs, *, skip_bad=False, log=print):
             files.append(path)
         else:
             raise DataError(f"{path}: no such file or folder")
+    files = unique_files(files)  # a folder and a file in it: predicted once
     modes = check_images(files, skip_bad)
     for path in (path for i, path in enumerate(files) if i not in modes):
         log(f"skipping unreadable image {path} (--skip-bad)")

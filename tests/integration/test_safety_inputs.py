@@ -1,0 +1,124 @@
+"""Inputs that used to lose outputs or pass unchecked (issue 22, items 3, 8, 9, 10).
+
+Every bad input is built here. Nothing trains: predict uses a numpy stand-in for the model, and
+the validation cases call the commands on bad data and check that they stop (exit 2, one line)
+before TensorFlow training starts.
+"""
+
+import json
+
+import numpy as np
+import pytest
+import rasterio
+from rasterio.transform import from_origin
+
+from common import runner
+from common.errors import DataError
+from landslide import data as D
+from landslide import edge
+
+BANDS = 14
+
+
+class BandZeroModel:
+    """A stand-in landslide model on (N, S, S, 14) patches: landslide where band 0 > 0. Its
+    masks differ between inputs, so an overwritten output shows."""
+
+    input_shape = (8, 8, BANDS)
+
+    def predict(self, x):
+        return (x[..., :1] > 0).astype(np.float32)
+
+
+def _patch(path, sign):
+    image = np.full((8, 8, BANDS), -1.0, np.float32)
+    image[:4, :, 0] = sign  # top half landslide (sign +1) or not (-1)
+    D.write_h5(path, D.IMAGE_KEY, image)
+
+
+def _scene(path, value, georeferenced=True):
+    data = np.full((BANDS, 20, 24), -1.0, np.float32)
+    data[0, 2:7, 3:8] = value  # a 5 x 5 pixel landslide when value > 0
+    extra = {"crs": "EPSG:32645", "transform": from_origin(500000.0, 3100000.0, 10.0, 10.0)} if georeferenced else {}
+    if not georeferenced:
+        extra["transform"] = from_origin(0.0, 0.0, 10.0, -10.0)  # a geotransform, but no CRS
+    with rasterio.open(path, "w", driver="GTiff", height=20, width=24, count=BANDS, dtype="float32",
+                       **extra) as target:
+        target.write(data)
+    return path
+
+
+def test_predict_mirrors_folders_when_names_repeat(tmp_path):
+    for part, sign in (("TestData", 1.0), ("ValidData", -1.0)):
+        _patch(tmp_path / "l4s" / part / "img" / "image_1.h5", sign)
+    for folder, value in (("A", 5.0), ("B", -5.0)):
+        (tmp_path / folder).mkdir()
+        _scene(tmp_path / folder / "scene.tif", value)
+    out = tmp_path / "pred"
+    line = edge.predict(BandZeroModel(), [tmp_path / "l4s/TestData", tmp_path / "l4s/ValidData"], out)
+    assert line == f"wrote 2 masks to {out}"
+    test_mask = D.read_h5(out / "TestData/img/mask_1.h5", D.MASK_KEY, 8)
+    valid_mask = D.read_h5(out / "ValidData/img/mask_1.h5", D.MASK_KEY, 8)
+    assert test_mask.sum() == 32 and valid_mask.sum() == 0  # each input's own mask, none replaced
+
+    line = edge.predict(BandZeroModel(), [tmp_path / "A/scene.tif", tmp_path / "B/scene.tif"], tmp_path / "maps",
+                        overlap=2)
+    assert line == f"wrote 2 scene maps to {tmp_path / 'maps'}"
+    with rasterio.open(tmp_path / "maps/A/scene_landslide.tif") as a, \
+            rasterio.open(tmp_path / "maps/B/scene_landslide.tif") as b:
+        assert (a.read(1) == 1).sum() == 25 and (b.read(1) == 1).sum() == 0
+
+
+def test_predict_counts_a_file_given_twice_once_and_keeps_one_folder_flat(tmp_path):
+    folder = tmp_path / "TestData"
+    for index in (1, 2):
+        _patch(folder / "img" / f"image_{index}.h5", 1.0)
+    out = tmp_path / "pred"
+    line = edge.predict(BandZeroModel(), [folder, folder / "img/image_2.h5", folder], out)
+    assert line == f"wrote 2 masks to {out}"
+    assert sorted(p.name for p in out.rglob("*")) == ["mask_1.h5", "mask_2.h5"]
+
+
+def test_predict_refuses_a_clash_before_writing_anything(tmp_path):
+    _scene(tmp_path / "scene.tif", 5.0)
+    _scene(tmp_path / "scene.tiff", -5.0)
+    with pytest.raises(DataError) as refused:
+        edge.predict(BandZeroModel(), [tmp_path / "scene.tif", tmp_path / "scene.tiff"], tmp_path / "maps")
+    assert str(refused.value) == (
+        f"{tmp_path / 'scene.tiff'}: its output {tmp_path / 'maps/scene_landslide.tif'} would replace that of "
+        f"{tmp_path / 'scene.tif'}; rename one of them or predict them into different --out folders")
+    assert not (tmp_path / "maps").exists()
+    # An output that would replace an input: `predict p --out p --overwrite` with p holding
+    # image_1.h5 and mask_1.h5 (image_1.h5 -> mask_1.h5).
+    _patch(tmp_path / "p" / "image_1.h5", 1.0)
+    _patch(tmp_path / "p" / "mask_1.h5", 1.0)
+    before = (tmp_path / "p/mask_1.h5").read_bytes()
+    with pytest.raises(DataError) as refused:
+        edge.predict(BandZeroModel(), [tmp_path / "p"], tmp_path / "p")
+    assert str(refused.value) == (f"{tmp_path / 'p/image_1.h5'}: its output {tmp_path / 'p/mask_1.h5'} would "
+                                  f"replace the input {tmp_path / 'p/mask_1.h5'}; choose another --out")
+    assert (tmp_path / "p/mask_1.h5").read_bytes() == before
+
+
+def test_evaluate_other_data_names_differ_for_folders_of_one_name(tmp_path):
+    first, second = tmp_path / "a" / "UCMerced", tmp_path / "b" / "UCMerced"
+    names = {runner.other_data_metrics_name(first), runner.other_data_metrics_name(second)}
+    assert len(names) == 2 and all(n.startswith("metrics_UCMerced_") and len(n) == 25 for n in names)
+    assert runner.other_data_metrics_name(tmp_path / "a/../a/UCMerced") == runner.other_data_metrics_name(first)
+
+
+def test_scene_without_crs_gives_areas_in_pixels_and_one_warning(tmp_path, capsys):
+    scene = _scene(tmp_path / "plain.tif", 5.0, georeferenced=False)
+    out = tmp_path / "maps"
+    edge.predict(BandZeroModel(), [scene], out, geojson=True, overlap=2)
+    lines = capsys.readouterr().out.strip().splitlines()
+    assert lines == [f"warning: {scene}: has no CRS; the areas in {out / 'plain_landslide.geojson'} are in "
+                     "pixels (area_px), not square metres"]
+    collection = json.loads((out / "plain_landslide.geojson").read_text())
+    assert "crs" not in collection
+    assert [f["properties"] for f in collection["features"]] == [{"area_px": 25.0}]  # 5 x 5 pixels
+    # The same scene with a CRS: square metres (10 m pixels), no warning.
+    edge.predict(BandZeroModel(), [_scene(tmp_path / "geo.tif", 5.0)], out, geojson=True, overlap=2)
+    assert capsys.readouterr().out == ""
+    collection = json.loads((out / "geo_landslide.geojson").read_text())
+    assert [f["properties"] for f in collection["features"]] == [{"area_m2": 2500.0}]
