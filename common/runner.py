@@ -173,6 +173,7 @@ def train(task, cfg, out, *, resume=False, overwrite=False, teacher=None):
     if not len(split.get(selection, [])):
         raise ConfigError(f"config key 'train.select_on': {cfg['train']['select_on']} needs a '{selection}' split "
                           f"to choose the epoch on, and the split has none")
+    task.check_split(cfg, data, split)  # every split's values, before the run directory and TensorFlow
 
     from common import train as T
 

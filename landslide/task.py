@@ -127,6 +127,15 @@ class LandslideTask(Task):
         train, inner = carve_inner(split["train"], d["inner_val_fraction"], d["split_seed"])
         return {"train": train, "inner": inner, "val": split["val"]}
 
+    def check_split(self, cfg, data, split):
+        """Every patch of every split read as training reads it (`read_image`: no infinite
+        values, not all NaN; `read_mask`: only 0 and 1): the headers were checked by `open_data`."""
+        size = cfg["data"]["patch_size"]
+        patches = data.subset(list(dict.fromkeys(name for names in split.values() for name in names)))
+        for image, mask in zip(patches.images, patches.masks):
+            D.read_image(image, size)
+            D.read_mask(mask, size)
+
     def split_info(self, cfg, split):
         d, keys = cfg["data"], ("folds", "fold", "val_fraction", "inner_val_fraction")
         return {"protocol": d["split"], **{key: d[key] for key in keys}, "seed": d["split_seed"]}

@@ -122,3 +122,103 @@ def test_scene_without_crs_gives_areas_in_pixels_and_one_warning(tmp_path, capsy
     assert capsys.readouterr().out == ""
     collection = json.loads((out / "geo_landslide.geojson").read_text())
     assert [f["properties"] for f in collection["features"]] == [{"area_m2": 2500.0}]
+
+
+# ---------------------------------------------------------------------------------------------
+# Every split checked before training (items 8 and 9): exit 2, one line, no run directory.
+
+LANDSLIDE_TINY = ["--config", "configs/landslide/tiny.yaml", "--set", "data.patch_size=32"]
+
+
+@pytest.fixture
+def landslide_data(tmp_path):
+    """8 labelled 32x32 patches and the split tiny.yaml makes of them (holdout: 2 `val`, 1 `inner`)."""
+    from common.runner import load_task_config
+    from landslide.sample import write_sample
+    from landslide.task import LandslideTask
+
+    root = tmp_path / "l4s"
+    write_sample(root, n=8, seed=0, patch_size=32)
+    task = LandslideTask()
+    cfg = load_task_config(task, LANDSLIDE_TINY[1], ["data.patch_size=32"], root)
+    return task, root, task.make_split(cfg, task.open_data(cfg))
+
+
+def _train_refused(task, data, out, capsys, extra=()):
+    from tests.cli_runner import run_in_process
+
+    code, _, err = run_in_process(task, ["train", *extra, "--data", data, "--out", out], capsys)
+    assert not out.exists()  # refused before the run directory (and TensorFlow training) exists
+    return code, err.strip().splitlines()
+
+
+def test_landslide_infinite_value_in_the_reported_split_stops_before_training(landslide_data, tmp_path, capsys):
+    task, root, split = landslide_data
+    bad = root / "TrainData/img" / split["val"][-1]
+    image = D.read_h5(bad, D.IMAGE_KEY, 32).copy()
+    image[3, 4, 5] = np.inf
+    D.write_h5(bad, D.IMAGE_KEY, image)
+    code, lines = _train_refused(task, root, tmp_path / "run", capsys, LANDSLIDE_TINY)
+    assert (code, lines) == (2, [f"error: {bad}: 'img' holds 1 infinite values"])
+
+
+def test_landslide_mask_255_in_the_inner_split_stops_before_training(landslide_data, tmp_path, capsys):
+    task, root, split = landslide_data
+    bad = root / "TrainData/mask" / D.mask_name(split["inner"][0])
+    mask = D.read_h5(bad, D.MASK_KEY, 32).copy()
+    mask[0, 0] = 255
+    D.write_h5(bad, D.MASK_KEY, mask)
+    code, lines = _train_refused(task, root, tmp_path / "run", capsys, LANDSLIDE_TINY)
+    assert (code, lines) == (2, [f"error: {bad}: mask values must be 0 or 1, found 255"])
+
+
+def test_landslide_complex_patch_is_refused(landslide_data, tmp_path, capsys):
+    task, root, split = landslide_data
+    bad = root / "TrainData/img" / split["train"][0]
+    D.write_h5(bad, D.IMAGE_KEY, D.read_h5(bad, D.IMAGE_KEY, 32).astype(np.complex64))
+    code, lines = _train_refused(task, root, tmp_path / "run", capsys, LANDSLIDE_TINY)
+    assert (code, lines) == (2, [f"error: {bad}: dataset 'img' holds complex numbers (complex64), "
+                                 "expected real ones"])
+
+
+def test_asc_nan_samples_in_the_evaluation_split_stop_before_training(tmp_path, capsys):
+    import soundfile as sf
+
+    from asc.sample import write_sample
+    from asc.task import AscTask
+
+    root = write_sample(tmp_path / "asc", per_class=2, seed=0)
+    name = (root / "evaluation_setup/fold1_evaluate.csv").read_text().splitlines()[-1].split("\t")[0]
+    audio, rate = sf.read(root / name, dtype="float32")
+    audio[100], audio[200] = np.nan, np.inf
+    sf.write(root / name, audio, rate, subtype="FLOAT", format="WAV")  # a float wav holds them as written
+    code, lines = _train_refused(AscTask(), root, tmp_path / "run", capsys,
+                                 ["--config", "configs/asc/teacher_tiny.yaml"])
+    assert (code, lines) == (2, [f"error: {root / name}: 2 samples are NaN or infinite"])
+    assert not (root / "features.h5").exists()  # no half-built cache left behind
+
+
+def test_rsic_tiff_named_png_and_cmyk_jpeg_are_decoded_like_training(tmp_path):
+    from PIL import Image
+
+    from rsic.data import scan_image_folder, tf_decodable
+    from rsic.features import load_images
+
+    rng = np.random.default_rng(0)
+    pixels = (rng.random((16, 16, 3)) * 255).astype(np.uint8)
+    for name in ("fields", "forest"):
+        (tmp_path / name).mkdir()
+        Image.fromarray(pixels).save(tmp_path / name / "plain.jpg", quality=95)
+    Image.fromarray(pixels).save(tmp_path / "fields" / "tiff_inside.png", format="TIFF")
+    Image.fromarray(pixels).convert("CMYK").save(tmp_path / "forest" / "print.jpg", quality=95)
+    lines = []
+    folder = scan_image_folder(tmp_path, log=lines.append)
+    assert lines == ["converting to RGB: 1 CMYK image(s) (alpha dropped, grey replicated)"]
+    assert not tf_decodable(tmp_path / "fields/tiff_inside.png") and tf_decodable(tmp_path / "forest/print.jpg")
+    # The training pipeline (TensorFlow's decoder for JPEG, PIL for the TIFF) at the native size.
+    images = dict(zip((p.name for p in folder.files), load_images(folder.files, 16)))
+    np.testing.assert_array_equal(images["tiff_inside.png"], pixels)  # lossless: exact
+    # CMYK JPEG: TensorFlow's conversion to RGB, close to the original colours. Bound: JPEG at
+    # quality 95 plus the CMYK round trip give a mean error of about 2 of 255 here; 6 leaves a margin
+    # for other libjpeg builds.
+    assert np.abs(images["print.jpg"] - pixels).mean() < 6
