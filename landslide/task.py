@@ -97,7 +97,8 @@ class LandslideTask(Task):
     reported_split = "val"
     inner_split = "inner"
     classifier = False
-    predict_out_help = "output folder: mask_N.h5 per image_N.h5, <scene>_landslide.tif per scene"
+    predict_out_help = ("output folder: mask_N.h5 per image_N.h5, <scene>_landslide.tif per scene "
+                        "(inputs from several folders: their folders mirrored below OUT)")
 
     def defaults(self):
         return DEFAULTS

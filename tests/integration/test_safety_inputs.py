@@ -79,6 +79,23 @@ def test_predict_counts_a_file_given_twice_once_and_keeps_one_folder_flat(tmp_pa
     assert sorted(p.name for p in out.rglob("*")) == ["mask_1.h5", "mask_2.h5"]
 
 
+def test_classifiers_list_a_file_given_twice_once(tmp_path):
+    """rsic and asc write one CSV: a row per distinct file, so its count is the files predicted."""
+    import soundfile as sf
+    from PIL import Image
+
+    from asc.edge import wav_inputs
+    from rsic.data import collect_images
+
+    (tmp_path / "img").mkdir()
+    for name in ("a.png", "b.png"):
+        Image.new("RGB", (4, 4)).save(tmp_path / "img" / name)
+        sf.write(tmp_path / f"{name}.wav", np.zeros(16, np.float32), 16000)
+    images = collect_images([tmp_path / "img", tmp_path / "img/b.png", tmp_path / "img/../img/a.png"])
+    assert images == [tmp_path / "img/a.png", tmp_path / "img/b.png"]
+    assert wav_inputs([tmp_path, tmp_path / "b.png.wav"]) == [tmp_path / "a.png.wav", tmp_path / "b.png.wav"]
+
+
 def test_predict_refuses_a_clash_before_writing_anything(tmp_path):
     _scene(tmp_path / "scene.tif", 5.0)
     _scene(tmp_path / "scene.tiff", -5.0)
