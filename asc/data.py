@@ -194,8 +194,9 @@ def read_tsv(path, required):
 
 def read_wav(path, sample_rate, duration, resample=False, report=None):
     """One clip (a wav, or any format libsndfile reads) as mono float32 (round(sample_rate *
-    duration),) in [-1, 1] (NaN or infinite samples: DataError): mixed down, resampled (with `resample`, else another rate is a
-    DataError), zero-padded or cropped, each fix counted in `report` (a `ClipReport` or None)."""
+    duration),) in [-1, 1]: mixed down, resampled (with `resample`, else another rate is a
+    DataError), zero-padded or cropped, each fix counted in `report` (a `ClipReport` or None).
+    A clip with NaN or infinite samples (a float wav can hold them) is a DataError."""
     import soundfile as sf
 
     name, report = str(path), report if report is not None else ClipReport()

@@ -142,8 +142,8 @@ def write_polygons(mask_path, geojson_path):
 
         def area(geometry):
             if crs:
-                return {"area_m2": round(_area_m2(geometry, crs), 2)}
-            return {"area_px": round(_area_m2(geometry, None) / pixel_area, 2)}
+                return {"area_m2": round(_polygon_area(geometry, crs), 2)}
+            return {"area_px": round(_polygon_area(geometry, None) / pixel_area, 2)}
 
         polygons = [{"type": "Feature", "geometry": geometry, "properties": area(geometry)}
                     for geometry, value in features.shapes(mask, mask=mask == 1,
@@ -166,9 +166,9 @@ def _read_strip(source, window, scene_path):
     return np.where(valid[None], pixels, 0.0).transpose(1, 2, 0), valid
 
 
-def _area_m2(geometry, crs):
-    """Shoelace area of a polygon (outer ring minus holes) in the units of its coordinates;
-    square metres for a geographic CRS."""
+def _polygon_area(geometry, crs):
+    """Shoelace area of a polygon (outer ring minus holes) in the square units of its
+    coordinates; converted to square metres for a geographic CRS (degrees)."""
     rings = [np.asarray(ring, "float64").T for ring in geometry["coordinates"]]
     areas = [abs(np.dot(x, np.roll(y, -1)) - np.dot(y, np.roll(x, -1))) / 2 for x, y in rings]
     area = areas[0] - sum(areas[1:])
