@@ -4,9 +4,10 @@
   `file`, `label` (the predicted class), `probability` (of that class), then one column per class
   with its probability, in class-index order. Written atomically.
 - `unique_files`: input files reached twice (a folder and a file in it) are predicted once.
-- `mirrored_outputs`: one output file per input file (landslide masks and scene maps) that
-  mirrors the inputs' folders below their common folder, so equal names in different folders
-  never overwrite each other; clashes are refused before anything is written.
+- `mirrored_outputs`: one output file per input file (landslide masks and scene maps), straight
+  into the output folder, or, when two inputs in different folders share a name, mirroring the
+  inputs' folders below their common folder, so no output overwrites another; a clash that
+  mirroring cannot resolve is refused before anything is written.
 """
 
 import csv
@@ -61,10 +62,11 @@ def unique_files(files):
 def mirrored_outputs(files, out, output_name):
     """The output path of each input file, collision-free, checked before anything is written.
 
-    Outputs mirror each file's folder relative to the common folder of all the files' folders:
-    files of one folder go straight into `out` (OUT/mask_1.h5), `TestData/img/image_1.h5` and
-    `ValidData/img/image_1.h5` go to OUT/TestData/img/mask_1.h5 and OUT/ValidData/img/mask_1.h5,
-    `A/scene.tif` and `B/scene.tif` to OUT/A/... and OUT/B/....
+    Outputs go straight into `out` (OUT/mask_1.h5) when their names are all different. When two
+    inputs in different folders would give the same name, every output mirrors its input's folder
+    relative to the common folder of all the inputs' folders instead: `TestData/img/image_1.h5`
+    and `ValidData/img/image_1.h5` go to OUT/TestData/img/mask_1.h5 and
+    OUT/ValidData/img/mask_1.h5, `A/scene.tif` and `B/scene.tif` to OUT/A/... and OUT/B/....
 
     Args:
         files: input file Paths (a file given twice counts once, see `unique_files`).
@@ -79,12 +81,16 @@ def mirrored_outputs(files, out, output_name):
             a_landslide.tif), or an output would replace an input file; names both files.
     """
     files = unique_files(files)
-    folders = [path.resolve().parent for path in files]
-    common = Path(os.path.commonpath(folders)) if folders else Path()
+    names = [output_name(path) for path in files]
+    if len(set(names)) == len(names):
+        targets = [Path(out) / name for name in names]
+    else:
+        folders = [path.resolve().parent for path in files]
+        common = Path(os.path.commonpath(folders))
+        targets = [Path(out) / folder.relative_to(common) / name for folder, name in zip(folders, names)]
     outputs, writer = {}, {}
     inputs = {path.resolve(): path for path in files}
-    for path, folder in zip(files, folders):
-        target = Path(out) / folder.relative_to(common) / output_name(path)
+    for path, target in zip(files, targets):
         key = target.resolve()
         if key in writer:
             raise DataError(f"{path}: its output {target} would replace that of {writer[key]}; "

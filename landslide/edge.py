@@ -36,10 +36,10 @@ def predict(model, inputs, out, *, threshold=0.5, overlap=32, geojson=False):
     """The one predict path of a `TFLiteModel` (`load_model`) or a Keras model (raw (N, S, S, 14)
     -> (N, S, S, 1) probabilities): `inputs` are .h5 patches, folders of them (or holding img/)
     and .tif scenes; writes mask_N.h5 per image_N.h5 (dataset "mask", uint8 0/1) and
-    <scene>_landslide.tif (+ .geojson) per scene, under OUT mirroring the inputs' folders below
-    their common folder (`common.predictions.mirrored_outputs`: files of one folder go straight
-    into OUT). Every header and output name is checked before anything is written. Returns one
-    line saying what was written (files really written: an input given twice counts once).
+    <scene>_landslide.tif (+ .geojson) per scene into OUT, or, when inputs in different folders
+    share a name, below OUT mirroring their folders (`common.predictions.mirrored_outputs`).
+    Every header and output name is checked before anything is written. Returns one line saying
+    what was written (files really written: an input given twice counts once).
     """
     from common.predictions import mirrored_outputs
     from common.runner import outputs
@@ -68,7 +68,9 @@ def predict(model, inputs, out, *, threshold=0.5, overlap=32, geojson=False):
                           geojson_path=target.with_suffix(".geojson") if geojson else None)
     parts = [f"{len(files)} masks"] if files else []
     parts += [f"{len(scenes)} scene maps"] if scenes else []
-    return f"wrote {' and '.join(parts)} to {out}"
+    mirrored = any(target.parent != Path(out) for target in targets.values())
+    return (f"wrote {' and '.join(parts)} to {out}"
+            + (" (in sub-folders mirroring the inputs' folders: inputs share file names)" if mirrored else ""))
 
 
 def _output_name(path):

@@ -98,7 +98,7 @@ class LandslideTask(Task):
     inner_split = "inner"
     classifier = False
     predict_out_help = ("output folder: mask_N.h5 per image_N.h5, <scene>_landslide.tif per scene "
-                        "(inputs from several folders: their folders mirrored below OUT)")
+                        "(inputs in several folders sharing a name: their folders mirrored below OUT)")
 
     def defaults(self):
         return DEFAULTS

@@ -49,21 +49,26 @@ def _scene(path, value, georeferenced=True):
 
 
 def test_predict_mirrors_folders_when_names_repeat(tmp_path):
-    for part, sign in (("TestData", 1.0), ("ValidData", -1.0)):
-        _patch(tmp_path / "l4s" / part / "img" / "image_1.h5", sign)
     for folder, value in (("A", 5.0), ("B", -5.0)):
         (tmp_path / folder).mkdir()
         _scene(tmp_path / folder / "scene.tif", value)
+    for part, sign in (("TestData", 1.0), ("ValidData", -1.0)):
+        _patch(tmp_path / "l4s" / part / "img" / "image_1.h5", sign)
     out = tmp_path / "pred"
     line = edge.predict(BandZeroModel(), [tmp_path / "l4s/TestData", tmp_path / "l4s/ValidData"], out)
-    assert line == f"wrote 2 masks to {out}"
+    assert line == f"wrote 2 masks to {out} (in sub-folders mirroring the inputs' folders: inputs share file names)"
     test_mask = D.read_h5(out / "TestData/img/mask_1.h5", D.MASK_KEY, 8)
     valid_mask = D.read_h5(out / "ValidData/img/mask_1.h5", D.MASK_KEY, 8)
     assert test_mask.sum() == 32 and valid_mask.sum() == 0  # each input's own mask, none replaced
+    # No shared name (one folder of patches and a scene elsewhere): flat, as always.
+    line = edge.predict(BandZeroModel(), [tmp_path / "l4s/TestData", tmp_path / "A/scene.tif"], tmp_path / "flat",
+                        overlap=2)
+    assert line == f"wrote 1 masks and 1 scene maps to {tmp_path / 'flat'}"
+    assert sorted(p.name for p in (tmp_path / "flat").iterdir()) == ["mask_1.h5", "scene_landslide.tif"]
 
     line = edge.predict(BandZeroModel(), [tmp_path / "A/scene.tif", tmp_path / "B/scene.tif"], tmp_path / "maps",
                         overlap=2)
-    assert line == f"wrote 2 scene maps to {tmp_path / 'maps'}"
+    assert line.startswith(f"wrote 2 scene maps to {tmp_path / 'maps'} (in sub-folders")
     with rasterio.open(tmp_path / "maps/A/scene_landslide.tif") as a, \
             rasterio.open(tmp_path / "maps/B/scene_landslide.tif") as b:
         assert (a.read(1) == 1).sum() == 25 and (b.read(1) == 1).sum() == 0
