@@ -195,7 +195,8 @@ def read_tsv(path, required):
 def read_wav(path, sample_rate, duration, resample=False, report=None):
     """One clip (a wav, or any format libsndfile reads) as mono float32 (round(sample_rate *
     duration),) in [-1, 1]: mixed down, resampled (with `resample`, else another rate is a
-    DataError), zero-padded or cropped, each fix counted in `report` (a `ClipReport` or None)."""
+    DataError), zero-padded or cropped, each fix counted in `report` (a `ClipReport` or None).
+    A clip with NaN or infinite samples (a float wav can hold them) is a DataError."""
     import soundfile as sf
 
     name, report = str(path), report if report is not None else ClipReport()
@@ -205,6 +206,9 @@ def read_wav(path, sample_rate, duration, resample=False, report=None):
         raise DataError(f"{name}: cannot read audio ({str(error).splitlines()[0]})") from None
     if audio.size == 0:
         raise DataError(f"{name}: empty audio file (0 samples)")
+    bad = int(np.count_nonzero(~np.isfinite(audio)))  # a float wav can hold NaN or Inf
+    if bad:
+        raise DataError(f"{name}: {bad} samples are NaN or infinite")
     if audio.shape[1] > 1:
         audio = audio.mean(axis=1, keepdims=True)
         report.mixed_down.append(name)

@@ -12,6 +12,7 @@ import numpy as np
 from asc import features as feats
 from asc.data import SCENES, ClipReport
 from common.errors import DataError, RunDirError
+from common.predictions import unique_files
 
 
 def wav_inputs(inputs):
@@ -26,7 +27,7 @@ def wav_inputs(inputs):
         files += found
     if not files:
         raise DataError("predict: give wav files or folders")
-    return files
+    return unique_files(files)  # a folder and a file in it: predicted once
 
 
 def edge_config(tflite_path, config=None, overrides=()):

@@ -138,6 +138,13 @@ class AscTask(Task):
                                    labels=[clip.label for clip in data.train])
         return {"train": train, "val": inner, "evaluate": list(data.evaluate)}
 
+    def check_split(self, cfg, data, split):
+        """The feature cache of every clip of every split (`datasets` then finds it complete):
+        each clip is read by `read_wav`, so a bad one (unreadable, NaN/Inf samples, wrong rate)
+        stops here, before the run directory exists."""
+        names = [clip.filename for clips in split.values() for clip in clips]
+        feats.build_cache(data.root, names, cfg["features"], None, _say)
+
     def split_info(self, cfg, split):
         return {"inner_val_fraction": cfg["data"]["inner_val_fraction"],
                 "seed": cfg["data"]["split_seed"]}

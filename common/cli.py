@@ -96,7 +96,7 @@ def build_parser(task):
 
     p = sub.add_parser("evaluate", help=f"{task.metric_name} and more of a run -> RUN/metrics.json")
     p.add_argument("--run", required=True, help="run directory written by train")
-    p.add_argument("--data", help="another data set: scored whole, written to RUN/metrics_<folder>.json")
+    p.add_argument("--data", help="another data set: scored whole, written to RUN/metrics_<folder>_<hash>.json")
     p.add_argument("--split", help=f"a split of the run's split.json (default {task.reported_split})")
     p.add_argument("--tflite", action="store_true", help="score the exported int8 model instead")
     p.add_argument("--out", help="folder for the metrics file (default: the run directory)")

@@ -6,8 +6,12 @@ Only the explicit `download` commands use the network; nothing else in the proje
   Range requests), verifies the checksum and only then renames the file to `dest`.
 - `zenodo_files(record)` lists a Zenodo record's files with their md5 checksums, as Zenodo's REST
   API publishes them, so checksums always come from the host.
-- `extract_archive(path, dest)` unpacks zip and tar archives, refusing members that would land
-  outside `dest`.
+- `extract_archive(path, dest)` unpacks zip and tar archives after checking every member: a name
+  that is empty, absolute, starts with a drive letter, climbs out with `..` or resolves outside
+  `dest` is refused, and so are links and special files (devices, FIFOs); tar members go through
+  Python's `data` extraction filter (which also drops setuid/setgid bits).
+- File names from a listing (a Zenodo record, a task's file list) pass the same name check before
+  anything is downloaded (`destination_path`).
 - `fetch_files(files, dest)` does all three for a list of files.
 
 Every failure is a `DataError` with one line: the URL or file and the problem (for an unreachable
@@ -16,7 +20,9 @@ host, also what to do instead).
 
 import hashlib
 import json
+import re
 import shutil
+import stat
 import sys
 import tarfile
 import urllib.error
@@ -97,10 +103,14 @@ def zenodo_files(record, api=ZENODO_API, timeout=60):
     files = []
     for entry in listing.get("files", []):
         algorithm, _, digest = entry.get("checksum", "").partition(":")
+        name = entry.get("key", "")
+        problem = name_problem(name)
+        if problem:
+            raise DataError(f"{url}: listed file name {name!r} {problem}; nothing was downloaded")
         files.append(
             {
-                "filename": entry["key"],
-                "url": entry["links"].get("self") or entry["links"].get("content"),
+                "filename": name,
+                "url": (entry.get("links") or {}).get("self") or (entry.get("links") or {}).get("content"),
                 "md5": digest if algorithm == "md5" else None,
                 "size": entry.get("size"),
             }
@@ -111,28 +121,98 @@ def zenodo_files(record, api=ZENODO_API, timeout=60):
 
 
 def extract_archive(path, dest):
-    """Unpack a .zip, .tar, .tar.gz or .tgz archive into `dest` (created if needed)."""
+    """Unpack a .zip, .tar, .tar.gz or .tgz archive into `dest` (created if needed).
+
+    Every member is checked before anything is written (`name_problem`; no links, devices or
+    FIFOs); tar members are extracted through Python's `data` filter. A refused member is a
+    DataError naming the archive and the member, and nothing of the archive is extracted.
+    """
     path, dest = Path(path), Path(dest)
     dest.mkdir(parents=True, exist_ok=True)
     root = dest.resolve()
     try:
         if zipfile.is_zipfile(path):
             with zipfile.ZipFile(path) as archive:
-                for name in archive.namelist():
-                    _check_member(path, root, name)
+                for info in archive.infolist():
+                    _refuse_member(path, info.filename, name_problem(info.filename, root)
+                                   or _zip_type_problem(info))
                 archive.extractall(dest)
         elif tarfile.is_tarfile(path):
             with tarfile.open(path) as archive:
-                for member in archive.getmembers():
-                    _check_member(path, root, member.name)
-                    if member.issym() or member.islnk():
-                        raise DataError(f"{path}: archive member {member.name} is a link; refusing to extract")
-                archive.extractall(dest)
+                members = archive.getmembers()
+                for member in members:
+                    _refuse_member(path, member.name, name_problem(member.name, root)
+                                   or _tar_type_problem(member, root))
+                archive.extractall(dest, members=members, filter="data")
         else:
             raise DataError(f"{path}: not a zip or tar archive")
     except (zipfile.BadZipFile, tarfile.TarError, EOFError) as error:
         raise DataError(f"{path}: damaged archive ({error})") from None
     return dest
+
+
+def name_problem(name, root=None):
+    """What is wrong with a file name from a listing or an archive, or None when it is safe.
+
+    A safe name is a non-empty relative path without `..`, a drive letter or a NUL byte
+    (backslashes count as separators, as on Windows); with `root` (an absolute, resolved folder)
+    it must also resolve, symbolic links already in `root` followed, to a path inside `root`.
+    """
+    if not isinstance(name, str) or not name.strip():
+        return "is empty"
+    if "\0" in name:
+        return "holds a NUL byte"
+    if re.match(r"[A-Za-z]:", name):
+        return "starts with a drive letter"
+    posix = name.replace("\\", "/")
+    if posix.startswith("/"):
+        return "is an absolute path"
+    if ".." in posix.split("/"):
+        return "climbs out of the destination with '..'"
+    if root is not None:
+        target = (Path(root) / posix).resolve()
+        if target != root and root not in target.parents:
+            return f"would be written outside {root}"
+    return None
+
+
+def destination_path(dest, name, source):
+    """`dest / name` for a file name `name` that came from `source` (a listing URL, an archive),
+    after `name_problem`; a DataError naming the name otherwise."""
+    root = Path(dest).resolve()
+    problem = name_problem(name, root) or (
+        None if Path(str(name).replace("\\", "/")).name not in ("", ".") else "names no file")
+    if problem:
+        raise DataError(f"{source}: file name {name!r} {problem}; nothing was downloaded")
+    return Path(dest) / name
+
+
+def _refuse_member(archive, name, problem):
+    if problem:
+        raise DataError(f"{archive}: archive member {name!r} {problem}; nothing was extracted")
+
+
+def _zip_type_problem(info):
+    """Zip members keep their Unix file type in the high bits of `external_attr`; only plain
+    files and folders are extracted (zipfile would write a link as a file holding its target)."""
+    kind = stat.S_IFMT(info.external_attr >> 16)  # 0: no Unix type recorded (DOS, Python's writestr)
+    if kind == stat.S_IFLNK:
+        return "is a symbolic link"
+    if kind not in (0, stat.S_IFREG, stat.S_IFDIR):
+        return "is a special file (device, FIFO or socket)"
+    return None
+
+
+def _tar_type_problem(member, root):
+    """Links of any kind are refused (no data set needs them); everything else must pass the
+    `data` filter: no devices or FIFOs, nothing absolute or outside `root`."""
+    if member.issym() or member.islnk():
+        return f"is a link to {member.linkname!r}"
+    try:
+        tarfile.data_filter(member, str(root))
+    except tarfile.FilterError as error:
+        return f"is refused by the tar 'data' filter ({type(error).__name__})"
+    return None
 
 
 def fetch_files(files, dest, *, extract=True, quiet=False):
@@ -144,10 +224,19 @@ def fetch_files(files, dest, *, extract=True, quiet=False):
     """
     dest = Path(dest)
     downloads = dest / "downloads"
+    # Every name is checked before the first byte is fetched: a listing is all good or refused.
+    targets = [destination_path(downloads, entry.get("filename", ""), entry.get("url") or "the file list")
+               for entry in files]
+    seen = {}
+    for entry, target in zip(files, targets):
+        if target.name in seen:
+            raise DataError(f"{entry.get('url')}: file name {entry['filename']!r} is listed twice "
+                            f"(also for {seen[target.name]}); nothing was downloaded")
+        seen[target.name] = entry.get("url")
     created = [folder for folder in (dest, downloads) if not folder.exists()]
-    for entry in files:
+    for entry, target in zip(files, targets):
         try:
-            target = download_file(entry["url"], downloads / entry["filename"], md5=entry.get("md5"),
+            target = download_file(entry["url"], target, md5=entry.get("md5"),
                                    sha256=entry.get("sha256"), quiet=quiet)
         except BaseException:
             # A failed first attempt leaves no empty folders behind (a partial file stays, to resume).
@@ -199,12 +288,6 @@ def find_data_root(dest, is_root, layout, max_depth=3):
 def _is_archive(path):
     name = path.name.lower()
     return name.endswith((".zip", ".tar", ".tar.gz", ".tgz"))
-
-
-def _check_member(archive, root, name):
-    target = (root / name).resolve()
-    if target != root and root not in target.parents:
-        raise DataError(f"{archive}: archive member {name} would be written outside {root}; refusing to extract")
 
 
 def checksum_ok(path, md5=None, sha256=None):

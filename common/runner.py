@@ -13,6 +13,7 @@
 Every step prints one short line in one style (`say`); numbers are rounded for people.
 """
 
+import hashlib
 import re
 import time
 from dataclasses import dataclass, field
@@ -172,6 +173,7 @@ def train(task, cfg, out, *, resume=False, overwrite=False, teacher=None):
     if not len(split.get(selection, [])):
         raise ConfigError(f"config key 'train.select_on': {cfg['train']['select_on']} needs a '{selection}' split "
                           f"to choose the epoch on, and the split has none")
+    task.check_split(cfg, data, split)  # every split's values, before the run directory and TensorFlow
 
     from common import train as T
 
@@ -349,7 +351,8 @@ def evaluate(task, run, *, data=None, split=None, tflite=False, out=None, overri
     Without `data`: the run's own data and split.json, split `split` (default the reported one),
     written to RUN/metrics.json (other splits: metrics_SPLIT.json; the int8 model: *_int8.json).
     With `data` naming another data set: every labelled example there, written beside the run's
-    own metrics as metrics_<folder name>.json, so the run's own scores are never replaced.
+    own metrics as metrics_<folder name>_<hash>.json (`other_data_metrics_name`), so the run's own
+    scores are never replaced and two folders never share a file.
 
     Returns:
         (metrics dict, path written).
@@ -365,7 +368,7 @@ def evaluate(task, run, *, data=None, split=None, tflite=False, out=None, overri
     if other:
         items, split_name = task.all_items(dataset), "all"
         check_labels(task, run, dataset)
-        name = f"metrics_{_slug(Path(data).resolve().name)}"
+        name = other_data_metrics_name(data)
     else:
         parts, _ = read_split(task, run, dataset)
         split_name = split or task.reported_split
@@ -410,6 +413,15 @@ def evaluate_folds(task, parent, *, data=None, overrides=()):
                {"folds": [r.name for r in runs], "per_fold": per_fold, "mean": mean, "std": std})
     say(f"{task.name}: {len(runs)} folds: " + "  ".join(f"{k} {mean[k]:.3f} +- {std[k]:.3f}" for k in keys))
     return mean, std
+
+
+def other_data_metrics_name(data):
+    """The metrics file stem of `evaluate --data DATA`: metrics_<folder>_<8 hex digits of the
+    resolved path's SHA-1>, so two different folders of the same name never share a file and the
+    same folder always gets the same one."""
+    resolved = Path(data).resolve()
+    digest = hashlib.sha1(str(resolved).encode()).hexdigest()[:8]
+    return f"metrics_{_slug(resolved.name)}_{digest}"
 
 
 def _slug(text):

@@ -162,6 +162,13 @@ class Task:
         """Extra keys for split.json (protocol, fold, seed, ...)."""
         return {}
 
+    def check_split(self, cfg, data, split):
+        """Check every example of every split (train, inner, reported) with the readers training
+        uses, before the run directory or TensorFlow exists; raise DataError naming the first bad
+        file. Default: nothing beyond `open_data`, for a task whose `open_data` already decodes
+        every example (rsic). landslide reads every patch's values and mask; asc computes the
+        feature cache (every clip read)."""
+
     # -- training (TensorFlow) -----------------------------------------------------------------
 
     def register_layers(self):

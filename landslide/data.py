@@ -153,6 +153,9 @@ def read_h5(path, key, patch_size=PATCH_SIZE, header_only=False):
             raise DataError(f"{path}: no dataset '{key}' (found: {found})")
         if not np.issubdtype(dataset.dtype, np.number):
             raise DataError(f"{path}: dataset '{key}' holds {dataset.dtype}, expected numbers")
+        if np.issubdtype(dataset.dtype, np.complexfloating):  # float32 would drop the imaginary part
+            raise DataError(f"{path}: dataset '{key}' holds complex numbers ({dataset.dtype}), "
+                            "expected real ones")
         s, shape = patch_size, tuple(dataset.shape)
         if key == MASK_KEY:
             problem = shape not in ((s, s), (s, s, 1)) and f"has shape {shape}, expected ({s}, {s})"

@@ -35,32 +35,47 @@ def load_model(path, num_threads=2):
 def predict(model, inputs, out, *, threshold=0.5, overlap=32, geojson=False):
     """The one predict path of a `TFLiteModel` (`load_model`) or a Keras model (raw (N, S, S, 14)
     -> (N, S, S, 1) probabilities): `inputs` are .h5 patches, folders of them (or holding img/)
-    and .tif scenes; writes OUT/mask_N.h5 per image_N.h5 (dataset "mask", uint8 0/1) and
-    OUT/<scene>_landslide.tif (+ .geojson) per scene. Returns one line saying what was written.
+    and .tif scenes; writes mask_N.h5 per image_N.h5 (dataset "mask", uint8 0/1) and
+    <scene>_landslide.tif (+ .geojson) per scene into OUT, or, when inputs in different folders
+    share a name, below OUT mirroring their folders (`common.predictions.mirrored_outputs`).
+    Every header and output name is checked before anything is written. Returns one line saying
+    what was written (files really written: an input given twice counts once).
     """
+    from common.predictions import mirrored_outputs
     from common.runner import outputs
 
-    scenes = [path for path in inputs if Path(path).suffix.lower() in SCENE_SUFFIXES]
-    patches = [path for path in inputs if path not in scenes]
+    scenes = [Path(path) for path in inputs if Path(path).suffix.lower() in SCENE_SUFFIXES]
+    patches = [path for path in inputs if Path(path).suffix.lower() not in SCENE_SUFFIXES]
     size = model.input_shape[-3]
     files = D.image_files(patches) if patches else []
+    targets = mirrored_outputs(files + scenes, out, _output_name)  # each input once
+    files = [path for path in targets if path.suffix.lower() not in SCENE_SUFFIXES]
+    scenes = [path for path in targets if path.suffix.lower() in SCENE_SUFFIXES]
     for path in files:  # every header is checked before any mask is written
         D.read_h5(path, D.IMAGE_KEY, size, header_only=True)
     for start in range(0, len(files), PREDICT_BATCH):
         chunk = files[start : start + PREDICT_BATCH]
         probs = outputs(model, np.stack([D.read_image(path, size)[0] for path in chunk]))[..., 0]
         for path, prob in zip(chunk, probs):
-            name = path.name  # image_7.h5 -> mask_7.h5; other names keep theirs with a mask_ prefix
-            name = D.mask_name(name) if name.startswith("image_") else f"mask_{name}"
-            D.write_h5(Path(out) / name, D.MASK_KEY, (prob > threshold).astype(np.uint8))
+            D.write_h5(targets[path], D.MASK_KEY, (prob > threshold).astype(np.uint8))
     if scenes:
         from landslide.scene import predict_scene
 
-        for scene in map(Path, scenes):
-            target = Path(out) / f"{scene.stem}_landslide.tif"
+        for scene in scenes:
+            target = targets[scene]
             predict_scene(scene, target, lambda x: outputs(model, x), bands=D.NUM_BANDS, patch=size,
                           overlap=overlap, threshold=threshold, progress=False,
                           geojson_path=target.with_suffix(".geojson") if geojson else None)
     parts = [f"{len(files)} masks"] if files else []
     parts += [f"{len(scenes)} scene maps"] if scenes else []
-    return f"wrote {' and '.join(parts)} to {out}"
+    mirrored = any(target.parent != Path(out) for target in targets.values())
+    return (f"wrote {' and '.join(parts)} to {out}"
+            + (" (in sub-folders mirroring the inputs' folders: inputs share file names)" if mirrored else ""))
+
+
+def _output_name(path):
+    """image_7.h5 -> mask_7.h5; other patches keep their name with a mask_ prefix; a scene
+    a.tif -> a_landslide.tif."""
+    if path.suffix.lower() in SCENE_SUFFIXES:
+        return f"{path.stem}_landslide.tif"
+    return D.mask_name(path.name) if path.name.startswith("image_") else f"mask_{path.name}"

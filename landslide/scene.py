@@ -7,12 +7,14 @@ model gives exactly that constant map). Input: the model's bands in its order (L
 B1-B12, slope, DEM); a pixel that is nodata in any band (nodata value or mask, NaN) is given to
 the model as 0 and is nodata in the output. Output: a single-band GeoTIFF with the input's CRS
 and transform: probability (float32, nodata -1) or with a threshold a 0/1 mask (uint8, nodata
-255); optionally a GeoJSON file of the landslide polygons with their area in square metres.
+255); optionally a GeoJSON file of the landslide polygons with their area in square metres
+(`area_m2`), or, for a scene without a CRS, in pixels (`area_px`, with a warning line).
 """
 
 import json
 import math
 import sys
+import warnings
 
 import numpy as np
 
@@ -33,15 +35,29 @@ def tile_starts(length, patch, stride):
 
 
 def predict_scene(scene_path, out_path, predict_fn, *, bands=14, patch=128, overlap=32,
-                  batch_size=8, threshold=None, geojson_path=None, progress=True):
+                  batch_size=8, threshold=None, geojson_path=None, progress=True, warn=None):
     """Predict the landslide map of a GeoTIFF scene with `bands` bands into `out_path`.
 
     `predict_fn` maps up to `batch_size` tiles, float32 (N, patch, patch, bands) raw values, to
     probabilities (N, patch, patch[, 1]). `threshold`: None for a probability map, else the
     probability above which a pixel is 1; `geojson_path` (needs `threshold`): also the landslide
-    polygons. Returns a dict of `height`, `width`, `tiles`, `landslide_pixels` (None without
-    threshold) and `polygons` (None without geojson_path).
+    polygons; `warn` takes the warning line of a scene without a CRS (default: printed).
+    Returns a dict of `height`, `width`, `tiles`, `landslide_pixels` (None without threshold) and
+    `polygons` (None without geojson_path).
     """
+    import rasterio
+
+    # rasterio warns (several lines) about a scene without a geotransform; the one line that
+    # matters for the user, about the GeoJSON areas, is said below.
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", rasterio.errors.NotGeoreferencedWarning)
+        return _predict_scene(scene_path, out_path, predict_fn, bands=bands, patch=patch,
+                              overlap=overlap, batch_size=batch_size, threshold=threshold,
+                              geojson_path=geojson_path, progress=progress, warn=warn)
+
+
+def _predict_scene(scene_path, out_path, predict_fn, *, bands, patch, overlap, batch_size,
+                   threshold, geojson_path, progress, warn):
     import rasterio
     from rasterio.windows import Window
 
@@ -58,7 +74,7 @@ def predict_scene(scene_path, out_path, predict_fn, *, bands=14, patch=128, over
         if source.count != bands:
             raise DataError(f"{scene_path}: has {source.count} bands; the model needs {bands}, "
                             "in the config's band order")
-        height, width = source.height, source.width
+        height, width, crs = source.height, source.width, source.crs
         rows, cols = (tile_starts(length, patch, patch - overlap) for length in (height, width))
         dtype, nodata = (("float32", PROBABILITY_NODATA) if threshold is None
                          else ("uint8", MASK_NODATA))
@@ -98,30 +114,43 @@ def predict_scene(scene_path, out_path, predict_fn, *, bands=14, patch=128, over
                           file=sys.stderr)
             if progress:
                 print(file=sys.stderr)
-    polygons = write_polygons(out_path, geojson_path) if geojson_path is not None else None
+    polygons = None
+    if geojson_path is not None:
+        polygons = write_polygons(out_path, geojson_path)
+        if not crs:
+            (warn or _print_warning)(f"warning: {scene_path}: has no CRS; the areas in {geojson_path} "
+                                     "are in pixels (area_px), not square metres")
     return {"height": height, "width": width, "tiles": len(rows) * len(cols),
             "landslide_pixels": None if threshold is None else landslide_pixels,
             "polygons": polygons}
 
 
 def write_polygons(mask_path, geojson_path):
-    """Write the landslide areas (value 1) of a mask GeoTIFF as GeoJSON polygons with `area_m2`.
+    """Write the landslide areas (value 1) of a mask GeoTIFF as GeoJSON polygons with their area.
 
-    Areas are computed in the raster's CRS; for a geographic CRS (degrees) they are converted to
-    square metres at each polygon's latitude. Returns the number of polygons.
+    With a CRS the property is `area_m2`: computed in the raster's CRS, and for a geographic CRS
+    (degrees) converted to square metres at each polygon's latitude. Without a CRS the units of
+    the coordinates are unknown, so the property is `area_px`: the area in pixels (the area in
+    transform units divided by the area of one pixel). Returns the number of polygons.
     """
     import rasterio
     from rasterio import features
 
     with rasterio.open(mask_path) as source:
-        mask, crs = source.read(1), source.crs
-        polygons = [{"type": "Feature", "geometry": geometry,
-                     "properties": {"area_m2": round(_area_m2(geometry, crs), 2)}}
+        mask, crs, transform = source.read(1), source.crs, source.transform
+        pixel_area = abs(transform.a * transform.e - transform.b * transform.d) or 1.0
+
+        def area(geometry):
+            if crs:
+                return {"area_m2": round(_polygon_area(geometry, crs), 2)}
+            return {"area_px": round(_polygon_area(geometry, None) / pixel_area, 2)}
+
+        polygons = [{"type": "Feature", "geometry": geometry, "properties": area(geometry)}
                     for geometry, value in features.shapes(mask, mask=mask == 1,
                                                            transform=source.transform)
                     if value == 1]
     collection = {"type": "FeatureCollection", "features": polygons}
-    if crs is not None:
+    if crs:
         collection["crs"] = {"type": "name", "properties": {"name": crs.to_string()}}
     write_text(geojson_path, json.dumps(collection) + "\n")
     return len(polygons)
@@ -137,11 +166,16 @@ def _read_strip(source, window, scene_path):
     return np.where(valid[None], pixels, 0.0).transpose(1, 2, 0), valid
 
 
-def _area_m2(geometry, crs):
-    """Shoelace area of a polygon (outer ring minus holes); square metres for a geographic CRS."""
+def _polygon_area(geometry, crs):
+    """Shoelace area of a polygon (outer ring minus holes) in the square units of its
+    coordinates; converted to square metres for a geographic CRS (degrees)."""
     rings = [np.asarray(ring, "float64").T for ring in geometry["coordinates"]]
     areas = [abs(np.dot(x, np.roll(y, -1)) - np.dot(y, np.roll(x, -1))) / 2 for x, y in rings]
     area = areas[0] - sum(areas[1:])
     if crs is not None and crs.is_geographic:
         area *= 111_320.0 * 110_540.0 * math.cos(math.radians(float(np.mean(rings[0][1]))))
     return area
+
+
+def _print_warning(line):
+    print(line, flush=True)

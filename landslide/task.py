@@ -97,7 +97,8 @@ class LandslideTask(Task):
     reported_split = "val"
     inner_split = "inner"
     classifier = False
-    predict_out_help = "output folder: mask_N.h5 per image_N.h5, <scene>_landslide.tif per scene"
+    predict_out_help = ("output folder: mask_N.h5 per image_N.h5, <scene>_landslide.tif per scene "
+                        "(inputs in several folders sharing a name: their folders mirrored below OUT)")
 
     def defaults(self):
         return DEFAULTS
@@ -126,6 +127,15 @@ class LandslideTask(Task):
             return split
         train, inner = carve_inner(split["train"], d["inner_val_fraction"], d["split_seed"])
         return {"train": train, "inner": inner, "val": split["val"]}
+
+    def check_split(self, cfg, data, split):
+        """Every patch of every split read as training reads it (`read_image`: no infinite
+        values, not all NaN; `read_mask`: only 0 and 1): the headers were checked by `open_data`."""
+        size = cfg["data"]["patch_size"]
+        patches = data.subset(list(dict.fromkeys(name for names in split.values() for name in names)))
+        for image, mask in zip(patches.images, patches.masks):
+            D.read_image(image, size)
+            D.read_mask(mask, size)
 
     def split_info(self, cfg, split):
         d, keys = cfg["data"], ("folds", "fold", "val_fraction", "inner_val_fraction")

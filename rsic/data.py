@@ -15,8 +15,9 @@ Data set layout (the layout of NWPU-RESISC45, UC Merced and AID)::
   class index is the position in that sorted list (saved as `labels.txt` in the run directory).
   Any number of classes >= 2.
 - Images: `.jpg`, `.jpeg`, `.png`, `.tif`, `.tiff` (case-insensitive), any size; they are resized
-  to the model's input size. Greyscale and RGBA/palette images are converted to RGB (the alpha
-  channel is dropped) and a log line says how many. Other files in a class folder are ignored.
+  to the model's input size. Greyscale, CMYK and RGBA/palette images are converted to RGB (the
+  alpha channel is dropped) and a log line says how many. The decoder follows the file's content,
+  not its name (a TIFF named .png is decoded as a TIFF). Other files in a class folder are ignored.
 - NWPU-RESISC45 (Cheng et al., "Remote Sensing Image Scene Classification: Benchmark and State of
   the Art", Proc. IEEE 2017): 31,500 RGB images of 256x256 pixels, 45 classes x 700 images,
   0.2-30 m per pixel. `python -m rsic download --dest DIR` fetches it (rsic/download.py) and
@@ -41,9 +42,15 @@ from pathlib import Path
 import numpy as np
 
 from common.errors import DataError
+from common.predictions import unique_files
 
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".tif", ".tiff")
-_MODES = ("RGB", "L", "LA", "RGBA", "P", "PA", "I;16", "I", "1")  # PIL modes convertible to RGB
+# PIL modes convertible to RGB (CMYK: JPEGs from print workflows; TensorFlow's JPEG decoder and
+# PIL both convert them).
+_MODES = ("RGB", "L", "LA", "RGBA", "P", "PA", "I;16", "I", "1", "CMYK")
+# The signatures by which tf.io.decode_image recognises a file (its content, never its name):
+# JPEG, PNG, GIF, BMP. Anything else (TIFF, WebP, ... even when named .png) is decoded by PIL.
+_TF_SIGNATURES = (b"\xff\xd8\xff", b"\x89PNG", b"GIF8", b"BM")
 
 
 @dataclass
@@ -101,6 +108,14 @@ def check_image(path):
     if mode not in _MODES:
         raise DataError(f"{path}: image mode {mode} cannot be converted to RGB")
     return mode
+
+
+def tf_decodable(path):
+    """Whether TensorFlow's `decode_image` reads the image at `path`, judged by its first bytes as
+    TensorFlow judges it (a TIFF named .png is not); the training pipeline decodes the others
+    with PIL (rsic/features.py)."""
+    with open(path, "rb") as handle:
+        return handle.read(4).startswith(_TF_SIGNATURES)
 
 
 def _check_or_error(path):
@@ -243,6 +258,7 @@ def collect_images(inputs, *, skip_bad=False, log=print):
             files.append(path)
         else:
             raise DataError(f"{path}: no such file or folder")
+    files = unique_files(files)  # a folder and a file in it: predicted once
     modes = check_images(files, skip_bad)
     for path in (path for i, path in enumerate(files) if i not in modes):
         log(f"skipping unreadable image {path} (--skip-bad)")

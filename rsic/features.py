@@ -5,11 +5,9 @@ its front (rsic/models.py). Training resizes with `tf.image.resize(..., antialia
 rounds to 0-255 integers; rsic/edge.py does the same with PIL on a device without TensorFlow.
 """
 
-from pathlib import Path
-
 import numpy as np
 
-from rsic.data import load_rgb
+from rsic.data import load_rgb, tf_decodable
 
 
 def make_dataset(files, labels, *, image_size, batch_size, training=False, augment=None,
@@ -28,8 +26,9 @@ def make_dataset(files, labels, *, image_size, batch_size, training=False, augme
     import tensorflow as tf
 
     paths = [str(p) for p in files]
-    # TIFF: decoded by PIL (tf.io decodes JPEG, PNG, GIF and BMP only).
-    use_pil = any(Path(p).suffix.lower() in (".tif", ".tiff") for p in paths)
+    # TIFF and anything else tf.io cannot decode (it reads JPEG, PNG, GIF and BMP only, judged by
+    # content: a TIFF named .png too): decoded by PIL, the decoder `open_data` checked them with.
+    use_pil = not all(tf_decodable(p) for p in paths)
     ds = tf.data.Dataset.from_tensor_slices((paths, np.asarray(labels, np.int64)))
     if training and not cache:
         ds = ds.shuffle(min(len(paths), 100_000), seed=seed, reshuffle_each_iteration=True)

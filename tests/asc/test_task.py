@@ -79,7 +79,8 @@ def test_evaluate_on_another_split_or_data_set_writes_beside(student_run, sample
     other = tmp_path / "moved"
     shutil.copytree(sample_dir, other)  # its feature cache comes along
     scores, path = runner.evaluate(AscTask(), run, data=other)
-    assert path == run / "metrics_moved.json" and scores["examples"] == 100 and scores["split"] == "all"
+    assert path == run / f"{runner.other_data_metrics_name(other)}.json" and path.name.startswith("metrics_moved_")
+    assert scores["examples"] == 100 and scores["split"] == "all"
     assert (run / "metrics.json").read_text() == before  # the run's own scores are never replaced
 
 

@@ -44,7 +44,9 @@ def test_cli_end_to_end(tmp_path, capsys):
         for path in sorted((data / name).iterdir())[:3]:
             (other / name / path.name).write_bytes(path.read_bytes())
     assert cli("evaluate", "--run", run, "--data", other) == 0
-    scores = json.loads((run / "metrics_other.json").read_text())
+    (written,) = run.glob("metrics_other_*.json")  # metrics_<folder>_<hash of its path>.json
+    assert len(written.stem) == len("metrics_other_") + 8
+    scores = json.loads(written.read_text())
     assert scores["examples"] == 6 and scores["split"] == "all"
     assert set(scores["per_class_accuracy"]) == {"airplane", "airport", "baseball_diamond"}
 
