@@ -100,6 +100,9 @@ def test_commands_refuse_a_run_holding_an_hdf5_model(world, capsys):
     assert not (world["root"] / "predictions.csv").exists()
     assert json.loads((run / "metrics.json").read_text()) == json.loads((world["good"] / "metrics.json").read_text())
     # The flag says what it means, and does it.
+    for command in ("evaluate", "export", "predict", "distill"):
+        code, out, _ = run_in_process(task, [command, "--help"], capsys)
+        assert code == 0 and "such a file may run code stored in it; use only on files you trust" in " ".join(out.split())
     code, out, _ = run_in_process(task, ["evaluate", "--run", run, "--unsafe-load"], capsys)
     assert code == 0 and marker.exists()
     assert f"warning: {model}: is an HDF5 model; loading it anyway (--unsafe-load): code stored in it may run" in out
