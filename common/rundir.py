@@ -83,6 +83,8 @@ def prepare_run_dir(out, *, config=None, resume=False, overwrite=False, task=Non
     if out.exists() and not out.is_dir():
         raise RunDirError(f"{out}: exists and is not a directory")
     check_apart(out, keep_apart)
+    if (out / LOCK_FILE).is_file():
+        lock_run_dir(out)  # a run's own lock first: a process starting it may be writing its files
     if out.is_dir() and _entries(out) and not is_run_dir(out):
         raise RunDirError(f"{out}: is not a run directory (no {MARKER_FILE}) and holds {_listing(out)}; "
                           f"--overwrite replaces only runs; use another --out")
