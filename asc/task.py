@@ -78,6 +78,13 @@ def scores(labels, probs, clips, classes):
 build_all_features = feats.build_data_cache  # the `features` command, as asc/bench.py imports it
 
 
+def _complexity_arguments(parser):
+    from common.model_files import add_unsafe_load_arg
+
+    parser.add_argument("--run", help="a run directory (its model and exported size) instead of --config")
+    add_unsafe_load_arg(parser)
+
+
 def complexity_report(model, tflite=None, say=_say):
     """`asc.models.complexity` of `model` and the `tflite` file, said in four lines."""
     from asc.models import complexity
@@ -331,9 +338,7 @@ class AscTask(Task):
                     self._features, tensorflow=False, common_args=True),
             Command("complexity", "parameters, MACs and int8 bytes; exit code 1 when over the "
                     "DCASE limits",
-                    lambda p: p.add_argument("--run", help="a run directory (its model and "
-                                             "exported size) instead of --config"),
-                    self._complexity, common_args=True),
+                    _complexity_arguments, self._complexity, common_args=True),
             Command("paper2", "paper 2's table: teacher -> distilled student -> complexity -> int8 "
                               "-> OUT/paper2.md, paper2.json (resumable)",
                     paper.add_arguments, lambda args: paper.run(self, args))]
@@ -349,7 +354,7 @@ class AscTask(Task):
 
         if args.run:
             run_config(self, args.run)  # RunDirError when it is not a run
-            model, tflite = keras_model(self, args.run), Path(args.run) / TFLITE_FILE
+            model, tflite = keras_model(self, args.run, unsafe_load=args.unsafe_load), Path(args.run) / TFLITE_FILE
         else:
             cfg = load_task_config(self, args.config, args.overrides, default=self.distill_config)
             feats.check_config(cfg["features"])

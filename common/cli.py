@@ -23,6 +23,8 @@ import sys
 import threading
 import warnings
 
+from common.model_files import add_unsafe_load_arg
+
 # ---------------------------------------------------------------------------------------------
 # Options
 
@@ -92,6 +94,7 @@ def build_parser(task):
         p.add_argument("--teacher", required=True, metavar="RUN[,RUN...]",
                        help="run directory of the trained teacher; several, comma-separated, teach as an "
                             "ensemble (mean probabilities, concatenated embeddings; one shared split)")
+        add_unsafe_load_arg(p)
         task.add_arguments("distill", p)
 
     p = sub.add_parser("evaluate", help=f"{task.metric_name} and more of a run -> RUN/metrics.json")
@@ -101,6 +104,7 @@ def build_parser(task):
     p.add_argument("--tflite", action="store_true", help="score the exported int8 model instead")
     p.add_argument("--out", help="folder for the metrics file (default: the run directory)")
     p.add_argument("--folds", action="store_true", help="RUN holds fold_K runs: their mean and std")
+    add_unsafe_load_arg(p)
     add_set_arg(p)
     task.add_arguments("evaluate", p)
 
@@ -111,6 +115,7 @@ def build_parser(task):
                   help="quantization (same as --set export.mode=...)")
     add_shorthand(p, "--target", "export.target", choices=["edge", "mcu"],
                   help="edge (LiteRT, the default) or mcu: also TFLite Micro, int8 in and out, a C array")
+    add_unsafe_load_arg(p)
     add_set_arg(p)
     task.add_arguments("export", p)
 
@@ -121,6 +126,7 @@ def build_parser(task):
     p.add_argument("--tflite", help="exported .tflite model instead of --run: LiteRT only, no TensorFlow")
     p.add_argument("--out", required=True, help=task.predict_out_help)
     p.add_argument("--overwrite", action="store_true", help="replace earlier predictions in --out")
+    add_unsafe_load_arg(p)
     add_set_arg(p)
     task.add_arguments("predict", p)
 
@@ -164,18 +170,20 @@ def main(task, argv=None):
             runner.train(task, cfg, out, resume=args.resume, overwrite=args.overwrite)
     elif args.command == "distill":
         cfg = _train_config(task, args, task.distill_config)
-        runner.distill(task, cfg, args.out, args.teacher, resume=args.resume, overwrite=args.overwrite)
+        runner.distill(task, cfg, args.out, args.teacher, resume=args.resume, overwrite=args.overwrite,
+                       unsafe_load=args.unsafe_load)
     elif args.command == "evaluate":
         if args.folds:
-            runner.evaluate_folds(task, args.run, data=args.data, overrides=args.overrides)
+            runner.evaluate_folds(task, args.run, data=args.data, overrides=args.overrides,
+                                  unsafe_load=args.unsafe_load)
         else:
             runner.evaluate(task, args.run, data=args.data, split=args.split, tflite=args.tflite, out=args.out,
-                            overrides=args.overrides)
+                            overrides=args.overrides, unsafe_load=args.unsafe_load)
     elif args.command == "export":
-        runner.export(task, args.run, data=args.data, overrides=args.overrides)
+        runner.export(task, args.run, data=args.data, overrides=args.overrides, unsafe_load=args.unsafe_load)
     elif args.command == "predict":
         runner.predict(task, [*args.data, *args.inputs], args.out, run=args.run, overwrite=args.overwrite,
-                       overrides=args.overrides, args=args)
+                       overrides=args.overrides, args=args, unsafe_load=args.unsafe_load)
     elif args.command == "demo":
         runner.demo(task, args.out, args.overrides)
     else:
@@ -255,9 +263,9 @@ def quiet_native_logs(log_path=None):
 
 
 def _discard_unstarted_runs():
-    train = sys.modules.get("common.train")  # only loaded (with TensorFlow) if a run was started
-    if train is not None:
-        train.discard_unstarted_runs()
+    rundir = sys.modules.get("common.rundir")  # only loaded if a run was started
+    if rundir is not None:
+        rundir.discard_unstarted_runs()
 
 
 def run_cli(main, argv=None):

@@ -6,7 +6,9 @@ states what differs from the defaults, and may start from another file with `bas
 `--set train.lr=0.01` (the value is parsed as YAML, so `true`, `3`, `[1, 2]` work).
 
 Every key must exist in the defaults and every value must have the default's type; anything else
-is a `ConfigError` that names the key, so a typo never silently trains with a default.
+is a `ConfigError` that names the key, so a typo never silently trains with a default. The type
+check is driven by the defaults: `null` is accepted only where the default is null, a float must
+be finite (`.inf` and `.nan` are refused), and counts and rates that must be positive are.
 
 Example:
     cfg = load_config("configs/landslide/tiny.yaml", ["train.epochs=2"], defaults=DEFAULTS)
@@ -15,6 +17,7 @@ Example:
 import copy
 import hashlib
 import json
+import math
 from pathlib import Path
 
 import yaml
@@ -73,12 +76,14 @@ EXPORT_DEFAULTS = {
 }
 
 # Keys whose values must be strictly positive wherever they appear.
-_POSITIVE_KEYS = {"lr", "epochs", "batch_size", "temperature"}
+_POSITIVE_KEYS = {"lr", "epochs", "batch_size", "temperature", "qat_lr", "size_budget_mb", "num_threads",
+                  "steps_per_execution", "calibration_examples"}
 # Keys whose value is "auto" or a YAML true/false (kept as the strings "true"/"false").
 _AUTO_OR_BOOL_KEYS = {"jit_compile"}
 # Keys whose value must be one of a few words.
 _CHOICE_KEYS = {"select_on": ("inner", "reported")}
-_NON_NEGATIVE_KEYS = {"weight_decay", "steps_per_epoch", "early_stopping_patience", "label_smoothing"}
+_NON_NEGATIVE_KEYS = {"weight_decay", "steps_per_epoch", "early_stopping_patience", "label_smoothing",
+                      "qat_epochs", "qat_steps", "seed", "split_seed"}
 
 
 def load_config(path=None, overrides=(), defaults=None):
@@ -162,10 +167,14 @@ def _merge(config, layer, schema, source, prefix=""):
 
 
 def _coerce(value, default, key, source):
-    """Check `value` against the type of `default` (None and {} accept anything)."""
-    if default is None or value is None or default == {}:
+    """Check `value` against the type of `default` (None and {} accept anything; null is accepted
+    only there; a float must be finite)."""
+    if default is None or default == {}:
         return value
     expected = type(default)
+    if value is None:
+        kind = "a number" if expected in (int, float) else "true or false" if expected is bool else expected.__name__
+        raise ConfigError(f"{source}: config key '{key}' must be {kind}, got null")
     if key.rsplit(".", 1)[-1] in _AUTO_OR_BOOL_KEYS:
         if isinstance(value, bool):
             return "true" if value else "false"
@@ -174,6 +183,8 @@ def _coerce(value, default, key, source):
         return value
     if expected is float and isinstance(value, int) and not isinstance(value, bool):
         return float(value)
+    if expected is float and isinstance(value, float) and not math.isfinite(value):
+        raise ConfigError(f"{source}: config key '{key}' must be a finite number, got {value}")
     if expected is bool and not isinstance(value, bool):
         raise ConfigError(f"{source}: config key '{key}' must be true or false, got {value!r}")
     if expected in (int, float) and isinstance(value, bool):

@@ -24,3 +24,7 @@ class ExportError(ProjectError):
 
 class RunDirError(ProjectError):
     """A run directory is missing, incomplete, or would be overwritten."""
+
+
+class TrainingError(ProjectError):
+    """Training cannot go on (its loss became NaN or infinite). The message names the run."""

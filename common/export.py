@@ -685,6 +685,8 @@ def _one_line(err):
 
 def main(argv=None):
     """`python -m common.export --model model.keras --representative x.npy --out model.tflite`."""
+    from common.model_files import add_unsafe_load_arg
+
     parser = argparse.ArgumentParser(prog="python -m common.export", description=__doc__.splitlines()[0])
     parser.add_argument("--model", required=True, help="a .keras model file")
     parser.add_argument("--representative", required=True, help="a .npy array of raw inputs (N, ...)")
@@ -692,6 +694,7 @@ def main(argv=None):
     parser.add_argument("--budget-mb", type=float, default=20.0, help="size budget in MB (default 20)")
     parser.add_argument("--mode", choices=("auto", "ptq"), default="auto",
                         help="auto = ptq here (QAT needs training data)")
+    add_unsafe_load_arg(parser)
     args = parser.parse_args(argv)
     model_path, data_path = Path(args.model), Path(args.representative)
     if not model_path.is_file():
@@ -702,7 +705,7 @@ def main(argv=None):
         x = np.load(data_path, allow_pickle=False)
     except (ValueError, OSError) as err:
         raise DataError(f"{data_path}: not a readable .npy array ({err})") from err
-    model = _load_model(model_path)
+    model = _load_model(model_path, args.unsafe_load)
     expected = tuple(model.inputs[0].shape[1:])
     if x.ndim != len(expected) + 1 or any(e is not None and e != d for e, d in zip(expected, x.shape[1:])):
         raise DataError(f"{data_path}: inputs of shape {x.shape[1:]}, the model expects {expected}")
@@ -712,15 +715,10 @@ def main(argv=None):
     return 0
 
 
-def _load_model(path):
-    import tf_keras as keras
+def _load_model(path, unsafe_load=False):
+    from common.model_files import load_model_file
 
-    import common.layers  # noqa: F401 - registers the project's custom layers
-
-    try:
-        return keras.models.load_model(path, compile=False)
-    except (ValueError, OSError, TypeError) as err:
-        raise DataError(f"{path}: cannot load the Keras model ({_one_line(err)})") from err
+    return load_model_file(path, unsafe_load=unsafe_load)
 
 
 if __name__ == "__main__":

@@ -148,15 +148,17 @@ def read_labels(path):
 # train / distill
 
 
-def train(task, cfg, out, *, resume=False, overwrite=False, teacher=None):
+def train(task, cfg, out, *, resume=False, overwrite=False, teacher=None, unsafe_load=False):
     """Train the model of `cfg` into the run directory `out`; evaluate it on the reported split.
 
     Args:
         task: a common.task.Task. cfg: resolved config. out: the run directory.
-        resume, overwrite: see common.train.prepare_run_dir.
+        resume, overwrite: see common.rundir.prepare_run_dir (which also locks `out` while this
+            process trains it, and refuses an `out` that is, holds or lies in the data or a teacher).
         teacher: a trained run directory to distill from (common.distill.Distiller), or several
             (a list, or one string "RUN,RUN"): an ensemble of teachers; the student then trains on
             the (first) teacher's split, which every member must share.
+        unsafe_load: load teacher model files that are not safe .keras zips (`--unsafe-load`).
 
     Returns:
         RunResult.
@@ -182,7 +184,9 @@ def train(task, cfg, out, *, resume=False, overwrite=False, teacher=None):
     if cfg["train"]["precision"] == "auto":
         say(f"{task.name}: precision {precision} ({why})")
         cfg["train"]["precision"] = precision  # the run's config.yaml says which was used
-    run = T.prepare_run_dir(out, config=cfg, resume=resume, overwrite=overwrite)
+    keep_apart = [("--data", cfg["data"]["root"]), *(("--teacher", path) for path in teachers)]
+    run = T.prepare_run_dir(out, config=cfg, resume=resume, overwrite=overwrite, task=task.name,
+                            keep_apart=keep_apart)
     write_split(task, run, cfg, data, split, teacher=teachers)
     train_ds, val_ds, steps = task.datasets(cfg, data, split)
     sizes = ", ".join(f"{name} {len(items)}" for name, items in split.items())
@@ -190,7 +194,7 @@ def train(task, cfg, out, *, resume=False, overwrite=False, teacher=None):
     if teachers:
         from common.distill import TeacherEnsemble
 
-        members = [keras_model(task, path) for path in teachers]
+        members = [keras_model(task, path, unsafe_load=unsafe_load) for path in teachers]
         # One model scores the teachers (mean probabilities); the Distiller takes the members.
         teacher_model = members[0] if len(members) == 1 else TeacherEnsemble(members)
     models = {}
@@ -225,6 +229,7 @@ def train(task, cfg, out, *, resume=False, overwrite=False, teacher=None):
     if T.is_chief():
         _training_curves(run)
         task.pictures(run, model, cfg, data, split[task.reported_split])
+    T.release_run_dir(run)
     return RunResult(run, metrics, dict(history.history))
 
 
@@ -282,7 +287,7 @@ def _check_teacher_selection(task, cfg, split, content, teacher):
                           f"({Path(teacher) / SPLIT_FILE}); distill with --set train.select_on={used}")
 
 
-def distill(task, cfg, out, teacher, *, resume=False, overwrite=False):
+def distill(task, cfg, out, teacher, *, resume=False, overwrite=False, unsafe_load=False):
     """Train the student of `cfg` from the teacher run `teacher`, or from an ensemble of teacher
     runs (a list, or "RUN,RUN"; see `train`). Without a data root: the first teacher's."""
     teachers = teacher_runs(teacher)
@@ -290,7 +295,7 @@ def distill(task, cfg, out, teacher, *, resume=False, overwrite=False):
         first = teachers[0] / "config.yaml"
         saved = read_saved_config(first) if first.is_file() else {}
         cfg["data"]["root"] = saved.get("data", {}).get("root", "")
-    return train(task, cfg, out, resume=resume, overwrite=overwrite, teacher=teachers)
+    return train(task, cfg, out, resume=resume, overwrite=overwrite, teacher=teachers, unsafe_load=unsafe_load)
 
 
 def _training_curves(run):
@@ -345,7 +350,7 @@ def _teacher_scores(task, teacher, student, cfg, data, items):
             "teacher_agreement": prediction_agreement(teacher_out, student_out)}
 
 
-def evaluate(task, run, *, data=None, split=None, tflite=False, out=None, overrides=()):
+def evaluate(task, run, *, data=None, split=None, tflite=False, out=None, overrides=(), unsafe_load=False):
     """Evaluate a run (its Keras model, or with `tflite` its exported int8 model).
 
     Without `data`: the run's own data and split.json, split `split` (default the reported one),
@@ -376,7 +381,7 @@ def evaluate(task, run, *, data=None, split=None, tflite=False, out=None, overri
             raise ConfigError(f"--split {split_name}: the run's split.json has {', '.join(parts)}")
         items = parts[split_name]
         name = "metrics" if split_name == task.reported_split else f"metrics_{split_name}"
-    model = _tflite_of(task, run) if tflite else keras_model(task, run)
+    model = _tflite_of(task, run) if tflite else keras_model(task, run, unsafe_load=unsafe_load)
     name += "_int8" if tflite else ""
     path = Path(out) / f"{name}.json" if out else run / f"{name}.json"
     metrics = _evaluate_and_write(task, model, cfg, dataset, items, path, split_name=split_name,
@@ -398,13 +403,13 @@ def check_labels(task, run, dataset):
     task.align_classes(dataset, known)
 
 
-def evaluate_folds(task, parent, *, data=None, overrides=()):
+def evaluate_folds(task, parent, *, data=None, overrides=(), unsafe_load=False):
     """Evaluate every PARENT/fold_K run; write PARENT/metrics.json (means) and metrics_folds.json."""
     runs = sorted((r for r in Path(parent).glob("fold_*") if (r / "model.keras").is_file()),
                   key=lambda r: int(re.sub(r"\D", "", r.name) or 0))
     if not runs:
         raise RunDirError(f"{parent}: no trained fold_K runs (train with --fold all)")
-    per_fold = [evaluate(task, run, data=data, overrides=overrides)[0] for run in runs]
+    per_fold = [evaluate(task, run, data=data, overrides=overrides, unsafe_load=unsafe_load)[0] for run in runs]
     keys = [k for k, v in per_fold[0].items() if isinstance(v, float)]
     mean = {k: float(np.mean([m[k] for m in per_fold])) for k in keys}
     std = {k: float(np.std([m[k] for m in per_fold])) for k in keys}
@@ -428,12 +433,13 @@ def _slug(text):
     return re.sub(r"[^A-Za-z0-9_.-]+", "_", text) or "data"
 
 
-def keras_model(task, run):
-    """The Keras model of a run directory (model.keras), the task's custom layers registered."""
+def keras_model(task, run, *, unsafe_load=False):
+    """The Keras model of a run directory (model.keras), the task's custom layers registered;
+    only a safe .keras zip unless `unsafe_load` (see common.model_files)."""
     from common.train import load_run_model
 
     task.register_layers()
-    return load_run_model(run)
+    return load_run_model(run, unsafe_load=unsafe_load)
 
 
 def _tflite_of(task, run):
@@ -462,7 +468,7 @@ def calibration_count(export_cfg):
     return int(older[0] if older else export_cfg["calibration_examples"])
 
 
-def export(task, run, *, data=None, overrides=()):
+def export(task, run, *, data=None, overrides=(), unsafe_load=False):
     """int8 TFLite of a run's model: RUN/model_int8.tflite, labels.txt, export_report.json.
 
     QAT fine-tunes on the run's training split (`export.mode`: auto, qat, ptq); the converter
@@ -479,7 +485,7 @@ def export(task, run, *, data=None, overrides=()):
     cfg = need_data(run_config(task, run, overrides, data))
     dataset = task.open_data(cfg)
     split, _ = read_split(task, run, dataset)
-    model = keras_model(task, run)
+    model = keras_model(task, run, unsafe_load=unsafe_load)
     e = cfg["export"]
     seed = int(cfg["train"]["seed"])
     calibration, _ = task.examples(cfg, dataset, seeded_pick(split["train"], calibration_count(e), seed))
@@ -583,7 +589,8 @@ def check_output(out, overwrite):
         raise RunDirError(f"{out}: exists and holds earlier output; use --overwrite or another --out")
 
 
-def predict(task, inputs, out, *, run=None, tflite=None, overwrite=False, overrides=(), args=None):
+def predict(task, inputs, out, *, run=None, tflite=None, overwrite=False, overrides=(), args=None,
+            unsafe_load=False):
     """Predict files and folders with a run's Keras model or an exported .tflite; returns the line said."""
     if bool(run) == bool(tflite):
         raise ConfigError("predict: give either --run RUN (the Keras model) or --tflite MODEL.tflite (LiteRT)")
@@ -596,7 +603,7 @@ def predict(task, inputs, out, *, run=None, tflite=None, overwrite=False, overri
         line = task.edge_predict(tflite, inputs, out, args)
     else:
         cfg = run_config(task, run, overrides)
-        line = task.predict(keras_model(task, run), cfg, inputs, out, args)
+        line = task.predict(keras_model(task, run, unsafe_load=unsafe_load), cfg, inputs, out, args)
     say(f"{task.name}: {line}")
     return line
 
@@ -631,7 +638,9 @@ def _own_run(path):
     path = Path(path)
     if not path.exists() or not any(path.iterdir()):
         return False
-    if not (path / "config.yaml").is_file():
+    from common.rundir import is_run_dir
+
+    if not is_run_dir(path):
         raise RunDirError(f"{path}: exists and is not a run directory; use another --out for the demo")
     return True
 

@@ -8,10 +8,12 @@ A run directory (`--out`) holds everything one training run produced:
     checkpoints/backup/      BackupAndRestore state; present only while a run is unfinished
     history.csv              one row per epoch
     tb/                      TensorBoard logs
+    run.json, .lock          the run's marker and lock (common/rundir.py)
 
 A run that was killed resumes where its last finished epoch left it when the same command is run
 again (the run directory is unfinished and its config is the same), or with `--resume`.
-A finished run is never overwritten unless `--overwrite` is given.
+A finished run is never overwritten unless `--overwrite` is given. A loss that becomes NaN or
+infinite stops training at once (TrainingError), before the epoch's end saves anything.
 """
 
 import csv
@@ -26,79 +28,17 @@ import tensorflow as tf
 import tf_keras as keras
 
 from common.config import TRAIN_DEFAULTS, read_saved_config, save_config  # noqa: F401 (re-exported)
-from common.errors import ConfigError, RunDirError
+from common.errors import ConfigError, RunDirError, TrainingError
 from common.io import atomic_path
-
-MODEL_FILE = "model.keras"
-# TensorFlow checkpoint format (files best.index, best.data-*): unlike .h5 it loads into the
-# variables of a distributed model.
-BEST_WEIGHTS = "checkpoints/best"
-BACKUP_DIR = "checkpoints/backup"
-
-
-def prepare_run_dir(out, *, config=None, resume=False, overwrite=False):
-    """Create or reopen the run directory `out` and save `config` in it.
-
-    Args:
-        out: str or Path of the run directory.
-        config: the resolved config dict to save as config.yaml (None: leave config.yaml alone).
-        resume: continue an existing run in `out`.
-        overwrite: delete whatever run is in `out` and start afresh.
-
-    Returns:
-        The run directory as a Path.
-
-    Raises:
-        RunDirError: `out` holds a finished run or another config and neither flag allows it.
-    """
-    out = Path(out)
-    if not is_chief():
-        return out  # the chief owns the run directory; other workers only train
-    if resume and overwrite:
-        raise RunDirError(f"{out}: give either --resume or --overwrite, not both")
-    if out.exists() and not out.is_dir():
-        raise RunDirError(f"{out}: exists and is not a directory")
-    existing = out.is_dir() and any(out.iterdir())
-    if existing and overwrite:
-        shutil.rmtree(out)
-    elif existing:
-        saved_config = out / "config.yaml"
-        if not saved_config.is_file():
-            raise RunDirError(f"{out}: folder is not empty and is not a run directory; use another --out")
-        unfinished = (out / BACKUP_DIR).is_dir() and not (out / MODEL_FILE).is_file()
-        same_config = config is None or read_saved_config(saved_config) == config
-        if resume:
-            if not same_config:
-                raise RunDirError(f"{out}: --resume with a config that differs from {saved_config}")
-        elif unfinished and same_config:
-            print(f"resuming the unfinished run in {out}")
-        elif unfinished:
-            raise RunDirError(f"{out}: holds an unfinished run with another config; use --resume or --overwrite")
-        else:
-            raise RunDirError(f"{out}: already holds a run; use --overwrite to replace it or another --out")
-    if not existing or overwrite:
-        _FRESH_RUN_DIRS.append(out)
-    out.mkdir(parents=True, exist_ok=True)
-    if config is not None:
-        save_config(config, out / "config.yaml")
-    return out
-
-
-# Run directories this process created; see `discard_unstarted_runs`.
-_FRESH_RUN_DIRS = []
-
-
-def discard_unstarted_runs():
-    """Delete the run directories this process created that hold no trained epoch yet.
-
-    Called when a command fails on bad input (common.cli.run_cli), so that the failed command
-    leaves no partial output behind. A run that finished an epoch keeps its checkpoints.
-    """
-    while _FRESH_RUN_DIRS:
-        run = _FRESH_RUN_DIRS.pop()
-        started = (run / BACKUP_DIR).is_dir() or (run / MODEL_FILE).is_file() or (run / "history.csv").is_file()
-        if run.is_dir() and not started:
-            shutil.rmtree(run, ignore_errors=True)
+from common.rundir import (  # noqa: F401 (re-exported: the run directory's names and functions)
+    BACKUP_DIR,
+    BEST_WEIGHTS,
+    MODEL_FILE,
+    discard_unstarted_runs,
+    is_chief,
+    prepare_run_dir,
+    release_run_dir,
+)
 
 
 def set_seed(seed):
@@ -141,21 +81,6 @@ def _new_strategy(name, devices):
             raise ConfigError("train.strategy=multiworker needs the TF_CONFIG environment variable")
         return tf.distribute.MultiWorkerMirroredStrategy()
     raise ConfigError(f"config key 'train.strategy' must be default, mirrored or multiworker, got {name!r}")
-
-
-def is_chief():
-    """True unless TF_CONFIG names this process a non-chief worker."""
-    tf_config = os.environ.get("TF_CONFIG")
-    if not tf_config:
-        return True
-    import json
-
-    task = json.loads(tf_config).get("task", {})
-    cluster = json.loads(tf_config).get("cluster", {})
-    if task.get("type") == "chief":
-        return True
-    # Without an explicit chief, worker 0 is the chief (TensorFlow's convention).
-    return "chief" not in cluster and task.get("type") == "worker" and task.get("index", 0) == 0
 
 
 def make_optimizer(train_cfg, steps_per_epoch):
@@ -327,6 +252,8 @@ def fit(build_fn, train_ds, val_ds, train_cfg, run_dir, *, final_model_fn=None, 
     mode = train_cfg["monitor_mode"]
     history_path = write_dir / "history.csv"
     callbacks = [
+        # First: a NaN loss stops the batch loop before any callback saves the epoch.
+        _StopOnNonFiniteLoss(),
         # Kept when training stops early on Ctrl-C; removed below once the run is finished.
         keras.callbacks.BackupAndRestore(str(write_dir / BACKUP_DIR), delete_checkpoint=False),
         keras.callbacks.ModelCheckpoint(
@@ -349,14 +276,18 @@ def fit(build_fn, train_ds, val_ds, train_cfg, run_dir, *, final_model_fn=None, 
     steps = int(train_cfg["steps_per_epoch"]) or None
     if steps:
         train_ds = train_ds.repeat()
-    history = model.fit(
-        train_ds,
-        validation_data=val_ds,
-        epochs=int(train_cfg["epochs"]),
-        steps_per_epoch=steps,
-        callbacks=callbacks,
-        verbose=train_cfg["verbose"],
-    )
+    try:
+        history = model.fit(
+            train_ds,
+            validation_data=val_ds,
+            epochs=int(train_cfg["epochs"]),
+            steps_per_epoch=steps,
+            callbacks=callbacks,
+            verbose=train_cfg["verbose"],
+        )
+    except _NonFiniteLoss as stop:
+        interrupt.on_train_end()  # fit ended without its end callbacks: give Ctrl-C back
+        raise TrainingError(_non_finite_message(run_dir, *stop.args)) from None
     if interrupt.requested:
         # The finished epochs are in the backup: the same command resumes from there.
         raise KeyboardInterrupt(f"training stopped after epoch {len(history.epoch)}; run the same command to resume")
@@ -402,22 +333,21 @@ def float32_copy(model):
     return copy
 
 
-def load_run_model(run_dir):
+def load_run_model(run_dir, *, unsafe_load=False):
     """Load `RUN/model.keras` (or a .keras file) for inference, without its training config.
 
-    Task packages import their models module first so that their custom layers are registered.
+    Only a `.keras` zip loads, in Keras' safe mode (common.model_files.load_model_file); other
+    model files need `unsafe_load` (the user's `--unsafe-load`). Task packages import their
+    models module first so that their custom layers are registered.
     """
-    import common.layers  # noqa: F401  (registers the shared custom layers)
+    from common.model_files import load_model_file
 
     path = Path(run_dir)
     if path.is_dir():
         path = path / MODEL_FILE
-    if not path.is_file():
+    if not path.exists():
         raise RunDirError(f"{path}: no trained model here; run `train` first")
-    try:
-        return keras.models.load_model(str(path), compile=False)
-    except (OSError, ValueError) as error:
-        raise RunDirError(f"{path}: cannot load the model ({str(error).splitlines()[0]})") from None
+    return load_model_file(path, unsafe_load=unsafe_load)
 
 
 def read_history(run_dir):
@@ -466,6 +396,40 @@ def _best_so_far(history_path, monitor, mode):
     if not values:
         return None
     return max(values) if mode == "max" else min(values)
+
+
+class _NonFiniteLoss(Exception):
+    """Raised by `_StopOnNonFiniteLoss` with (loss, epoch, batch), both counted from 1."""
+
+
+class _StopOnNonFiniteLoss(keras.callbacks.Callback):
+    """Stop at the first batch whose loss is NaN or infinite.
+
+    It raises instead of setting `stop_training`: Keras would still end the epoch, and its
+    callbacks would save the broken weights over the last good backup and best checkpoint.
+    The logged loss is the epoch's running mean, so it stays non-finite once a batch made it so.
+    """
+
+    epoch = 0
+
+    def on_epoch_begin(self, epoch, logs=None):
+        self.epoch = epoch
+
+    def on_train_batch_end(self, batch, logs=None):
+        loss = (logs or {}).get("loss")
+        if loss is not None and not np.isfinite(loss):
+            raise _NonFiniteLoss(float(loss), self.epoch + 1, batch + 1)
+
+
+def _non_finite_message(run_dir, loss, epoch, batch):
+    """The one line of a training stopped by a non-finite loss: where its last good state is."""
+    run_dir = Path(run_dir)
+    where = f"{run_dir}: loss became {loss} at epoch {epoch} batch {batch}"
+    if epoch > 1 and (run_dir / BACKUP_DIR).is_dir():
+        best = (run_dir / f"{BEST_WEIGHTS}.index").is_file()
+        return (f"{where}; the last good checkpoint is kept in {run_dir / BACKUP_DIR} (end of epoch {epoch - 1})"
+                f"{f', the best weights in {run_dir / BEST_WEIGHTS}' if best else ''}; lower train.lr or check the data")
+    return f"{where}; no epoch had finished, so there is no checkpoint to keep; lower train.lr or check the data"
 
 
 class _StopOnInterrupt(keras.callbacks.Callback):

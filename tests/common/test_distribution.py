@@ -69,7 +69,8 @@ def test_two_workers_on_localhost_train_and_chief_saves(tmp_path):
 
     model = load_run_model(tmp_path / "run")
     assert model.predict(np.zeros((2, 8), "float32"), verbose=0).shape == (2, 3)
-    assert sorted(p.name for p in (tmp_path / "run").iterdir()) == ["checkpoints", "config.yaml", "history.csv", "model.keras", "tb"]
+    assert sorted(p.name for p in (tmp_path / "run").iterdir()) == [
+        ".lock", "checkpoints", "config.yaml", "history.csv", "model.keras", "run.json", "tb"]
 
 
 def test_killed_run_resumes_and_ends_with_all_epochs(tmp_path):
