@@ -2,7 +2,9 @@
 
 Each task runs its own `python -m TASK demo --out runs/demo/TASK` in a fresh process (sample data,
 training, evaluation, int8 export, TFLite-vs-Keras check) and writes `summary.json` rows; this
-script runs them in turn, then prints the table and writes `runs/demo/report.md`.
+script runs them in turn, then prints the table and writes `runs/demo/report.md`. A full run (every
+task, none failed) also writes `docs/results/demo.md`: the same table stamped with the command, the
+machine and the date, the file the README and docs/ quote their sample-data numbers from.
 """
 
 import argparse
@@ -13,6 +15,7 @@ import sys
 import time
 from pathlib import Path
 
+from common.bench import machine
 from common.io import write_text
 from common.tables import markdown_table
 
@@ -23,6 +26,8 @@ def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--out", default="runs/demo")
     parser.add_argument("--tasks", nargs="+", default=TASKS, choices=TASKS)
+    parser.add_argument("--doc", default="docs/results/demo.md",
+                        help="the stamped copy of the report for the docs (written after a full run only)")
     args = parser.parse_args(argv)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
@@ -51,12 +56,26 @@ def main(argv=None):
         "",
         "Stage times: " + ", ".join(f"{task} {seconds:.0f} s" for task, seconds in timings.items()),
         "",
-        "Pictures and run directories: " + ", ".join(f"`{task}/`" for task in args.tasks),
+        "Pictures and run directories: " + ", ".join(f"`{out / task}/`" for task in args.tasks),
     ]
     write_text(out / "report.md", "\n".join(report) + "\n")
+    if args.doc and not failed and args.tasks == TASKS:
+        write_text(Path(args.doc), stamped(report, argv))
+        print(f"docs copy: {args.doc}")
     print("\n" + table)
     print(f"\nreport: {out / 'report.md'}  (total {sum(timings.values()):.0f} s)")
     return 1 if failed else 0
+
+
+def stamped(report, argv):
+    """The report under a line saying which command made it, on which machine, when (Markdown)."""
+    where = machine()
+    command = "make demo" if argv is None and sys.argv[1:] == ["--out", "runs/demo"] else \
+        "python -m scripts.demo " + " ".join(sys.argv[1:] if argv is None else argv)
+    stamp = (f"Made by `{command}` on {where['date']}: {where['cpu']}, {where['cores']} cores, "
+             f"Python {where['python']}, TensorFlow {where['tensorflow']}. Generated file: do not edit; "
+             "run `make demo` again to refresh it.")
+    return "\n".join([report[0], "", stamp, *report[1:]]) + "\n"
 
 
 if __name__ == "__main__":
