@@ -10,6 +10,7 @@ machine and the date, the file the README and docs/ quote their sample-data numb
 import argparse
 import json
 import os
+import resource
 import subprocess
 import sys
 import time
@@ -67,15 +68,35 @@ def main(argv=None):
     return 1 if failed else 0
 
 
+def environment_bytes():
+    """Disk bytes of the Python environment running this script (its virtualenv, as `du` counts
+    them: allocated blocks), or None outside a virtualenv."""
+    if sys.prefix == sys.base_prefix:
+        return None
+    total = 0
+    for folder, _, files in os.walk(sys.prefix):
+        for name in files:
+            try:
+                total += os.lstat(os.path.join(folder, name)).st_blocks * 512
+            except OSError:
+                pass
+    return total
+
+
 def stamped(report, argv):
-    """The report under a line saying which command made it, on which machine, when (Markdown)."""
+    """The report under lines saying which command made it, on which machine, when, and what it
+    needed: the environment's disk size and the peak resident memory of the largest task process."""
     where = machine()
     command = "make demo" if argv is None and sys.argv[1:] == ["--out", "runs/demo"] else \
         "python -m scripts.demo " + " ".join(sys.argv[1:] if argv is None else argv)
     stamp = (f"Made by `{command}` on {where['date']}: {where['cpu']}, {where['cores']} cores, "
              f"Python {where['python']}, TensorFlow {where['tensorflow']}. Generated file: do not edit; "
              "run `make demo` again to refresh it.")
-    return "\n".join([report[0], "", stamp, *report[1:]]) + "\n"
+    venv = environment_bytes()
+    peak_mb = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024  # Linux: KiB
+    needs = (f"Resources: the largest task process peaked at {peak_mb:,.0f} MB resident memory"
+             + (f"; the virtualenv ({os.path.relpath(sys.prefix)}) takes {venv / 1e9:.1f} GB on disk." if venv else "."))
+    return "\n".join([report[0], "", stamp, "", needs, *report[1:]]) + "\n"
 
 
 if __name__ == "__main__":
