@@ -294,3 +294,16 @@ def test_quick_start_runs_end_to_end(tmp_path, monkeypatch):
     for task in ("rsic", "asc"):
         rows = (tmp_path / f"runs/quick_{task}/predictions.csv").read_text().splitlines()
         assert rows[0].startswith("file,label,probability") and len(rows) > 1
+
+
+def test_license_and_citations_name_the_same_license_and_the_four_papers():
+    import yaml
+
+    assert (ROOT / "LICENSE").read_text().split()[:4] == ["Apache", "License", "Version", "2.0,"]
+    citation = yaml.safe_load((ROOT / "CITATION.cff").read_text())
+    assert citation["license"] == "Apache-2.0" and citation["cff-version"] == "1.2.0"
+    papers = (ROOT / "docs/papers.md").read_text()
+    bibtex = "".join(block for language, block in code_blocks(papers) if language == "bibtex")
+    for arxiv in ("2312.16717", "2305.09463", "2302.13028", "2211.02820"):
+        assert f"eprint        = {{{arxiv}}}" in bibtex
+        assert any(f"arXiv:{arxiv}" in str(ref["identifiers"]) for ref in citation["references"])
