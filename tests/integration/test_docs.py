@@ -275,15 +275,18 @@ def test_quick_start_blocks_are_sample_train_evaluate_export_predict(task):
 
 
 def test_quick_start_runs_end_to_end(tmp_path, monkeypatch):
-    """Every task's quick start, as written, in one temporary folder; one epoch (`--set
-    train.epochs=1`) and int8 by post-training quantization (`--mode ptq`) to fit the suite's
-    budget. What each step writes is checked, not how good the model is (one epoch on sample data)."""
+    """Every task's quick start, as written, in one temporary folder, to fit the suite's budget
+    with one epoch (`--set train.epochs=1`) and int8 by post-training quantization calibrated on
+    a few examples (`--mode ptq --set export.calibration_examples=8`: the TFLite converter's
+    calibration is most of an export's time). What each step writes is checked, not how good the
+    model is (one epoch on sample data)."""
     from common.cli import main
 
     monkeypatch.chdir(tmp_path)
     for task in TASKS:
         for argv in quick_start(task):
-            extra = {"train": ["--set", "train.epochs=1"], "export": ["--mode", "ptq"]}.get(argv[0], [])
+            extra = {"train": ["--set", "train.epochs=1"],
+                     "export": ["--mode", "ptq", "--set", "export.calibration_examples=8"]}.get(argv[0], [])
             assert main(task_by_name(task), argv + extra) == 0, (task, argv)
         run = tmp_path / "runs" / f"quick_{task}"
         metrics = json.loads((run / "metrics.json").read_text())
