@@ -310,3 +310,29 @@ def test_license_and_citations_name_the_same_license_and_the_four_papers():
     for arxiv in ("2312.16717", "2305.09463", "2302.13028", "2211.02820"):
         assert f"eprint        = {{{arxiv}}}" in bibtex
         assert any(f"arXiv:{arxiv}" in str(ref["identifiers"]) for ref in citation["references"])
+
+
+# Guides other branches of this release write (docs/retrain.md, ...): linked from the README
+# before they land; once merged, every link must resolve (delete this set then).
+PENDING_GUIDES = {"retrain.md", "export.md", "safety.md", "safety_data.md", "troubleshooting.md"}
+
+
+@pytest.mark.parametrize("path", DOCS, ids=[p.name for p in DOCS])
+def test_relative_links_point_at_files_that_exist(path):
+    text = "".join(line + "\n" for _, line in _outside_code(path.read_text()))
+    missing = []
+    for target in re.findall(r"\]\(([^)#\s]+)(?:#[^)]*)?\)", text):
+        if "://" in target or target.startswith("mailto:"):
+            continue
+        if not (path.parent / target).exists() and Path(target).name not in PENDING_GUIDES:
+            missing.append(target)
+    assert not missing, f"{path.name}: links to missing files {missing}"
+
+
+def _outside_code(text):
+    fenced = False
+    for number, line in enumerate(text.splitlines(), 1):
+        if line.startswith("```"):
+            fenced = not fenced
+        elif not fenced:
+            yield number, line
