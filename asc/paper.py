@@ -149,7 +149,7 @@ def markdown(content):
     d, c, e = content["data"], content["complexity"], content["export"]
     clips = ", ".join(f"{name} {n:,} clips" for name, n in d["examples_per_split"].items())
     intro = (f"Data: `{d['path']}`, {clips}; scores on the {d['reported_split']} split, in "
-             "percent. `paper`: the published numbers (../shared/docs/PAPERS.md; 57.4% on the "
+             "percent. `paper`: the published numbers (docs/papers.md; 57.4% on the "
              "development set, 55.6% on the evaluation set).")
     notes = []
     devices = sorted({d for row in rows for d in row["per_device"]})

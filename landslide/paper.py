@@ -178,7 +178,7 @@ def markdown(content):
     intro = (f"Data: `{d['path']}`, {d['labelled_patches']:,} labelled patches, {d['protocol']}, "
              f"folds {', '.join(map(str, d['folds']))}{splits}.\n"
              "Mean ± std over the finished folds, in percent; `paper` columns are the published "
-             "numbers (../shared/docs/PAPERS.md; the paper does not say which mIoU definition it "
+             "numbers (docs/papers.md; the paper does not say which mIoU definition it "
              "uses).")
     notes = [f"Reference: {ref['model']}: F1 {papers.percent(ref['f1'], digits=2)}, mIoU "
              f"{papers.percent(ref['miou'], digits=2)}, {ref['params'] / 1e6:.1f}M parameters. "

@@ -479,10 +479,10 @@ def paper3_markdown(content):
     if student["teacher_agreement"] is not None:
         notes.append(f"The student agrees with its teacher(s) on "
                      f"{100 * student['teacher_agreement']:.1f}% of the test images.")
-    notes.append("Paper 3 publishes no accuracy for its distilled student in ../shared/docs/"
-                 "PAPERS.md, so the student rows have none beside them. " + EARLIER_LINE)
+    notes.append("The student rows have no published number beside them; paper 3's own "
+                 "student results are in docs/papers.md. " + EARLIER_LINE)
     return _page(content, "Paper 3: light-weight scene classification with teacher-student",
-                 "`paper 3`: the published NWPU-RESISC45 accuracy (../shared/docs/PAPERS.md; 20% "
+                 "`paper 3`: the published NWPU-RESISC45 accuracy (docs/papers.md; 20% "
                  "of each class for training).", HEADER, [_cells(row) for row in content["rows"]],
                  notes)
 
@@ -503,6 +503,6 @@ def paper4_markdown(content):
                      f"{s['int8_tflite_bytes'] / 1e6:.2f} MB int8 TFLite, {within} the "
                      f"{s['budget_mb']:g} MB budget (paper 4: at most {p['size_budget_mb']:g} MB).")
     return _page(content, "Paper 4: robust low-complexity scene classification with attention",
-                 "Paper 4 publishes no accuracy in ../shared/docs/PAPERS.md; `paper 3` is paper "
-                 "3's published accuracy of each candidate backbone.",
+                 "`paper 3` is paper 3's published accuracy of each candidate backbone; paper 4's "
+                 "own published numbers are in docs/papers.md.",
                  [*HEADER[:-1], "< 5M params", "note"], body, notes + [EARLIER_LINE])
