@@ -25,7 +25,7 @@ import numpy as np
 import tensorflow as tf
 import tf_keras as keras
 
-from common.config import TRAIN_DEFAULTS, read_saved_config, save_config  # noqa: F401 (re-exported)
+from common.config import TRAIN_DEFAULTS, read_saved_config, same_run_settings, save_config  # noqa: F401 (re-exported)
 from common.errors import ConfigError, RunDirError
 from common.io import atomic_path
 
@@ -66,7 +66,7 @@ def prepare_run_dir(out, *, config=None, resume=False, overwrite=False):
         if not saved_config.is_file():
             raise RunDirError(f"{out}: folder is not empty and is not a run directory; use another --out")
         unfinished = (out / BACKUP_DIR).is_dir() and not (out / MODEL_FILE).is_file()
-        same_config = config is None or read_saved_config(saved_config) == config
+        same_config = config is None or same_run_settings(read_saved_config(saved_config), config)
         if resume:
             if not same_config:
                 raise RunDirError(f"{out}: --resume with a config that differs from {saved_config}")
