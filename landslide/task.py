@@ -277,7 +277,8 @@ class LandslideTask(Task):
         info = write_sample(out, n=n, seed=seed)
         return (f"wrote {out}: {info['TrainData']} training patches with masks, "
                 f"{info['ValidData']} valid, {info['TestData']} test; "
-                f"{100 * info['landslide_fraction']:.1f}% landslide pixels")
+                f"{100 * info['landslide_fraction']:.1f}% landslide pixels; a {info['scene_size']}x"
+                f"{info['scene_size']} GeoTIFF scene {info['scene']}")
 
     def add_download_arguments(self, parser):
         parser.add_argument("--record", default=fetch.RECORD,
