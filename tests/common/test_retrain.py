@@ -14,17 +14,22 @@ from common.retrain import (
     check_source,
     copy_matching_weights,
     freeze_callback,
+    init_from_run,
     prepare_optimizer,
 )
 
 
 class _Task:
-    """The little of a Task that check_source needs."""
+    """The little of a Task that check_source and init_from_run need."""
 
     name = "points"
+    classifier = True
 
     def defaults(self):
         return {"data": {"root": ""}, "train": {"epochs": 1}}
+
+    def register_layers(self):
+        pass
 
 
 def classifier(classes, seed, width=8):
@@ -100,3 +105,18 @@ def test_epoch_lines_and_no_bar_off_a_terminal():
     lines = stream.getvalue().splitlines()
     assert [line.split("  ")[0] for line in lines] == ["points: epoch 1/2", "points: epoch 2/2"]
     assert "\r" not in stream.getvalue()
+
+
+def test_init_from_a_saved_run_and_nothing_matching(tmp_path):
+    run = tmp_path / "run"
+    run.mkdir()
+    classifier(3, seed=0).save(run / "model.keras")
+    (run / "labels.txt").write_text("a\nb\nc\n")
+    same_classes = classifier(3, seed=1)
+    copied, new, line = init_from_run(_Task(), same_classes, run, ["a", "b", "c"])
+    assert len(copied) == 3 and not new and line.endswith("3 layers copied (100.0% of the weights), 0 new")
+    renamed = classifier(3, seed=1)  # as many classes, other names: the classifier is new
+    copied, new, line = init_from_run(_Task(), renamed, run, ["a", "b", "d"])
+    assert [layer.name for layer in new] == ["logits"] and line.endswith("so the classifier is new")
+    with pytest.raises(RunDirError, match="no layer of its model matches"):
+        init_from_run(_Task(), classifier(5, seed=2, width=6), run, ["a", "b", "c", "d", "e"])

@@ -5,10 +5,8 @@ fine-tuning test is rsic's (tests/rsic/test_retrain.py)."""
 import json
 
 import numpy as np
-import pytest
 
 from common import runner
-from common.errors import RunDirError
 from common.retrain import init_from_run, load_model_safely
 from landslide.features import STATS_FILE, normalisation
 from landslide.models import build_models
@@ -37,8 +35,3 @@ def test_every_layer_of_the_tiny_run_is_copied(tiny_run):
         for mine, theirs in zip(layer.get_weights(), source.get_layer(layer.name).get_weights()):
             np.testing.assert_array_equal(mine, theirs)
 
-
-def test_another_width_has_nothing_to_start_from(tiny_run):
-    model, classes = build_for(tiny_run, ["model.width=0.125"])
-    with pytest.raises(RunDirError, match="no layer of its model matches"):
-        init_from_run(TASK, model, tiny_run, classes)
