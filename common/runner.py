@@ -263,9 +263,12 @@ def _start_from_run(task, cfg, data, model, optimizer):
     copied layers (frozen for `train.freeze_epochs` epochs, the optimizer built for all)."""
     from common.retrain import init_from_run, prepare_optimizer
 
-    copied, _, line = init_from_run(task, model, cfg["train"]["init_from"], list(task.class_names(data)))
+    copied, new, line = init_from_run(task, model, cfg["train"]["init_from"], list(task.class_names(data)))
     say(f"{task.name}: {line}")
     if int(cfg["train"]["freeze_epochs"]):
+        if not new:
+            raise ConfigError(f"config key 'train.freeze_epochs': every layer was copied from "
+                              f"{cfg['train']['init_from']}, so no new layer can train first; set it to 0")
         prepare_optimizer(optimizer, model)
         epochs = int(cfg["train"]["freeze_epochs"])
         say(f"{task.name}: only the new layers train for the first {epochs} epoch{'s' if epochs != 1 else ''} "
