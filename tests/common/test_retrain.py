@@ -93,7 +93,7 @@ def test_refusals_in_one_line(tmp_path):
         check_freeze({"init_from": "", "freeze_epochs": 2})
 
 
-def test_epoch_lines_and_no_bar_off_a_terminal():
+def test_epoch_lines_and_no_bar_off_a_terminal(monkeypatch):
     assert epoch_line("rsic", 3, 12, 41.2, {"loss": 0.5123, "val_accuracy": 0.7311}, "val_accuracy") == \
         "rsic: epoch 3/12  41 s  loss 0.512  val_accuracy 0.731"
     assert epoch_line("asc", 1, 2, 0.42, {"loss": 1.0}, "loss") == "asc: epoch 1/2  0.4 s  loss 1.000"
@@ -105,6 +105,16 @@ def test_epoch_lines_and_no_bar_off_a_terminal():
     lines = stream.getvalue().splitlines()
     assert [line.split("  ")[0] for line in lines] == ["points: epoch 1/2", "points: epoch 2/2"]
     assert "\r" not in stream.getvalue()
+    import common.progress
+
+    monkeypatch.setattr(common.progress, "BAR_AFTER_S", 0.0)  # every epoch counts as long
+    monkeypatch.setattr(common.progress, "BAR_EVERY_S", 0.0)
+    terminal = io.StringIO()
+    model.fit(x, np.zeros(8, "int64"), epochs=1, batch_size=4, verbose=0,
+              callbacks=[EpochLog("points", 1, "loss", stream=terminal, bar=True)])
+    text = terminal.getvalue()
+    assert text.startswith("\rpoints: [############............] 1/2") and "2/2" in text
+    assert text.split("\r\033[K")[-1].startswith("points: epoch 1/1  ")  # the bar erased, then the line
 
 
 def test_init_from_a_saved_run_and_nothing_matching(tmp_path):
