@@ -119,14 +119,20 @@ def save_config(config, path):
 
 # Keys that never change what a run computes: a resumed run may differ in them.
 _PRESENTATION_KEYS = (("train", "verbose"),)
+# Keys added after runs were written, with the value that means what those runs did.
+_LATER_KEYS = {("train", "init_from"): "", ("train", "freeze_epochs"): 0}
 
 
 def same_run_settings(saved, config):
-    """True when two resolved configs describe the same run (they may differ in `train.verbose`)."""
+    """True when two resolved configs describe the same run: they may differ in `train.verbose`,
+    and a run saved before a key existed matches that key's neutral value."""
     def core(cfg):
         cfg = copy.deepcopy(cfg)
         for section, key in _PRESENTATION_KEYS:
             if isinstance(cfg.get(section), dict):
+                cfg[section].pop(key, None)
+        for (section, key), neutral in _LATER_KEYS.items():
+            if isinstance(cfg.get(section), dict) and cfg[section].get(key, neutral) == neutral:
                 cfg[section].pop(key, None)
         return cfg
 

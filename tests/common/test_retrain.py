@@ -130,3 +130,12 @@ def test_init_from_a_saved_run_and_nothing_matching(tmp_path):
     assert [layer.name for layer in new] == ["logits"] and line.endswith("so the classifier is new")
     with pytest.raises(RunDirError, match="no layer of its model matches"):
         init_from_run(_Task(), classifier(5, seed=2, width=6), run, ["a", "b", "c", "d", "e"])
+
+
+def test_a_resumed_run_may_differ_in_verbosity_and_predate_the_retraining_keys():
+    from common.config import same_run_settings
+
+    now = {"train": {"epochs": 3, "verbose": 1, "init_from": "", "freeze_epochs": 0}}
+    assert same_run_settings({"train": {"epochs": 3, "verbose": 0}}, now)  # saved before init_from
+    assert not same_run_settings({"train": {"epochs": 3}}, {"train": {"epochs": 3, "init_from": "/runs/a"}})
+    assert not same_run_settings({"train": {"epochs": 2, "verbose": 1}}, now)
