@@ -346,7 +346,7 @@ class AscTask(Task):
     def _features(self, args):
         from common.runner import load_task_config, need_data
 
-        cfg = need_data(load_task_config(self, args.config, args.overrides, args.data))
+        cfg = need_data(load_task_config(self, args.config, args.overrides, args.data, announce=True))
         feats.build_data_cache(cfg, args.out, _say)
 
     def _complexity(self, args):
@@ -356,7 +356,7 @@ class AscTask(Task):
             run_config(self, args.run)  # RunDirError when it is not a run
             model, tflite = keras_model(self, args.run, unsafe_load=args.unsafe_load), Path(args.run) / TFLITE_FILE
         else:
-            cfg = load_task_config(self, args.config, args.overrides, default=self.distill_config)
+            cfg = load_task_config(self, args.config, args.overrides, default=self.distill_config, announce=True)
             feats.check_config(cfg["features"])
             model, tflite = build_model(cfg, len(cfg["data"]["classes"]) or len(SCENES)), None
         return 0 if complexity_report(model, tflite)["within_limits"] else 1

@@ -67,6 +67,12 @@ def _add_train_args(parser, task):
                   help="tf.distribute strategy (same as --set train.strategy=...)")
     parser.add_argument("--overwrite", action="store_true", help="replace an existing run in --out")
     parser.add_argument("--resume", action="store_true", help="continue the unfinished run in --out")
+    add_shorthand(parser, "--init-from", "train.init_from", metavar="RUN",
+                  help="start from the weights of a trained run of this task (layers of the same name and "
+                       "shape; a new classifier when the classes differ); see docs/retrain.md")
+    # Also accepted after the command; SUPPRESS keeps the top-level flag's value when absent here.
+    parser.add_argument("--verbose", action="store_true", default=argparse.SUPPRESS,
+                        help="Keras' own progress output (train.verbose=1) and TensorFlow's log lines")
 
 
 def build_parser(task):
@@ -194,7 +200,8 @@ def main(task, argv=None):
 def _train_config(task, args, default):
     from common.runner import load_task_config
 
-    return load_task_config(task, args.config, args.overrides, args.data, default=default)
+    overrides = [*args.overrides, *(["train.verbose=1"] if args.verbose else [])]
+    return load_task_config(task, args.config, overrides, args.data, default=default, announce=True)
 
 
 # ---------------------------------------------------------------------------------------------

@@ -58,7 +58,15 @@ TRAIN_DEFAULTS = {
     "steps_per_execution": 1,
     # XLA for the training step: auto = only where it is known to help (GPUs); true | false.
     "jit_compile": "auto",  # auto | true | false
-    "verbose": 1,  # Keras progress: 0 silent, 1 progress bar, 2 one line per epoch
+    # 0: one line per epoch of our own (common.progress.EpochLog; a progress bar only on a terminal
+    # and only in epochs longer than 30 s); 1 and 2: Keras' own output too (progress bar per batch,
+    # or a line per epoch), which `--verbose` turns on. Never part of a run's identity (resume).
+    "verbose": 0,
+    # Retraining on your own data (common/retrain.py): a trained run directory of the same task
+    # whose weights the model starts from, matched by layer name and shape (`--init-from RUN`);
+    # "" = from scratch. freeze_epochs: train only the layers not copied for this many epochs first.
+    "init_from": "",
+    "freeze_epochs": 0,
 }
 
 # The `export:` section every task config has (used by common.runner.export).
@@ -83,7 +91,7 @@ _AUTO_OR_BOOL_KEYS = {"jit_compile"}
 # Keys whose value must be one of a few words.
 _CHOICE_KEYS = {"select_on": ("inner", "reported")}
 _NON_NEGATIVE_KEYS = {"weight_decay", "steps_per_epoch", "early_stopping_patience", "label_smoothing",
-                      "qat_epochs", "qat_steps", "seed", "split_seed"}
+                      "qat_epochs", "qat_steps", "seed", "split_seed", "freeze_epochs"}
 
 
 def load_config(path=None, overrides=(), defaults=None):
@@ -111,6 +119,28 @@ def load_config(path=None, overrides=(), defaults=None):
 def save_config(config, path):
     """Write the resolved config as YAML, atomically."""
     write_text(path, yaml.safe_dump(config, sort_keys=False))
+
+
+# Keys that never change what a run computes: a resumed run may differ in them.
+_PRESENTATION_KEYS = (("train", "verbose"),)
+# Keys added after runs were written, with the value that means what those runs did.
+_LATER_KEYS = {("train", "init_from"): "", ("train", "freeze_epochs"): 0}
+
+
+def same_run_settings(saved, config):
+    """True when two resolved configs describe the same run: they may differ in `train.verbose`,
+    and a run saved before a key existed matches that key's neutral value."""
+    def core(cfg):
+        cfg = copy.deepcopy(cfg)
+        for section, key in _PRESENTATION_KEYS:
+            if isinstance(cfg.get(section), dict):
+                cfg[section].pop(key, None)
+        for (section, key), neutral in _LATER_KEYS.items():
+            if isinstance(cfg.get(section), dict) and cfg[section].get(key, neutral) == neutral:
+                cfg[section].pop(key, None)
+        return cfg
+
+    return core(saved) == core(config)
 
 
 def read_saved_config(path):

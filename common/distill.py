@@ -112,19 +112,9 @@ def init_from_teacher(student, teacher):
     Returns:
         int, the number of student layers that received the teacher's weights.
     """
-    copied = 0
-    for layer in student.layers:
-        weights = layer.get_weights()
-        if not weights:
-            continue
-        try:
-            source = teacher.get_layer(layer.name).get_weights()
-        except ValueError:  # no layer of that name
-            continue
-        if len(source) == len(weights) and all(a.shape == b.shape for a, b in zip(source, weights)):
-            layer.set_weights(source)
-            copied += 1
-    return copied
+    from common.retrain import copy_matching_weights
+
+    return len(copy_matching_weights(student, teacher)[0])
 
 
 def _batch_mean(per_sample, sample_weight):

@@ -113,11 +113,11 @@ def prepare_run_dir(out, *, config=None, resume=False, overwrite=False, task=Non
 def _reopen(out, config, resume):
     """Check that the existing run `out` may continue under `config`; clear a run that never
     finished an epoch so that it restarts cleanly."""
-    from common.config import read_saved_config
+    from common.config import read_saved_config, same_run_settings
 
     saved = out / CONFIG_FILE
     finished = (out / MODEL_FILE).is_file()
-    same_config = config is None or read_saved_config(saved) == config
+    same_config = config is None or same_run_settings(read_saved_config(saved), config)
     if finished and resume:
         raise RunDirError(f"{out}: holds a finished run ({MODEL_FILE}), nothing to resume; "
                           f"use --overwrite to train it again or another --out")

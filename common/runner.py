@@ -65,12 +65,28 @@ def config_path(task, path, default):
     return path
 
 
-def load_task_config(task, path=None, overrides=(), data=None, default=None):
-    """The resolved config of a YAML file (or of the task's default), `--data` applied."""
-    cfg = load_config(config_path(task, path, default or task.train_config), overrides, defaults=task.defaults())
+def load_task_config(task, path=None, overrides=(), data=None, default=None, announce=False):
+    """The resolved config of a YAML file (or of the task's default), `--data` applied.
+    `announce`: a command line without `--config` says which config it uses."""
+    resolved = config_path(task, path, default or task.train_config)
+    if announce and not path:
+        say(f"{task.name}: config {_shown_path(resolved) if resolved else 'the built-in defaults'} "
+            "(default; --config to choose)")
+    cfg = load_config(resolved, overrides, defaults=task.defaults())
     if data:
         cfg["data"]["root"] = str(Path(data).resolve())
     return task.resolve_config(cfg)
+
+
+def _shown_path(path):
+    """`path` relative to the working directory when it is inside it (configs/TASK/NAME.yaml)."""
+    import os
+
+    path = Path(path).resolve()
+    try:
+        return str(path.relative_to(Path(os.getcwd()).resolve()))
+    except ValueError:
+        return str(path)
 
 
 def run_config(task, run, overrides=(), data=None):
@@ -171,6 +187,7 @@ def train(task, cfg, out, *, resume=False, overwrite=False, teacher=None, unsafe
         split = _check_teacher(task, cfg, data, teachers)
     else:
         split = task.make_split(cfg, data)
+    _check_init_from(task, cfg)  # a missing run or one of another task: one line, before TensorFlow
     selection = task.selection_split(cfg)
     if not len(split.get(selection, [])):
         raise ConfigError(f"config key 'train.select_on': {cfg['train']['select_on']} needs a '{selection}' split "
@@ -197,20 +214,24 @@ def train(task, cfg, out, *, resume=False, overwrite=False, teacher=None, unsafe
         members = [keras_model(task, path, unsafe_load=unsafe_load) for path in teachers]
         # One model scores the teachers (mean probabilities); the Distiller takes the members.
         teacher_model = members[0] if len(members) == 1 else TeacherEnsemble(members)
-    models = {}
+    models, copied_layers = {}, []
 
     def build():
         training, models["inference"] = task.build(cfg, data, split, run)
         optimizer = T.make_optimizer(cfg["train"], steps)
+        if teacher_model is not None and cfg["distill"].get("init_from_teacher"):
+            from common.distill import init_from_teacher
+
+            copied = init_from_teacher(training, members[0])
+            say(f"{task.name}: student starts from the teacher's weights in {copied} layers (distill.init_from_teacher)")
+        if cfg["train"]["init_from"]:
+            copied_layers[:] = _start_from_run(task, cfg, data, training, optimizer)
         if teacher_model is None:
             task.compile(training, cfg, optimizer)
             return training
-        from common.distill import Distiller, init_from_teacher
+        from common.distill import Distiller
 
         d = cfg["distill"]
-        if d.get("init_from_teacher"):
-            copied = init_from_teacher(training, members[0])
-            say(f"{task.name}: student starts from the teacher's weights in {copied} layers (distill.init_from_teacher)")
         distiller = Distiller(training, teacher_model, label_loss=task.label_loss(cfg),
                               label_weight=d["label_weight"], kd_weight=d["kd_weight"],
                               temperature=d["temperature"], embedding_weight=d["embedding_weight"])
@@ -221,7 +242,8 @@ def train(task, cfg, out, *, resume=False, overwrite=False, teacher=None, unsafe
     with task.error_context():
         model, history = T.fit(build, train_ds, val_ds, cfg["train"], run,
                                final_model_fn=lambda _: models["inference"],
-                               extra_callbacks=task.callbacks(cfg, data, split))
+                               extra_callbacks=[*task.callbacks(cfg, data, split),
+                                                *_progress_callbacks(task, cfg, copied_layers)])
     epochs = len(history.epoch)
     say(f"{task.name}: trained {epochs} epoch{'s' if epochs != 1 else ''} in {time.perf_counter() - clock:.0f} s")
     metrics = _evaluate_and_write(task, model, cfg, data, split[task.reported_split], run / METRICS_FILE,
@@ -231,6 +253,47 @@ def train(task, cfg, out, *, resume=False, overwrite=False, teacher=None, unsafe
         task.pictures(run, model, cfg, data, split[task.reported_split])
     T.release_run_dir(run)
     return RunResult(run, metrics, dict(history.history))
+
+
+def _check_init_from(task, cfg):
+    """`train.init_from` (`--init-from RUN`): a trained run of this task, recorded as an absolute
+    path in the run's config; `train.freeze_epochs` only with it (common/retrain.py)."""
+    from common.retrain import check_freeze, check_source
+
+    if cfg["train"]["init_from"]:
+        cfg["train"]["init_from"] = str(check_source(task, cfg["train"]["init_from"]))
+    check_freeze(cfg["train"])
+
+
+def _start_from_run(task, cfg, data, model, optimizer):
+    """Copy the `train.init_from` run's weights into `model`; say what was copied. Returns the
+    copied layers (frozen for `train.freeze_epochs` epochs, the optimizer built for all)."""
+    from common.retrain import init_from_run, prepare_optimizer
+
+    copied, new, line = init_from_run(task, model, cfg["train"]["init_from"], list(task.class_names(data)))
+    say(f"{task.name}: {line}")
+    if int(cfg["train"]["freeze_epochs"]):
+        if not new:
+            raise ConfigError(f"config key 'train.freeze_epochs': every layer was copied from "
+                              f"{cfg['train']['init_from']}, so no new layer can train first; set it to 0")
+        prepare_optimizer(optimizer, model)
+        epochs = int(cfg["train"]["freeze_epochs"])
+        say(f"{task.name}: only the new layers train for the first {epochs} epoch{'s' if epochs != 1 else ''} "
+            "(train.freeze_epochs)")
+    return copied
+
+
+def _progress_callbacks(task, cfg, copied_layers):
+    """The epoch lines of `train` (common/progress.py) and, when retraining, the freezing."""
+    from common.progress import EpochLog
+
+    t = cfg["train"]
+    callbacks = [EpochLog(task.name, t["epochs"], t["monitor"])]
+    if t["init_from"] and int(t["freeze_epochs"]):
+        from common.retrain import freeze_callback
+
+        callbacks.append(freeze_callback(copied_layers, int(t["freeze_epochs"])))
+    return callbacks
 
 
 def teacher_runs(teacher):

@@ -27,7 +27,7 @@ import numpy as np
 import tensorflow as tf
 import tf_keras as keras
 
-from common.config import TRAIN_DEFAULTS, read_saved_config, save_config  # noqa: F401 (re-exported)
+from common.config import TRAIN_DEFAULTS, read_saved_config, same_run_settings, save_config  # noqa: F401 (re-exported)
 from common.errors import ConfigError, RunDirError, TrainingError
 from common.io import atomic_path
 from common.rundir import (  # noqa: F401 (re-exported: the run directory's names and functions)

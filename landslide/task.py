@@ -287,7 +287,8 @@ class LandslideTask(Task):
         info = write_sample(out, n=n, seed=seed)
         return (f"wrote {out}: {info['TrainData']} training patches with masks, "
                 f"{info['ValidData']} valid, {info['TestData']} test; "
-                f"{100 * info['landslide_fraction']:.1f}% landslide pixels")
+                f"{100 * info['landslide_fraction']:.1f}% landslide pixels; a {info['scene_size']}x"
+                f"{info['scene_size']} GeoTIFF scene {info['scene']}")
 
     def add_download_arguments(self, parser):
         parser.add_argument("--record", default=fetch.RECORD,
@@ -323,14 +324,14 @@ class LandslideTask(Task):
     def _stats(self, args):
         from landslide.features import STATS_FILE, training_stats
 
-        cfg = need_data(load_task_config(self, args.config, args.overrides, args.data))
+        cfg = need_data(load_task_config(self, args.config, args.overrides, args.data, announce=True))
         data = self.open_data(cfg)
         stats = training_stats(cfg, data.subset(self.make_split(cfg, data)["train"]), args.out)
         say(f"landslide: wrote {Path(args.out) / STATS_FILE}: {stats['patches']} training patches, "
             f"{stats['nan_values']} NaN values replaced")
 
     def _summary(self, args):
-        cfg = load_task_config(self, args.config, args.overrides)
+        cfg = load_task_config(self, args.config, args.overrides, announce=True)
         info, size = model_summary(cfg), cfg["data"]["patch_size"]
         say(f"landslide: {args.config or self.train_config}: {info['params']:,} parameters, "
             f"{info['macs'] / 1e9:.2f} GMACs per {size}x{size} patch, {info['channels']} input "

@@ -300,7 +300,7 @@ class RsicTask(Task):
     def _benchmark(self, args):
         from rsic.paper import run_benchmark
 
-        cfg = load_task_config(self, args.config, args.overrides, args.data)
+        cfg = load_task_config(self, args.config, args.overrides, args.data, announce=True)
         if args.backbones:
             names = [name.strip() for name in args.backbones.split(",")]
             cfg["benchmark"]["backbones"] = [name for name in names if name]

@@ -182,6 +182,18 @@ def test_predict_geotiff_scene(tiny_run, tmp_path, capsys):
         assert set(np.unique(result.read(1))) <= {0, 1, 255}
 
 
+def test_predict_the_sample_scene(tiny_run, sample_root, tmp_path, capsys):
+    import rasterio
+
+    scene = sample_root / "scene" / "scene.tif"  # written by `landslide sample`
+    code, out, _ = run_main(["predict", "--run", str(tiny_run), str(scene), "--out", str(tmp_path / "maps")], capsys)
+    assert code == 0 and "1 scene maps" in out
+    with rasterio.open(tmp_path / "maps" / "scene_landslide.tif") as result, rasterio.open(scene) as source:
+        assert (result.height, result.width, result.crs, result.transform) == \
+            (source.height, source.width, source.crs, source.transform)
+        assert set(np.unique(result.read(1))) <= {0, 1}  # no nodata in the sample scene
+
+
 def test_demo_ladder_rungs_keep_their_switches_at_tiny_size():
     from landslide.task import LADDER, tiny_rung_config
 

@@ -18,7 +18,7 @@ from tests.fake_http import Server
 def archive(tmp_path_factory):
     """A zip in the real layout (Landslide4Sense/TrainData/img/image_N.h5, ...) of 4 sample patches."""
     root = tmp_path_factory.mktemp("zip") / "Landslide4Sense"
-    write_sample(root, n=4, seed=1, patch_size=128)
+    write_sample(root, n=4, seed=1, patch_size=128, scene=False)
     buffer = io.BytesIO()
     with zipfile.ZipFile(buffer, "w") as handle:
         for path in sorted(root.rglob("*.h5")):
