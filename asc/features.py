@@ -53,6 +53,7 @@ import numpy as np
 from asc.data import ClipReport, read_wav
 from common.config import config_hash
 from common.errors import ConfigError, DataError
+from common.export.carray import c_array
 from common.io import atomic_path, write_json, write_text
 
 KINDS = ("logmel", "gammatone", "cqt")
@@ -784,9 +785,7 @@ def c_sources(params, arrays):
         for declaration, values in arrays_c.items():
             floats = declaration.startswith("const float")
             items = [f"{float(v):.9g}f" if floats else str(int(v)) for v in np.ravel(values)]
-            step = 8 if floats else 16
-            source += [f"{declaration} = {{", *("  " + ", ".join(items[i : i + step]) + ","
-                                                for i in range(0, len(items), step)), "};"]
+            source += c_array(declaration, items, 8 if floats else 16)
         source.append("")
     header += ["", "#endif  // FRONTEND_H_", ""]
     return "\n".join(header), "\n".join(source)

@@ -103,6 +103,17 @@ def load_config(path=None, overrides=(), defaults=None):
     return config
 
 
+def apply_override(config, item, defaults):
+    """A copy of the resolved `config` with one `--set` string ("dotted.key=value") applied and
+    checked against `defaults` (the schema), as `load_config` applies overrides."""
+    import copy
+
+    config = copy.deepcopy(config)
+    key, value = _parse_override(item)
+    _merge(config, _nest(key, value), defaults, source="--set")
+    return config
+
+
 def save_config(config, path):
     """Write the resolved config as YAML, atomically."""
     write_text(path, yaml.safe_dump(config, sort_keys=False))

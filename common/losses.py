@@ -24,7 +24,7 @@ def _align_binary(y_true, y_pred):
     return y_true, y_pred
 
 
-def _mean_per_sample(values):
+def mean_per_sample(values):
     """Average `values` over every axis but the first: one number per sample, shape (B,)."""
     values = tf.convert_to_tensor(values)
     if values.shape.rank is not None and values.shape.rank <= 1:
@@ -57,7 +57,7 @@ def per_sample_loss(loss, y_true, y_pred):
     values = (
         loss.call(y_true, y_pred) if isinstance(loss, keras.losses.Loss) else loss(y_true, y_pred)
     )
-    return _mean_per_sample(tf.cast(values, tf.float32))
+    return mean_per_sample(tf.cast(values, tf.float32))
 
 
 @keras.saving.register_keras_serializable(package="common")

@@ -1,10 +1,9 @@
-"""common/mcu.py: int8-in/int8-out export checked in TFLite Micro, C array, refusal, board fit.
+"""common/export/tflm.py (the mcu target's TFLite Micro side): int8-in/int8-out export checked in TFLite Micro, C array, refusal, board fit.
 
 Tiny models built here (the asc student, the tiny landslide model at 32x32, a model with an op
 TFLite Micro lacks), real conversion and a real TFLM run.
 """
 
-import json
 import re
 import shutil
 import subprocess
@@ -14,7 +13,8 @@ import pytest
 import tf_keras as keras
 
 from common.errors import ExportError
-from common.mcu import (
+from common.export.parity import Scorer
+from common.export.tflm import (
     C_HEADER_NAME,
     C_SOURCE_NAME,
     MCU_TFLITE_NAME,
@@ -30,7 +30,7 @@ from tests.landslide.conftest import ROOT
 def asc_export(tmp_path_factory):
     """A tiny asc student trained a few steps on class-dependent noise, exported for mcu."""
     from asc.models import build_model
-    from common.mcu import export_mcu
+    from common.export.tflm import export_mcu
 
     keras.utils.set_random_seed(0)
     rng = np.random.default_rng(0)
@@ -43,10 +43,9 @@ def asc_export(tmp_path_factory):
     model.compile(keras.optimizers.Adam(0.01), "sparse_categorical_crossentropy")
     model.fit(x[:64], y[:64], batch_size=16, epochs=15, verbose=0)
     out = tmp_path_factory.mktemp("mcu_asc")
-    (out / "export_report.json").write_text(json.dumps({"tflite_bytes": 1}))  # the edge export's report
     accuracy = lambda labels, probs: float(np.mean(probs.argmax(-1) == labels))  # noqa: E731
-    section = export_mcu(model, x[:64], out, heldout=x[64:], heldout_labels=y[64:], metric=accuracy,
-                         metric_name="accuracy", labels=["a", "b", "c", "d"])
+    section = export_mcu(model, x[:64], out, heldout=x[64:], heldout_labels=y[64:],
+                         scorer=Scorer(accuracy, "accuracy"), labels=["a", "b", "c", "d"])
     return out, section, model
 
 
@@ -63,8 +62,7 @@ def test_asc_student_runs_in_tflm_and_agrees(asc_export):
     assert 0 < section["arena_bytes"] <= section["arena_recommended_bytes"]
     assert section["flash_bytes"] == (out / MCU_TFLITE_NAME).stat().st_size
     assert "CONV_2D" in section["ops"] and "DEPTHWISE_CONV_2D" in section["ops"]
-    report = json.loads((out / "export_report.json").read_text())
-    assert report["tflite_bytes"] == 1 and report["mcu"]["arena_bytes"] == section["arena_bytes"]
+    assert not (out / "export_report.json").exists()  # the library call writes no report
     fits = {t["name"]: t["fits"] for t in section["targets"]}
     assert fits == {"cortex-m4": True, "cortex-m7": True, "esp32-s3": True}
 
@@ -92,7 +90,7 @@ def test_tiny_landslide_runs_in_tflm_per_pixel(tmp_path):
     """The tiny full model (engineered bands, residual blocks, attention, three heads) at 32x32:
     its Sobel-magnitude SQRT stays float (TFLM has no int8 SQRT), the rest is int8."""
     from common.config import load_config
-    from common.mcu import export_mcu
+    from common.export.tflm import export_mcu
     from landslide.config import DEFAULTS
     from landslide.features import num_channels
     from landslide.models import build_models, compile_training_model
@@ -110,7 +108,7 @@ def test_tiny_landslide_runs_in_tflm_per_pixel(tmp_path):
     y = np.stack([p[1] for p in pairs])[..., None].astype(np.float32)
     training.fit(np.nan_to_num(x[:8]), y[:8], batch_size=4, epochs=6, verbose=0)
     x[8, :3, :3, 2] = np.nan  # NaNs on the device: quantized as 0.0
-    section = export_mcu(inference, x[:8], tmp_path, heldout=x[8:], update_report=False)
+    section = export_mcu(inference, x[:8], tmp_path, heldout=x[8:])
     assert section["agreement_keras"] >= 0.95, section  # share of pixels
     assert section["agreement_litert"] >= 0.95, section
     assert section["output"]["shape"] == [1, 32, 32, 1]
@@ -120,7 +118,7 @@ def test_tiny_landslide_runs_in_tflm_per_pixel(tmp_path):
 
 
 def test_operator_tflm_lacks_is_refused_naming_op_and_layer(tmp_path):
-    from common.mcu import export_mcu
+    from common.export.tflm import export_mcu
 
     inputs = keras.Input((8, 8, 1))
     h = keras.layers.Conv2D(4, 3, padding="same", name="conv")(inputs)
