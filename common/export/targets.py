@@ -155,7 +155,8 @@ def run_export(target, job, report):
     try:
         converted = target.convert(job, staging)
         target.verify(job, converted, report)
-        report.update(target=target.name, files=[str(path) for path in staging.commit()])
+        report.update(target=target.name, fingerprint=job.fingerprint,
+                      files=[str(path) for path in staging.commit()])
     finally:
         staging.discard()
     return report.write()

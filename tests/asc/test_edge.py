@@ -28,8 +28,7 @@ def exported(sample_dir, tmp_path_factory):
     """(cfg, run dir) of a trained and exported single-branch student."""
     work = tmp_path_factory.mktemp("edge")
     # Calibrating on every training clip (60; 10 more choose the epoch) keeps int8 and float within a clip or two.
-    # export.calibration_clips is the older name of export.calibration_examples: still honoured.
-    overrides = [*FAST, "train.epochs=8", "export.calibration_clips=128", "features.kinds=[logmel]",
+    overrides = [*FAST, "train.epochs=8", "export.calibration_examples=128", "features.kinds=[logmel]",
                  f"features.cache={work / 'logmel.h5'}"]  # fmt: skip
     cfg = load(CONFIGS / "student.yaml", overrides, sample_dir)
     runner.train(AscTask(), cfg, work / "run")
