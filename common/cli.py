@@ -152,7 +152,7 @@ def main(task, argv=None):
         runner.say(f"{task.name}: {task.download(args.dest, args)}")
         return 0
     if args.command == "sample":
-        runner.say(f"{task.name}: {task.sample(args.out, args)}")
+        runner.say(f"{task.name}: {task.sample(args.out, **method_options(task.sample, args))}")
         return 0
     if args.command == "predict" and args.tflite:  # the edge path: LiteRT, never TensorFlow
         runner.predict(task, [*args.data, *args.inputs], args.out, tflite=args.tflite,
@@ -164,7 +164,8 @@ def main(task, argv=None):
         runner.check_export(task, args.run, data=args.data, overrides=args.overrides)
     setup_tensorflow()
     if args.command == "train":
-        for cfg, out in task.train_runs(_train_config(task, args, task.train_config), args):
+        base = _train_config(task, args, task.train_config)
+        for cfg, out in task.train_runs(base, args.out, **method_options(task.train_runs, args)):
             runner.train(task, cfg, out, resume=args.resume, overwrite=args.overwrite)
     elif args.command == "distill":
         cfg = _train_config(task, args, task.distill_config)
@@ -185,6 +186,15 @@ def main(task, argv=None):
     else:
         return extra[args.command].run(args) or 0
     return 0
+
+
+def method_options(method, args, skip=("self", "out", "cfg")):
+    """The parsed options a task method takes by name (its keyword parameters that `args`
+    holds): a task's methods take typed values, never the argparse namespace."""
+    import inspect
+
+    names = [name for name in inspect.signature(method).parameters if name not in skip]
+    return {name: getattr(args, name) for name in names if hasattr(args, name)}
 
 
 def export_targets():

@@ -219,7 +219,7 @@ def train(task, cfg, out, *, resume=False, overwrite=False, teacher=None):
                                   split_name=task.reported_split, teacher=teacher_model)
     if T.is_chief():
         _training_curves(run)
-        task.pictures(run, model, cfg, data, split[task.reported_split])
+        task.pictures(run, model, cfg, data, split[task.reported_split], metrics)
     return RunResult(run, metrics, dict(history.history))
 
 
@@ -377,7 +377,7 @@ def evaluate(task, run, *, data=None, split=None, tflite=False, out=None, overri
                                   extra={"model": "int8 tflite" if tflite else "keras"})
     if not tflite and not other and split_name == task.reported_split:  # pictures show the reported split
         _training_curves(run)
-        task.pictures(path.parent, model, cfg, dataset, items)
+        task.pictures(path.parent, model, cfg, dataset, items, metrics)
     return metrics, path
 
 
@@ -619,7 +619,7 @@ def demo(task, out, overrides=()):
     started = time.perf_counter()
     data = out / "data"
     if not data.is_dir() or not any(data.iterdir()):
-        say(f"{task.name}: {task.sample(data, None)}")
+        say(f"{task.name}: {task.sample(data)}")
     rows = []
     for step in task.demo_plan():
         config = step.config

@@ -30,7 +30,7 @@ PROJECT = ("common", "landslide", "rsic", "asc", "scripts", "benchmarks", "tests
 @pytest.fixture(scope="module")
 def points_run(tmp_path_factory):
     task, folder = PointsTask(), tmp_path_factory.mktemp("points")
-    task.sample(folder / "data", None)
+    task.sample(folder / "data")
     from common import runner
 
     cfg = runner.load_task_config(task, None, ["train.epochs=3", "model.units=32"], folder / "data")
