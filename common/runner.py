@@ -470,7 +470,7 @@ def export(task, run, *, data=None, overrides=()):
     cfg, target = check_export(task, run, data=data, overrides=overrides)
     dataset = task.open_data(cfg)
     split, _ = read_split(task, run, dataset)
-    job = _export_job(task, cfg, run, dataset, split)
+    job = _export_job(task, cfg, run, dataset, split, target.calibrates)
     say(f"{task.name}: exporting {run} for target {target.name} (mode {cfg['export']['mode']})")
     with task.error_context():
         report = run_export(target, job, ExportReport(run / target.report_name()))
@@ -484,19 +484,21 @@ def export(task, run, *, data=None, overrides=()):
     return report
 
 
-def _export_job(task, cfg, run, dataset, split):
-    """The ExportJob of a run: its model, the seeded calibration and parity picks, QAT data."""
+def _export_job(task, cfg, run, dataset, split, calibrates=True):
+    """The ExportJob of a run: its model, the seeded parity pick and, for a target that
+    `calibrates`, the seeded calibration pick and the QAT data."""
     from common.export import PARITY_EXAMPLES, ExportJob, Scorer
     from common.export.quantize import QATSettings
     from common.export.report import file_sha256, read_report
 
     e, seed = cfg["export"], int(cfg["train"]["seed"])
     model = keras_model(task, run)
-    calibration, _ = task.examples(cfg, dataset, seeded_pick(split["train"], int(e["calibration_examples"]), seed))
     heldout, heldout_labels = task.examples(cfg, dataset,
                                             seeded_pick(split[task.reported_split], PARITY_EXAMPLES, seed + 1))
-    qat = None
-    if e["mode"] != "ptq":
+    calibration, qat = None, None
+    if calibrates:
+        calibration, _ = task.examples(cfg, dataset, seeded_pick(split["train"], int(e["calibration_examples"]), seed))
+    if calibrates and e["mode"] != "ptq":
         train_data, _, _ = task.datasets(cfg, dataset, split)
         steps = int(e["qat_steps"]) or None
         qat = QATSettings(train_data.repeat() if steps else train_data, task.label_loss(cfg), int(e["qat_epochs"]),

@@ -20,6 +20,7 @@ class GpuTarget(SingleFileTarget):
     description = "float16 weights, float32 activations, input and output"
     device = "phone GPUs: LiteRT's GPU delegate (runs on any LiteRT CPU too)"
     file_names = ("model_float16.tflite",)
+    calibrates = False
 
     def convert_bytes(self, job):
         return convert_float16(job.model), {"quantization": "float16 weights", "calibration_examples": 0}

@@ -44,6 +44,8 @@ class Target:
     device = ""
     file_names = ()
     report_file = None
+    #: Whether `convert` reads job.calibration and job.qat (the runner skips preparing them if not).
+    calibrates = True
 
     def report_name(self):
         return self.report_file or f"export_report_{self.name}.json"

@@ -19,6 +19,7 @@ class Weights8Target(SingleFileTarget):
     description = "int8 weights, float32 activations (dynamic-range quantization, no calibration)"
     device = "any LiteRT CPU where float accuracy matters more than the last 2x in speed"
     file_names = ("model_weights8.tflite",)
+    calibrates = False
 
     def convert_bytes(self, job):
         return convert_dynamic_range(job.model), {"quantization": "int8 weights (dynamic range)",
