@@ -180,3 +180,12 @@ def test_docs_table_lists_the_registry():
     assert named == list(TARGETS)
     for row, target in zip(rows, TARGETS.values()):
         assert all(f"`{name}`" in row for name in target.files()), row
+
+
+def test_no_function_in_common_export_is_over_60_lines():
+    long = []
+    for path in sorted((ROOT / "common" / "export").glob("*.py")):
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)) and node.end_lineno - node.lineno + 1 > 60:
+                long.append(f"{path.name}:{node.lineno} {node.name}")
+    assert long == []
