@@ -53,7 +53,6 @@ DEFAULTS = {
     "export": {
         **EXPORT_DEFAULTS,
         "calibration_examples": 128,
-        "calibration_clips": 0,  # the older name of calibration_examples; 0 = unset
         "size_budget_mb": 1.0,
     },
 }

@@ -25,8 +25,7 @@ Features are computed `features.chunk` clips at a time and appended in place (me
 after each chunk's rows are flushed, the attribute `rows` (the committed row count) is raised and
 flushed, so a killed run leaves a valid cache of the finished chunks and the next run resumes
 after them; rows beyond `rows` are ignored (and overwritten). A cache of another config, or
-truncated/corrupt, is rebuilt; one in the old one-dataset-per-clip format is converted (same
-config) or rebuilt; each with one line saying so.
+truncated/corrupt (or not of format 2), is rebuilt with one line saying so.
 
 Front end (`write_frontend`), for a device without librosa: `frontend.json` (every parameter),
 per kind the analysis window `<kind>_window.npy` (n_fft,) and a banded sparse filter bank (row k
@@ -53,6 +52,7 @@ import numpy as np
 from asc.data import ClipReport, read_wav
 from common.config import config_hash
 from common.errors import ConfigError, DataError
+from common.export.carray import c_array
 from common.io import atomic_path, write_json, write_text
 
 KINDS = ("logmel", "gammatone", "cqt")
@@ -83,7 +83,7 @@ _NOT_HASHED = ("cache", "workers", "chunk")  # keys that do not change the featu
 # since it is librosa's resampling noise).
 CQT_TOLERANCE = {"mean": 0.02, "p99_above_-60dB": 0.06}
 _BATCH = 16  # clips per batched FFT inside a chunk (a few MB of temporaries per thread)
-CACHE_FORMAT = 2  # attribute `format` of a chunked cache; the old per-clip caches have none
+CACHE_FORMAT = 2  # attribute `format` of a chunked cache
 # Called after every committed chunk with (rows committed); tests use it to kill a run halfway.
 _after_chunk = None
 
@@ -381,11 +381,11 @@ def iter_features(paths, cfg, report=None):
 # The cache
 
 
-def _cache_state(path, cfg):
+def cache_state(path, cfg):
     """(status, names in row order) of an existing cache.
 
-    status: "ok", "missing", "changed" (another feature config), "corrupt" (truncated, unreadable or
-    inconsistent), "old" (the per-clip format of earlier versions, same config) or "old-changed".
+    status: "ok", "missing", "changed" (another feature config) or "corrupt" (truncated,
+    unreadable, inconsistent, or not a format-2 cache).
     """
     import h5py
 
@@ -394,11 +394,7 @@ def _cache_state(path, cfg):
     try:
         with h5py.File(path, "r") as h5:
             same = h5.attrs.get("config_hash") == feature_hash(cfg)
-            if "format" not in h5.attrs:  # the one-dataset-per-clip format
-                if not h5.attrs.get("complete") or not isinstance(h5.get("features"), h5py.Group):
-                    return "corrupt", []
-                return ("old", sorted(h5["names"].asstr()[...])) if same else ("old-changed", [])
-            if int(h5.attrs["format"]) != CACHE_FORMAT:
+            if int(h5.attrs.get("format", 0)) != CACHE_FORMAT:
                 return "corrupt", []
             if not same:
                 return "changed", []
@@ -445,26 +441,9 @@ def _append(h5, names, x):
     return end
 
 
-def _convert_old(path, cfg, names, say):
-    """Copy an old per-clip cache (same config) into a new format-2 file, chunk by chunk."""
-    import h5py
-
-    chunk = int(cfg.get("chunk", 256))
-    with atomic_path(path) as tmp:
-        _new_cache(tmp, cfg)
-        with h5py.File(path, "r") as old, h5py.File(tmp, "r+") as new:
-            for start in range(0, len(names), chunk):
-                part = names[start : start + chunk]
-                _append(new, part, np.stack([old["features"][n][...] for n in part]))
-    say(f"{path}: converted {len(names)} clips from the old one-dataset-per-clip cache to the "
-        "chunked format")
-
-
 _REBUILT = {
     "changed": "feature config changed (hash now {hash}); rebuilding the cache",
     "corrupt": "cache is truncated or corrupt; rebuilding it",
-    "old-changed": "old one-dataset-per-clip cache of another feature config; rebuilding it in the "
-                   "chunked format",
 }
 
 
@@ -482,12 +461,10 @@ def build_cache(data_root, filenames, cfg, path=None, say=print):
     check_config(cfg)
     data_root = Path(data_root)
     path = Path(path or cfg["cache"] or data_root / "features.h5")
-    status, have = _cache_state(path, cfg)
+    status, have = cache_state(path, cfg)
     if status in _REBUILT:
         say(f"{path}: " + _REBUILT[status].format(hash=feature_hash(cfg)))
-    elif status == "old":
-        _convert_old(path, cfg, have, say)
-    fresh, have = status not in ("ok", "old"), set(have)  # `have` is empty unless ok or old
+    fresh, have = status != "ok", set(have)  # `have` is empty unless ok
     wanted = list(dict.fromkeys(filenames))
     todo = [f for f in wanted if f not in have]
     report = ClipReport()
@@ -541,7 +518,7 @@ class CachedFeatures:
     """
 
     def __init__(self, path, names, cfg):
-        status, have = _cache_state(path, cfg)
+        status, have = cache_state(path, cfg)
         again = "run `python -m asc features` again"
         if status != "ok":
             raise DataError(f"{path}: feature cache is {status}; {again}")
@@ -784,9 +761,7 @@ def c_sources(params, arrays):
         for declaration, values in arrays_c.items():
             floats = declaration.startswith("const float")
             items = [f"{float(v):.9g}f" if floats else str(int(v)) for v in np.ravel(values)]
-            step = 8 if floats else 16
-            source += [f"{declaration} = {{", *("  " + ", ".join(items[i : i + step]) + ","
-                                                for i in range(0, len(items), step)), "};"]
+            source += c_array(declaration, items, 8 if floats else 16)
         source.append("")
     header += ["", "#endif  // FRONTEND_H_", ""]
     return "\n".join(header), "\n".join(source)

@@ -12,7 +12,6 @@ the DCASE 2023 limits -> int8 export -> the int8 model scored.
     R/paper2.md, paper2.json the table with paper 2's published numbers beside, the data named
 """
 
-import argparse
 from pathlib import Path
 
 from common import papers
@@ -54,7 +53,7 @@ def run(task, args, *, max_steps=None):
     settings = {"teacher_config": teacher_config, "student_config": args.student_config}
     out, data, overrides = papers.start(
         task, args, "paper2", "the TAU 2022 development folder", QUICK_OVERRIDES,
-        argparse.Namespace(per_class=QUICK_PER_CLASS, seed=0), settings)
+        {"per_class": QUICK_PER_CLASS, "seed": 0}, settings)
     teacher_cfg = load_task_config(task, teacher_config, overrides, data)
     student_cfg = load_task_config(task, args.student_config, overrides, data)
     opened = task.open_data(teacher_cfg)  # checks the data before anything trains

@@ -235,9 +235,7 @@ class AscTask(Task):
         from common.runner import outputs
 
         x, labels = self.examples(cfg, data, items)
-        result = scores(labels, outputs(model, x, batch_size=64), items, data.classes)
-        self._last = (model, items, result["confusion_matrix"])
-        return result
+        return scores(labels, outputs(model, x, batch_size=64), items, data.classes)
 
     def score_line(self, metrics):
         line = f"accuracy {metrics['accuracy']:.3f}  log loss {metrics['log_loss']:.3f}"
@@ -245,15 +243,12 @@ class AscTask(Task):
             line += f"  3-class accuracy {metrics['groups']['accuracy']:.3f}"
         return line
 
-    def pictures(self, out_dir, model, cfg, data, items):
-        """OUT/confusion_matrix.png (of the evaluation just made) and OUT/spectrograms.png (the
+    def pictures(self, out_dir, model, cfg, data, items, metrics):
+        """OUT/confusion_matrix.png (of the evaluation `metrics`) and OUT/spectrograms.png (the
         first clip's spectrograms)."""
         from common.plots import plot_confusion_matrix, plot_spectrograms
 
-        last_model, last_items, matrix = getattr(self, "_last", (None, None, None))
-        if last_model is not model or last_items is not items:
-            matrix = self.evaluate(model, cfg, data, items)["confusion_matrix"]
-        plot_confusion_matrix(np.array(matrix), data.classes, Path(out_dir) / "confusion_matrix.png")
+        plot_confusion_matrix(np.array(metrics["confusion_matrix"]), data.classes, Path(out_dir) / "confusion_matrix.png")
         if items:
             x, _ = self.examples(cfg, data, items[:1])
             names = [SPECTROGRAM_TITLES[kind] for kind in cfg["features"]["kinds"]]
@@ -297,10 +292,10 @@ class AscTask(Task):
         parser.add_argument("--per-class", type=int, default=30, help="clips per scene (default 30)")
         parser.add_argument("--seed", type=int, default=0)
 
-    def sample(self, out, args):
+    def sample(self, out, per_class=20, seed=0):
+        """`per_class` clips per scene (the command line's default is 30), seeded."""
         from asc.sample import write_sample
 
-        per_class, seed = (args.per_class, args.seed) if args is not None else (20, 0)
         if per_class < 2:
             raise DataError(f"--per-class: need at least 2 clips per scene, got {per_class}")
         write_sample(out, per_class=per_class, seed=seed)

@@ -5,7 +5,7 @@
     train      train a model: a run directory in --out
     distill    train a student from a teacher run or an ensemble (--teacher RUN[,RUN...]), tasks with classifiers
     evaluate   score a run (--run) on its reported split, another split or another data set
-    export     int8 TFLite of a run, checked against its Keras model
+    export     a run's model for a device (--target edge|gpu|weights8|mcu), checked against Keras
     predict    a run's model (--run) or an exported .tflite (--tflite, LiteRT only) on files
     demo       sample data -> the task's small runs -> OUT/summary.json
     + the task's own commands (landslide stats/summary, rsic benchmark, asc features/complexity)
@@ -114,13 +114,15 @@ def build_parser(task):
     add_set_arg(p)
     task.add_arguments("evaluate", p)
 
-    p = sub.add_parser("export", help="int8 TFLite -> RUN/model_int8.tflite, labels.txt, export_report.json")
+    p = sub.add_parser("export", help="a run's model for a device (--target) -> RUN/..., export_report.json")
     p.add_argument("--run", required=True, help="run directory written by train")
     p.add_argument("--data", help="the data set, when it has moved since training")
     add_shorthand(p, "--mode", "export.mode", choices=["auto", "qat", "ptq"],
                   help="quantization (same as --set export.mode=...)")
-    add_shorthand(p, "--target", "export.target", choices=["edge", "mcu"],
-                  help="edge (LiteRT, the default) or mcu: also TFLite Micro, int8 in and out, a C array")
+    targets = export_targets()
+    add_shorthand(p, "--target", "export.target", metavar="{" + ",".join(targets) + "}",
+                  help="what to export (same as --set export.target=...): " +
+                  "; ".join(f"{name}: {target.description}" for name, target in targets.items()))
     add_unsafe_load_arg(p)
     add_set_arg(p)
     task.add_arguments("export", p)
@@ -162,7 +164,7 @@ def main(task, argv=None):
         runner.say(f"{task.name}: {task.download(args.dest, args)}")
         return 0
     if args.command == "sample":
-        runner.say(f"{task.name}: {task.sample(args.out, args)}")
+        runner.say(f"{task.name}: {task.sample(args.out, **method_options(task.sample, args))}")
         return 0
     if args.command == "predict" and args.tflite:  # the edge path: LiteRT, never TensorFlow
         runner.predict(task, [*args.data, *args.inputs], args.out, tflite=args.tflite,
@@ -170,9 +172,12 @@ def main(task, argv=None):
         return 0
     if args.command in extra and not extra[args.command].tensorflow:
         return extra[args.command].run(args) or 0
+    if args.command == "export":  # an unknown target is one line before TensorFlow starts
+        runner.check_export(task, args.run, data=args.data, overrides=args.overrides)
     setup_tensorflow()
     if args.command == "train":
-        for cfg, out in task.train_runs(_train_config(task, args, task.train_config), args):
+        base = _train_config(task, args, task.train_config)
+        for cfg, out in task.train_runs(base, args.out, **method_options(task.train_runs, args)):
             runner.train(task, cfg, out, resume=args.resume, overwrite=args.overwrite)
     elif args.command == "distill":
         cfg = _train_config(task, args, task.distill_config)
@@ -195,6 +200,22 @@ def main(task, argv=None):
     else:
         return extra[args.command].run(args) or 0
     return 0
+
+
+def method_options(method, args, skip=("self", "out", "cfg")):
+    """The parsed options a task method takes by name (its keyword parameters that `args`
+    holds): a task's methods take typed values, never the argparse namespace."""
+    import inspect
+
+    names = [name for name in inspect.signature(method).parameters if name not in skip]
+    return {name: getattr(args, name) for name in names if hasattr(args, name)}
+
+
+def export_targets():
+    """The registered export targets (common/export/targets.py), name -> Target; no TensorFlow."""
+    from common.export import TARGETS
+
+    return TARGETS
 
 
 def _train_config(task, args, default):

@@ -116,6 +116,17 @@ def load_config(path=None, overrides=(), defaults=None):
     return config
 
 
+def apply_override(config, item, defaults):
+    """A copy of the resolved `config` with one `--set` string ("dotted.key=value") applied and
+    checked against `defaults` (the schema), as `load_config` applies overrides."""
+    import copy
+
+    config = copy.deepcopy(config)
+    key, value = _parse_override(item)
+    _merge(config, _nest(key, value), defaults, source="--set")
+    return config
+
+
 def save_config(config, path):
     """Write the resolved config as YAML, atomically."""
     write_text(path, yaml.safe_dump(config, sort_keys=False))
@@ -167,10 +178,26 @@ def _read_chain(path, seen=()):
     layer = _read_yaml(path)
     if not isinstance(layer, dict):
         raise ConfigError(f"{path}: a config file must be a mapping of keys to values")
+    _drop_retired(layer, path)
     base = layer.pop("base", None)
     if base is not None:
         yield from _read_chain(path.parent / base, seen + (path,))
     yield path, layer
+
+
+#: Keys a run directory written before they were retired may still hold at their "unset" value
+#: (the resolved config of every run saves every key): dropped when unset, refused when set.
+RETIRED_KEYS = {("export", name): "export.calibration_examples"
+                for name in ("calibration_patches", "calibration_images", "calibration_clips")}
+
+
+def _drop_retired(layer, path):
+    for (section, key), replacement in RETIRED_KEYS.items():
+        values = layer.get(section)
+        if isinstance(values, dict) and key in values:
+            if values[key]:
+                raise ConfigError(f"{path}: config key '{section}.{key}' is retired; use '{replacement}'")
+            del values[key]
 
 
 def _read_yaml(path):

@@ -5,7 +5,7 @@ import tensorflow as tf
 import tf_keras as keras
 
 from common.errors import ConfigError
-from common.losses import _mean_per_sample, distillation_kl, embedding_mse, per_sample_loss
+from common.losses import distillation_kl, embedding_mse, mean_per_sample, per_sample_loss
 
 # Probabilities are clipped before the log that turns them back into logits.
 _PROB_EPSILON = 1e-7
@@ -294,11 +294,11 @@ class Distiller(keras.Model):
             values = distillation_kl(
                 self.temperature * _as_logits(target), _as_logits(student_probs), self.temperature
             )
-            kd = _batch_mean(_mean_per_sample(values), sample_weight)
+            kd = _batch_mean(mean_per_sample(values), sample_weight)
         embedding = zero
         if self.embedding_weight > 0:
             embedding = _batch_mean(
-                _mean_per_sample(embedding_mse(teacher_emb, student_emb)), sample_weight
+                mean_per_sample(embedding_mse(teacher_emb, student_emb)), sample_weight
             )
         total = self.label_weight * label + self.kd_weight * kd + self.embedding_weight * embedding
         if self.student.losses:

@@ -24,7 +24,7 @@ def _align_binary(y_true, y_pred):
     return y_true, y_pred
 
 
-def _mean_per_sample(values):
+def mean_per_sample(values):
     """Average `values` over every axis but the first: one number per sample, shape (B,)."""
     values = tf.convert_to_tensor(values)
     if values.shape.rank is not None and values.shape.rank <= 1:
@@ -57,7 +57,7 @@ def per_sample_loss(loss, y_true, y_pred):
     values = (
         loss.call(y_true, y_pred) if isinstance(loss, keras.losses.Loss) else loss(y_true, y_pred)
     )
-    return _mean_per_sample(tf.cast(values, tf.float32))
+    return mean_per_sample(tf.cast(values, tf.float32))
 
 
 @keras.saving.register_keras_serializable(package="common")
@@ -97,52 +97,6 @@ class BinaryFocalLoss(keras.losses.Loss):
             (1.0 - self.alpha) * (1.0 - y_true) * tf.pow(p, self.gamma) * tf.math.log(1.0 - p)
         )
         return -tf.reduce_mean(positive + negative, axis=-1)
-
-    def get_config(self):
-        config = super().get_config()
-        config.update(alpha=self.alpha, gamma=self.gamma, epsilon=self.epsilon)
-        return config
-
-
-@keras.saving.register_keras_serializable(package="common")
-class CategoricalFocalLoss(keras.losses.Loss):
-    """Categorical focal loss on softmax probabilities (https://arxiv.org/abs/1708.02002).
-
-    Per sample: `-sum_k alpha_k * y_k * (1 - p_k)^gamma * log(p_k)` over the last (class) axis,
-    with `p` clipped to `[eps, 1 - eps]`. Labels are one-hot or soft (mixup) of the same shape as
-    the prediction.
-
-    Args:
-        alpha: float, or list of floats (one per class), the class weights. Defaults to `0.25`.
-        gamma: float, focusing exponent; 0 with alpha 1 gives categorical cross entropy. Defaults
-            to `2.0`.
-        epsilon: float, clipping of the probabilities. Defaults to `1e-7`.
-        name: str, loss name. Defaults to `"categorical_focal_loss"`.
-        **kwargs: `reduction` and other `keras.losses.Loss` arguments.
-
-    Example:
-    ```python
-    loss = CategoricalFocalLoss(alpha=1.0, gamma=2.0)
-    loss(np.array([[0.0, 1.0, 0.0]]), np.array([[0.1, 0.7, 0.2]]))
-    ```
-    """
-
-    def __init__(
-        self, alpha=0.25, gamma=2.0, epsilon=EPSILON, name="categorical_focal_loss", **kwargs
-    ):
-        super().__init__(name=name, **kwargs)
-        self.alpha = [float(a) for a in alpha] if isinstance(alpha, (list, tuple)) else float(alpha)
-        self.gamma = float(gamma)
-        self.epsilon = float(epsilon)
-
-    def call(self, y_true, y_pred):
-        y_pred = tf.cast(y_pred, tf.float32)
-        y_true = tf.cast(y_true, tf.float32)
-        p = tf.clip_by_value(y_pred, self.epsilon, 1.0 - self.epsilon)
-        alpha = tf.constant(self.alpha, tf.float32)
-        return -tf.reduce_sum(
-            alpha * y_true * tf.pow(1.0 - p, self.gamma) * tf.math.log(p), axis=-1
-        )
 
     def get_config(self):
         config = super().get_config()

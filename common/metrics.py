@@ -1,7 +1,8 @@
 """Evaluation metrics: confusion matrix and the scores derived from it, log loss, a Keras F1.
 
-The numpy side (`ConfusionMatrix`, `per_class_scores`, `mean_iou`, `accuracy`, `log_loss`,
-`StreamingLogLoss`, and per image `per_image_confusion`, `mean_iou_per_image`) accumulates over batches, so a whole test set never has to sit in memory; its
+The numpy side (`ConfusionMatrix`, `per_class_scores`, `accuracy`, `log_loss`, and per image
+`per_image_confusion`, `mean_iou_per_image`) accumulates over batches, so a whole test set never
+has to sit in memory; its
 results match scikit-learn with `zero_division=0`. `BinaryF1` is a streaming Keras metric used to
 monitor segmentation training.
 """
@@ -119,19 +120,6 @@ def per_class_scores(cm):
     }
 
 
-def mean_iou(cm):
-    """Mean over all K classes of the IoU (a class absent from labels and predictions counts 0).
-
-    Args:
-        cm: `ConfusionMatrix` or (K, K) array.
-
-    Returns:
-        float in [0, 1], equal to `sklearn.metrics.jaccard_score(average="macro", labels=range(K),
-        zero_division=0)`.
-    """
-    return float(np.mean(per_class_scores(cm)["iou"]))
-
-
 def per_image_confusion(y_true, y_pred, num_classes):
     """One confusion matrix per image of a batch of label maps.
 
@@ -235,38 +223,6 @@ def log_loss(y_true, probs):
     """
     terms = _log_loss_terms(y_true, probs, "log_loss")
     return float(terms.mean()) if terms.size else 0.0
-
-
-class StreamingLogLoss:
-    """Log loss accumulated over batches; `result()` equals `log_loss` on all of them at once.
-
-    Example:
-    ```python
-    stream = StreamingLogLoss()
-    for labels, probs in batches:
-        stream.update(labels, probs)
-    stream.result()
-    ```
-    """
-
-    def __init__(self):
-        self.reset()
-
-    def reset(self):
-        """Forget everything accumulated so far."""
-        self.total = 0.0
-        self.count = 0
-
-    def update(self, y_true, probs):
-        """Add a batch: `y_true` int (N,), `probs` float (N, K)."""
-        terms = _log_loss_terms(y_true, probs, "StreamingLogLoss.update")
-        self.total += float(terms.sum())
-        self.count += int(terms.size)
-        return self
-
-    def result(self):
-        """The mean log loss so far (0.0 before any update)."""
-        return self.total / self.count if self.count else 0.0
 
 
 @keras.saving.register_keras_serializable(package="common")

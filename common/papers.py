@@ -261,10 +261,11 @@ def add_arguments(parser, data_help, quick_help,
     add_set_arg(parser)
 
 
-def start(task, args, command, data_name, quick_overrides, sample_args, settings=None,
+def start(task, args, command, data_name, quick_overrides, sample_options, settings=None,
           data_default=None):
     """Check a paper command's data options, open its folder (`check_settings`), make the --quick
-    sample data in OUT/data (`task.sample(folder, sample_args)`) unless it is there.
+    sample data in OUT/data (`task.sample(folder, **sample_options)`; None: the task's defaults)
+    unless it is there.
 
     Args:
         command: the command's name ("ladder"); data_name: what --data names, for the error.
@@ -287,7 +288,7 @@ def start(task, args, command, data_name, quick_overrides, sample_args, settings
                    f"python -m {task.name} {command}")
     made = data.is_dir() and any(data.iterdir())
     if args.quick and not (args.data or data_default or made):
-        say(f"{task.name}: {task.sample(data, sample_args)}")
+        say(f"{task.name}: {task.sample(data, **(sample_options or {}))}")
     return out, data, overrides
 
 

@@ -5,8 +5,9 @@
     distill   the same, with a frozen teacher run (common.distill.Distiller), on the teacher's split
     evaluate  a run's model (Keras or its int8 TFLite) on its reported split, another split or
               another data set; writes metrics*.json beside the run's own
-    export    int8 TFLite (common.export) calibrated on a seeded pick of training examples and
-              checked on a seeded pick of reported examples; latency and sizes in the report
+    export    the files of one export target (common/export/: edge int8, gpu float16, weights8,
+              mcu) calibrated on a seeded pick of training examples and checked on a seeded pick
+              of reported examples; latency and sizes in the report, written once
     predict   a run's Keras model or an exported .tflite (no TensorFlow) on files and folders
     demo      sample data -> the task's demo plan -> summary.json (one row builder)
 
@@ -21,7 +22,7 @@ from pathlib import Path
 
 import numpy as np
 
-from common.config import load_config, read_saved_config
+from common.config import apply_override, load_config, read_saved_config
 from common.errors import ConfigError, DataError, RunDirError
 from common.io import write_json, write_text
 
@@ -30,10 +31,6 @@ SPLIT_FILE = "split.json"
 LABELS_FILE = "labels.txt"
 METRICS_FILE = "metrics.json"
 REPORT_FILE = "export_report.json"
-HELDOUT_EXAMPLES = 256  # reported-split examples the export checks parity and the int8 metric on
-# An export whose int8 model departs this much from Keras finishes with a warning line.
-MIN_AGREEMENT = 0.95
-MAX_METRIC_DROP = 0.05
 
 
 def say(text):
@@ -250,7 +247,7 @@ def train(task, cfg, out, *, resume=False, overwrite=False, teacher=None, unsafe
                                   split_name=task.reported_split, teacher=teacher_model)
     if T.is_chief():
         _training_curves(run)
-        task.pictures(run, model, cfg, data, split[task.reported_split])
+        task.pictures(run, model, cfg, data, split[task.reported_split], metrics)
     T.release_run_dir(run)
     return RunResult(run, metrics, dict(history.history))
 
@@ -451,7 +448,7 @@ def evaluate(task, run, *, data=None, split=None, tflite=False, out=None, overri
                                   extra={"model": "int8 tflite" if tflite else "keras"})
     if not tflite and not other and split_name == task.reported_split:  # pictures show the reported split
         _training_curves(run)
-        task.pictures(path.parent, model, cfg, dataset, items)
+        task.pictures(path.parent, model, cfg, dataset, items, metrics)
     return metrics, path
 
 
@@ -524,111 +521,101 @@ def seeded_pick(items, count, seed):
     return [items[i] for i in np.sort(order)]
 
 
-def calibration_count(export_cfg):
-    """`export.calibration_examples`, or a task's older name for it (calibration_patches,
-    calibration_images, calibration_clips) when a config still sets that."""
-    older = [v for k, v in export_cfg.items() if k.startswith("calibration_") and k != "calibration_examples" and v]
-    return int(older[0] if older else export_cfg["calibration_examples"])
+def check_export(task, run, *, data=None, overrides=()):
+    """The config and target of an export, checked before any work (no TensorFlow): returns
+    (cfg, target). ConfigError for an unknown `export.target` (listing the targets) or settings
+    the target refuses."""
+    from common.export import get_target
+
+    cfg = need_data(run_config(task, run, overrides, data))
+    target = get_target(cfg["export"]["target"])
+    target.check(cfg["export"])
+    return cfg, target
 
 
 def export(task, run, *, data=None, overrides=(), unsafe_load=False):
-    """int8 TFLite of a run's model: RUN/model_int8.tflite, labels.txt, export_report.json.
+    """Export a run's model for `export.target` (common/export/: edge, gpu, weights8, mcu, or a
+    registered one) into the run directory, with export_report.json (written once).
 
-    QAT fine-tunes on the run's training split (`export.mode`: auto, qat, ptq); the converter
-    is calibrated on a seeded pick of `export.calibration_examples` training examples; parity,
-    the int8 metric and latency are measured on a seeded pick of reported-split examples.
+    QAT fine-tunes on the run's training split (`export.mode`: auto, qat, ptq); every one of a
+    seeded pick of `export.calibration_examples` training examples calibrates; parity, the
+    metric and latency are measured on a seeded pick of `PARITY_EXAMPLES` reported-split
+    examples. A failed export leaves the earlier export's files as they were.
 
     Returns:
-        The export report (see common.export.export_tflite) with `latency_ms` added.
+        The export report (common.export.report.REPORT_KEYS and the target's details).
     """
-    from common.export import export_tflite
-    from common.tflite_runtime import TFLiteModel
+    from common.export import ExportReport, run_export
 
     run = Path(run)
-    cfg = need_data(run_config(task, run, overrides, data))
+    cfg, target = check_export(task, run, data=data, overrides=overrides)
     dataset = task.open_data(cfg)
     split, _ = read_split(task, run, dataset)
-    model = keras_model(task, run, unsafe_load=unsafe_load)
-    e = cfg["export"]
-    seed = int(cfg["train"]["seed"])
-    calibration, _ = task.examples(cfg, dataset, seeded_pick(split["train"], calibration_count(e), seed))
-    heldout, heldout_labels = task.examples(cfg, dataset,
-                                            seeded_pick(split[task.reported_split], HELDOUT_EXAMPLES, seed + 1))
-    train_data, steps = None, None
-    if e["mode"] != "ptq":
-        train_data, _, _ = task.datasets(cfg, dataset, split)
-        steps = int(e["qat_steps"]) or None
-        if steps:
-            train_data = train_data.repeat()
-    say(f"{task.name}: exporting {run / TFLITE_FILE} (mode {e['mode']})")
+    job = _export_job(task, cfg, run, dataset, split, target.calibrates, unsafe_load=unsafe_load)
+    say(f"{task.name}: exporting {run} for target {target.name} (mode {cfg['export']['mode']})")
     with task.error_context():
-        report = export_tflite(
-            model, calibration, run / TFLITE_FILE, mode=e["mode"], train_data=train_data,
-            loss=task.label_loss(cfg) if train_data is not None else None, qat_epochs=int(e["qat_epochs"]),
-            qat_steps=steps, qat_lr=float(e["qat_lr"]), heldout=heldout, heldout_labels=heldout_labels,
-            metric=task.metric, metric_name=task.metric_name, metrics=task.metrics,
-            size_budget_mb=float(e["size_budget_mb"]), labels=task.class_names(dataset), num_threads=int(e["num_threads"]),
-        )
-    tflite = TFLiteModel(run / TFLITE_FILE, num_threads=int(e["num_threads"]))
-    report["latency_ms"] = tflite.latency_ms(heldout[0])
-    report["calibration_examples"] = len(calibration)
-    report["target"] = e["target"]
-    write_json(run / REPORT_FILE, report)
+        report = run_export(target, job, ExportReport(run / target.report_name()))
+    if report.get("edge_reused"):
+        say(f"{task.name}: reusing the current edge export {run / TFLITE_FILE} (same model and export settings)")
     say(f"{task.name}: {export_line(task, report)}")
+    if report.get("mcu"):
+        say(f"{task.name}: {_mcu_line(report['mcu'])}")
     for warning in export_warnings(report):
         say(f"warning: {warning}")
-    if e["target"] == "mcu":
-        report["mcu"] = export_microcontroller(task, cfg, model, run, calibration, heldout, heldout_labels,
-                                               task.class_names(dataset))
-    elif e["target"] != "edge":
-        raise ConfigError(f"config key 'export.target' must be edge or mcu, got {e['target']!r}")
     return report
 
 
-def export_microcontroller(task, cfg, model, run, calibration, heldout, heldout_labels, labels):
-    """The `mcu` target (common/mcu.py): a fully integer model checked in TFLite Micro, its C
-    array, and the task's front end for firmware (`Task.write_frontend`). Returns the report's
-    `mcu` section (also stored in export_report.json)."""
-    from common.mcu import export_mcu
+def _export_job(task, cfg, run, dataset, split, calibrates=True, *, unsafe_load=False):
+    """The ExportJob of a run: its model, the seeded parity pick and, for a target that
+    `calibrates`, the seeded calibration pick and the QAT data."""
+    from common.export import PARITY_EXAMPLES, ExportJob, Scorer
+    from common.export.quantize import QATSettings
+    from common.export.report import file_sha256, read_report
 
-    with task.error_context():
-        section = export_mcu(model, calibration, run, heldout=heldout, heldout_labels=heldout_labels,
-                             metric=task.metric, metric_name=task.metric_name, labels=labels)
-    frontend = task.write_frontend(cfg, run, section)
-    if frontend:
-        section["frontend"] = frontend
-        from common.mcu import _store_section
+    e, seed = cfg["export"], int(cfg["train"]["seed"])
+    model = keras_model(task, run, unsafe_load=unsafe_load)
+    heldout, heldout_labels = task.examples(cfg, dataset,
+                                            seeded_pick(split[task.reported_split], PARITY_EXAMPLES, seed + 1))
+    calibration, qat = None, None
+    if calibrates:
+        calibration, _ = task.examples(cfg, dataset, seeded_pick(split["train"], int(e["calibration_examples"]), seed))
+    if calibrates and e["mode"] != "ptq":
+        train_data, _, _ = task.datasets(cfg, dataset, split)
+        steps = int(e["qat_steps"]) or None
+        qat = QATSettings(train_data.repeat() if steps else train_data, task.label_loss(cfg), int(e["qat_epochs"]),
+                          steps, float(e["qat_lr"]))
+    fingerprint = {"model_sha256": file_sha256(run / "model.keras"), "seed": seed, "data": cfg["data"]["root"],
+                   "settings": {key: value for key, value in e.items() if key != "target"}}
+    return ExportJob(model=model, out_dir=run, calibration=calibration, heldout=heldout,
+                     heldout_labels=heldout_labels, scorer=Scorer(task.metric, task.metric_name, task.metrics),
+                     settings=e, labels=list(task.class_names(dataset)), qat=qat, fingerprint=fingerprint,
+                     previous=read_report(run / REPORT_FILE),
+                     frontend=lambda folder, section: task.write_frontend(cfg, folder, section))
 
-        _store_section(run / REPORT_FILE, section)
+
+def _mcu_line(section):
     fits = [target["name"] for target in section["targets"] if target["fits"]]
-    say(f"{task.name}: microcontroller model {_size(section['flash_bytes'])} flash, {_size(section['arena_bytes'])} "
-        f"arena, agreement with Keras {section['agreement_keras']:.3f}; fits {', '.join(fits) or 'none of the targets'}")
-    return section
+    return (f"microcontroller model {_size(section['flash_bytes'])} flash, {_size(section['arena_bytes'])} "
+            f"arena, agreement with Keras {section['agreement_keras']:.3f}; fits {', '.join(fits) or 'none of the targets'}")
 
 
 def export_line(task, report):
-    """One line for an export: size, quantization, metrics, agreement, latency."""
+    """One line for an export: file, size, quantization, metrics, agreement, latency."""
     keras_more, tflite_more = report.get("keras_metrics") or {}, report.get("tflite_metrics") or {}
     more = "".join(f", {key} {_num(keras_more.get(key))}/{_num(tflite_more.get(key))}"
                    for key in task.secondary_metrics if key in keras_more)
-    return (f"{report['path']}: {_size(report['tflite_bytes'])} int8 ({report['quantization']}); "
-            f"{report['metric_name']} float {_num(report['keras_metric'])}, int8 {_num(report['tflite_metric'])}"
+    return (f"{report['path']}: {_size(report['tflite_bytes'])} ({report['quantization']}); "
+            f"{report['metric_name']} float {_num(report['keras_metric'])}, exported {_num(report['tflite_metric'])}"
             f"{more}; "
             f"agreement {report['agreement']:.3f} on {report['parity_examples']} examples; "
             f"{report['latency_ms']:.1f} ms per example")
 
 
 def export_warnings(report):
-    """Lines saying how far the int8 model departs from Keras, when it does."""
-    warnings = []
-    if report["agreement"] < MIN_AGREEMENT:
-        warnings.append(f"the int8 model agrees with Keras on only {report['agreement']:.3f} of predictions "
-                        f"(under {MIN_AGREEMENT}); train longer or try --set export.mode=ptq/qat")
-    keras_metric, tflite_metric = report.get("keras_metric"), report.get("tflite_metric")
-    if keras_metric is not None and tflite_metric is not None and abs(keras_metric - tflite_metric) > MAX_METRIC_DROP:
-        warnings.append(f"int8 {report['metric_name']} {tflite_metric:.3f} differs from the Keras model's "
-                        f"{keras_metric:.3f} by more than {MAX_METRIC_DROP}")
-    return warnings
+    """Lines saying how far the exported model departs from Keras, when it does."""
+    from common.export.parity import warnings
+
+    return warnings(report)
 
 
 def _size(nbytes):
@@ -690,6 +677,7 @@ def summary_row(task, model_name, metrics, report=None, complexity=None):
         "int8_metric": report.get("tflite_metric") if report else None,
         "tflite_bytes": report.get("tflite_bytes") if report else None,
         "latency_ms": report.get("latency_ms") if report else None,
+        "target": report.get("target") if report else None,
         "mcu_flash_bytes": report["mcu"]["flash_bytes"] if report and report.get("mcu") else None,
         "mcu_arena_bytes": report["mcu"]["arena_bytes"] if report and report.get("mcu") else None,
         **({"more_metrics": more} if more else {}),
@@ -717,7 +705,7 @@ def demo(task, out, overrides=()):
     started = time.perf_counter()
     data = out / "data"
     if not data.is_dir() or not any(data.iterdir()):
-        say(f"{task.name}: {task.sample(data, None)}")
+        say(f"{task.name}: {task.sample(data)}")
     rows = []
     for step in task.demo_plan():
         config = step.config
@@ -725,7 +713,7 @@ def demo(task, out, overrides=()):
         if isinstance(config, dict):
             cfg = config
             for item in run_overrides:
-                cfg = _apply_override(task, cfg, item)
+                cfg = apply_override(cfg, item, task.defaults())
         else:
             cfg = load_task_config(task, config, run_overrides)
         cfg["data"]["root"] = str(data.resolve())
@@ -741,15 +729,3 @@ def demo(task, out, overrides=()):
 
     say(markdown_table(rows))
     return rows
-
-
-def _apply_override(task, cfg, item):
-    """`cfg` with one `--set` string applied and validated (for configs given as dicts)."""
-    import copy
-
-    from common.config import _merge, _nest, _parse_override
-
-    cfg = copy.deepcopy(cfg)
-    key, value = _parse_override(item)
-    _merge(cfg, _nest(key, value), task.defaults(), source="--set")
-    return cfg

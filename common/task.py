@@ -245,8 +245,9 @@ class Task:
         """One line of rounded scores for the terminal."""
         return f"{self.metric_name} {metrics[self.metric_name]:.3f}"
 
-    def pictures(self, out_dir, model, cfg, data, items):
-        """Optional pictures of an evaluation (examples, spectrograms) written into `out_dir`."""
+    def pictures(self, out_dir, model, cfg, data, items, metrics):
+        """Optional pictures of an evaluation (examples, confusion matrix, spectrograms) written
+        into `out_dir`; `metrics` is what `evaluate` returned for `model` on `items`."""
 
     def write_frontend(self, cfg, run_dir, mcu_section):
         """`export --target mcu`: write what a firmware needs to compute the model's input from
@@ -260,10 +261,11 @@ class Task:
         """Options of a shared command (train, distill, evaluate, export, predict) that only this
         task has, e.g. landslide's `--fold` and `--threshold` (see common.cli.add_shorthand)."""
 
-    def train_runs(self, cfg, args):
-        """The (config, run directory) pairs one `train` command trains; landslide's `--fold all`
-        gives one per fold. Default: the one run in `--out`."""
-        return [(cfg, args.out)]
+    def train_runs(self, cfg, out, **options):
+        """The (config, run directory) pairs one `train` command trains into `out`; `options` are
+        the task's own `train` options by name (landslide: `fold`, where `all` gives one run per
+        fold). Default: the one run in `out`."""
+        return [(cfg, out)]
 
     # -- prediction ----------------------------------------------------------------------------
 
@@ -284,11 +286,12 @@ class Task:
     def add_sample_arguments(self, parser):
         """Options of `sample` (sizes, seed)."""
 
-    def sample(self, out, args):
+    def sample(self, out, **options):
         """Write a sample data set in the real on-disk layout into `out` (no TensorFlow).
 
-        `args` is the argparse namespace of `sample`, or None for the defaults (the demo).
-        Returns one line for the terminal.
+        `options`: the task's typed sample options by name (sizes, seed; `add_sample_arguments`
+        gives the command line the same names); left out, the demo's defaults. Returns one line
+        for the terminal.
         """
         raise NotImplementedError
 

@@ -49,7 +49,6 @@ DEFAULTS = {
     "export": {
         **EXPORT_DEFAULTS,
         "calibration_examples": 64,
-        "calibration_patches": 0,  # the older name of calibration_examples; 0 = unset
         "size_budget_mb": 40.0,
     },
 }

@@ -11,7 +11,6 @@ K` trains it; then the rung with the best mean F1 exported to int8 (its best fol
                              paper 1's published numbers beside each rung, the data named
 """
 
-import argparse
 from pathlib import Path
 
 from common import papers
@@ -74,9 +73,8 @@ def run(task, args, *, max_steps=None):
     from common.runner import load_task_config
 
     rungs = papers.parse_list(args.rungs, RUNGS, "--rungs") if args.rungs else list(RUNGS)
-    sample = argparse.Namespace(n=QUICK_PATCHES, seed=0)
     out, data, overrides = papers.start(task, args, "ladder", "the Landslide4Sense folder",
-                                        QUICK_OVERRIDES, sample)
+                                        QUICK_OVERRIDES, {"n": QUICK_PATCHES, "seed": 0})
     base = {rung: load_task_config(task, f"{rung}.yaml", overrides, data) for rung in rungs}
     n_folds = base[rungs[0]]["data"]["folds"]
     if args.folds:
@@ -89,8 +87,7 @@ def run(task, args, *, max_steps=None):
     steps = []
     for rung in rungs:
         for fold in folds:
-            fold_args = argparse.Namespace(fold=str(fold), out=out / rung / f"fold_{fold}")
-            [(cfg, run_dir)] = task.train_runs(base[rung], fold_args)  # as `train --fold K` does
+            [(cfg, run_dir)] = task.train_runs(base[rung], out / rung / f"fold_{fold}", fold=str(fold))  # as `train --fold K`
             steps.append(papers.Step(f"{rung} fold {fold}", "train", run_dir, config=cfg))
     steps.append(papers.Step("best rung int8", "export", lambda: best_run(out, rungs, folds)))
 

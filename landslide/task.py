@@ -212,7 +212,7 @@ class LandslideTask(Task):
     def score_line(self, metrics):
         return "  ".join(f"{key} {metrics[key]:.3f}" for key in METRIC_KEYS)
 
-    def pictures(self, out_dir, model, cfg, data, items, count=4):
+    def pictures(self, out_dir, model, cfg, data, items, metrics, count=4):
         """OUT/examples.png: the patches with the most landslide pixels (RGB, truth, prediction)."""
         from common.plots import plot_segmentation_examples
 
@@ -247,23 +247,24 @@ class LandslideTask(Task):
             parser.add_argument("--geojson", action="store_true",
                                 help="scenes: also OUT/<scene>_landslide.geojson")
 
-    def train_runs(self, cfg, args):
-        if args.fold is None:
-            return [(cfg, args.out)]
-        d = cfg["data"]
+    def train_runs(self, cfg, out, fold=None):
+        """`fold`: None (one run in `out`), a fold number, or "all" (one run per fold)."""
+        if fold is None:
+            return [(cfg, out)]
+        d, fold_name = cfg["data"], str(fold)
         if d["split"] != "kfold":
-            raise ConfigError(f"--fold {args.fold}: the config's data.split is {d['split']!r}; "
+            raise ConfigError(f"--fold {fold_name}: the config's data.split is {d['split']!r}; "
                               "k-fold runs need --set data.split=kfold")
-        if args.fold == "all":
-            return [({**cfg, "data": {**d, "fold": k}}, Path(args.out) / f"fold_{k}")
+        if fold_name == "all":
+            return [({**cfg, "data": {**d, "fold": k}}, Path(out) / f"fold_{k}")
                     for k in range(d["folds"])]
         try:
-            fold = int(args.fold)
+            fold = int(fold_name)
         except ValueError:
-            raise ConfigError(f"--fold must be a fold number or 'all', got {args.fold!r}") from None
+            raise ConfigError(f"--fold must be a fold number or 'all', got {fold_name!r}") from None
         if not 0 <= fold < d["folds"]:
             raise ConfigError(f"--fold {fold}: must be in 0..{d['folds'] - 1} (data.folds)")
-        return [({**cfg, "data": {**d, "fold": fold}}, args.out)]
+        return [({**cfg, "data": {**d, "fold": fold}}, out)]
 
     def predict(self, model, cfg, inputs, out, args):
         return edge.predict(model, inputs, out, **cfg["predict"], geojson=args.geojson)
@@ -280,10 +281,10 @@ class LandslideTask(Task):
                             help="labelled training patches (default 64)")
         parser.add_argument("--seed", type=int, default=0)
 
-    def sample(self, out, args):
+    def sample(self, out, n=48, seed=0):
+        """`n` labelled training patches (the command line's default is 64), seeded."""
         from landslide.sample import write_sample
 
-        n, seed = (args.n, args.seed) if args is not None else (48, 0)
         info = write_sample(out, n=n, seed=seed)
         return (f"wrote {out}: {info['TrainData']} training patches with masks, "
                 f"{info['ValidData']} valid, {info['TestData']} test; "

@@ -63,7 +63,6 @@ DEFAULTS = {
     "export": {
         **EXPORT_DEFAULTS,
         "calibration_examples": 128,  # training images (a seeded pick) calibrating the int8 ranges
-        "calibration_images": 0,  # the older name of calibration_examples; 0 = unset
         "size_budget_mb": 20.0,  # paper 4: at most 20 MB
     },
     "benchmark": {

@@ -195,7 +195,7 @@ def write_benchmark(cfg, folder, names):
 
 
 def read_benchmark_rows(folder, key="model.backbone"):
-    """The rows of FOLDER/benchmark.json (also the older form, a bare list of rows); ConfigError
+    """The rows of FOLDER/benchmark.json ({"rows": [...], ...}); ConfigError
     naming `key` when the folder holds no benchmark.json, or an unreadable one."""
     folder = Path(folder).expanduser()
     path = folder / BENCHMARK_JSON
@@ -204,7 +204,7 @@ def read_benchmark_rows(folder, key="model.backbone"):
                           f"{BENCHMARK_JSON}); run `python -m rsic benchmark --out {folder}` first")
     try:
         content = json.loads(path.read_text())
-        rows = content if isinstance(content, list) else content["rows"]
+        rows = content["rows"]
         if not all(isinstance(row, dict) and "backbone" in row for row in rows):
             raise ValueError("a row without a backbone")
     except (ValueError, KeyError, TypeError) as error:

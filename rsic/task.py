@@ -7,7 +7,6 @@ files; split.json stores them as root-relative paths (`class/name.jpg`). The rep
 and chooses on `test` (the papers' practice).
 """
 
-import argparse
 from pathlib import Path
 
 import numpy as np
@@ -61,7 +60,6 @@ class RsicTask(Task):
 
     def __init__(self):
         self._folders = {}  # (root, skip_bad) -> ImageFolder, while a benchmark reuses one listing
-        self._last = None  # (model id, items count, matrix) of the last `evaluate`, for `pictures`
 
     def defaults(self):
         return DEFAULTS
@@ -181,20 +179,17 @@ class RsicTask(Task):
         probs = predict_probs(model, [data.files[i] for i in items],
                               int(cfg["model"]["input_size"]), int(cfg["train"]["batch_size"]))
         metrics, matrix = classification_metrics(data.labels[items], probs, data.class_names)
-        self._last = (id(model), len(items), matrix)
-        return metrics
+        return {**metrics, "confusion_matrix": np.asarray(matrix).tolist()}
 
-    def pictures(self, out_dir, model, cfg, data, items):
-        """OUT/confusion_matrix.csv (counts) and .png (row-normalised) of the last evaluation."""
+    def pictures(self, out_dir, model, cfg, data, items, metrics):
+        """OUT/confusion_matrix.csv (counts) and .png (row-normalised) of the evaluation `metrics`."""
         import csv
         import io
 
         from common.io import write_text
         from common.plots import plot_confusion_matrix
 
-        if self._last is None or self._last[:2] != (id(model), len(items)):
-            self.evaluate(model, cfg, data, items)
-        matrix, names = self._last[2], data.class_names
+        matrix, names = np.asarray(metrics["confusion_matrix"]), data.class_names
         buffer = io.StringIO()
         rows = ([name, *map(int, row)] for name, row in zip(names, matrix))
         csv.writer(buffer).writerows([["true\\predicted", *names], *rows])
@@ -229,10 +224,10 @@ class RsicTask(Task):
             parser.add_argument(flag, type=int, default=default, help=f"{what} (default {default})")
         parser.add_argument("--seed", type=int, default=0)
 
-    def sample(self, out, args):
-        a = args or argparse.Namespace(classes=5, per_class=40, size=64, seed=0)  # None: the demo
-        write_sample(out, classes=a.classes, per_class=a.per_class, size=a.size, seed=a.seed)
-        return f"wrote {out}: {a.classes} classes x {a.per_class} images of {a.size}x{a.size}"
+    def sample(self, out, classes=5, per_class=40, size=64, seed=0):
+        """`classes` x `per_class` images of `size` x `size` pixels, seeded."""
+        write_sample(out, classes=classes, per_class=per_class, size=size, seed=seed)
+        return f"wrote {out}: {classes} classes x {per_class} images of {size}x{size}"
 
     def add_download_arguments(self, parser):
         parser.add_argument("--url", default=downloads.URL,

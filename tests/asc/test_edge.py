@@ -5,6 +5,7 @@ data and exported (PTQ) once for this module: the shared teacher+student fixture
 """
 
 import csv
+import re
 import shutil
 import subprocess
 import sys
@@ -17,6 +18,7 @@ from asc.config import load
 from asc.task import AscTask
 from common import runner
 from common.errors import DataError
+from common.export.tflm import parse_c_array
 from tests.asc.conftest import CONFIGS, FAST
 from tests.cli_runner import run_in_process
 
@@ -28,8 +30,7 @@ def exported(sample_dir, tmp_path_factory):
     """(cfg, run dir) of a trained and exported single-branch student."""
     work = tmp_path_factory.mktemp("edge")
     # Calibrating on every training clip (60; 10 more choose the epoch) keeps int8 and float within a clip or two.
-    # export.calibration_clips is the older name of export.calibration_examples: still honoured.
-    overrides = [*FAST, "train.epochs=8", "export.calibration_clips=128", "features.kinds=[logmel]",
+    overrides = [*FAST, "train.epochs=8", "export.calibration_examples=128", "features.kinds=[logmel]",
                  f"features.cache={work / 'logmel.h5'}"]  # fmt: skip
     cfg = load(CONFIGS / "student.yaml", overrides, sample_dir)
     runner.train(AscTask(), cfg, work / "run")
@@ -116,6 +117,7 @@ def test_mcu_export_writes_the_frontend_beside_the_c_array(exported, tmp_path):
     copy = tmp_path / "run"
     shutil.copytree(run, copy)
     report = runner.export(AscTask(), copy, overrides=["export.target=mcu"])
+    assert report["edge_reused"] is True  # the fixture's edge export is current: not redone
     mcu = report["mcu"]
     assert mcu["frontend"]["inside_model"] is False and "frontend.json" in mcu["frontend"]["files"]
     for name in ("model_int8_mcu.tflite", "model_int8.h", "frontend.h", "frontend.cc", "logmel_weights.npy"):
@@ -123,3 +125,26 @@ def test_mcu_export_writes_the_frontend_beside_the_c_array(exported, tmp_path):
     frontend = json.loads((copy / "frontend.json").read_text())
     assert frontend["model_input"]["scale"] == mcu["input"]["scale"]
     assert json.loads((copy / "export_report.json").read_text())["mcu"]["frontend"] == mcu["frontend"]
+    # The fully integer model: int8 at both ends, nothing float inside, run by TFLM as by LiteRT.
+    assert mcu["input"]["dtype"] == mcu["output"]["dtype"] == "int8" and mcu["float_ops"] == []
+    assert mcu["output"]["shape"] == [1, 10] and mcu["agreement_litert"] >= 0.95, mcu
+    assert 0 < mcu["arena_bytes"] <= mcu["arena_recommended_bytes"]
+    assert mcu["flash_bytes"] == (copy / "model_int8_mcu.tflite").stat().st_size
+    assert {t["name"]: t["fits"] for t in mcu["targets"]} == {"cortex-m4": True, "cortex-m7": True, "esp32-s3": True}
+    # The C array holds the model's bytes, with its constants and op resolver, and compiles.
+    source, header = (copy / "model_int8.cc").read_text(), (copy / "model_int8.h").read_text()
+    assert parse_c_array(source) == (copy / "model_int8_mcu.tflite").read_bytes()
+    assert f"#define MODEL_INT8_ARENA_SIZE {mcu['arena_recommended_bytes']}" in header
+    assert f"#define MODEL_INT8_INPUT_ZERO_POINT {mcu['input']['zero_point']}" in header
+    scale = float(re.search(r"MODEL_INT8_OUTPUT_SCALE ([0-9.e-]+)f", header).group(1))
+    assert scale == pytest.approx(mcu["output"]["scale"])
+    assert "(resolver).AddConv2D();" in header and (copy / "labels.txt").read_text().split()[0] in source
+    if shutil.which("g++"):  # the generated C++ compiles
+        subprocess.run(["g++", "-std=c++11", "-c", str(copy / "model_int8.cc"), "-o", str(tmp_path / "model.o")],
+                       check=True, capture_output=True)
+
+
+def test_gpu_and_weights8_targets_follow_keras(exported, tmp_path):
+    from tests.export_checks import check_float_targets
+
+    check_float_targets(AscTask(), exported[1], tmp_path)

@@ -1,4 +1,4 @@
-"""The feature step at full size: kernel CQT vs librosa, a killed run resumed, old caches converted,
+"""The feature step at full size: kernel CQT vs librosa, a killed run resumed,
 memory bounded by the chunk (not by the number of clips), streaming equal to in-memory batches."""
 
 import copy
@@ -101,7 +101,7 @@ def test_killed_features_run_resumes_without_recomputing(tmp_path):
     before = feats.load_cache(path, names, cfg)
     _, grown = feats.build_cache(tmp_path, every, cfg, path, say=lambda _: None)
     assert grown["computed"] == 3 and grown["reused"] == 20
-    assert feats._cache_state(path, cfg) == ("ok", every)
+    assert feats.cache_state(path, cfg) == ("ok", every)
     np.testing.assert_array_equal(feats.load_cache(path, names, cfg), before)
 
 
@@ -116,45 +116,13 @@ def test_uncommitted_rows_are_ignored_and_overwritten(tmp_path):
         h5["names"].resize(6, axis=0)
         h5["features"][4:6] = 7.0
         h5["names"][4:6] = np.array(["junk", "junk"], dtype=object)
-    assert feats._cache_state(path, cfg) == ("ok", names[:4])
+    assert feats.cache_state(path, cfg) == ("ok", names[:4])
     _, counts = feats.build_cache(tmp_path, names, cfg, path, say=lambda _: None)
     assert counts["computed"] == 2
     x = feats.load_cache(path, names, cfg)
     assert x.max() <= 1.0
     with h5py.File(path, "r") as h5:
         assert h5["features"].shape[0] == 6 and h5.attrs["rows"] == 6
-
-
-def test_old_per_clip_cache_is_converted_with_one_line(tmp_path):
-    import h5py
-
-    names = _wavs(tmp_path, 5)
-    cfg = _cheap()
-    x = feats.compute_many([str(tmp_path / n) for n in names], cfg)
-    path = tmp_path / "features.h5"
-    with h5py.File(path, "w") as h5:  # the format before chunking: one dataset per clip
-        group = h5.create_group("features")
-        for name, row in zip(names, x):
-            group.create_dataset(name, data=row.astype(np.float16))
-        h5.create_dataset("names", data=np.array(sorted(names), dtype=object), dtype=h5py.string_dtype())
-        h5.attrs["config_hash"] = feats.feature_hash(cfg)
-        h5.attrs["complete"] = True
-    said = []
-    _, counts = feats.build_cache(tmp_path, names, cfg, say=said.append)
-    assert counts["computed"] == 0 and counts["reused"] == 5
-    assert len(said) == 1 and "converted 5 clips from the old one-dataset-per-clip cache" in said[0]
-    np.testing.assert_array_equal(feats.load_cache(path, names, cfg), x.astype(np.float16).astype(np.float32))
-    assert feats._cache_state(path, cfg)[0] == "ok"
-    # An old cache of another config is rebuilt, said in one line.
-    other = _cheap(hop_length=1024)
-    said.clear()
-    path.unlink()
-    with h5py.File(path, "w") as h5:
-        h5.create_group("features")
-        h5.create_dataset("names", data=np.array([], dtype=object), dtype=h5py.string_dtype())
-        h5.attrs["config_hash"], h5.attrs["complete"] = "something else", True
-    _, counts = feats.build_cache(tmp_path, names, other, say=said.append)
-    assert counts["computed"] == 5 and "old one-dataset-per-clip cache of another feature config" in said[0]
 
 
 def test_cache_memory_is_bounded_by_the_chunk_not_the_clips(tmp_path):

@@ -86,3 +86,16 @@ def test_select_on_is_inner_by_default_and_a_bad_value_names_the_key():
     with pytest.raises(ConfigError) as info:
         load_config(None, ["train.select_on=test"], defaults=DEFAULTS)
     assert str(info.value) == "config key 'train.select_on' must be inner or reported, got 'test'"
+
+
+def test_a_saved_run_with_a_retired_key_still_loads(tmp_path):
+    """A run's config.yaml saves every key; one written before `export.calibration_clips` was
+    retired holds it at 0 (unset) and still loads; a set value is refused, naming the new key."""
+    from common.config import EXPORT_DEFAULTS
+
+    defaults = {"export": dict(EXPORT_DEFAULTS)}
+    (tmp_path / "old.yaml").write_text("export:\n  calibration_clips: 0\n  calibration_examples: 64\n")
+    assert load_config(tmp_path / "old.yaml", defaults=defaults)["export"]["calibration_examples"] == 64
+    (tmp_path / "set.yaml").write_text("export:\n  calibration_clips: 200\n")
+    with pytest.raises(ConfigError, match="'export.calibration_clips' is retired; use 'export.calibration_examples'"):
+        load_config(tmp_path / "set.yaml", defaults=defaults)

@@ -1,5 +1,6 @@
-"""Tests of common/export.py and common/tflite_runtime.py: QAT and PTQ to int8 TFLite, parity,
-size budget, report, and a LiteRT runtime that never imports TensorFlow."""
+"""Tests of common/export/ (quantize, parity, the edge target through `export_tflite`) and
+common/tflite_runtime.py: QAT and PTQ to int8 TFLite, parity, size budget, report, and a LiteRT
+runtime that never imports TensorFlow."""
 
 import json
 import os
@@ -12,9 +13,9 @@ import pytest
 import tensorflow as tf
 import tf_keras as keras
 
-from common import export
 from common.errors import DataError, ExportError
-from common.export import REPORT_KEYS, export_tflite, main
+from common.export import REPORT_KEYS, export_tflite, quantize
+from common.export.__main__ import main
 from common.layers import attention_block, residual_conv_block
 from common.tflite_runtime import TFLiteModel
 
@@ -133,7 +134,7 @@ def test_runtime_does_not_import_tensorflow(ptq_export):
 def test_over_budget_is_refused_and_leaves_nothing(ptq_export, tmp_path):
     model, x, *_ = ptq_export
     out = tmp_path / "model_int8.tflite"
-    with pytest.raises(ExportError, match=r"model_int8.tflite: int8 TFLite model is .* MB \(\d+ bytes\), over the size budget of 0.001 MB"):
+    with pytest.raises(ExportError, match=r"model_int8.tflite: the exported model is .* MB \(\d+ bytes\), over the size budget of 0.001 MB"):
         export_tflite(model, x[:8], out, mode="ptq", size_budget_mb=0.001, labels=["a", "b", "c"])
     assert list(tmp_path.iterdir()) == []
 
@@ -144,7 +145,7 @@ def test_qat_failure_falls_back_to_ptq(ptq_export, tmp_path, monkeypatch):
     def refuse(model):
         raise RuntimeError("in user code:\n\n    Layer odd:<class 'Odd'> is not supported.")
 
-    monkeypatch.setattr(export, "quantize_for_training", refuse)
+    monkeypatch.setattr(quantize, "quantize_for_training", refuse)
     report = export_tflite(model, x[:16], tmp_path / "m.tflite", train_data=(x, y), loss="mse")
     assert report["quantization"] == "ptq" and report["agreement"] >= 0.9
     assert report["fallback_reason"] == "QAT failed: RuntimeError: Layer odd:<class 'Odd'> is not supported."
@@ -162,15 +163,15 @@ def test_unfaithful_qat_conversion_falls_back_to_the_closer_ptq(ptq_export, tmp_
     converts with PTQ and keeps whichever int8 model is closer to the float one. A learning rate
     of 5 wrecks the QAT copy, so PTQ must win here."""
     model, x, y, *_ = ptq_export
-    faithful = export.export_tflite(model, x[:16], tmp_path / "a" / "m.tflite", train_data=(x, y),
+    faithful = export_tflite(model, x[:16], tmp_path / "a" / "m.tflite", train_data=(x, y),
                                     loss="sparse_categorical_crossentropy", qat_steps=2, heldout=x[32:])
     assert faithful["quantization"] == "qat" and faithful["qat_vs_ptq_mean_abs_diff"] is None
-    assert faithful["qat_conversion"]["agreement"] >= export.FAITHFUL_AGREEMENT
-    assert faithful["qat_conversion"]["mean_abs_diff"] <= export.FAITHFUL_MEAN_ABS_DIFF
+    assert faithful["qat_conversion"]["agreement"] >= quantize.FAITHFUL_AGREEMENT
+    assert faithful["qat_conversion"]["mean_abs_diff"] <= quantize.FAITHFUL_MEAN_ABS_DIFF
 
-    monkeypatch.setattr(export, "_conversion_is_faithful", lambda closeness: False)
+    monkeypatch.setattr(quantize, "conversion_is_faithful", lambda closeness: False)
     out = tmp_path / "b" / "m.tflite"
-    report = export.export_tflite(model, x[:16], out, train_data=(x, y), loss="sparse_categorical_crossentropy",
+    report = export_tflite(model, x[:16], out, train_data=(x, y), loss="sparse_categorical_crossentropy",
                                   qat_steps=3, qat_lr=5.0, heldout=x[32:])
     gaps = report["qat_vs_ptq_mean_abs_diff"]
     assert gaps["ptq"] < gaps["qat"] and report["quantization"] == "ptq" and report["float_layers"] == []
@@ -183,7 +184,7 @@ def test_unfaithful_qat_conversion_falls_back_to_the_closer_ptq(ptq_export, tmp_
     assert report["mean_abs_diff"] == pytest.approx(gaps["ptq"], abs=1e-6)
 
     # mode="qat" keeps QAT whatever the check says; the report still carries the numbers.
-    kept = export.export_tflite(model, x[:16], tmp_path / "c" / "m.tflite", mode="qat", train_data=(x, y),
+    kept = export_tflite(model, x[:16], tmp_path / "c" / "m.tflite", mode="qat", train_data=(x, y),
                                 loss="sparse_categorical_crossentropy", qat_steps=3, qat_lr=5.0, heldout=x[32:])
     assert kept["quantization"] == "qat" and kept["qat_vs_ptq_mean_abs_diff"] is None
     assert set(kept["qat_conversion"]) == {"agreement", "mean_abs_diff", "max_abs_diff"}
@@ -258,7 +259,7 @@ def test_separable_convolutions_are_quantized(tmp_path):
     model.compile(keras.optimizers.Adam(0.02), "sparse_categorical_crossentropy")
     model.fit(x, y, epochs=10, batch_size=32, verbose=0)
 
-    qat_model, float_layers = export.quantize_for_training(model)
+    qat_model, float_layers = quantize.quantize_for_training(model)
     assert float_layers == []
     assert {"DepthwiseConv2D", "Conv2D"} <= {type(getattr(layer, "layer", layer)).__name__ for layer in qat_model.layers}
     report = export_tflite(model, x[:32], tmp_path / "m.tflite", train_data=(x, y),

@@ -100,7 +100,7 @@ class PointsTask(Task):
         write_class_predictions(out, inputs, probs, read_labels(Path(tflite_path).with_name("labels.txt")))
         return f"{len(inputs)} predictions -> {out}"
 
-    def sample(self, out, args):
+    def sample(self, out):
         x = np.random.default_rng(0).normal(size=(400, 8)).astype(np.float32)
         Path(out).mkdir(parents=True, exist_ok=True)
         np.savez(Path(out) / "points.npz", x=x, y=(x[:, 0] + x[:, 1] > 0).astype(np.int64))
@@ -150,7 +150,7 @@ def test_auto_precision_learns_as_well_as_float32(tmp_path):
     from common.train import load_run_model, resolve_precision
 
     task, data = PointsTask(), tmp_path / "data"
-    task.sample(data, None)
+    task.sample(data)
     scores = {}
     for precision in ("float32", "mixed_bfloat16"):
         cfg = runner.load_task_config(task, None, [f"train.precision={precision}"], data)
@@ -169,7 +169,7 @@ def test_select_on_decides_which_split_chooses_the_epoch(tmp_path, capsys):
     from common import runner
 
     task, data = PointsTask(), tmp_path / "data"
-    task.sample(data, None)
+    task.sample(data)
     histories = {}
     for select_on in ("inner", "reported"):
         cfg = runner.load_task_config(task, None, [f"train.select_on={select_on}", "train.epochs=4"], data)

@@ -5,7 +5,6 @@ import tf_keras as keras
 
 from common.losses import (
     BinaryFocalLoss,
-    CategoricalFocalLoss,
     SoftIoULoss,
     WeightedSumLoss,
     distillation_kl,
@@ -49,24 +48,6 @@ def test_binary_focal_gamma0_is_weighted_cross_entropy_and_clips():
     assert float(focal([[1.0]], [[0.9]])) < 0.02 * float(focal([[1.0]], [[0.1]]))
 
 
-def test_categorical_focal_matches_numpy_scalar_and_per_class_alpha():
-    y = np.eye(3)[[0, 2, 1, 2]].astype("float32")
-    logits = RNG.normal(size=(4, 3))
-    p = (np.exp(logits) / np.exp(logits).sum(1, keepdims=True)).astype("float32")
-    for alpha in (0.25, [0.2, 0.3, 0.5]):
-        a = np.asarray(alpha)
-        expected = -(a * y * (1 - p) ** 2 * np.log(p)).sum(1).mean()
-        np.testing.assert_allclose(
-            float(CategoricalFocalLoss(alpha=alpha, gamma=2.0)(y, p)), expected, rtol=1e-5
-        )
-    # alpha 1, gamma 0: categorical cross entropy, including soft (mixup) labels.
-    soft = 0.7 * y + 0.3 * y[::-1]
-    ce = keras.losses.categorical_crossentropy(soft, p).numpy().mean()
-    np.testing.assert_allclose(
-        float(CategoricalFocalLoss(alpha=1.0, gamma=0.0)(soft, p)), ce, rtol=1e-5
-    )
-
-
 @pytest.mark.parametrize("mask", [MASK, MASK[..., None]], ids=["BHW", "BHW1"])
 def test_soft_iou_matches_numpy(mask):
     expected = _np_soft_iou(MASK, PROBS[..., 0], 1.0)
@@ -107,7 +88,6 @@ def test_per_sample_loss_sparse_labels():
 def test_loss_configs_round_trip():
     losses = [
         BinaryFocalLoss(alpha=0.4, gamma=1.5),
-        CategoricalFocalLoss(alpha=[0.1, 0.9], gamma=3.0),
         SoftIoULoss(smooth=2.0),
         WeightedSumLoss([BinaryFocalLoss(alpha=0.4), SoftIoULoss()], weights=[0.5, 0.5]),
     ]

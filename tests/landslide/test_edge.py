@@ -135,3 +135,12 @@ def test_predict_needs_exactly_one_model(tflite_model, sample_root, tmp_path):
     with pytest.raises(DataError, match="bad.tflite"):
         main(LandslideTask(), ["predict", "--tflite", str(bad), "--data", str(sample_root / "TestData"),
                                "--out", str(tmp_path / "new")])
+
+
+@pytest.mark.slow  # 1-1.5 min on 2 shared cores: make test-all (the asc run and the points task cover make test)
+def test_gpu_and_weights8_targets_follow_keras(tiny_run, tmp_path):
+    from landslide.task import LandslideTask
+    from tests.export_checks import check_float_targets
+
+    reports = check_float_targets(LandslideTask(), tiny_run, tmp_path)
+    assert reports["gpu"]["quantization"] == "float16 weights"

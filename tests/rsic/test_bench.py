@@ -44,12 +44,12 @@ def test_unknown_backbone_refused_before_any_work(tmp_path):
     assert not (tmp_path / "bench").exists()
 
 
-def write_benchmark(folder, accuracies, listed=False):
-    """A hand-written OUT/benchmark.json: {backbone: test accuracy}; `listed`: the older bare-list form."""
+def write_benchmark(folder, accuracies):
+    """A hand-written OUT/benchmark.json: {backbone: test accuracy}."""
     rows = [{"backbone": name, "accuracy": accuracy, "params": 1_000_000 + i}
             for i, (name, accuracy) in enumerate(accuracies.items())]
     folder.mkdir(parents=True, exist_ok=True)
-    (folder / "benchmark.json").write_text(json.dumps(rows if listed else {"rows": rows}))
+    (folder / "benchmark.json").write_text(json.dumps({"rows": rows}))
     return folder
 
 
@@ -63,8 +63,8 @@ def test_best_run_picks_the_best_of_paper4_candidates(tmp_path, capsys):
                                                   "MobileNetV2": 0.88})
     assert attention_backbone(bench) == "EfficientNetB0"  # ConvNeXtLarge is more accurate, not a candidate
     assert "EfficientNetB0, the best of paper 4's candidates there (91.0% test accuracy)" in capsys.readouterr().out
-    old = write_benchmark(tmp_path / "old", {"MobileNetV2": 0.7, "NASNetMobile": 0.8}, listed=True)
-    assert attention_backbone(old) == "NASNetMobile"
+    other = write_benchmark(tmp_path / "other", {"MobileNetV2": 0.7, "NASNetMobile": 0.8})
+    assert attention_backbone(other) == "NASNetMobile"
     tie = write_benchmark(tmp_path / "tie", {"MobileNet": 0.8, "MobileNetV2": 0.8})
     assert attention_backbone(tie) == "MobileNet"  # the smaller model (fewer params) of two equal ones
 

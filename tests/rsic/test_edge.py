@@ -106,3 +106,11 @@ def test_edge_cli_runs_without_tensorflow(exported, sample_dir, tmp_path):
     assert done.returncode == 0, done.stderr
     rows = read_csv(out)
     assert len(rows) == 40 and all(0 <= float(r["probability"]) <= 1 for r in rows)
+
+
+@pytest.mark.slow  # 1-1.5 min on 2 shared cores: make test-all (the asc run and the points task cover make test)
+def test_gpu_and_weights8_targets_follow_keras(teacher_run, tmp_path):
+    from tests.export_checks import check_float_targets
+
+    reports = check_float_targets(TASK, teacher_run[0], tmp_path)
+    assert reports["weights8"]["quantization"] == "int8 weights (dynamic range)"

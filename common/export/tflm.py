@@ -1,8 +1,8 @@
-"""Export for microcontrollers: an int8-in, int8-out TFLite model checked in TensorFlow Lite Micro.
+"""TensorFlow Lite Micro: an int8-in, int8-out TFLite model checked in TFLM (the `mcu` target).
 
 `export_mcu` turns a float Keras model into what a firmware build needs, or refuses it:
 
-* `model_int8_mcu.tflite`: post-training full-integer quantization (`common.export.
+* `model_int8_mcu.tflite`: post-training full-integer quantization (`common.export.quantize.
   convert_full_integer`, calibrated on representative raw inputs) with int8 input and output
   tensors, so the device never converts floats at the model's edges. (The edge export's
   `model_int8.tflite`, float32 in and out, is left as it is.) Ops that TensorFlow Lite Micro (TFLM)
@@ -42,7 +42,17 @@ from pathlib import Path
 import numpy as np
 
 from common.errors import ExportError
-from common.io import atomic_path, write_json, write_text
+from common.export.carray import c_array
+from common.export.parity import (
+    closeness,
+    examples,
+    keras_outputs,
+    one_line,
+    run_litert,
+    scores,
+)
+from common.export.quantize import convert_full_integer
+from common.io import write_bytes, write_text
 
 #: File names written by `export_mcu` (in `out_dir`).
 MCU_TFLITE_NAME = "model_int8_mcu.tflite"
@@ -69,6 +79,9 @@ RESERVED_RAM_BYTES = 32 * 1024
 TFLM_FLOAT_ONLY_OPS = ("SQRT",)
 #: Most held-out examples TFLM runs for parity (batch 1, reference kernels: slow on big inputs).
 MCU_PARITY_EXAMPLES = 64
+#: TFLM aborts the whole process (instead of failing to allocate) in an arena this small or
+#: smaller (tflite-micro, measured with a Dense(16)-Dense(2) model): never tried.
+TFLM_ABORT_BYTES = 1024
 #: Largest arena tried, bytes.
 MAX_ARENA_BYTES = 64 * 1024 * 1024
 _FLOAT_RETRIES = 4
@@ -80,7 +93,7 @@ _RESOLVER_METHODS = {"BATCH_MATMUL": "AddBatchMatMul"}
 # The TFLM interpreter
 
 
-class _TFLMFailure(Exception):
+class TFLMFailure(Exception):
     """TFLM refused or failed a model; `log` is what it printed."""
 
     def __init__(self, log):
@@ -108,7 +121,7 @@ def _captured_stderr():
             lines.extend(sink.read().decode("utf-8", "replace").splitlines())
 
 
-def _tflm_run(tflite, inputs, arena_size, allocations=False):
+def tflm_run(tflite, inputs, arena_size, allocations=False):
     """Run TFLM on int8 examples one by one.
 
     Args:
@@ -119,7 +132,7 @@ def _tflm_run(tflite, inputs, arena_size, allocations=False):
         (int8 outputs (N, *output_shape), allocation lines).
 
     Raises:
-        _TFLMFailure: the model did not allocate or an invoke failed (with TFLM's log).
+        TFLMFailure: the model did not allocate or an invoke failed (with TFLM's log).
     """
     from tflite_micro.python.tflite_micro import runtime
 
@@ -137,7 +150,7 @@ def _tflm_run(tflite, inputs, arena_size, allocations=False):
         except (RuntimeError, ValueError) as err:
             failed = err
     if failed is not None:
-        raise _TFLMFailure(log or [str(failed)])
+        raise TFLMFailure(log or [str(failed)])
     return np.stack(outputs), [line for line in log if "RecordingMicroAllocator" in line]
 
 
@@ -149,20 +162,22 @@ def measure_arena(tflite, example, upper=None):
         upper: an arena size known to work (bytes), or None to find one.
 
     Raises:
-        _TFLMFailure: the model does not run in `MAX_ARENA_BYTES`.
+        TFLMFailure: the model does not run in `MAX_ARENA_BYTES`.
     """
     def fits(size):
+        if size <= TFLM_ABORT_BYTES:  # TFLM would abort the process, not report a failure
+            return False
         try:
-            _tflm_run(tflite, example, size)
+            tflm_run(tflite, example, size)
             return True
-        except _TFLMFailure:
+        except TFLMFailure:
             return False
 
     if upper is None:
         upper = 256 * 1024
         while not fits(upper):
             if upper >= MAX_ARENA_BYTES:
-                _tflm_run(tflite, example, MAX_ARENA_BYTES)  # raises with TFLM's log
+                tflm_run(tflite, example, MAX_ARENA_BYTES)  # raises with TFLM's log
             upper = min(upper * 4, MAX_ARENA_BYTES)
     low, high = 0, int(upper)
     while high - low > 16:
@@ -207,7 +222,7 @@ def model_ops(tflite):
     return ops
 
 
-def _io_details(tflite):
+def io_details(tflite):
     """(input, output) dicts: shape, dtype, scale, zero_point of the model's first input/output,
     read from the flatbuffer."""
     from tflite_micro.python.tflite_micro import runtime
@@ -301,13 +316,27 @@ def c_sources(tflite, info, symbol=C_SYMBOL, source_name=MCU_TFLITE_NAME):
     Returns:
         (header text, source text).
     """
+    labels = list(info.get("labels") or [])
     macro = symbol.upper()
     inp, out = info["input"], info["output"]
-    labels = list(info.get("labels") or [])
-    ops = list(info["ops"])
-    guard = f"{macro}_H_"
+    label_items = ", ".join(_c_string(label) for label in labels) if labels else "0"
+    array = c_array(f"alignas(16) const unsigned char g_{symbol}[]", [f"0x{b:02x}" for b in tflite], 12)
+    source = f"""// Generated by common/export/tflm.py from {source_name}: do not edit.
+#include "{symbol}.h"
+
+const int g_{symbol}_input_shape[{macro}_INPUT_DIMS] = {{{", ".join(map(str, inp['shape']))}}};
+const int g_{symbol}_output_shape[{macro}_OUTPUT_DIMS] = {{{", ".join(map(str, out['shape']))}}};
+const char* const g_{symbol}_labels[{max(len(labels), 1)}] = {{{label_items}}};
+const unsigned int g_{symbol}_len = {len(tflite)};
+""" + "\n".join(array) + "\n"
+    return _c_header(len(tflite), info, labels, symbol, source_name), source
+
+
+def _c_header(size, info, labels, symbol, source_name):
+    macro, guard = symbol.upper(), f"{symbol.upper()}_H_"
+    inp, out, ops = info["input"], info["output"], list(info["ops"])
     resolver = " \\\n".join(f"    (resolver).{resolver_method(op)}();" for op in ops)
-    header = f"""// Generated by common/mcu.py from {source_name}: do not edit.
+    return f"""// Generated by common/export/tflm.py from {source_name}: do not edit.
 // int8 model for TensorFlow Lite Micro. Usage:
 //   #include "{symbol}.h"
 //   alignas(16) static uint8_t tensor_arena[{macro}_ARENA_SIZE];
@@ -324,7 +353,7 @@ def c_sources(tflite, info, symbol=C_SYMBOL, source_name=MCU_TFLITE_NAME):
 
 #include <stdint.h>
 
-#define {macro}_LEN {len(tflite)}
+#define {macro}_LEN {size}
 // Smallest arena measured in the TFLM interpreter ({info['arena_bytes']} bytes on a 64-bit host)
 // plus a margin; a 32-bit target needs a little less.
 #define {macro}_ARENA_SIZE {info['arena_recommended_bytes']}
@@ -348,22 +377,6 @@ extern const char* const g_{symbol}_labels[{max(len(labels), 1)}];
 
 #endif  // {guard}
 """
-    rows = []
-    for start in range(0, len(tflite), 12):
-        rows.append("  " + ", ".join(f"0x{b:02x}" for b in tflite[start:start + 12]) + ",")
-    label_items = ", ".join(_c_string(label) for label in labels) if labels else "0"
-    source = f"""// Generated by common/mcu.py from {source_name}: do not edit.
-#include "{symbol}.h"
-
-const int g_{symbol}_input_shape[{macro}_INPUT_DIMS] = {{{", ".join(map(str, inp['shape']))}}};
-const int g_{symbol}_output_shape[{macro}_OUTPUT_DIMS] = {{{", ".join(map(str, out['shape']))}}};
-const char* const g_{symbol}_labels[{max(len(labels), 1)}] = {{{label_items}}};
-const unsigned int g_{symbol}_len = {len(tflite)};
-alignas(16) const unsigned char g_{symbol}[] = {{
-{chr(10).join(rows)}
-}};
-"""
-    return header, source
 
 
 def parse_c_array(source, symbol=C_SYMBOL):
@@ -409,7 +422,7 @@ def board_fit(flash_bytes, arena_bytes, targets=None):
 
 
 # ---------------------------------------------------------------------------------------------
-# Public entry point
+# Conversion and check
 
 
 def _convert_for_tflm(model, calibration, probe, out_dir, layer_names):
@@ -418,24 +431,20 @@ def _convert_for_tflm(model, calibration, probe, out_dir, layer_names):
     Returns:
         (tflite bytes, float ops, generous arena size that worked).
     """
-    from common.export import convert_full_integer
-
     float_ops = set(TFLM_FLOAT_ONLY_OPS)
     for _ in range(_FLOAT_RETRIES + 1):
         try:
             tflite = convert_full_integer(model, calibration, float_ops)
         except Exception as err:  # noqa: BLE001 - the converter raises many types
-            from common.export import _one_line
-
-            raise ExportError(f"{out_dir}: full-integer TFLite conversion failed: {_one_line(err)}; "
+            raise ExportError(f"{out_dir}: full-integer TFLite conversion failed: {one_line(err)}; "
                               f"nothing written") from err
         ops = model_ops(tflite)
-        io = _io_details(tflite)
+        io = io_details(tflite)
         arena = MAX_ARENA_BYTES
         try:
-            _tflm_run(tflite, quantize_input(probe, io[0]["scale"], io[0]["zero_point"]), arena)
+            tflm_run(tflite, quantize_input(probe, io[0]["scale"], io[0]["zero_point"]), arena)
             return tflite, sorted(float_ops), arena
-        except _TFLMFailure as failure:
+        except TFLMFailure as failure:
             log = failure.log
             kind, name, index = _failed_op(log, ops)
         op = ops[index] if index is not None and index < len(ops) else None
@@ -455,131 +464,120 @@ def _convert_for_tflm(model, calibration, probe, out_dir, layer_names):
                       f"(float ops kept: {sorted(float_ops)}); nothing written")
 
 
-def export_mcu(model, calibration, out_dir, *, heldout=None, heldout_labels=None, metric=None,
-               metric_name=None, labels=None, targets=None, parity_examples=MCU_PARITY_EXAMPLES,
-               num_threads=1, update_report=True):
-    """Export `model` for a microcontroller: int8 TFLite checked in TFLM, C array, board fit.
+
+
+def convert_mcu(model, calibration, parity_x, where):
+    """The fully integer model TFLM runs: converted, op list, input/output quantization, arena.
 
     Args:
-        model: tf_keras model (float32) taking the raw input (as for `export_tflite`).
-        calibration: array (N, *input_shape) of raw inputs, or a tf.data.Dataset of input or
-            (x, y) batches: calibrates the quantization (first 128 examples).
-        out_dir: str or Path; gets `model_int8_mcu.tflite`, `model_int8.cc`, `model_int8.h`.
-        heldout: array (M, *input_shape) or dataset for the parity check (first `parity_examples`
-            examples); None: the calibration examples.
-        heldout_labels: labels of `heldout` for `metric` (optional).
-        metric: callable(labels, probs) -> float (optional); metric_name: its name.
-        labels: list of class names, written into the C source.
-        targets: list of board dicts (see `board_fit`); None: `DEFAULT_TARGETS`.
-        parity_examples: int, most held-out examples run through TFLM (batch 1 each).
-        num_threads: int, LiteRT threads for the LiteRT comparison.
-        update_report: when true, the returned section is also stored under the key "mcu" of
-            `out_dir/export_report.json` (other keys kept; the file is created if missing).
+        model: tf_keras float32 model. calibration: float array (N, *input_shape), every example
+            calibrates. parity_x: float array (M, *input_shape) (the first probes TFLM).
+        where: the output folder, named in errors.
 
     Returns:
-        dict (the `mcu` section of export_report.json): path, c_source, c_header, flash_bytes,
-        arena_bytes, arena_recommended_bytes, ops, op_count, float_ops, float_layers, input and
-        output (shape, dtype, scale, zero_point), parity_examples, agreement_keras,
-        max_abs_diff_keras, mean_abs_diff_keras, agreement_litert, max_abs_diff_litert,
-        max_step_diff_litert, metric_name, keras_metric, mcu_metric, targets (see `board_fit`),
-        runtime, seconds.
+        dict: tflite (bytes), float_ops (asked to stay float), ops (see `model_ops`), input,
+        output (see `io_details`), arena_bytes (smallest measured), arena_upper (one that ran).
 
     Raises:
-        ExportError: the conversion failed, or TFLM lacks an operator of the model (the message
-            names the operator and the Keras layer); nothing is written then.
-        DataError: empty or malformed data.
+        ExportError: the conversion failed, TFLM lacks an operator, or the model is not int8 at
+            its edges.
     """
+    layer_names = {layer.name for layer in model.layers}
+    tflite, float_ops, arena_upper = _convert_for_tflm(model, calibration, parity_x[:1], where, layer_names)
+    inp, out = io_details(tflite)
+    if inp["dtype"] != "int8" or out["dtype"] != "int8":
+        raise ExportError(f"{where}: the converter gave {inp['dtype']} input / {out['dtype']} output, "
+                          f"expected int8; nothing written")
+    arena = measure_arena(tflite, quantize_input(parity_x[:1], inp["scale"], inp["zero_point"]), upper=arena_upper)
+    return {"tflite": tflite, "float_ops": float_ops, "ops": model_ops(tflite), "input": inp, "output": out,
+            "arena_bytes": int(arena), "arena_upper": arena_upper, "layer_names": layer_names}
+
+
+def check_mcu(model, mcu, parity_x, labels, scorer, tflite_path, num_threads=1):
+    """Parity of the TFLM model `mcu` (from `convert_mcu`, its file at `tflite_path`) with the
+    Keras model and with LiteRT on the same file. Returns the report's `mcu` section (paths aside):
+    flash_bytes, arena_bytes, arena_recommended_bytes, ops, float_ops, float_layers, input, output,
+    parity_examples, agreement_keras, max/mean_abs_diff_keras, agreement_litert,
+    max_abs_diff_litert, max_step_diff_litert, metric_name, keras_metric, mcu_metric, targets."""
     from importlib.metadata import version
 
-    from common.export import CALIBRATION_EXAMPLES, _examples, _first_output, prediction_agreement
-    from common.tflite_runtime import TFLiteModel
-
-    out_dir = Path(out_dir)
-    started = time.perf_counter()
-    calib = _examples(calibration, CALIBRATION_EXAMPLES, "calibration")
-    parity_x = _examples(calibration if heldout is None else heldout, int(parity_examples),
-                         "calibration" if heldout is None else "heldout")
-    layer_names = {layer.name for layer in model.layers}
-
-    tflite, float_ops, arena_upper = _convert_for_tflm(model, calib, parity_x[:1], out_dir, layer_names)
-    converted = time.perf_counter()
-    ops = model_ops(tflite)
-    inp, out = _io_details(tflite)
-    if inp["dtype"] != "int8" or out["dtype"] != "int8":
-        raise ExportError(f"{out_dir}: the converter gave {inp['dtype']} input / {out['dtype']} output, "
-                          f"expected int8; nothing written")
-    x_q = quantize_input(parity_x, inp["scale"], inp["zero_point"])
-    arena = measure_arena(tflite, x_q[:1], upper=arena_upper)
-    tflm_q, allocation_log = _tflm_run(tflite, x_q, arena_upper, allocations=True)
+    inp, out, ops = mcu["input"], mcu["output"], mcu["ops"]
+    tflm_q, allocation_log = tflm_run(mcu["tflite"], quantize_input(parity_x, inp["scale"], inp["zero_point"]),
+                                      mcu["arena_upper"], allocations=True)
     tflm_out = dequantize_output(tflm_q, out["scale"], out["zero_point"])
+    keras_out = keras_outputs(model, parity_x, batch_size=16)
+    litert_out = run_litert(tflite_path, np.nan_to_num(parity_x, nan=0.0), num_threads)["outputs"]
+    keras_close, litert_close = closeness(keras_out, tflm_out), closeness(litert_out, tflm_out)
+    found = scores(scorer, labels, keras_out, tflm_out)
+    arena = mcu["arena_bytes"]
+    return {
+        "flash_bytes": len(mcu["tflite"]), "arena_bytes": arena,
+        "arena_recommended_bytes": arena_recommended(arena), "arena_allocations": allocation_log,
+        "ops": sorted({o["op"] for o in ops}), "op_count": len(ops),
+        "float_ops": sorted({o["op"] for o in ops if o["dtype"] == "float32"} - {"DEQUANTIZE", "QUANTIZE"}),
+        "float_ops_requested": mcu["float_ops"],
+        "float_layers": sorted({layer_of(o["tensor"], mcu["layer_names"]) or o["tensor"] for o in ops
+                                if o["dtype"] == "float32" and o["op"] not in ("DEQUANTIZE", "QUANTIZE")}),
+        "input": inp, "output": out, "input_nan": "NaN inputs are quantized as 0.0 (the zero point)",
+        "parity_examples": len(parity_x),
+        "agreement_keras": keras_close["agreement"], "max_abs_diff_keras": keras_close["max_abs_diff"],
+        "mean_abs_diff_keras": keras_close["mean_abs_diff"], "agreement_litert": litert_close["agreement"],
+        "max_abs_diff_litert": litert_close["max_abs_diff"],
+        "max_step_diff_litert": int(np.max(np.round(np.abs(litert_out - tflm_out) / out["scale"]))),
+        "metric_name": scorer.metric_name, "keras_metric": found["keras_metric"], "mcu_metric": found["tflite_metric"],
+        "targets": board_fit(len(mcu["tflite"]), arena), "runtime": f"tflite-micro {version('tflite-micro')}",
+    }
 
-    keras_out = _first_output(model.predict(parity_x, batch_size=16, verbose=0))
+
+def arena_recommended(arena_bytes):
+    """The arena a firmware should reserve: the measured one plus 1 KB, rounded up to whole KB."""
+    return (int(arena_bytes) + 1024 + 1023) // 1024 * 1024
+
+
+def write_mcu_files(mcu, labels, folder):
+    """Write `model_int8_mcu.tflite`, `model_int8.cc` and `model_int8.h` (the C array with the
+    labels, op list and arena) of `mcu` (see `convert_mcu`) into `folder`."""
+    folder = Path(folder)
+    info = {"input": mcu["input"], "output": mcu["output"], "labels": labels,
+            "ops": sorted({o["op"] for o in mcu["ops"]}), "arena_bytes": mcu["arena_bytes"],
+            "arena_recommended_bytes": arena_recommended(mcu["arena_bytes"])}
+    header, source = c_sources(mcu["tflite"], info)
+    write_bytes(folder / MCU_TFLITE_NAME, mcu["tflite"])
+    write_text(folder / C_HEADER_NAME, header)
+    write_text(folder / C_SOURCE_NAME, source)
+
+
+def export_mcu(model, calibration, out_dir, *, heldout=None, heldout_labels=None, scorer=None, labels=None,
+               parity_examples=MCU_PARITY_EXAMPLES, num_threads=1):
+    """Export `model` for a microcontroller into `out_dir` (library use; the command line's
+    `export --target mcu` goes through `common.export.mcu`): int8 TFLite checked in TFLM, C array.
+
+    Args:
+        model: tf_keras float32 model taking the raw input.
+        calibration: array (N, *input_shape) or tf.data.Dataset of raw inputs; every example
+            calibrates. heldout: inputs for parity (first `parity_examples`); None: calibration.
+        heldout_labels: labels of `heldout` for the scorer. scorer: common.export.parity.Scorer.
+        labels: list of class names (written into the C source).
+
+    Returns:
+        The `mcu` section (see `check_mcu`) with path, c_source, c_header, seconds.
+
+    Raises:
+        ExportError: the conversion failed or TFLM lacks an operator; nothing is written then.
+    """
+    from common.export.parity import Scorer
+
+    out_dir, started = Path(out_dir), time.perf_counter()
+    calib = examples(calibration, None, "calibration")
+    parity_x = examples(calibration if heldout is None else heldout, int(parity_examples), "heldout")
+    mcu = convert_mcu(model, calib, parity_x, out_dir)
+    converted = time.perf_counter()
     with tempfile.TemporaryDirectory(prefix="mcu-") as folder:
         path = Path(folder) / MCU_TFLITE_NAME
-        path.write_bytes(tflite)
-        litert_out = TFLiteModel(path, num_threads=num_threads).predict(np.nan_to_num(parity_x, nan=0.0))
-    checked = time.perf_counter()
-
-    keras_metric = mcu_metric = None
-    if metric is not None and heldout_labels is not None:
-        y = np.asarray(heldout_labels)[: len(parity_x)]
-        keras_metric, mcu_metric = float(metric(y, keras_out)), float(metric(y, tflm_out))
-
-    used_ops = list(dict.fromkeys(o["op"] for o in ops))
-    float_layers = sorted({layer_of(o["tensor"], layer_names) or o["tensor"] for o in ops
-                           if o["dtype"] == "float32" and o["op"] not in ("DEQUANTIZE", "QUANTIZE")})
-    arena_recommended = (arena + 1024 + 1023) // 1024 * 1024
-    section = {
-        "path": str(out_dir / MCU_TFLITE_NAME),
-        "c_source": str(out_dir / C_SOURCE_NAME),
-        "c_header": str(out_dir / C_HEADER_NAME),
-        "flash_bytes": len(tflite),
-        "arena_bytes": int(arena),
-        "arena_recommended_bytes": int(arena_recommended),
-        "arena_allocations": allocation_log,
-        "ops": sorted(used_ops),
-        "op_count": len(ops),
-        "float_ops": sorted({o["op"] for o in ops if o["dtype"] == "float32"} - {"DEQUANTIZE", "QUANTIZE"}),
-        "float_ops_requested": float_ops,
-        "float_layers": float_layers,
-        "input": inp,
-        "output": out,
-        "input_nan": "NaN inputs are quantized as 0.0 (the zero point)",
-        "parity_examples": len(parity_x),
-        "agreement_keras": prediction_agreement(keras_out, tflm_out),
-        "max_abs_diff_keras": float(np.max(np.abs(keras_out - tflm_out))),
-        "mean_abs_diff_keras": float(np.mean(np.abs(keras_out - tflm_out))),
-        "agreement_litert": prediction_agreement(litert_out, tflm_out),
-        "max_abs_diff_litert": float(np.max(np.abs(litert_out - tflm_out))),
-        "max_step_diff_litert": int(np.max(np.round(np.abs(litert_out - tflm_out) / out["scale"]))),
-        "metric_name": metric_name,
-        "keras_metric": keras_metric,
-        "mcu_metric": mcu_metric,
-        "targets": board_fit(len(tflite), arena, targets),
-        "runtime": f"tflite-micro {version('tflite-micro')}",
-        "seconds": {"convert": round(converted - started, 2), "check": round(checked - converted, 2)},
-    }
-    info = {"input": inp, "output": out, "labels": labels, "arena_bytes": arena,
-            "arena_recommended_bytes": arena_recommended, "ops": sorted(used_ops)}
-    header, source = c_sources(tflite, info)
-    with atomic_path(out_dir / MCU_TFLITE_NAME) as tmp:
-        Path(tmp).write_bytes(tflite)
-    write_text(out_dir / C_HEADER_NAME, header)
-    write_text(out_dir / C_SOURCE_NAME, source)
-    if update_report:
-        _store_section(out_dir / "export_report.json", section)
+        path.write_bytes(mcu["tflite"])
+        section = check_mcu(model, mcu, parity_x, heldout_labels, scorer or Scorer(), path, num_threads)
+    write_mcu_files(mcu, labels, out_dir)
+    section.update(path=str(out_dir / MCU_TFLITE_NAME), c_source=str(out_dir / C_SOURCE_NAME),
+                   c_header=str(out_dir / C_HEADER_NAME),
+                   seconds={"convert": round(converted - started, 2), "check": round(time.perf_counter() - converted, 2)})
     return section
-
-
-def _store_section(path, section):
-    """Set the key "mcu" of the JSON report at `path` to `section` (other keys kept)."""
-    import json
-
-    report = {}
-    if path.is_file():
-        try:
-            report = json.loads(path.read_text())
-        except ValueError as err:
-            raise ExportError(f"{path}: not readable JSON ({err}); the mcu section was not stored") from err
-    report["mcu"] = section
-    write_json(path, report)
