@@ -51,7 +51,7 @@ def world(tmp_path_factory):
     task.config_dir = root / "configs"
     task.config_dir.mkdir()
     (task.config_dir / "distill.yaml").write_text("{}\n")
-    task.sample(root / "data", None)
+    task.sample(root / "data")
     cfg = runner.load_task_config(task, None, ["train.epochs=1"], root / "data")
     good = runner.train(task, cfg, root / "good").run
     marker = root / "code_ran"

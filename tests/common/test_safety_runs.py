@@ -74,7 +74,7 @@ def test_a_run_carries_its_marker_and_overwrite_spares_other_folders(tmp_path):
 
 def test_out_stays_apart_from_the_data(tmp_path, capsys):
     data = tmp_path / "data"
-    PointsTask().sample(data, None)
+    PointsTask().sample(data)
     apart = [("--data", data)]
     for out, where in ((data, "is the --data folder itself"), (data / "runs" / "r1", "lies inside the --data folder"),
                        (tmp_path, "contains the --data folder")):
@@ -141,7 +141,7 @@ def test_a_second_process_is_refused_while_the_first_trains(tmp_path):
             return [second_process_probe(run, results)]
 
     task = ProbedPoints()
-    task.sample(tmp_path / "data", None)
+    task.sample(tmp_path / "data")
     cfg = runner.load_task_config(task, None, ["train.epochs=2"], tmp_path / "data")
     runner.train(task, cfg, run)
     assert results == [(2, f"error: {run}: is in use by process {os.getpid()} (training or resuming it); "
@@ -250,7 +250,7 @@ def test_a_nan_loss_stops_training_and_keeps_the_last_good_checkpoint(tmp_path, 
     import tensorflow as tf
 
     task, run = DivergingPoints(), tmp_path / "run"
-    task.sample(tmp_path / "data", None)
+    task.sample(tmp_path / "data")
     code, _, err = run_in_process(task, ["train", "--data", tmp_path / "data", "--out", run,
                                          "--set", "train.epochs=3", "--set", "train.precision=float32"], capsys)
     assert code == 2 and err.strip() == (
