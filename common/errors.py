@@ -24,3 +24,12 @@ class ExportError(ProjectError):
 
 class RunDirError(ProjectError):
     """A run directory is missing, incomplete, or would be overwritten."""
+
+
+def did_you_mean(word, choices, prefix=""):
+    """The hint ` (did you mean 'PREFIX+choice'?)` for the one of `choices` (strings) closest to
+    `word` (difflib, similarity >= 0.6), or "" when none is close: `train.epoch` -> train.epochs."""
+    import difflib
+
+    close = difflib.get_close_matches(str(word), [str(choice) for choice in choices], n=1, cutoff=0.6)
+    return f" (did you mean '{prefix}{close[0]}'?)" if close else ""

@@ -21,7 +21,7 @@ from pathlib import Path
 import numpy as np
 
 from common.config import load_config, read_saved_config
-from common.errors import ConfigError, DataError, RunDirError
+from common.errors import ConfigError, DataError, RunDirError, did_you_mean
 from common.io import write_json, write_text
 
 TFLITE_FILE = "model_int8.tflite"
@@ -38,6 +38,12 @@ MAX_METRIC_DROP = 0.05
 def say(text):
     """The one progress style of every command: a plain line on stdout, flushed."""
     print(text, flush=True)
+
+
+def warn(text):
+    """Something the user should know while the command goes on: `warning: TEXT` on stdout, in
+    the order of the progress lines (never Python's `WARNING:logger:` format)."""
+    say(f"warning: {text}")
 
 
 @dataclass
@@ -66,7 +72,12 @@ def config_path(task, path, default):
 
 def load_task_config(task, path=None, overrides=(), data=None, default=None):
     """The resolved config of a YAML file (or of the task's default), `--data` applied."""
-    cfg = load_config(config_path(task, path, default or task.train_config), overrides, defaults=task.defaults())
+    path = config_path(task, path, default or task.train_config)
+    if path is not None and not path.is_file():
+        names = sorted(p.name for p in task.config_dir.glob("*.yaml"))
+        raise ConfigError(f"{path}: config file not found{did_you_mean(path.name, names)}; the configs in "
+                          f"{task.config_dir} are {', '.join(names)}, or give the path of a YAML file")
+    cfg = load_config(path, overrides, defaults=task.defaults())
     if data:
         cfg["data"]["root"] = str(Path(data).resolve())
     return task.resolve_config(cfg)
@@ -77,10 +88,20 @@ def run_config(task, run, overrides=(), data=None):
     run = Path(run)
     if not (run / "config.yaml").is_file():
         raise RunDirError(f"{run}: not a run directory (no config.yaml); run `python -m {task.name} train` first")
+    check_run_task(task, run)
     cfg = load_config(run / "config.yaml", overrides, defaults=task.defaults())
     if data:
         cfg["data"]["root"] = str(Path(data).resolve())
     return cfg
+
+
+def check_run_task(task, run):
+    """Refuse a run directory that another task trained (its split.json records the task)."""
+    path = Path(run) / SPLIT_FILE
+    content = read_json(path) if path.is_file() else {}
+    made_by = content.get("task") if isinstance(content, dict) else None
+    if made_by and made_by != task.name:
+        raise RunDirError(f"{run}: this run is for {made_by}, not {task.name}; use `python -m {made_by}` with it")
 
 
 def need_data(cfg):
@@ -89,21 +110,23 @@ def need_data(cfg):
     return cfg
 
 
-def write_split(task, run, cfg, data, split, teacher=None):
-    """RUN/split.json (identifiers of every split, the reported one and the one that chose the
-    epoch named) and RUN/labels.txt.
+def write_split(task, run, cfg, data, split, teacher=None, selection=None):
+    """RUN/split.json (the task, identifiers of every split, the reported one and the one that chose
+    the epoch named) and RUN/labels.txt.
 
     `teacher`: the teacher run(s) of a distilled run (see `teacher_runs`); split.json then has
-    `teacher` (the first, as before ensembles) and `teachers` (all, absolute paths)."""
+    `teacher` (the first, as before ensembles) and `teachers` (all, absolute paths). `selection`:
+    the split that chose the epoch when not `task.selection_split(cfg)` ("train": the fallback)."""
     ids = task.split_ids(data, split)
     teachers = [str(path.resolve()) for path in teacher_runs(teacher)] if teacher else []
     content = {
+        "task": task.name,
         **task.split_info(cfg, split),
         "data": cfg["data"]["root"],
         "classes": list(task.class_names(data)),
         "reported": task.reported_split,
         "select_on": cfg["train"]["select_on"],
-        "selection_split": task.selection_split(cfg),
+        "selection_split": selection or task.selection_split(cfg),
         "splits": list(ids),
         **({"teacher": teachers[0], "teachers": teachers} if teachers else {}),
         **ids,
@@ -169,9 +192,16 @@ def train(task, cfg, out, *, resume=False, overwrite=False, teacher=None):
     else:
         split = task.make_split(cfg, data)
     selection = task.selection_split(cfg)
+    fitting_split = split
     if not len(split.get(selection, [])):
-        raise ConfigError(f"config key 'train.select_on': {cfg['train']['select_on']} needs a '{selection}' split "
-                          f"to choose the epoch on, and the split has none")
+        if selection == task.reported_split:
+            raise DataError(f"{cfg['data']['root']}: the '{selection}' split is empty")
+        # Too few examples to carve an inner split (a few per class): train anyway, the epoch chosen
+        # on the training examples (un-augmented); split.json records selection_split "train".
+        warn(f"the '{selection}' split that chooses the epoch is empty (too few examples); the epoch is "
+             "chosen on the training examples instead (more data, or --set train.select_on=reported, avoids this)")
+        selection = "train"
+        fitting_split = {**split, task.inner_split: split["train"]}
 
     from common import train as T
 
@@ -181,8 +211,8 @@ def train(task, cfg, out, *, resume=False, overwrite=False, teacher=None):
         say(f"{task.name}: precision {precision} ({why})")
         cfg["train"]["precision"] = precision  # the run's config.yaml says which was used
     run = T.prepare_run_dir(out, config=cfg, resume=resume, overwrite=overwrite)
-    write_split(task, run, cfg, data, split, teacher=teachers)
-    train_ds, val_ds, steps = task.datasets(cfg, data, split)
+    write_split(task, run, cfg, data, split, teacher=teachers, selection=selection)
+    train_ds, val_ds, steps = task.datasets(cfg, data, fitting_split)
     sizes = ", ".join(f"{name} {len(items)}" for name, items in split.items())
     say(f"{task.name}: training {task.describe(cfg)} on {sizes} (epoch chosen on {selection}) -> {run}")
     if teachers:
@@ -215,7 +245,7 @@ def train(task, cfg, out, *, resume=False, overwrite=False, teacher=None):
     with task.error_context():
         model, history = T.fit(build, train_ds, val_ds, cfg["train"], run,
                                final_model_fn=lambda _: models["inference"],
-                               extra_callbacks=task.callbacks(cfg, data, split))
+                               extra_callbacks=task.callbacks(cfg, data, fitting_split))
     epochs = len(history.epoch)
     say(f"{task.name}: trained {epochs} epoch{'s' if epochs != 1 else ''} in {time.perf_counter() - clock:.0f} s")
     metrics = _evaluate_and_write(task, model, cfg, data, split[task.reported_split], run / METRICS_FILE,
@@ -251,6 +281,7 @@ def _check_teacher(task, cfg, data, teachers):
         raise ConfigError(f"{task.name}: this task has no distillation")
     first = None
     for teacher in teachers:
+        check_run_task(task, teacher)
         teacher_cfg = read_saved_config(teacher / "config.yaml") if (teacher / "config.yaml").is_file() else None
         if teacher_cfg is None or not (teacher / "model.keras").is_file():
             raise RunDirError(f"{teacher}: not a trained run directory (no config.yaml and model.keras); "
@@ -495,7 +526,7 @@ def export(task, run, *, data=None, overrides=()):
     write_json(run / REPORT_FILE, report)
     say(f"{task.name}: {export_line(task, report)}")
     for warning in export_warnings(report):
-        say(f"warning: {warning}")
+        warn(warning)
     if e["target"] == "mcu":
         report["mcu"] = export_microcontroller(task, cfg, model, run, calibration, heldout, heldout_labels,
                                                task.class_names(dataset))
@@ -581,6 +612,7 @@ def predict(task, inputs, out, *, run=None, tflite=None, overwrite=False, overri
         raise ConfigError("predict: --out is required")
     check_output(out, overwrite)
     if tflite:
+        check_run_task(task, Path(tflite).parent)  # an exported model sits in its run directory
         line = task.edge_predict(tflite, inputs, out, args)
     else:
         cfg = run_config(task, run, overrides)

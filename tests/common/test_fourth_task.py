@@ -187,3 +187,25 @@ def test_select_on_decides_which_split_chooses_the_epoch(tmp_path, capsys):
                                          "--set", "train.select_on=best"], capsys)
     assert code == 2 and err.strip() == "error: config key 'train.select_on' must be inner or reported, got 'best'"
     assert not (tmp_path / "bad").exists()
+
+
+class FewPointsTask(PointsTask):
+    """A data set too small to carve an inner split from (as rsic's with a few images per class)."""
+
+    def make_split(self, cfg, data):
+        return {"train": list(range(300)), "val": [], "test": list(range(300, 400))}
+
+
+def test_too_small_for_an_inner_split_trains_choosing_on_the_training_examples(tmp_path, capsys):
+    task, data, run = FewPointsTask(), tmp_path / "data", tmp_path / "run"
+    task.sample(data, None)
+    code, out, err = run_in_process(task, ["train", "--data", data, "--out", run, "--set", "train.epochs=1"], capsys)
+    assert code == 0, err
+    assert [line for line in out.splitlines() if line.startswith("warning: ")] == [
+        "warning: the 'val' split that chooses the epoch is empty (too few examples); the epoch is chosen on "
+        "the training examples instead (more data, or --set train.select_on=reported, avoids this)"]
+    split = json.loads((run / "split.json").read_text())
+    assert split["task"] == "points" and split["selection_split"] == "train" and split["val"] == []
+    # The epoch-choosing accuracy is over the 300 training points: multiples of 1/300.
+    history = np.genfromtxt(run / "history.csv", delimiter=",", names=True)
+    assert all(abs(a * 300 - round(a * 300)) < 1e-4 for a in np.atleast_1d(history["val_accuracy"]))
