@@ -25,7 +25,8 @@ ROOT = Path(__file__).resolve().parents[2]
 
 @pytest.fixture(scope="module")
 def exported(sample_dir, tmp_path_factory):
-    """(cfg, run dir) of a trained and exported single-branch student."""
+    """(cfg, run dir, export report) of a trained single-branch student, exported once for both
+    targets (`export.target=mcu` writes the edge model too): one conversion serves every test here."""
     work = tmp_path_factory.mktemp("edge")
     # Calibrating on every training clip (60; 10 more choose the epoch) keeps int8 and float within a clip or two.
     # export.calibration_clips is the older name of export.calibration_examples: still honoured.
@@ -33,9 +34,9 @@ def exported(sample_dir, tmp_path_factory):
                  f"features.cache={work / 'logmel.h5'}"]  # fmt: skip
     cfg = load(CONFIGS / "student.yaml", overrides, sample_dir)
     runner.train(AscTask(), cfg, work / "run")
-    report = runner.export(AscTask(), work / "run")
+    report = runner.export(AscTask(), work / "run", overrides=["export.target=mcu"])
     assert report["calibration_examples"] == 60  # every training clip
-    return cfg, work / "run"
+    return cfg, work / "run", report
 
 
 def evaluate_wavs(sample_dir):
@@ -44,7 +45,7 @@ def evaluate_wavs(sample_dir):
 
 
 def test_tflite_predict_agrees_with_keras(exported, sample_dir, tmp_path):
-    cfg, run = exported
+    cfg, run, _ = exported
     wavs = evaluate_wavs(sample_dir)
     runner.predict(AscTask(), wavs, tmp_path / "keras.csv", run=run)
     edge_labels = edge.predict(run / "model_int8.tflite", wavs, tmp_path / "edge.csv", say=lambda _: None)
@@ -60,14 +61,14 @@ def test_tflite_predict_agrees_with_keras(exported, sample_dir, tmp_path):
 
 
 def test_features_that_do_not_fit_the_model_are_an_error(exported, sample_dir, tmp_path):
-    _, run = exported
+    _, run, _ = exported
     wrong = load(None)  # the default three spectrograms; the model takes log-Mel only
     with pytest.raises(DataError, match=r"takes input \(128, 87, 1\).*--config RUN"):
         edge.predict(run / "model_int8.tflite", evaluate_wavs(sample_dir)[:1], tmp_path / "p.csv", cfg=wrong)
 
 
 def test_edge_cli_runs_without_tensorflow(exported, sample_dir, tmp_path):
-    _, run = exported
+    _, run, _ = exported
     device = tmp_path / "device"  # what ships: the model, its labels and its config, no model.keras
     device.mkdir()
     for name in ("model_int8.tflite", "labels.txt", "config.yaml"):
@@ -109,17 +110,14 @@ def test_predict_needs_a_model_and_names_a_missing_one(tmp_path, capsys):
         assert code == 2 and message in err and "\n" not in err, err
 
 
-def test_mcu_export_writes_the_frontend_beside_the_c_array(exported, tmp_path):
+def test_mcu_export_writes_the_frontend_beside_the_c_array(exported):
     import json
 
-    _, run = exported
-    copy = tmp_path / "run"
-    shutil.copytree(run, copy)
-    report = runner.export(AscTask(), copy, overrides=["export.target=mcu"])
+    _, run, report = exported
     mcu = report["mcu"]
     assert mcu["frontend"]["inside_model"] is False and "frontend.json" in mcu["frontend"]["files"]
     for name in ("model_int8_mcu.tflite", "model_int8.h", "frontend.h", "frontend.cc", "logmel_weights.npy"):
-        assert (copy / name).is_file(), name
-    frontend = json.loads((copy / "frontend.json").read_text())
+        assert (run / name).is_file(), name
+    frontend = json.loads((run / "frontend.json").read_text())
     assert frontend["model_input"]["scale"] == mcu["input"]["scale"]
-    assert json.loads((copy / "export_report.json").read_text())["mcu"]["frontend"] == mcu["frontend"]
+    assert json.loads((run / "export_report.json").read_text())["mcu"]["frontend"] == mcu["frontend"]
