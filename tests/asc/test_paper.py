@@ -88,7 +88,7 @@ def test_paper2_quick_table_resume_and_export(tmp_path, monkeypatch, capsys):
     (out / "paper2.md").unlink()
     code, said, _ = run_in_process(task, ["paper2", "--quick", "--out", out, "--student-config", "student.yaml"],
                                    capsys)
-    assert code == 0 and f"asc: paper2 done -> {out / 'paper2.md'}" in said
+    assert code == 0 and f"asc: paper 2 done -> {out / 'paper2.md'}" in said
     assert len(trained) == 1
     assert (out / "paper2.md").read_text() == markdown
 

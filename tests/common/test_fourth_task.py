@@ -113,8 +113,10 @@ def test_a_fourth_task_runs_every_command(tmp_path, capsys):
     code, out, _ = run_in_process(task, ["train", "--data", data, "--out", run], capsys)
     assert code == 0 and "points: accuracy" in out
     metrics = json.loads((run / "metrics.json").read_text())
-    # Chance is 0.5. The epoch is chosen on 30 inner points, not on these 100 (0.85-0.9 here).
-    assert metrics["accuracy"] > 0.8 and metrics["split"] == "test" and metrics["examples"] == 100
+    # Chance is 0.5. The epoch is chosen on 30 inner points, not on these 100. Measured 0.85 at the
+    # default seed 42 and 0.73-0.83 at train.seed 0-5, the same with AVX-512 (bfloat16) and AVX2-only
+    # kernels (float32): the old bound 0.8 held for half the seeds. 0.65 is below every seed measured.
+    assert metrics["accuracy"] > 0.65 and metrics["split"] == "test" and metrics["examples"] == 100
     split = json.loads((run / "split.json").read_text())
     assert split["test"][0] == "300" and split["select_on"] == "inner" and split["selection_split"] == "val"
     assert len(split["val"]) == 30 and len(split["train"]) == 270 and not set(split["val"]) & set(split["train"])
