@@ -19,7 +19,7 @@ OUT ?=
 RUN ?=
 ARGS ?=
 
-.PHONY: install test test-all demo bench bench-scale bench-peer lint clean paper1 paper2 paper3 paper4 \
+.PHONY: install test test-all demo bench bench-scale bench-peer lint clean clean-runs paper1 paper2 paper3 paper4 \
         train-landslide train-rsic train-asc export-landslide export-rsic export-asc \
         evaluate-landslide evaluate-rsic evaluate-asc
 
@@ -90,9 +90,18 @@ paper3 paper4: paper%: install
 	$(if $(QUICK)$(findstring --benchmark,$(ARGS)),,$(call need,DATA,the NWPU-RESISC45 folder; or QUICK=1 for sample data))
 	$(PY) -m rsic paper$* $(if $(DATA),--data $(DATA)) --out $(or $(OUT),runs/paper$*$(if $(QUICK),_quick)) $(if $(QUICK),--quick) $(ARGS)
 
+# `make clean` removes caches only: trained runs stay. `make clean-runs` deletes runs/ (every trained
+# model, export and paper table under it) and lists what it deletes first.
 clean:
-	rm -rf runs .pytest_cache .ruff_cache .hypothesis benchmarks/tmp
+	rm -rf .pytest_cache .ruff_cache .hypothesis benchmarks/tmp
 	find . -name __pycache__ -not -path './$(VENV)/*' -prune -exec rm -rf {} +
+
+clean-runs:
+	@if [ -d runs ]; then \
+	  echo "deleting runs/ ($$(du -sh runs | cut -f1)):"; \
+	  find runs -mindepth 1 -maxdepth 2 | sort | sed 's/^/  /'; \
+	  rm -rf runs; \
+	else echo "no runs/ folder: nothing to delete"; fi
 
 # Throughput and peak memory of the data steps at growing sizes (synthetic data in the real layouts),
 # extrapolated to the full data sets: benchmarks/scale.json and the Scale section of RESULTS.md.

@@ -109,7 +109,6 @@ def build_parser(task):
     p.add_argument("--split", help=f"a split of the run's split.json (default {task.reported_split})")
     p.add_argument("--tflite", action="store_true", help="score the exported int8 model instead")
     p.add_argument("--out", help="folder for the metrics file (default: the run directory)")
-    p.add_argument("--folds", action="store_true", help="RUN holds fold_K runs: their mean and std")
     add_unsafe_load_arg(p)
     add_set_arg(p)
     task.add_arguments("evaluate", p)
@@ -156,7 +155,11 @@ def main(task, argv=None):
     from common import runner
     from common.errors import ConfigError
 
-    args = build_parser(task).parse_args(argv)
+    parser = build_parser(task)
+    _check_command(parser, argv)
+    args, unknown = parser.parse_known_args(argv)
+    if unknown:
+        _refuse_unknown_options(parser, args.command, unknown)
     extra = {c.name: c for c in task.commands()}
     if args.command == "download":
         if args.dest is None and task.download_needs_dest(args):
@@ -171,7 +174,7 @@ def main(task, argv=None):
                        overwrite=args.overwrite, overrides=args.overrides, args=args)
         return 0
     if args.command in extra and not extra[args.command].tensorflow:
-        return extra[args.command].run(args) or 0
+        return exit_code(extra[args.command].run(args))
     if args.command == "export":  # an unknown target is one line before TensorFlow starts
         runner.check_export(task, args.run, data=args.data, overrides=args.overrides)
     setup_tensorflow()
@@ -184,7 +187,7 @@ def main(task, argv=None):
         runner.distill(task, cfg, args.out, args.teacher, resume=args.resume, overwrite=args.overwrite,
                        unsafe_load=args.unsafe_load)
     elif args.command == "evaluate":
-        if args.folds:
+        if getattr(args, "folds", False):  # the option of tasks that train fold_K runs (landslide)
             runner.evaluate_folds(task, args.run, data=args.data, overrides=args.overrides,
                                   unsafe_load=args.unsafe_load)
         else:
@@ -198,7 +201,7 @@ def main(task, argv=None):
     elif args.command == "demo":
         runner.demo(task, args.out, args.overrides)
     else:
-        return extra[args.command].run(args) or 0
+        return exit_code(extra[args.command].run(args))
     return 0
 
 
@@ -216,6 +219,40 @@ def export_targets():
     from common.export import TARGETS
 
     return TARGETS
+
+
+def exit_code(result):
+    """A task command's return value as the process exit code: None and True (a paper plan that
+    finished) are 0, False (a plan that stopped early) 1, an int itself. `sys.exit(True)` would be 1."""
+    if result is None or result is True:
+        return 0
+    if result is False:
+        return 1
+    return int(result)
+
+
+def _check_command(parser, argv):
+    """An unknown command is one line with the closest command and the list, not argparse's usage."""
+    from common.errors import ConfigError, did_you_mean
+
+    argv = sys.argv[1:] if argv is None else [str(a) for a in argv]
+    command = next((a for a in argv if not a.startswith("-")), None)  # --verbose is the only option before it
+    commands = next(a.choices for a in parser._actions if isinstance(a, argparse._SubParsersAction))
+    if command is not None and command not in commands:
+        raise ConfigError(f"{command}: unknown command{did_you_mean(command, commands)}; "
+                          f"the commands are {', '.join(commands)}")
+
+
+def _refuse_unknown_options(parser, command, unknown):
+    """One line for an option COMMAND does not have (another command's, or a typo), with the closest
+    option it does have."""
+    from common.errors import ConfigError, did_you_mean
+
+    sub = next(a.choices for a in parser._actions if isinstance(a, argparse._SubParsersAction))[command]
+    option = unknown[0].split("=", 1)[0]
+    what = "an option" if option.startswith("-") else "an argument"
+    raise ConfigError(f"{option}: not {what} of `{sub.prog}`{did_you_mean(option, sub._option_string_actions)}; "
+                      f"`{sub.prog} --help` lists its options")
 
 
 def _train_config(task, args, default):

@@ -22,7 +22,7 @@ from pathlib import Path
 
 import yaml
 
-from common.errors import ConfigError
+from common.errors import ConfigError, did_you_mean
 from common.io import write_text
 
 # The `train:` section every task config has (used by common.train.fit). It lives here, not in
@@ -213,7 +213,7 @@ def _merge(config, layer, schema, source, prefix=""):
     for key, value in layer.items():
         dotted = f"{prefix}{key}"
         if not isinstance(schema, dict) or key not in schema:
-            raise ConfigError(f"{source}: unknown config key '{dotted}'")
+            raise ConfigError(f"{source}: unknown config key '{dotted}'{did_you_mean(key, schema if isinstance(schema, dict) else (), prefix)}")
         default = schema[key]
         if isinstance(default, dict) and default:
             if not isinstance(value, dict):

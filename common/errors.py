@@ -28,3 +28,12 @@ class RunDirError(ProjectError):
 
 class TrainingError(ProjectError):
     """Training cannot go on (its loss became NaN or infinite). The message names the run."""
+
+
+def did_you_mean(word, choices, prefix=""):
+    """The hint ` (did you mean 'PREFIX+choice'?)` for the one of `choices` (strings) closest to
+    `word` (difflib, similarity >= 0.6), or "" when none is close: `train.epoch` -> train.epochs."""
+    import difflib
+
+    close = difflib.get_close_matches(str(word), [str(choice) for choice in choices], n=1, cutoff=0.6)
+    return f" (did you mean '{prefix}{close[0]}'?)" if close else ""

@@ -23,7 +23,7 @@ from pathlib import Path
 import numpy as np
 
 from common.config import apply_override, load_config, read_saved_config
-from common.errors import ConfigError, DataError, RunDirError
+from common.errors import ConfigError, DataError, RunDirError, did_you_mean
 from common.io import write_json, write_text
 
 TFLITE_FILE = "model_int8.tflite"
@@ -36,6 +36,12 @@ REPORT_FILE = "export_report.json"
 def say(text):
     """The one progress style of every command: a plain line on stdout, flushed."""
     print(text, flush=True)
+
+
+def warn(text):
+    """Something the user should know while the command goes on: `warning: TEXT` on stdout, in
+    the order of the progress lines (never Python's `WARNING:logger:` format)."""
+    say(f"warning: {text}")
 
 
 @dataclass
@@ -66,6 +72,10 @@ def load_task_config(task, path=None, overrides=(), data=None, default=None, ann
     """The resolved config of a YAML file (or of the task's default), `--data` applied.
     `announce`: a command line without `--config` says which config it uses."""
     resolved = config_path(task, path, default or task.train_config)
+    if resolved is not None and not resolved.is_file():
+        names = sorted(p.name for p in task.config_dir.glob("*.yaml"))
+        raise ConfigError(f"{resolved}: config file not found{did_you_mean(resolved.name, names)}; the configs in "
+                          f"{task.config_dir} are {', '.join(names)}, or give the path of a YAML file")
     if announce and not path:
         say(f"{task.name}: config {_shown_path(resolved) if resolved else 'the built-in defaults'} "
             "(default; --config to choose)")
@@ -91,10 +101,20 @@ def run_config(task, run, overrides=(), data=None):
     run = Path(run)
     if not (run / "config.yaml").is_file():
         raise RunDirError(f"{run}: not a run directory (no config.yaml); run `python -m {task.name} train` first")
+    check_run_task(task, run)
     cfg = load_config(run / "config.yaml", overrides, defaults=task.defaults())
     if data:
         cfg["data"]["root"] = str(Path(data).resolve())
     return cfg
+
+
+def check_run_task(task, run):
+    """Refuse a run directory that another task trained (its split.json records the task)."""
+    path = Path(run) / SPLIT_FILE
+    content = read_json(path) if path.is_file() else {}
+    made_by = content.get("task") if isinstance(content, dict) else None
+    if made_by and made_by != task.name:
+        raise RunDirError(f"{run}: this run is for {made_by}, not {task.name}; use `python -m {made_by}` with it")
 
 
 def need_data(cfg):
@@ -103,21 +123,23 @@ def need_data(cfg):
     return cfg
 
 
-def write_split(task, run, cfg, data, split, teacher=None):
-    """RUN/split.json (identifiers of every split, the reported one and the one that chose the
-    epoch named) and RUN/labels.txt.
+def write_split(task, run, cfg, data, split, teacher=None, selection=None):
+    """RUN/split.json (the task, identifiers of every split, the reported one and the one that chose
+    the epoch named) and RUN/labels.txt.
 
     `teacher`: the teacher run(s) of a distilled run (see `teacher_runs`); split.json then has
-    `teacher` (the first, as before ensembles) and `teachers` (all, absolute paths)."""
+    `teacher` (the first, as before ensembles) and `teachers` (all, absolute paths). `selection`:
+    the split that chose the epoch when not `task.selection_split(cfg)` ("train": the fallback)."""
     ids = task.split_ids(data, split)
     teachers = [str(path.resolve()) for path in teacher_runs(teacher)] if teacher else []
     content = {
+        "task": task.name,
         **task.split_info(cfg, split),
         "data": cfg["data"]["root"],
         "classes": list(task.class_names(data)),
         "reported": task.reported_split,
         "select_on": cfg["train"]["select_on"],
-        "selection_split": task.selection_split(cfg),
+        "selection_split": selection or task.selection_split(cfg),
         "splits": list(ids),
         **({"teacher": teachers[0], "teachers": teachers} if teachers else {}),
         **ids,
@@ -186,9 +208,16 @@ def train(task, cfg, out, *, resume=False, overwrite=False, teacher=None, unsafe
         split = task.make_split(cfg, data)
     _check_init_from(task, cfg)  # a missing run or one of another task: one line, before TensorFlow
     selection = task.selection_split(cfg)
+    fitting_split = split
     if not len(split.get(selection, [])):
-        raise ConfigError(f"config key 'train.select_on': {cfg['train']['select_on']} needs a '{selection}' split "
-                          f"to choose the epoch on, and the split has none")
+        if selection == task.reported_split:
+            raise DataError(f"{cfg['data']['root']}: the '{selection}' split is empty")
+        # Too few examples to carve an inner split (a few per class): train anyway, the epoch chosen
+        # on the training examples (un-augmented); split.json records selection_split "train".
+        warn(f"the '{selection}' split that chooses the epoch is empty (too few examples); the epoch is "
+             "chosen on the training examples instead (more data, or --set train.select_on=reported, avoids this)")
+        selection = "train"
+        fitting_split = {**split, task.inner_split: split["train"]}
     task.check_split(cfg, data, split)  # every split's values, before the run directory and TensorFlow
 
     from common import train as T
@@ -201,8 +230,8 @@ def train(task, cfg, out, *, resume=False, overwrite=False, teacher=None, unsafe
     keep_apart = [("--data", cfg["data"]["root"]), *(("--teacher", path) for path in teachers)]
     run = T.prepare_run_dir(out, config=cfg, resume=resume, overwrite=overwrite, task=task.name,
                             keep_apart=keep_apart)
-    write_split(task, run, cfg, data, split, teacher=teachers)
-    train_ds, val_ds, steps = task.datasets(cfg, data, split)
+    write_split(task, run, cfg, data, split, teacher=teachers, selection=selection)
+    train_ds, val_ds, steps = task.datasets(cfg, data, fitting_split)
     sizes = ", ".join(f"{name} {len(items)}" for name, items in split.items())
     say(f"{task.name}: training {task.describe(cfg)} on {sizes} (epoch chosen on {selection}) -> {run}")
     if teachers:
@@ -239,7 +268,7 @@ def train(task, cfg, out, *, resume=False, overwrite=False, teacher=None, unsafe
     with task.error_context():
         model, history = T.fit(build, train_ds, val_ds, cfg["train"], run,
                                final_model_fn=lambda _: models["inference"],
-                               extra_callbacks=[*task.callbacks(cfg, data, split),
+                               extra_callbacks=[*task.callbacks(cfg, data, fitting_split),
                                                 *_progress_callbacks(task, cfg, copied_layers)])
     epochs = len(history.epoch)
     say(f"{task.name}: trained {epochs} epoch{'s' if epochs != 1 else ''} in {time.perf_counter() - clock:.0f} s")
@@ -318,6 +347,7 @@ def _check_teacher(task, cfg, data, teachers):
         raise ConfigError(f"{task.name}: this task has no distillation")
     first = None
     for teacher in teachers:
+        check_run_task(task, teacher)
         teacher_cfg = read_saved_config(teacher / "config.yaml") if (teacher / "config.yaml").is_file() else None
         if teacher_cfg is None or not (teacher / "model.keras").is_file():
             raise RunDirError(f"{teacher}: not a trained run directory (no config.yaml and model.keras); "
@@ -561,7 +591,7 @@ def export(task, run, *, data=None, overrides=(), unsafe_load=False):
     if report.get("mcu"):
         say(f"{task.name}: {_mcu_line(report['mcu'])}")
     for warning in export_warnings(report):
-        say(f"warning: {warning}")
+        warn(warning)
     return report
 
 
@@ -650,6 +680,7 @@ def predict(task, inputs, out, *, run=None, tflite=None, overwrite=False, overri
         raise ConfigError("predict: --out is required")
     check_output(out, overwrite)
     if tflite:
+        check_run_task(task, Path(tflite).parent)  # an exported model sits in its run directory
         line = task.edge_predict(tflite, inputs, out, args)
     else:
         cfg = run_config(task, run, overrides)

@@ -28,7 +28,7 @@ class Command:
         name: the verb, `python -m TASK NAME`.
         help: one line for `--help`.
         add_arguments: callable(argparse parser) adding the command's own options.
-        run: callable(args) -> exit code (None = 0); errors are `ProjectError`s.
+        run: callable(args) -> exit code (None and True = 0, False = 1); errors are `ProjectError`s.
         tensorflow: False when the command never imports TensorFlow (download, sample, features).
         common_args: add `--config --data --set` (common.cli.add_config_args).
     """

@@ -17,7 +17,6 @@ the plain formula explodes near a + b = 0; this form stays in [-1, 1] (sound int
 The floor is 5% of the two bands' standard deviations (`band_scale`), following the data's units.
 """
 
-import logging
 from pathlib import Path
 
 import numpy as np
@@ -26,6 +25,7 @@ import tf_keras as keras
 
 from common.errors import ConfigError, DataError
 from common.io import write_json
+from common.runner import warn
 from landslide import data as D
 from landslide.config import FEATURE_NAMES  # the schema owns the names
 
@@ -142,7 +142,6 @@ def front(inputs, features_cfg, mean, std, band_scale=None):
 # Per-channel statistics of the training patches (14 bands + engineered bands) for the model's
 # normalisation: a streaming float64 pass that reads (so checks) every patch and counts NaNs.
 
-log = logging.getLogger(__name__)
 STATS_FILE = "stats.json"
 
 
@@ -177,8 +176,7 @@ def compute_stats(patches, features_cfg, *, normalization="official", patch_size
     mean, std, nans = _moments(patches, BandFeatures(names, band_scale), patch_size, batch_size)
     nan_values, nan_patches = int(nans.sum()), int((nans > 0).sum())
     if nan_values:
-        log.warning("%s: replaced %d NaN values in %d of %d patches by 0", patches.folder,
-                    nan_values, nan_patches, len(nans))
+        warn(f"{patches.folder}: replaced {nan_values} NaN values in {nan_patches} of {len(nans)} patches by 0")
     return {"channels": D.BAND_NAMES + names, "mean": mean.tolist(), "std": std.tolist(),
             "band_scale": band_scale, "patches": len(nans), "nan_values": nan_values,
             "nan_patches": nan_patches}

@@ -238,6 +238,8 @@ class LandslideTask(Task):
         if command == "train":
             parser.add_argument("--fold", help="k-fold protocol: validation fold K (0-based), or "
                                 "'all' for OUT/fold_K")
+        if command == "evaluate":  # the runs of `train --fold all`
+            parser.add_argument("--folds", action="store_true", help="RUN holds fold_K runs: their mean and std")
         if command in ("evaluate", "predict"):
             add_shorthand(parser, "--threshold", "predict.threshold", type=float,
                           help="landslide probability above which a pixel is 1 (default 0.5)")

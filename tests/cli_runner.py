@@ -1,5 +1,7 @@
 """Run a task's command line in-process, the way `python -m TASK` does (common.cli through run_cli)."""
 
+import re
+
 import pytest
 
 from common import cli
@@ -19,3 +21,15 @@ def run_in_process(task, argv, capsys=None):
         cli.run_cli(lambda a: cli.main(task, a), [str(a) for a in argv])
     out, err = capsys.readouterr() if capsys is not None else ("", "")
     return exit_info.value.code, out, err
+
+
+# The project's terminal styles (docs/ARCHITECTURE.md, "Terminal"): `TASK: ...` progress lines
+# (common.runner.say), `warning: ...` (common.runner.warn), `error: ...` (common.cli.run_cli), and a
+# paper plan's `[K/N] step: ...`. Python's `WARNING:logger:...`, tracebacks and native TensorFlow
+# lines are none of these.
+PROJECT_LINE = re.compile(r"^((landslide|rsic|asc|points): |warning: |error: |\[\d+/\d+\] )")
+
+
+def off_style_lines(*texts):
+    """The non-empty lines of `texts` (a command's stdout and stderr) in none of the project's styles."""
+    return [line for text in texts for line in text.splitlines() if line.strip() and not PROJECT_LINE.match(line)]

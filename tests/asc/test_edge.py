@@ -127,7 +127,8 @@ def test_mcu_export_writes_the_frontend_beside_the_c_array(exported, tmp_path):
     assert json.loads((copy / "export_report.json").read_text())["mcu"]["frontend"] == mcu["frontend"]
     # The fully integer model: int8 at both ends, nothing float inside, run by TFLM as by LiteRT.
     assert mcu["input"]["dtype"] == mcu["output"]["dtype"] == "int8" and mcu["float_ops"] == []
-    assert mcu["output"]["shape"] == [1, 10] and mcu["agreement_litert"] >= 0.95, mcu
+    # TFLM against LiteRT on one int8 file: measured 1.0 on AVX-512 and AVX2-only kernels; 0.9 leaves room.
+    assert mcu["output"]["shape"] == [1, 10] and mcu["agreement_litert"] >= 0.9, mcu
     assert 0 < mcu["arena_bytes"] <= mcu["arena_recommended_bytes"]
     assert mcu["flash_bytes"] == (copy / "model_int8_mcu.tflite").stat().st_size
     assert {t["name"]: t["fits"] for t in mcu["targets"]} == {"cortex-m4": True, "cortex-m7": True, "esp32-s3": True}

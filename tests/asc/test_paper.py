@@ -29,7 +29,7 @@ def _crash_after_first_epoch():
     return Crash()
 
 
-def test_paper2_quick_table_resume_and_export(tmp_path, monkeypatch):
+def test_paper2_quick_table_resume_and_export(tmp_path, monkeypatch, capsys):
     out, task = tmp_path / "paper2", AscTask()
     # Stopped after the teacher (a killed command).
     assert paper.run(task, _args(out), max_steps=1) is False
@@ -84,9 +84,11 @@ def test_paper2_quick_table_resume_and_export(tmp_path, monkeypatch):
     probs = TFLiteModel(tflite_path).predict(np.zeros((1, 128, 87, 3), np.float32))
     assert probs.shape == (1, 10) and abs(float(probs.sum()) - 1.0) < 0.05
 
-    # The table deleted: rebuilt from the runs, nothing trained.
+    # The table deleted: rebuilt from the runs, nothing trained; through the command line, exit code 0.
     (out / "paper2.md").unlink()
-    assert paper.run(task, _args(out)) is True
+    code, said, _ = run_in_process(task, ["paper2", "--quick", "--out", out, "--student-config", "student.yaml"],
+                                   capsys)
+    assert code == 0 and f"asc: paper 2 done -> {out / 'paper2.md'}" in said
     assert len(trained) == 1
     assert (out / "paper2.md").read_text() == markdown
 

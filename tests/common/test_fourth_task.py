@@ -113,8 +113,10 @@ def test_a_fourth_task_runs_every_command(tmp_path, capsys):
     code, out, _ = run_in_process(task, ["train", "--data", data, "--out", run], capsys)
     assert code == 0 and "points: accuracy" in out
     metrics = json.loads((run / "metrics.json").read_text())
-    # Chance is 0.5. The epoch is chosen on 30 inner points, not on these 100 (0.85-0.9 here).
-    assert metrics["accuracy"] > 0.8 and metrics["split"] == "test" and metrics["examples"] == 100
+    # Chance is 0.5. The epoch is chosen on 30 inner points, not on these 100. Measured 0.85 at the
+    # default seed 42 and 0.73-0.83 at train.seed 0-5, the same with AVX-512 (bfloat16) and AVX2-only
+    # kernels (float32): the old bound 0.8 held for half the seeds. 0.65 is below every seed measured.
+    assert metrics["accuracy"] > 0.65 and metrics["split"] == "test" and metrics["examples"] == 100
     split = json.loads((run / "split.json").read_text())
     assert split["test"][0] == "300" and split["select_on"] == "inner" and split["selection_split"] == "val"
     assert len(split["val"]) == 30 and len(split["train"]) == 270 and not set(split["val"]) & set(split["train"])
@@ -187,3 +189,25 @@ def test_select_on_decides_which_split_chooses_the_epoch(tmp_path, capsys):
                                          "--set", "train.select_on=best"], capsys)
     assert code == 2 and err.strip() == "error: config key 'train.select_on' must be inner or reported, got 'best'"
     assert not (tmp_path / "bad").exists()
+
+
+class FewPointsTask(PointsTask):
+    """A data set too small to carve an inner split from (as rsic's with a few images per class)."""
+
+    def make_split(self, cfg, data):
+        return {"train": list(range(300)), "val": [], "test": list(range(300, 400))}
+
+
+def test_too_small_for_an_inner_split_trains_choosing_on_the_training_examples(tmp_path, capsys):
+    task, data, run = FewPointsTask(), tmp_path / "data", tmp_path / "run"
+    task.sample(data, None)
+    code, out, err = run_in_process(task, ["train", "--data", data, "--out", run, "--set", "train.epochs=1"], capsys)
+    assert code == 0, err
+    assert [line for line in out.splitlines() if line.startswith("warning: ")] == [
+        "warning: the 'val' split that chooses the epoch is empty (too few examples); the epoch is chosen on "
+        "the training examples instead (more data, or --set train.select_on=reported, avoids this)"]
+    split = json.loads((run / "split.json").read_text())
+    assert split["task"] == "points" and split["selection_split"] == "train" and split["val"] == []
+    # The epoch-choosing accuracy is over the 300 training points: multiples of 1/300.
+    history = np.genfromtxt(run / "history.csv", delimiter=",", names=True)
+    assert all(abs(a * 300 - round(a * 300)) < 1e-4 for a in np.atleast_1d(history["val_accuracy"]))

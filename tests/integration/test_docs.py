@@ -312,11 +312,6 @@ def test_license_and_citations_name_the_same_license_and_the_four_papers():
         assert any(f"arXiv:{arxiv}" in str(ref["identifiers"]) for ref in citation["references"])
 
 
-# Guides other branches of this release write (docs/retrain.md, ...): linked from the README
-# before they land; once merged, every link must resolve (delete this set then).
-PENDING_GUIDES = {"troubleshooting.md"}
-
-
 @pytest.mark.parametrize("path", DOCS, ids=[p.name for p in DOCS])
 def test_relative_links_point_at_files_that_exist(path):
     text = "".join(line + "\n" for _, line in _outside_code(path.read_text()))
@@ -324,7 +319,7 @@ def test_relative_links_point_at_files_that_exist(path):
     for target in re.findall(r"\]\(([^)#\s]+)(?:#[^)]*)?\)", text):
         if "://" in target or target.startswith("mailto:"):
             continue
-        if not (path.parent / target).exists() and Path(target).name not in PENDING_GUIDES:
+        if not (path.parent / target).exists():
             missing.append(target)
     assert not missing, f"{path.name}: links to missing files {missing}"
 

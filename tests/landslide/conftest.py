@@ -33,7 +33,9 @@ def sample_root(tmp_path_factory):
 
 @pytest.fixture(scope="session")
 def tiny_run(sample_root, tmp_path_factory):
-    """The tiny full model trained by `python -m landslide train` on the sample data."""
+    """The tiny full model trained by `python -m landslide train` on the sample data; what the
+    command printed is beside it in tiny.out (stdout, then stderr)."""
     run = tmp_path_factory.mktemp("runs") / "tiny"
-    run_cli("train", "--config", TINY, "--data", sample_root, "--out", run, "--set", "train.epochs=6")
+    result = run_cli("train", "--config", TINY, "--data", sample_root, "--out", run, "--set", "train.epochs=6")
+    run.with_suffix(".out").write_text(result.stdout + result.stderr)
     return run

@@ -12,13 +12,16 @@ from sklearn.metrics import f1_score, jaccard_score, precision_score, recall_sco
 from common import runner
 from landslide import data as D
 from landslide.task import METRIC_KEYS, LandslideTask
-from tests.cli_runner import run_in_process
+from tests.cli_runner import off_style_lines, run_in_process
 from tests.landslide.conftest import TINY, run_cli
 
 TASK = LandslideTask()
 
 
 def test_train_writes_the_run(tiny_run):
+    # Every line the command printed is in the project's style (a NaN warning included).
+    printed = tiny_run.with_suffix(".out").read_text()
+    assert off_style_lines(printed) == [] and "warning: " in printed, printed
     for name in ["config.yaml", "model.keras", "split.json", "stats.json", "history.csv", "labels.txt",
                  "metrics.json", "training_curves.png", "examples.png"]:
         assert (tiny_run / name).exists(), name
@@ -27,7 +30,7 @@ def test_train_writes_the_run(tiny_run):
     # The epoch is chosen on 2 of the 24 training patches (data.inner_val_fraction 0.1).
     assert len(split["train"]) == 22 and len(split["inner"]) == 2
     assert split["reported"] == "val" and split["splits"] == ["train", "inner", "val"]
-    assert split["select_on"] == "inner" and split["selection_split"] == "inner"
+    assert split["select_on"] == "inner" and split["selection_split"] == "inner" and split["task"] == "landslide"
     assert (tiny_run / "labels.txt").read_text() == "background\nlandslide\n"
     assert not set(split["train"]) & set(split["val"])
     assert not set(split["inner"]) & (set(split["train"]) | set(split["val"]))

@@ -127,3 +127,16 @@ def test_front_converts_to_tflite_and_handles_nan(patch):
     got = interpreter.get_tensor(interpreter.get_output_details()[0]["index"])
     np.testing.assert_allclose(got, model(raw[None]).numpy(), rtol=1e-4, atol=1e-4)
     assert np.isfinite(got).all()
+
+
+def test_stats_says_the_nan_warning_in_the_project_style(sample_root, tmp_path, capsys):
+    """The sample's training patches carry NaNs: `stats` warns once, as `warning: ...` beside its
+    progress line (before, Python's logging printed `WARNING:landslide.features:...`)."""
+    from landslide.task import LandslideTask
+    from tests.cli_runner import off_style_lines, run_in_process
+
+    code, out, err = run_in_process(LandslideTask(), ["stats", "--config", "tiny.yaml", "--data", sample_root,
+                                                      "--out", tmp_path], capsys)
+    assert code == 0 and off_style_lines(out, err) == [], (out, err)
+    warnings = [line for line in out.splitlines() if line.startswith("warning: ")]
+    assert len(warnings) == 1 and "NaN values in" in warnings[0] and "patches by 0" in warnings[0], out

@@ -32,7 +32,7 @@ def _counting(monkeypatch, name, run_arg):
     return calls
 
 
-def test_ladder_quick_table_resume_and_export(tmp_path, monkeypatch):
+def test_ladder_quick_table_resume_and_export(tmp_path, monkeypatch, capsys):
     out, task = tmp_path / "paper1", LandslideTask()
     # Stopped after two steps (a killed command): unet_ce's two folds are done, features' are not.
     assert paper.run(task, _args(out), max_steps=2) is False
@@ -83,7 +83,9 @@ def test_ladder_quick_table_resume_and_export(tmp_path, monkeypatch):
     (out / "ladder.md").unlink()
     (out / "features" / "fold_1" / "metrics.json").unlink()
     evaluated = _counting(monkeypatch, "evaluate", 1)
-    assert paper.run(task, _args(out)) is True
+    # Through the command line this time: a finished ladder exits 0 (`make paper1` checks the code).
+    code, said, _ = run_in_process(task, ["ladder", "--quick", "--out", out, "--rungs", RUNGS], capsys)
+    assert code == 0 and f"landslide: ladder done -> {out / 'ladder.md'}" in said
     assert trained == [str(out / "features" / "fold_0"), str(out / "features" / "fold_1")]
     assert evaluated == [str(out / "features" / "fold_1")]
     again = json.loads((out / "ladder.json").read_text())

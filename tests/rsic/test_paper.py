@@ -14,6 +14,7 @@ from common import runner
 from common.config import read_saved_config
 from rsic import paper
 from rsic.task import RsicTask
+from tests.cli_runner import run_in_process
 
 TASK = RsicTask()
 ONE_EPOCH = ["train.epochs=1", "benchmark.export=false"]  # the benchmark rows need no int8 file here
@@ -45,7 +46,7 @@ def paper3_run(tmp_path_factory):
     return out, models, trained
 
 
-def test_paper3_quick_table_resume_and_export(paper3_run):
+def test_paper3_quick_table_resume_and_export(paper3_run, capsys):
     out, models, trained = paper3_run
     # The rerun skipped the finished benchmark runs: only the student trained.
     assert trained == [str(out / "student")]
@@ -83,8 +84,14 @@ def test_paper3_quick_table_resume_and_export(paper3_run):
     assert "teacher ensemble (2, mean probabilities)" in markdown and "94.7%" in markdown
     assert f"| {tflite.stat().st_size / 1e6:.2f} |" in markdown
 
+    # The finished plan through the command line: nothing runs again and the exit code is 0.
+    code, said, _ = run_in_process(TASK, ["paper3", "--quick", "--out", out, "--teachers", "2",
+                                          *(arg for item in ONE_EPOCH for arg in ("--set", item))], capsys)
+    assert code == 0 and f"rsic: paper 3 done -> {out / 'paper3.md'}" in said
+    assert (out / "paper3.md").read_text() == markdown
 
-def test_paper4_quick_on_paper3_benchmark(paper3_run, tmp_path):
+
+def test_paper4_quick_on_paper3_benchmark(paper3_run, tmp_path, capsys):
     bench_dir = paper3_run[0] / "benchmark"
     out = tmp_path / "paper4"
     assert paper.run_paper4(TASK, _args(out, benchmark=str(bench_dir))) is True
@@ -112,8 +119,11 @@ def test_paper4_quick_on_paper3_benchmark(paper3_run, tmp_path):
     markdown = (out / "paper4.md").read_text()
     assert "within the 20 MB budget" in markdown and f"Best candidate by validation accuracy in `{bench_dir}`: {best}" in markdown
 
-    # Run again: every step is done, nothing trains; other settings are refused.
-    assert paper.run_paper4(TASK, _args(out, benchmark=str(bench_dir))) is True
+    # Run again through the command line: every step is done, nothing trains, exit code 0;
+    # other settings are refused.
+    code, said, _ = run_in_process(TASK, ["paper4", "--quick", "--out", out, "--benchmark", bench_dir,
+                                          *(arg for item in ONE_EPOCH for arg in ("--set", item))], capsys)
+    assert code == 0 and f"rsic: paper 4 done -> {out / 'paper4.md'}" in said
     from common.errors import RunDirError
 
     with pytest.raises(RunDirError, match="settings.json.*attention_config"):
