@@ -201,9 +201,18 @@ def read_mask(path, patch_size=PATCH_SIZE):
     return mask.astype(np.uint8)
 
 
-def make_split(names, *, protocol="kfold", folds=5, fold=0, val_fraction=0.2, seed=0):
-    """{"train": names, "val": names} of labelled patch names, seeded: `protocol` "kfold" (the
-    paper: fold `fold` of `folds` validates) or "holdout" (a `val_fraction` validates)."""
+def contiguous_fold(count, folds, fold):
+    """Rows [start, stop) of paper 1's authors' fold `fold` (0-based; their fold fold + 1) of
+    `count` naturally sorted patches: fold 0 is the last 1/folds, fold 1 the block before it, ...,
+    the last fold the first block; bounds int(count * j / folds) as their code computes them."""
+    return count * (folds - fold - 1) // folds, count * (folds - fold) // folds
+
+
+def make_split(names, *, protocol="kfold", folds=5, fold=0, val_fraction=0.2, seed=0,
+               fold_order="random"):
+    """{"train": names, "val": names} of labelled patch names: `protocol` "kfold" (the paper:
+    fold `fold` of `folds` validates; `fold_order` "random" (seeded) or "contiguous" (blocks of
+    the names in natural order, `contiguous_fold`)) or "holdout" (a seeded `val_fraction`)."""
     names = list(names)
     order = np.random.default_rng(seed).permutation(len(names))
     if protocol == "kfold":
@@ -212,7 +221,14 @@ def make_split(names, *, protocol="kfold", folds=5, fold=0, val_fraction=0.2, se
                               f"0 <= fold < folds, got folds={folds}, fold={fold}")
         if len(names) < folds:
             raise DataError(f"{len(names)} labelled patches cannot make {folds} folds")
-        val_rows = np.array_split(order, folds)[fold]
+        if fold_order == "contiguous":
+            rank = sorted(range(len(names)), key=lambda i: natural_key(Path(names[i])))
+            val_rows = np.array(rank[slice(*contiguous_fold(len(names), folds, fold))])
+        elif fold_order == "random":
+            val_rows = np.array_split(order, folds)[fold]
+        else:
+            raise ConfigError("config key 'data.fold_order' must be contiguous or random, "
+                              f"got {fold_order!r}")
     elif protocol == "holdout":
         if not 0 < val_fraction < 1:
             raise ConfigError("config key 'data.val_fraction': holdout split needs "

@@ -121,14 +121,16 @@ class LandslideTask(Task):
     def make_split(self, cfg, data):
         d = cfg["data"]
         split = D.make_split(data.names, protocol=d["split"], folds=d["folds"], fold=d["fold"],
-                             val_fraction=d["val_fraction"], seed=d["split_seed"])
+                             val_fraction=d["val_fraction"], seed=d["split_seed"],
+                             fold_order=d["fold_order"])
         if cfg["train"]["select_on"] == "reported":
             return split
         train, inner = carve_inner(split["train"], d["inner_val_fraction"], d["split_seed"])
         return {"train": train, "inner": inner, "val": split["val"]}
 
     def split_info(self, cfg, split):
-        d, keys = cfg["data"], ("folds", "fold", "val_fraction", "inner_val_fraction")
+        d = cfg["data"]
+        keys = ("folds", "fold", "fold_order", "val_fraction", "inner_val_fraction")
         return {"protocol": d["split"], **{key: d[key] for key in keys}, "seed": d["split_seed"]}
 
     def split_ids(self, data, split):

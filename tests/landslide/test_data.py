@@ -200,3 +200,22 @@ def test_inner_split_is_carved_from_the_training_folds_only():
     assert task.selection_split(reported) == "val"
     with pytest.raises(ConfigError, match=r"^config key 'data.inner_val_fraction' must be in \(0, 1\), got 1.5$"):
         task.make_split(load_config(None, ["data.inner_val_fraction=1.5"], defaults=DEFAULTS), data)
+
+
+def test_contiguous_folds_are_the_authors_blocks_of_naturally_sorted_names():
+    # 13 names listed out of order; natural order puts image_10 after image_9 (a plain string sort
+    # would put it after image_1).
+    names = [f"image_{i}.h5" for i in (10, 3, 1, 13, 9, 2, 11, 4, 5, 12, 6, 8, 7)]
+    ordered = [f"image_{i}.h5" for i in range(1, 14)]
+    # The authors' bounds int(13 * j / 5): 0, 2, 5, 7, 10, 13; their fold 1 (our 0) = the last block.
+    blocks = {0: ordered[10:13], 1: ordered[7:10], 2: ordered[5:7], 3: ordered[2:5], 4: ordered[0:2]}
+    for fold, expected in blocks.items():
+        split = D.make_split(names, folds=5, fold=fold, fold_order="contiguous", seed=fold)
+        assert sorted(split["val"], key=lambda n: int(n[6:-3])) == expected
+        assert set(split["train"]) == set(names) - set(expected)
+    # A plain string sort would have put image_10 and image_11 in the first block instead.
+    assert set(D.make_split(names, fold=1, fold_order="contiguous")["val"]) == {
+        "image_8.h5", "image_9.h5", "image_10.h5"}
+    assert D.contiguous_fold(3799, 5, 0) == (3039, 3799)  # int(3799 * 0.8) as their code has it
+    with pytest.raises(ConfigError, match="data.fold_order"):
+        D.make_split(names, fold_order="sorted")
