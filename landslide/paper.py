@@ -1,14 +1,19 @@
 """Paper 1's ablation ladder: `python -m landslide ladder --data D --out R` (common.papers).
 
-Six rungs (configs/landslide/RUNG.yaml) x the folds of the k-fold protocol, each as `train --fold
-K` trains it; then the rung with the best mean F1 exported to int8 (its best fold).
+Seven rungs (configs/landslide/paper1/RUNG.yaml, each inheriting the one before: the authors'
+U-Net + CE -> their 23 channels -> RAU-Net blocks -> tri-plane attention -> three heads -> focal +
+-log IoU = the paper's model; then the same with squeeze-excitation, as their logs ran it) x the
+folds of the k-fold protocol (the authors' contiguous folds; `--protocol authors | clean` picks
+the epoch selection), each as `train --fold K` trains it; then the rung with the best mean F1
+exported to int8 (its best fold).
 
     R/settings.json          data folder, --quick, --set overrides (a rerun must match them)
     R/data/                  --quick only: the sample data set (`python -m landslide sample`)
     R/RUNG/fold_K/           the run of one rung on one fold (a `train` run directory)
     R/RUNG/fold_K/model_int8.tflite, export_report.json   the best rung's best fold, exported
-    R/ladder.md, ladder.json mean +- std over the folds of precision, recall, F1 and the IoUs,
-                             paper 1's published numbers beside each rung, the data named
+    R/ladder.md, ladder.json mean +- std over the folds: landslide-class P/R/F1/IoU and the
+                             two-class mean F1 and mIoU, paper 1's published numbers beside the
+                             latter, the authors' per-fold F1s, the data and protocol named
 """
 
 import argparse
@@ -17,6 +22,7 @@ from pathlib import Path
 from common import papers
 from common.errors import RunDirError
 
+CONFIGS = "paper1"  # the rungs' folder under configs/landslide/
 RUNGS = ["unet_ce", "features", "residual", "attention", "multires", "full", "authors_logs"]
 ADDS = {
     "unet_ce": "authors' U-Net, cross-entropy, 14 bands (baseline)",
@@ -100,7 +106,8 @@ def run(task, args, *, max_steps=None):
     out, data, overrides = papers.start(task, args, "ladder", "the Landslide4Sense folder",
                                         QUICK_OVERRIDES, sample, settings={"protocol": protocol})
     overrides = [*PROTOCOLS[protocol], *overrides]  # the user's --set comes last
-    base = {rung: load_task_config(task, f"{rung}.yaml", overrides, data) for rung in rungs}
+    base = {rung: load_task_config(task, f"{CONFIGS}/{rung}.yaml", overrides, data)
+            for rung in rungs}
     n_folds = base[rungs[0]]["data"]["folds"]
     if args.folds:
         allowed = [str(k) for k in range(n_folds)]
@@ -148,7 +155,8 @@ def table(out, rungs, folds, data, labelled, n_folds, *, quick, protocol="author
     rows, per_fold_split = [], {}
     for rung in rungs:
         found = _fold_metrics(out, rung, folds)
-        rows.append({"rung": rung, "config": f"configs/landslide/{rung}.yaml", "adds": ADDS[rung],
+        rows.append({"rung": rung, "config": f"configs/landslide/{CONFIGS}/{rung}.yaml",
+                     "adds": ADDS[rung],
                      "folds_planned": list(folds), "folds_done": sorted(found),
                      **{key: papers.mean_std([m.get(key) for m in found.values()])
                         for key in METRICS},

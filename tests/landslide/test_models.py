@@ -107,3 +107,54 @@ def _all_layers(model):
         yield layer
         if isinstance(layer, keras.Model):
             yield from _all_layers(layer)
+
+
+def paper1(rung, overrides=()):
+    return load_config(ROOT / "configs" / "landslide" / "paper1" / f"{rung}.yaml", list(overrides),
+                       defaults=DEFAULTS)
+
+
+def _counts(cfg):
+    channels = num_channels(cfg["features"])
+    training, inference = build_models(cfg, [0.0] * channels, [1.0] * channels)
+    trainable = sum(int(np.prod(w.shape)) for w in training.trainable_weights)
+    return channels, training.count_params(), trainable, training, inference
+
+
+def test_paper1_networks_have_the_authors_parameter_counts():
+    # Exact counts of the authors' Keras networks (../shared/docs/PAPERS.md, section 1).
+    channels, total, trainable, training, inference = _counts(paper1("authors_logs"))
+    assert (channels, total, trainable) == (23, 24_890_374, 24_876_294)
+    assert training.output_shape == (None, 128, 128, 6)  # 2x head packed as 4 + 1x + 1/2x
+    assert inference.output_shape == (None, 128, 128, 1)
+    assert _counts(paper1("small"))[1] == 2_604_110  # their small RAU-Net, "2.6M" on the slides
+    channels, total, _, training, _ = _counts(paper1("unet_ce"))
+    assert (channels, total) == (14, 31_408_898)  # their U-Net, "31.4M"
+    assert training.output_shape == (None, 128, 128, 1)
+
+
+def test_packed_heads_unpack_exactly_and_the_loss_weighs_each_resolution():
+    from landslide.models import MultiResolutionLoss, PackedHeadF1, PackHeads, unpack_heads
+
+    rng = np.random.default_rng(0)
+    heads = [rng.uniform(0.05, 0.95, (2, 8 * s, 8 * s, 1)).astype(np.float32) for s in (2, 1)]
+    heads.append(rng.uniform(0.05, 0.95, (2, 4, 4, 1)).astype(np.float32))
+    scales = [2.0, 1.0, 0.5]
+    packed = PackHeads(scales, 8)([tf.constant(h) for h in heads])
+    assert packed.shape == (2, 8, 8, 6)
+    for head, back in zip(heads, unpack_heads(packed, scales)):
+        np.testing.assert_array_equal(back.numpy(), head)
+    mask = (rng.uniform(size=(2, 8, 8, 1)) > 0.7).astype(np.float32)
+    masks = [mask.repeat(2, 1).repeat(2, 2), mask, mask[:, ::2, ::2]]  # OpenCV nearest resizes
+
+    def bce(y, p):  # per sample, by hand
+        return -np.mean(y * np.log(p) + (1 - y) * np.log(1 - p), axis=(1, 2, 3))
+
+    expected = sum(w * bce(y, p) for w, y, p in zip((0.25, 0.5, 0.25), masks, heads))
+    loss = MultiResolutionLoss(keras.losses.BinaryCrossentropy(), scales, [0.25, 0.5, 0.25])
+    np.testing.assert_allclose(loss.call(tf.constant(mask), packed).numpy(), expected, rtol=1e-4)
+    # The F1 monitored is that of the 1x head (what inference predicts).
+    metric = PackedHeadF1(scales, "1x")
+    metric.update_state(mask, packed)
+    tp = np.sum((heads[1] > 0.5) * mask)
+    assert metric.result().numpy() == pytest.approx(2 * tp / (np.sum(heads[1] > 0.5) + mask.sum()))
