@@ -158,3 +158,30 @@ def test_packed_heads_unpack_exactly_and_the_loss_weighs_each_resolution():
     metric.update_state(mask, packed)
     tp = np.sum((heads[1] > 0.5) * mask)
     assert metric.result().numpy() == pytest.approx(2 * tp / (np.sum(heads[1] > 0.5) + mask.sum()))
+
+
+def test_loss_keys_and_augment_off_callback():
+    from common.errors import ConfigError
+    from landslide.models import AugmentOff
+
+    loss = base_loss(paper1("full")["loss"])  # focal (no weighting) x 0.5 + -log IoU of both classes
+    focal, iou = loss.losses
+    assert (focal.alpha, focal.alpha_negative, loss.weights) == (1.0, 1.0, [0.5, 1.0])
+    assert (iou.form, iou.classes, iou.pooled, iou.smooth) == ("neglog", "both", True, 1e-7)
+    y = np.zeros((1, 4, 4, 1), np.float32)
+    y[0, :2] = 1.0
+    p = np.full((1, 4, 4, 1), 0.75, np.float32)
+    # focal: landslide pixels 0.25^2 * -log 0.75, background 0.75^2 * -log 0.25, half each;
+    # IoU: landslide 6 / (8 + 12 - 6), background 2 / (8 + 4 - 2).
+    focal_value = (0.0625 * -np.log(0.75) + 0.5625 * -np.log(0.25)) / 2
+    iou_value = (-np.log(6 / 14) - np.log(2 / 10)) / 2
+    assert float(loss(y, p)) == pytest.approx(0.5 * focal_value + iou_value, rel=1e-5)
+    with pytest.raises(ConfigError, match="loss.iou_form"):
+        base_loss({**paper1("full")["loss"], "iou_form": "log"})
+    switch = tf.Variable(1)
+    callback = AugmentOff(switch, epochs=65, last_epochs=4)
+    callback.on_train_begin()
+    callback.on_epoch_end(59)
+    assert int(switch.numpy()) == 1
+    callback.on_epoch_end(60)  # epochs 61..64 (0-based), the last four, run without augmentation
+    assert int(switch.numpy()) == 0
