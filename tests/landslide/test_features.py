@@ -200,3 +200,20 @@ def test_normalization_none_feeds_raw_channels():
     got = model(x).numpy()
     np.testing.assert_allclose(got[..., :14], x)
     np.testing.assert_allclose(got[..., 14], x[..., 1:4].mean(-1), rtol=1e-5, atol=1e-6)
+
+
+def test_authors_front_runs_the_same_in_litert(patch):
+    from ai_edge_litert.interpreter import Interpreter
+
+    inputs = keras.Input((32, 32, 14))
+    model = keras.Model(inputs, BandFeatures(FEATURE_NAMES, ratio="authors")(ReplaceNaN()(inputs)))
+    interpreter = Interpreter(model_content=tf.lite.TFLiteConverter.from_keras_model(model).convert())
+    interpreter.allocate_tensors()
+    interpreter.set_tensor(interpreter.get_input_details()[0]["index"], patch[None])
+    interpreter.invoke()
+    got = interpreter.get_tensor(interpreter.get_output_details()[0]["index"])[0]
+    expected = model(patch[None]).numpy()[0]
+    assert got.shape == (32, 32, 14 + 3 + 10)
+    # Ratios clipped at 1e-8 reach ~1e8 here (sample bands are often negative): relative bound.
+    # The 8-bit blurs may land one level (1/255) apart where float rounding differs.
+    np.testing.assert_allclose(got, expected, rtol=1e-4, atol=1 / 255 + 1e-4)
