@@ -393,11 +393,15 @@ class MultiResolutionLoss(keras.losses.Loss):
 class PackedHeadF1(BinaryF1):
     """Landslide F1 of what the inference model predicts, from the packed heads: the 1x head, or
     the mean of all heads at 1x (`inference_head` "average"; a 2x head's 2x2 mean, a 1/2x head
-    repeated)."""
+    repeated). `two_class`: the mean of the background's and the landslide's F1 instead, pixels
+    pooled (paper 1's F1, what the authors chose their epoch on)."""
 
-    def __init__(self, scales=(1.0,), inference_head="1x", **kwargs):
+    def __init__(self, scales=(1.0,), inference_head="1x", two_class=False, **kwargs):
         super().__init__(**kwargs)
         self.scales, self.inference_head = [float(s) for s in scales], inference_head
+        self.two_class = bool(two_class)
+        if self.two_class:
+            self.pixels = self.add_weight(name="pixels", initializer="zeros", dtype=tf.float32)
 
     def update_state(self, y_true, y_pred, sample_weight=None):
         y_pred, start, at_1x = tf.cast(y_pred, tf.float32), 0, []
@@ -409,11 +413,21 @@ class PackedHeadF1(BinaryF1):
             mask = at_1x[self.scales.index(1.0)]
         else:
             mask = tf.add_n(at_1x) / len(at_1x)
+        if self.two_class:  # unweighted pixel count: the background's true negatives follow
+            self.pixels.assign_add(tf.cast(tf.size(mask), tf.float32))
         return super().update_state(y_true, mask, sample_weight)
+
+    def result(self):
+        landslide = super().result()
+        if not self.two_class:
+            return landslide
+        tp, fp, fn = self.true_positives, self.false_positives, self.false_negatives
+        tn = self.pixels - tp - fp - fn
+        return (landslide + tf.math.divide_no_nan(2.0 * tn, 2.0 * tn + fp + fn)) / 2.0
 
     def get_config(self):
         return {**super().get_config(), "scales": self.scales,
-                "inference_head": self.inference_head}
+                "inference_head": self.inference_head, "two_class": self.two_class}
 
 
 @keras.saving.register_keras_serializable(package="landslide")
@@ -445,16 +459,18 @@ class EnsembleF1(BinaryF1):
 
 def compile_training_model(model, cfg, optimizer):
     """Compile `model` with the config's loss over its heads (summed for `unet`, weighted at each
-    head's resolution for the authors' families) and the F1 of what inference predicts."""
+    head's resolution for the authors' families) and the F1 of what inference predicts (for the
+    authors' families also its two-class mean, `f1_mean`, paper 1's F1)."""
     m = cfg["model"]
     if m["family"] == "unet":
-        loss, metric = HeadSumLoss(base_loss(cfg["loss"])), EnsembleF1(name="f1")
+        loss, metrics = HeadSumLoss(base_loss(cfg["loss"])), [EnsembleF1(name="f1")]
     else:
         layout = head_layout(m) if m["family"] == "rau_net" else [(1.0, 1.0)]
         scales, weights = [s for s, _ in layout], [w for _, w in layout]
         loss = MultiResolutionLoss(base_loss(cfg["loss"]), scales, weights)
-        metric = PackedHeadF1(scales, m["inference_head"], name="f1")
-    model.compile(optimizer=optimizer, loss=loss, metrics=[metric])
+        metrics = [PackedHeadF1(scales, m["inference_head"], name="f1"),
+                   PackedHeadF1(scales, m["inference_head"], two_class=True, name="f1_mean")]
+    model.compile(optimizer=optimizer, loss=loss, metrics=metrics)
     return model
 
 

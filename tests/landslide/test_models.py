@@ -158,6 +158,11 @@ def test_packed_heads_unpack_exactly_and_the_loss_weighs_each_resolution():
     metric.update_state(mask, packed)
     tp = np.sum((heads[1] > 0.5) * mask)
     assert metric.result().numpy() == pytest.approx(2 * tp / (np.sum(heads[1] > 0.5) + mask.sum()))
+    both = PackedHeadF1(scales, "1x", two_class=True)  # paper 1's F1: mean of the two classes' F1
+    both.update_state(mask, packed)
+    tn = np.sum((heads[1] <= 0.5) * (1 - mask))
+    background = 2 * tn / (np.sum(heads[1] <= 0.5) + (1 - mask).sum())
+    assert both.result().numpy() == pytest.approx((metric.result().numpy() + background) / 2, rel=1e-5)
 
 
 def test_loss_keys_and_augment_off_callback():
