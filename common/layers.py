@@ -276,6 +276,7 @@ class TriPlaneAttention(keras.layers.Layer):
         super().build(input_shape)
 
     def call(self, x):
+        x = tf.cast(x, self.compute_dtype)  # under mixed precision the gates are in it too
         planes = {"channels": tf.reduce_mean(x, axis=-1), "width": tf.reduce_mean(x, axis=2),
                   "height": tf.reduce_mean(x, axis=1)}
         gates = {plane: tf.sigmoid(self.attention[plane](tokens, tokens))

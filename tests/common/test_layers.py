@@ -152,3 +152,17 @@ def test_triplane_attention_gates_the_map_three_ways_and_round_trips(tmp_path):
     again = keras.models.load_model(tmp_path / "tri.keras")
     np.testing.assert_allclose(again(x).numpy(), y, rtol=1e-6)
     assert again.get_layer("tri").get_config()["num_heads"] == 2
+
+
+def test_triplane_attention_under_mixed_precision():
+    from common.layers import TriPlaneAttention
+
+    keras.mixed_precision.set_global_policy("mixed_bfloat16")
+    try:
+        inputs = keras.Input((8, 8, 4))  # a float32 input, as the model front hands it over
+        y = TriPlaneAttention(num_heads=2, key_dim=3)(inputs)
+        assert y.dtype == tf.bfloat16
+        out = keras.Model(inputs, y)(np.ones((1, 8, 8, 4), np.float32))
+        assert out.shape == (1, 8, 8, 4) and np.isfinite(np.asarray(out, np.float32)).all()
+    finally:
+        keras.mixed_precision.set_global_policy("float32")
