@@ -260,8 +260,11 @@ class TriPlaneAttention(keras.layers.Layer):
     def __init__(self, num_heads=6, key_dim=12, **kwargs):
         super().__init__(**kwargs)
         self.num_heads, self.key_dim = int(num_heads), int(key_dim)
+        # The sublayers follow this layer's dtype policy (a float32 copy of a mixed-precision
+        # model rebuilds them float32 too).
         self.attention = {plane: keras.layers.MultiHeadAttention(
-            self.num_heads, self.key_dim, name=f"mha_{plane}") for plane in self.PLANES}
+            self.num_heads, self.key_dim, dtype=self.dtype_policy, name=f"mha_{plane}")
+            for plane in self.PLANES}
 
     def build(self, input_shape):
         if len(input_shape) != 4 or None in tuple(input_shape[1:]):
@@ -279,7 +282,7 @@ class TriPlaneAttention(keras.layers.Layer):
         x = tf.cast(x, self.compute_dtype)  # under mixed precision the gates are in it too
         planes = {"channels": tf.reduce_mean(x, axis=-1), "width": tf.reduce_mean(x, axis=2),
                   "height": tf.reduce_mean(x, axis=1)}
-        gates = {plane: tf.sigmoid(self.attention[plane](tokens, tokens))
+        gates = {plane: tf.cast(tf.sigmoid(self.attention[plane](tokens, tokens)), x.dtype)
                  for plane, tokens in planes.items()}
         return (x * gates["channels"][..., None] + x * gates["width"][:, :, None, :]
                 + x * gates["height"][:, None, :, :]) / 3.0

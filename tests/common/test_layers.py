@@ -164,5 +164,8 @@ def test_triplane_attention_under_mixed_precision():
         assert y.dtype == tf.bfloat16
         out = keras.Model(inputs, y)(np.ones((1, 8, 8, 4), np.float32))
         assert out.shape == (1, 8, 8, 4) and np.isfinite(np.asarray(out, np.float32)).all()
+        # A float32 copy made while the global policy is still mixed (as evaluation does).
+        copy = TriPlaneAttention.from_config({**TriPlaneAttention(2, 3).get_config(), "dtype": "float32"})
+        assert copy(np.ones((1, 8, 8, 4), np.float32)).dtype == tf.float32
     finally:
         keras.mixed_precision.set_global_policy("float32")
