@@ -137,11 +137,11 @@ def test_predict_needs_exactly_one_model(tflite_model, sample_root, tmp_path):
                                "--out", str(tmp_path / "new")])
 
 
-@pytest.mark.slow  # the TFLite converter takes ~35 s on the RAU-Net graph here (2 cores)
 def test_tiny_rau_net_with_every_feature_runs_the_same_in_litert(tmp_path):
     """The authors' front and a tiny RAU-Net (4 filters, squeeze-excitation, the 1x head; every
     engineered channel, their ratio form, raw values) as a float TFLite model in LiteRT: the same
-    probabilities as Keras. (Their front does not go to int8 yet: paper.int8_exportable.)"""
+    probabilities as Keras. (Their front does not go to int8 yet: paper.int8_exportable.) About
+    9 s on an idle 2-core machine, most of it the converter on the RAU-Net graph."""
     import tensorflow as tf
 
     from common.config import load_config
