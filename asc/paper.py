@@ -16,7 +16,7 @@ from pathlib import Path
 
 from common import papers
 
-# Paper 2 (arXiv 2305.09463) and the DCASE 2023 Task 1 baseline, from ../shared/docs/PAPERS.md
+# Paper 2 (arXiv 2305.09463) and the DCASE 2023 Task 1 baseline, from docs/papers.md
 # (fractions; the paper reports no teacher accuracy and no per-device scores there).
 PUBLISHED = {"accuracy": 0.574, "accuracy_evaluation_set": 0.556, "groups_accuracy": 0.823,
              "macs": 29.27e6, "size": "88.7 KB"}

@@ -38,7 +38,10 @@ TRAIN_DEFAULTS = {
     # decoupled shrinks the weights by lr * weight_decay * w beside the update (AdamW).
     # auto: decoupled for adamw, l2 for adam and sgd.
     "weight_decay_mode": "auto",  # auto | l2 | decoupled
-    "schedule": "constant",  # constant | cosine
+    "schedule": "constant",  # constant | cosine | steps (train.lr_steps)
+    # schedule steps: [[epoch, rate], ...] from epoch 0, e.g. [[0, 1e-4], [8, 5e-5]]: the rate
+    # from that (0-based) epoch on (paper 1's authors' stepped Adam rate).
+    "lr_steps": [],
     "seed": 42,
     "early_stopping_patience": 0,  # epochs without improvement; 0 = off
     # The split that picks the best epoch and stops early: inner = a validation split carved from

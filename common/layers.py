@@ -1,4 +1,5 @@
-"""Shared building blocks: a residual convolution block and self-attention over 2-D feature maps.
+"""Shared building blocks: a residual convolution block, self-attention over 2-D feature maps,
+squeeze-excitation and the tri-plane attention of papers 1 and 4.
 
 Both builders are functional: they take a Keras tensor and return one, made of standard Keras
 layers (Conv2D, BatchNormalization, Activation, Add, Reshape, MultiHeadAttention,
@@ -201,3 +202,93 @@ def _pool_size(hw, size):
     if size <= 0:
         return (1, 1)
     return tuple(max(1, int(side) // size) for side in hw)
+
+
+def squeeze_excitation(x, ratio=0.5, hidden_activation="selu", name=None):
+    """Squeeze-excitation (https://arxiv.org/abs/1709.01507) as paper 1's authors built it.
+
+    Global average pool -> dense `C * ratio` (`hidden_activation`) -> dense C sigmoid -> the map's
+    channels scaled by the result.
+
+    Args:
+        x: Keras tensor of shape (batch, H, W, C) with a static C.
+        ratio: float, width of the hidden layer as a fraction of C. Defaults to `0.5`.
+        hidden_activation: str, activation of the hidden layer. Defaults to `"selu"`.
+        name: str or None, prefix of the block's layers. Defaults to a unique `se_N`.
+
+    Returns:
+        Keras tensor of the shape of `x`.
+
+    Example:
+    ```python
+    y = squeeze_excitation(keras.Input((16, 16, 32)), name="enc1_se")   # (batch, 16, 16, 32)
+    ```
+    """
+    name = _block_name(name, "se")
+    channels = int(x.shape[-1])
+    layers = keras.layers
+    w = layers.GlobalAveragePooling2D(keepdims=True, name=f"{name}_pool")(x)
+    w = layers.Dense(max(1, int(channels * ratio)), activation=hidden_activation,
+                     name=f"{name}_reduce")(w)
+    w = layers.Dense(channels, activation="sigmoid", name=f"{name}_expand")(w)
+    return layers.Multiply(name=f"{name}_scale")([x, w])
+
+
+@keras.saving.register_keras_serializable(package="common")
+class TriPlaneAttention(keras.layers.Layer):
+    """Tri-plane attention: self-attention on the three mean-pooled planes of a feature map.
+
+    The form of papers 1 and 4 (Le, Pham et al.; arXiv 2312.16717, 2211.02820). A map (B, H, W, C)
+    is averaged over channels to an H x W plane (H tokens of W values), over width to H x C (H
+    tokens of C) and over height to W x C (W tokens of C); each plane goes through its own
+    multi-head self-attention (output as wide as its tokens) and a sigmoid, and scales the map by
+    broadcasting; the output is the mean of the three scaled maps.
+
+    Args:
+        num_heads: int, attention heads of each plane. Defaults to `6` (paper 1).
+        key_dim: int, size of each head's query and key. Defaults to `12` (paper 1).
+        **kwargs: other `keras.layers.Layer` arguments (`name`, `dtype`).
+
+    Example:
+    ```python
+    y = TriPlaneAttention(num_heads=2, key_dim=4)(keras.Input((16, 16, 8)))   # (batch, 16, 16, 8)
+    ```
+    """
+
+    PLANES = ("channels", "width", "height")
+
+    def __init__(self, num_heads=6, key_dim=12, **kwargs):
+        super().__init__(**kwargs)
+        self.num_heads, self.key_dim = int(num_heads), int(key_dim)
+        # The sublayers follow this layer's dtype policy (a float32 copy of a mixed-precision
+        # model rebuilds them float32 too).
+        self.attention = {plane: keras.layers.MultiHeadAttention(
+            self.num_heads, self.key_dim, dtype=self.dtype_policy, name=f"mha_{plane}")
+            for plane in self.PLANES}
+
+    def build(self, input_shape):
+        if len(input_shape) != 4 or None in tuple(input_shape[1:]):
+            raise ValueError(f"TriPlaneAttention {self.name}: needs a (batch, H, W, C) input with "
+                             f"static H, W, C, got {tuple(input_shape)}")
+        _, height, width, channels = (int(d) if d is not None else None for d in input_shape)
+        tokens = {"channels": (height, width), "width": (height, channels),
+                  "height": (width, channels)}
+        for plane, layer in self.attention.items():
+            shape = (None, *tokens[plane])
+            layer._build_from_signature(tf.TensorShape(shape), tf.TensorShape(shape))
+        super().build(input_shape)
+
+    def call(self, x):
+        x = tf.cast(x, self.compute_dtype)  # under mixed precision the gates are in it too
+        planes = {"channels": tf.reduce_mean(x, axis=-1), "width": tf.reduce_mean(x, axis=2),
+                  "height": tf.reduce_mean(x, axis=1)}
+        gates = {plane: tf.cast(tf.sigmoid(self.attention[plane](tokens, tokens)), x.dtype)
+                 for plane, tokens in planes.items()}
+        return (x * gates["channels"][..., None] + x * gates["width"][:, :, None, :]
+                + x * gates["height"][:, None, :, :]) / 3.0
+
+    def compute_output_shape(self, input_shape):
+        return input_shape
+
+    def get_config(self):
+        return {**super().get_config(), "num_heads": self.num_heads, "key_dim": self.key_dim}

@@ -73,6 +73,9 @@ class BinaryFocalLoss(keras.losses.Loss):
         alpha: float, weight of the positive class (1 - alpha for the negative). Defaults to `0.25`.
         gamma: float, focusing exponent; 0 gives alpha-weighted cross entropy. Defaults to `2.0`.
         epsilon: float, clipping of the probabilities. Defaults to `1e-7`.
+        alpha_negative: float or None, weight of the negative class instead of `1 - alpha`
+            (`alpha=1, alpha_negative=1`: no class weighting, the two-class softmax focal loss
+            of a model whose positive probability is `p`). Defaults to `None`.
         name: str, loss name. Defaults to `"binary_focal_loss"`.
         **kwargs: `reduction` and other `keras.losses.Loss` arguments.
 
@@ -83,24 +86,28 @@ class BinaryFocalLoss(keras.losses.Loss):
     ```
     """
 
-    def __init__(self, alpha=0.25, gamma=2.0, epsilon=EPSILON, name="binary_focal_loss", **kwargs):
+    def __init__(self, alpha=0.25, gamma=2.0, epsilon=EPSILON, alpha_negative=None,
+                 name="binary_focal_loss", **kwargs):
         super().__init__(name=name, **kwargs)
         self.alpha = float(alpha)
         self.gamma = float(gamma)
         self.epsilon = float(epsilon)
+        self.alpha_negative = None if alpha_negative is None else float(alpha_negative)
 
     def call(self, y_true, y_pred):
         y_true, y_pred = _align_binary(y_true, y_pred)
         p = tf.clip_by_value(y_pred, self.epsilon, 1.0 - self.epsilon)
+        alpha_negative = 1.0 - self.alpha if self.alpha_negative is None else self.alpha_negative
         positive = self.alpha * y_true * tf.pow(1.0 - p, self.gamma) * tf.math.log(p)
         negative = (
-            (1.0 - self.alpha) * (1.0 - y_true) * tf.pow(p, self.gamma) * tf.math.log(1.0 - p)
+            alpha_negative * (1.0 - y_true) * tf.pow(p, self.gamma) * tf.math.log(1.0 - p)
         )
         return -tf.reduce_mean(positive + negative, axis=-1)
 
     def get_config(self):
         config = super().get_config()
-        config.update(alpha=self.alpha, gamma=self.gamma, epsilon=self.epsilon)
+        config.update(alpha=self.alpha, gamma=self.gamma, epsilon=self.epsilon,
+                      alpha_negative=self.alpha_negative)
         return config
 
 
@@ -110,11 +117,17 @@ class SoftIoULoss(keras.losses.Loss):
 
     Per sample: `1 - (sum(y * p) + smooth) / (sum(y) + sum(p) - sum(y * p) + smooth)`, sums over
     all pixels. `y_true` is (B, H, W) or (B, H, W, 1) with values in [0, 1]; `y_pred` is
-    (B, H, W, 1) probabilities.
+    (B, H, W, 1) probabilities. Options give paper 1's authors' form: `-log(IoU)` averaged over
+    both classes (the negative class scored with `1 - y` and `1 - p`), sums pooled over the batch.
 
     Args:
         smooth: float, added to numerator and denominator so an empty mask predicted empty gives
-            loss 0 and gradients stay finite. Defaults to `1.0`.
+            loss 0 and gradients stay finite. Defaults to `1.0` (the authors: 1e-7).
+        form: "one_minus" (`1 - IoU`) or "neglog" (`-log(IoU)`). Defaults to `"one_minus"`.
+        classes: "positive" (the positive class's IoU) or "both" (the mean of the loss of both
+            classes). Defaults to `"positive"`.
+        pooled: bool, sum over the whole batch (every sample gets the batch's value, so the mean
+            over the batch is that value) instead of per sample. Defaults to `False`.
         name: str, loss name. Defaults to `"soft_iou_loss"`.
         **kwargs: `reduction` and other `keras.losses.Loss` arguments.
 
@@ -125,22 +138,37 @@ class SoftIoULoss(keras.losses.Loss):
     ```
     """
 
-    def __init__(self, smooth=1.0, name="soft_iou_loss", **kwargs):
+    def __init__(self, smooth=1.0, form="one_minus", classes="positive", pooled=False,
+                 name="soft_iou_loss", **kwargs):
         super().__init__(name=name, **kwargs)
+        if form not in ("one_minus", "neglog") or classes not in ("positive", "both"):
+            raise ValueError(f"SoftIoULoss: form must be one_minus or neglog and classes positive "
+                             f"or both, got {form!r}, {classes!r}")
         self.smooth = float(smooth)
+        self.form, self.classes, self.pooled = form, classes, bool(pooled)
+
+    def _loss(self, y_true, y_pred):
+        """The loss of one class, per sample (or the pooled value for each sample)."""
+        batch = tf.shape(y_pred)[0]
+        y_true = tf.reshape(y_true, (1 if self.pooled else batch, -1))
+        y_pred = tf.reshape(y_pred, (1 if self.pooled else batch, -1))
+        intersection = tf.reduce_sum(y_true * y_pred, axis=1)
+        union = tf.reduce_sum(y_true, axis=1) + tf.reduce_sum(y_pred, axis=1) - intersection
+        iou = (intersection + self.smooth) / (union + self.smooth)
+        loss = 1.0 - iou if self.form == "one_minus" else -tf.math.log(iou)
+        return tf.broadcast_to(loss, (batch,))
 
     def call(self, y_true, y_pred):
         y_true, y_pred = _align_binary(y_true, y_pred)
-        batch = tf.shape(y_pred)[0]
-        y_true = tf.reshape(y_true, (batch, -1))
-        y_pred = tf.reshape(y_pred, (batch, -1))
-        intersection = tf.reduce_sum(y_true * y_pred, axis=1)
-        union = tf.reduce_sum(y_true, axis=1) + tf.reduce_sum(y_pred, axis=1) - intersection
-        return 1.0 - (intersection + self.smooth) / (union + self.smooth)
+        loss = self._loss(y_true, y_pred)
+        if self.classes == "both":
+            loss = (loss + self._loss(1.0 - y_true, 1.0 - y_pred)) / 2.0
+        return loss
 
     def get_config(self):
         config = super().get_config()
-        config["smooth"] = self.smooth
+        config.update(smooth=self.smooth, form=self.form, classes=self.classes,
+                      pooled=self.pooled)
         return config
 
 

@@ -83,6 +83,21 @@ def _new_strategy(name, devices):
     raise ConfigError(f"config key 'train.strategy' must be default, mirrored or multiworker, got {name!r}")
 
 
+def step_schedule(lr_steps, steps_per_epoch):
+    """The piecewise-constant rate of `lr_steps` ([[epoch, rate], ...], epochs from 0, rising)
+    as a Keras schedule over optimizer steps (`steps_per_epoch` batches per epoch)."""
+    try:
+        epochs, rates = zip(*((int(e), float(r)) for e, r in lr_steps))
+    except (TypeError, ValueError):
+        epochs = rates = ()
+    if not epochs or epochs[0] != 0 or list(epochs) != sorted(set(epochs)) or min(rates) <= 0:
+        raise ConfigError("config key 'train.lr_steps' must be [[epoch, rate], ...] starting at "
+                          f"epoch 0 with rising epochs and rates > 0, got {lr_steps!r}")
+    # PiecewiseConstantDecay switches after a boundary step: the first step of epoch e is e * spe.
+    boundaries = [epoch * int(steps_per_epoch) - 1 for epoch in epochs[1:]]
+    return keras.optimizers.schedules.PiecewiseConstantDecay(boundaries, list(rates))
+
+
 def make_optimizer(train_cfg, steps_per_epoch):
     """The optimizer of `train_cfg` with its learning-rate schedule and weight decay.
 
@@ -95,8 +110,10 @@ def make_optimizer(train_cfg, steps_per_epoch):
     if train_cfg["schedule"] == "cosine":
         total = max(1, int(steps_per_epoch) * int(train_cfg["epochs"]))
         lr = keras.optimizers.schedules.CosineDecay(lr, decay_steps=total, alpha=0.01)
+    elif train_cfg["schedule"] == "steps":
+        lr = step_schedule(train_cfg.get("lr_steps", []), steps_per_epoch)
     elif train_cfg["schedule"] != "constant":
-        raise ConfigError(f"config key 'train.schedule' must be constant or cosine, got {train_cfg['schedule']!r}")
+        raise ConfigError(f"config key 'train.schedule' must be constant, cosine or steps, got {train_cfg['schedule']!r}")
     name = train_cfg["optimizer"]
     if name not in ("adam", "adamw", "sgd"):
         raise ConfigError(f"config key 'train.optimizer' must be adam, adamw or sgd, got {name!r}")

@@ -28,14 +28,15 @@ MODELS = {
 
 def speed_row(name, patches, quick=False):
     """Speed and size of one config's model on `patches` (a PatchFolder of labelled patches)."""
-    from landslide.features import compute_stats, normalisation
+    from landslide.features import compute_stats, feature_options, normalisation
     from landslide.models import build_models
     from landslide.task import f1_metric
 
     cfg = harness.config(TASK, name)
     size, norm = cfg["data"]["patch_size"], cfg["data"]["normalization"]
     batch = min(cfg["train"]["batch_size"], MAX_TRAIN_BATCH)
-    stats = compute_stats(patches, cfg["features"], normalization=norm, patch_size=size)
+    stats = compute_stats(patches, cfg["features"], normalization=norm, patch_size=size,
+                          options=feature_options(cfg))
     mean, std = normalisation(stats, norm)
     x, y = TASK.examples(cfg, patches, patches.names)
     y = y.astype(np.float32)

@@ -204,9 +204,18 @@ def read_mask(path, patch_size=PATCH_SIZE):
     return mask.astype(np.uint8)
 
 
-def make_split(names, *, protocol="kfold", folds=5, fold=0, val_fraction=0.2, seed=0):
-    """{"train": names, "val": names} of labelled patch names, seeded: `protocol` "kfold" (the
-    paper: fold `fold` of `folds` validates) or "holdout" (a `val_fraction` validates)."""
+def contiguous_fold(count, folds, fold):
+    """Rows [start, stop) of paper 1's authors' fold `fold` (0-based; their fold fold + 1) of
+    `count` naturally sorted patches: fold 0 is the last 1/folds, fold 1 the block before it, ...,
+    the last fold the first block; bounds int(count * j / folds) as their code computes them."""
+    return count * (folds - fold - 1) // folds, count * (folds - fold) // folds
+
+
+def make_split(names, *, protocol="kfold", folds=5, fold=0, val_fraction=0.2, seed=0,
+               fold_order="random"):
+    """{"train": names, "val": names} of labelled patch names: `protocol` "kfold" (the paper:
+    fold `fold` of `folds` validates; `fold_order` "random" (seeded) or "contiguous" (blocks of
+    the names in natural order, `contiguous_fold`)) or "holdout" (a seeded `val_fraction`)."""
     names = list(names)
     order = np.random.default_rng(seed).permutation(len(names))
     if protocol == "kfold":
@@ -215,7 +224,14 @@ def make_split(names, *, protocol="kfold", folds=5, fold=0, val_fraction=0.2, se
                               f"0 <= fold < folds, got folds={folds}, fold={fold}")
         if len(names) < folds:
             raise DataError(f"{len(names)} labelled patches cannot make {folds} folds")
-        val_rows = np.array_split(order, folds)[fold]
+        if fold_order == "contiguous":
+            rank = sorted(range(len(names)), key=lambda i: natural_key(Path(names[i])))
+            val_rows = np.array(rank[slice(*contiguous_fold(len(names), folds, fold))])
+        elif fold_order == "random":
+            val_rows = np.array_split(order, folds)[fold]
+        else:
+            raise ConfigError("config key 'data.fold_order' must be contiguous or random, "
+                              f"got {fold_order!r}")
     elif protocol == "holdout":
         if not 0 < val_fraction < 1:
             raise ConfigError("config key 'data.val_fraction': holdout split needs "
@@ -301,29 +317,80 @@ def read_dataset(patches, *, patch_size=PATCH_SIZE, shuffle_seed=None, cache=Fal
     return ds if cache else decoded(ds)
 
 
-def augment(image, mask, seed):
-    """The same random flip and 90-degree rotation (the 8 symmetries of the square) of an image
-    (H, W, C) and its mask (H, W, 1); `seed`: stateless, int64 tensor of shape (2,)."""
+def augment(image, mask, seed, *, flips=True, rotation_probability=0.75):
+    """The same random flip and rotation of an image (H, W, C) and its mask (H, W, 1): a
+    left-right flip with probability 1/2 (`flips`), then k x 90 degrees, k in 1..3, with
+    `rotation_probability` (0.75, the default, is k uniform in 0..3: with flips, the 8 symmetries
+    of the square); `seed`: stateless, int64 tensor of shape (2,)."""
     import tensorflow as tf
 
     channels = image.shape[-1]
     both = tf.concat([image, tf.cast(mask, image.dtype)], axis=-1)
-    both = tf.image.stateless_random_flip_left_right(both, seed)
-    both = tf.image.rot90(both, tf.random.stateless_uniform([], seed[::-1], 0, 4, dtype=tf.int32))
+    if flips:
+        both = tf.image.stateless_random_flip_left_right(both, seed)
+    if rotation_probability == 0.75:  # the same distribution as below, in one draw
+        turns = tf.random.stateless_uniform([], seed[::-1], 0, 4, dtype=tf.int32)
+    else:
+        rotate = tf.random.stateless_uniform([], seed[::-1]) < rotation_probability
+        turns = tf.where(rotate, tf.random.stateless_uniform([], seed + 1, 1, 4, dtype=tf.int32), 0)
+    both = tf.image.rot90(both, turns)
     return both[..., :channels], tf.cast(both[..., channels:], mask.dtype)
 
 
-def training_dataset(patches, *, batch_size, seed=0, shuffle=True, augment_data=True,
-                     cache=False, patch_size=PATCH_SIZE):
-    """Batched (x, y) for Keras: x raw (B, H, W, 14) float32 (NaNs replaced), y (B, H, W, 1)
-    float32; `seed` seeds the shuffle order and the augmentation (both differ each epoch)."""
+def landslide_patches(patches, patch_size=PATCH_SIZE):
+    """The patches of a PatchFolder whose mask has a landslide pixel (a PatchFolder)."""
+    rows = [i for i, path in enumerate(patches.masks) if read_mask(path, patch_size).any()]
+    return PatchFolder(patches.folder, [patches.images[i] for i in rows],
+                       [patches.masks[i] for i in rows])
+
+
+def cutmix(image, mask, seed, donors, cutmix_max, patch_size=PATCH_SIZE):
+    """Paper 1's authors' landslide CutMix: 0..cutmix_max times (uniform), the landslide pixels of
+    a random donor patch (`donors`: a PatchFolder of patches with landslides) replace those pixels
+    of `image` (H, W, 14), and the mask becomes the OR of both; `seed` as in `augment`."""
     import tensorflow as tf
 
+    images = tf.constant([str(path) for path in donors.images])
+    masks = tf.constant([str(path) for path in donors.masks])
+    pastes = tf.random.stateless_uniform([], seed + 2, 0, cutmix_max + 1, dtype=tf.int32)
+    for k in range(cutmix_max):
+        pick = tf.random.stateless_uniform([], seed + 3 + k, 0, len(donors.images), dtype=tf.int32)
+        donor, donor_mask, _ = tf.numpy_function(_read_pair, [images[pick], masks[pick], patch_size],
+                                                 [tf.float32, tf.uint8, tf.int32], stateful=False)
+        paste = tf.logical_and(k < pastes, tf.reshape(donor_mask, tf.shape(mask)) > 0)
+        image = tf.where(paste, tf.reshape(donor, tf.shape(image)), image)
+        mask = tf.where(paste, tf.ones_like(mask), mask)
+    return image, mask
+
+
+def training_dataset(patches, *, batch_size, seed=0, shuffle=True, augment_data=True,
+                     cache=False, patch_size=PATCH_SIZE, augment_cfg=None, switch=None):
+    """Batched (x, y) for Keras: x raw (B, H, W, 14) float32 (NaNs replaced), y (B, H, W, 1)
+    float32; `seed` seeds the shuffle order and the augmentation (both differ each epoch).
+    `augment_cfg`: the config's `augment:` section (flips, rotation_probability, cutmix_max;
+    default: flips and k x 90 degree rotations); `switch`: a tf.Variable, augmentation applies
+    while it is 1 (`AugmentOff` clears it for the last epochs)."""
+    import tensorflow as tf
+
+    options = {"flips": True, "rotation_probability": 0.75, "cutmix_max": 0, **(augment_cfg or {})}
     ds = read_dataset(patches, patch_size=patch_size, shuffle_seed=seed if shuffle else None,
                       cache=cache)
     ds = ds.map(lambda image, mask, _: (image, tf.cast(mask, tf.float32)))
-    if augment_data:
-        seeds = tf.data.Dataset.random(seed=seed, rerandomize_each_iteration=True).batch(2)
-        ds = tf.data.Dataset.zip((ds, seeds)).map(lambda pair, s: augment(*pair, s),
-                                                  num_parallel_calls=tf.data.AUTOTUNE)
+    if not augment_data:
+        return ds.batch(batch_size).prefetch(tf.data.AUTOTUNE)
+    cutmix_max = int(options["cutmix_max"])
+    donors = landslide_patches(patches, patch_size) if cutmix_max > 0 else None
+    cutmix_max = cutmix_max if donors and donors.images else 0
+
+    def augmented(pair, s):
+        image, mask = augment(*pair, s, flips=bool(options["flips"]),
+                              rotation_probability=float(options["rotation_probability"]))
+        if cutmix_max:
+            image, mask = cutmix(image, mask, s, donors, cutmix_max, patch_size)
+        if switch is None:
+            return image, mask
+        return tf.cond(switch > 0, lambda: (image, mask), lambda: pair)
+
+    seeds = tf.data.Dataset.random(seed=seed, rerandomize_each_iteration=True).batch(2)
+    ds = tf.data.Dataset.zip((ds, seeds)).map(augmented, num_parallel_calls=tf.data.AUTOTUNE)
     return ds.batch(batch_size).prefetch(tf.data.AUTOTUNE)

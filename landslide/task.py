@@ -62,6 +62,17 @@ def f1_metric(labels, probs):
     return all_metrics(labels, probs)["f1"]
 
 
+def check_augment(augment_cfg):
+    """The `augment:` section, checked (ConfigError names the key)."""
+    p = augment_cfg["rotation_probability"]
+    if not 0.0 <= p <= 1.0:
+        raise ConfigError(f"config key 'augment.rotation_probability' must be in [0, 1], got {p}")
+    for key in ("cutmix_max", "off_last_epochs"):
+        if augment_cfg[key] < 0:
+            raise ConfigError(f"config key 'augment.{key}' must be >= 0, got {augment_cfg[key]}")
+    return augment_cfg
+
+
 def tiny_rung_config(rung):
     """A rung of the ablation ladder at the tiny model's size: the rung's own switches, with every
     value in which tiny.yaml differs from full.yaml (width, heads, schedule, split) applied on
@@ -104,7 +115,16 @@ class LandslideTask(Task):
         return DEFAULTS
 
     def describe(self, cfg):
+        from landslide.features import num_channels
+
         m = cfg["model"]
+        channels = f"{num_channels(cfg['features'])} channels"
+        if m["family"] == "authors_unet":
+            return f"authors' U-Net, {channels}, {cfg['loss']['name']} loss"
+        if m["family"] == "rau_net":
+            heads = "/".join(f"{s:g}x" for s in m["head_scales"])
+            return (f"RAU-Net {m['filters']} filters, {m['block_attention']} attention, heads "
+                    f"{heads}, {channels}, {cfg['loss']['name']} loss")
         parts = ["features"] if any(cfg["features"].values()) else []
         parts += [name for name in ("residual", "attention", "multires") if m[name]]
         width = f", width 1/{round(1 / m['width'])}" if m["width"] < 1 else ""
@@ -122,7 +142,8 @@ class LandslideTask(Task):
     def make_split(self, cfg, data):
         d = cfg["data"]
         split = D.make_split(data.names, protocol=d["split"], folds=d["folds"], fold=d["fold"],
-                             val_fraction=d["val_fraction"], seed=d["split_seed"])
+                             val_fraction=d["val_fraction"], seed=d["split_seed"],
+                             fold_order=d["fold_order"])
         if cfg["train"]["select_on"] == "reported":
             return split
         train, inner = carve_inner(split["train"], d["inner_val_fraction"], d["split_seed"])
@@ -138,7 +159,8 @@ class LandslideTask(Task):
             D.read_mask(mask, size)
 
     def split_info(self, cfg, split):
-        d, keys = cfg["data"], ("folds", "fold", "val_fraction", "inner_val_fraction")
+        d = cfg["data"]
+        keys = ("folds", "fold", "fold_order", "val_fraction", "inner_val_fraction")
         return {"protocol": d["split"], **{key: d[key] for key in keys}, "seed": d["split_seed"]}
 
     def split_ids(self, data, split):
@@ -160,14 +182,21 @@ class LandslideTask(Task):
         return D.reraise_data_errors()
 
     def datasets(self, cfg, data, split):
-        d, t = cfg["data"], cfg["train"]
+        d, t, a = cfg["data"], cfg["train"], check_augment(cfg["augment"])
         cache = D.should_cache(len(data.images), d["patch_size"], d["cache"])
+        self._augment_switch = None
+        if d["augment"] and a["off_last_epochs"] > 0:
+            import tensorflow as tf
+
+            self._augment_switch = tf.Variable(1, dtype=tf.int32, trainable=False,
+                                               name="augment_switch")
 
         def dataset(items, train=False):
             return D.training_dataset(data.subset(items), batch_size=t["batch_size"],
                                       seed=t["seed"], shuffle=train, cache=cache,
                                       augment_data=train and d["augment"],
-                                      patch_size=d["patch_size"])
+                                      patch_size=d["patch_size"], augment_cfg=a,
+                                      switch=self._augment_switch if train else None)
 
         steps = t["steps_per_epoch"] or -(-len(split["train"]) // t["batch_size"])
         return dataset(split["train"], True), dataset(split[self.selection_split(cfg)]), steps
@@ -188,6 +217,14 @@ class LandslideTask(Task):
         from landslide.models import compile_training_model
 
         compile_training_model(model, cfg, optimizer)
+
+    def callbacks(self, cfg, data, split):
+        switch = getattr(self, "_augment_switch", None)
+        if switch is None:
+            return []
+        from landslide.models import AugmentOff
+
+        return [AugmentOff(switch, cfg["train"]["epochs"], cfg["augment"]["off_last_epochs"])]
 
     # -- evaluation --------------------------------------------------------------------------
 

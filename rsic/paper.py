@@ -34,7 +34,7 @@ PAPERS = {3: ("Pham, Le, Ngo, Nguyen, Lampert, Schindler, McLoughlin, ISPA 2023 
           4: ("Le, Pham, NVN, Nguyen, Trang, ICIIT 2022 (arXiv 2211.02820)",
               "paper 4's candidates benchmarked -> attention model on the best -> int8 within the "
               "size budget (test accuracy, fractions; sizes in bytes)")}
-# ../shared/docs/PAPERS.md: paper 3's accuracies are on each backbone (rsic.models.BACKBONES,
+# docs/papers.md: paper 3's accuracies are on each backbone (rsic.models.BACKBONES,
 # paper_accuracy); it gives no number for the distilled student. Paper 4: candidates under 5M
 # parameters, the int8 model within 20 MB; no accuracy there. The group's earlier NWPU-RESISC45
 # result is the reference line of both tables.

@@ -129,3 +129,43 @@ def test_attention_block_query_pooling_and_batch_norm():
     assert out.shape == (2, 7, 7, 6) and np.isfinite(out).all()
     with pytest.raises(ValueError, match="norm"):
         _block_model(8, norm="group")
+
+
+def test_triplane_attention_gates_the_map_three_ways_and_round_trips(tmp_path):
+    from common.layers import TriPlaneAttention
+
+    keras.utils.set_random_seed(0)
+    inputs = keras.Input((6, 5, 4))
+    layer = TriPlaneAttention(num_heads=2, key_dim=3, name="tri")
+    model = keras.Model(inputs, layer(inputs))
+    x = np.random.default_rng(0).normal(size=(2, 6, 5, 4)).astype(np.float32)
+    y = model(x).numpy()
+    # By hand from the three attention sublayers: planes (H, W), (H, C), (W, C), sigmoid gates.
+    att = layer.attention
+    c = tf.sigmoid(att["channels"](x.mean(-1), x.mean(-1))).numpy()[..., None]
+    w = tf.sigmoid(att["width"](x.mean(2), x.mean(2))).numpy()[:, :, None, :]
+    h = tf.sigmoid(att["height"](x.mean(1), x.mean(1))).numpy()[:, None, :, :]
+    np.testing.assert_allclose(y, x * (c + w + h) / 3, rtol=1e-5, atol=1e-6)
+    # 2 heads x 3 key size: each plane's MHA has 4 * 6 * d + 3 * 6 + d weights (d: token width).
+    assert model.count_params() == sum(4 * 6 * d + 18 + d for d in (5, 4, 4))
+    model.save(tmp_path / "tri.keras")
+    again = keras.models.load_model(tmp_path / "tri.keras")
+    np.testing.assert_allclose(again(x).numpy(), y, rtol=1e-6)
+    assert again.get_layer("tri").get_config()["num_heads"] == 2
+
+
+def test_triplane_attention_under_mixed_precision():
+    from common.layers import TriPlaneAttention
+
+    keras.mixed_precision.set_global_policy("mixed_bfloat16")
+    try:
+        inputs = keras.Input((8, 8, 4))  # a float32 input, as the model front hands it over
+        y = TriPlaneAttention(num_heads=2, key_dim=3)(inputs)
+        assert y.dtype == tf.bfloat16
+        out = keras.Model(inputs, y)(np.ones((1, 8, 8, 4), np.float32))
+        assert out.shape == (1, 8, 8, 4) and np.isfinite(np.asarray(out, np.float32)).all()
+        # A float32 copy made while the global policy is still mixed (as evaluation does).
+        copy = TriPlaneAttention.from_config({**TriPlaneAttention(2, 3).get_config(), "dtype": "float32"})
+        assert copy(np.ones((1, 8, 8, 4), np.float32)).dtype == tf.float32
+    finally:
+        keras.mixed_precision.set_global_policy("float32")

@@ -138,3 +138,26 @@ def test_distillation_kl_matches_numpy_and_is_shift_invariant():
 def test_embedding_mse_matches_numpy():
     a, b = RNG.normal(size=(3, 6)), RNG.normal(size=(3, 6))
     np.testing.assert_allclose(embedding_mse(a, b).numpy(), ((a - b) ** 2).mean(1), rtol=1e-5)
+
+
+def test_focal_per_class_alpha_and_the_authors_iou_by_hand():
+    from common.losses import BinaryFocalLoss, SoftIoULoss
+
+    y = np.array([[[1.0], [0.0]], [[0.0], [1.0]]], np.float32)  # 2 samples x 2 pixels
+    p = np.array([[[0.8], [0.1]], [[0.3], [0.6]]], np.float32)
+    # No class weighting: -(1 - p)^2 log p for landslide pixels, -p^2 log(1 - p) for background.
+    focal = BinaryFocalLoss(alpha=1.0, alpha_negative=1.0, gamma=2.0).call(y, p).numpy()
+    expected = np.array([-(0.2**2) * np.log(0.8) - 0.1**2 * np.log(0.9),
+                         -(0.3**2) * np.log(0.7) - 0.4**2 * np.log(0.6)]) / 2
+    np.testing.assert_allclose(focal.mean(axis=-1), expected, rtol=1e-5)
+    weighted = BinaryFocalLoss(alpha=0.7, alpha_negative=0.2, gamma=0.0).call(y, p).numpy()
+    np.testing.assert_allclose(weighted[0].mean(), -(0.7 * np.log(0.8) + 0.2 * np.log(0.9)) / 2, rtol=1e-5)
+    # -log IoU of both classes, pooled over the batch: landslide I 1.4, U 2 + 1.8 - 1.4 = 2.4;
+    # background I 0.9 + 0.7 = 1.6, U 2 + 2.2 - 1.6 = 2.6.
+    iou = SoftIoULoss(smooth=1e-7, form="neglog", classes="both", pooled=True).call(y, p).numpy()
+    np.testing.assert_allclose(iou, [(-np.log(1.4 / 2.4) - np.log(1.6 / 2.6)) / 2] * 2, rtol=1e-5)
+    # 1 - IoU of the landslide class, per sample, smooth 1: (0.8 + 1) / (1 + 0.9 - 0.8 + 1).
+    one_minus = SoftIoULoss().call(y, p).numpy()
+    assert one_minus[0] == pytest.approx(1 - 1.8 / 2.1, rel=1e-5)
+    restored = SoftIoULoss.from_config(SoftIoULoss(form="neglog", classes="both", pooled=True).get_config())
+    assert (restored.form, restored.classes, restored.pooled) == ("neglog", "both", True)

@@ -176,3 +176,20 @@ def test_coupled_l2_inside_fit_and_saved_model(tmp_path):
     model.save(tmp_path / "m.keras")
     loaded = keras.models.load_model(tmp_path / "m.keras", compile=True, safe_mode=False)
     assert type(loaded.optimizer).__name__ == "AdamL2" and loaded.optimizer.l2_decay == pytest.approx(5e-4)
+
+
+def test_step_schedule_switches_at_the_first_step_of_each_epoch():
+    from common.train import make_optimizer, step_schedule
+
+    schedule = step_schedule([[0, 1e-4], [2, 5e-5], [3, 1e-5]], steps_per_epoch=4)
+    rates = [float(schedule(step)) for step in range(14)]
+    assert rates == pytest.approx([1e-4] * 8 + [5e-5] * 4 + [1e-5] * 2)  # epochs 0-1, 2, 3+
+    from common.config import TRAIN_DEFAULTS
+
+    cfg = load_config(None, ["train.schedule=steps", "train.lr_steps=[[0, 0.001], [1, 0.0001]]"],
+                      defaults={"train": TRAIN_DEFAULTS})
+    schedule = make_optimizer(cfg["train"], steps_per_epoch=10).get_config()["learning_rate"]
+    assert schedule["config"]["boundaries"] == [9] and schedule["config"]["values"] == [1e-3, 1e-4]
+    for bad in ([], [[1, 1e-4]], [[0, 1e-4], [0, 1e-5]], [[0, -1.0]], [["x"]]):
+        with pytest.raises(ConfigError, match="train.lr_steps"):
+            step_schedule(bad, 4)

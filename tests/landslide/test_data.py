@@ -200,3 +200,75 @@ def test_inner_split_is_carved_from_the_training_folds_only():
     assert task.selection_split(reported) == "val"
     with pytest.raises(ConfigError, match=r"^config key 'data.inner_val_fraction' must be in \(0, 1\), got 1.5$"):
         task.make_split(load_config(None, ["data.inner_val_fraction=1.5"], defaults=DEFAULTS), data)
+
+
+def test_contiguous_folds_are_the_authors_blocks_of_naturally_sorted_names():
+    # 13 names listed out of order; natural order puts image_10 after image_9 (a plain string sort
+    # would put it after image_1).
+    names = [f"image_{i}.h5" for i in (10, 3, 1, 13, 9, 2, 11, 4, 5, 12, 6, 8, 7)]
+    ordered = [f"image_{i}.h5" for i in range(1, 14)]
+    # The authors' bounds int(13 * j / 5): 0, 2, 5, 7, 10, 13; their fold 1 (our 0) = the last block.
+    blocks = {0: ordered[10:13], 1: ordered[7:10], 2: ordered[5:7], 3: ordered[2:5], 4: ordered[0:2]}
+    for fold, expected in blocks.items():
+        split = D.make_split(names, folds=5, fold=fold, fold_order="contiguous", seed=fold)
+        assert sorted(split["val"], key=lambda n: int(n[6:-3])) == expected
+        assert set(split["train"]) == set(names) - set(expected)
+    # A plain string sort would have put image_10 and image_11 in the first block instead.
+    assert set(D.make_split(names, fold=1, fold_order="contiguous")["val"]) == {
+        "image_8.h5", "image_9.h5", "image_10.h5"}
+    assert D.contiguous_fold(3799, 5, 0) == (3039, 3799)  # int(3799 * 0.8) as their code has it
+    with pytest.raises(ConfigError, match="data.fold_order"):
+        D.make_split(names, fold_order="sorted")
+
+
+def _patches(tmp_path, count=3):
+    """`count` patches whose band 0 is the patch number and whose masks differ: patch i has a
+    landslide square at rows 10i..10i+9 (patch 1 none)."""
+    for i in range(1, count + 1):
+        image, mask = good_image(float(i)), np.zeros((128, 128), np.uint8)
+        image[..., 1] = np.arange(128)[None, :]  # an asymmetric band: rotations show
+        if i > 1:
+            mask[10 * i : 10 * i + 10, 5:40] = 1
+        write_h5(tmp_path / "img" / f"image_{i}.h5", "img", image)
+        write_h5(tmp_path / "mask" / f"mask_{i}.h5", "mask", mask)
+    return D.index_folder(tmp_path)
+
+
+def test_rotation_probability_flips_and_the_augmentation_switch(tmp_path):
+    import tensorflow as tf
+
+    patches = _patches(tmp_path)
+    raw = [np.asarray(D.read_image(path)[0]) for path in patches.images]
+
+    def epoch(**options):
+        switch = options.pop("switch", None)
+        ds = D.training_dataset(patches, batch_size=3, shuffle=False, augment_cfg=options,
+                                switch=switch)
+        return next(iter(ds))[0].numpy()
+
+    # No flips and rotation probability 0: nothing changes; probability 1: always a quarter turn.
+    np.testing.assert_array_equal(epoch(flips=False, rotation_probability=0.0), np.stack(raw))
+    turned = epoch(flips=False, rotation_probability=1.0)
+    assert all(not np.array_equal(x, r) for x, r in zip(turned, raw))
+    # The switch at 0 (the last epochs, `AugmentOff`) passes the patches through.
+    off = tf.Variable(0)
+    np.testing.assert_array_equal(epoch(flips=False, rotation_probability=1.0, switch=off), np.stack(raw))
+
+
+def test_landslide_cutmix_pastes_landslide_pixels_and_ors_the_masks(tmp_path):
+    patches = _patches(tmp_path)
+    assert D.landslide_patches(patches).names == ["image_2.h5", "image_3.h5"]
+    ds = D.training_dataset(patches, batch_size=3, shuffle=False, seed=3,
+                            augment_cfg={"flips": False, "rotation_probability": 0.0, "cutmix_max": 2})
+    pasted = 0
+    for x, y in ds.take(1).repeat(4):  # four epochs: the pastes differ each time
+        for i, (image, mask) in enumerate(zip(x.numpy(), y.numpy()[..., 0]), start=1):
+            own = D.read_mask(patches.masks[i - 1]).astype(bool)
+            assert (mask[own] == 1).all()  # the OR keeps the patch's own landslides
+            donors = {int(v) for v in np.unique(image[..., 0])} - {i}
+            for donor in donors:  # a donor's pixels are exactly its landslide pixels, now landslide
+                region = image[..., 0] == donor
+                np.testing.assert_array_equal(region, D.read_mask(patches.masks[donor - 1]).astype(bool))
+                assert donor in (2, 3) and (mask[region] == 1).all()
+            pasted += bool(donors)
+    assert pasted > 0

@@ -144,3 +144,35 @@ def test_gpu_and_weights8_targets_follow_keras(tiny_run, tmp_path):
 
     reports = check_float_targets(LandslideTask(), tiny_run, tmp_path)
     assert reports["gpu"]["quantization"] == "float16 weights"
+
+
+def test_tiny_rau_net_with_every_feature_runs_the_same_in_litert(tmp_path):
+    """The authors' front and a tiny RAU-Net (4 filters, squeeze-excitation, the 1x head; every
+    engineered channel, their ratio form, raw values) as a float TFLite model in LiteRT: the same
+    probabilities as Keras. (Their front does not go to int8 yet: paper.int8_exportable.) About
+    9 s on an idle 2-core machine, most of it the converter on the RAU-Net graph."""
+    import tensorflow as tf
+
+    from common.config import load_config
+    from common.tflite_runtime import TFLiteModel
+    from landslide.config import DEFAULTS, FEATURE_NAMES
+    from landslide.features import num_channels
+    from landslide.models import build_models
+    from landslide.sample import make_patch
+
+    cfg = load_config(ROOT / "configs" / "landslide" / "paper1" / "authors_logs.yaml",
+                      ["model.filters=4", "data.patch_size=32", "model.head_scales=[1.0]", "model.head_weights=[1.0]",
+                       *(f"features.{n}=true" for n in FEATURE_NAMES)],
+                      defaults=DEFAULTS)
+    channels = num_channels(cfg["features"])
+    assert channels == 14 + 3 + 10
+    _, inference = build_models(cfg, [0.0] * channels, [1.0] * channels)
+    rng = np.random.default_rng(0)
+    x = np.stack([make_patch(rng, 32)[0] for _ in range(4)])
+    x[0, 3, 4, 5] = np.nan  # a missing value: 0 in both
+    (tmp_path / "m.tflite").write_bytes(tf.lite.TFLiteConverter.from_keras_model(inference).convert())
+    got = TFLiteModel(tmp_path / "m.tflite").predict(x)
+    expected = inference(np.nan_to_num(x)).numpy()
+    # float32 on both sides, different kernels: an 8-bit grey level may differ by one where 255 x
+    # lands within float rounding of an integer, moving a probability by far less than 0.01.
+    assert np.abs(got - expected).max() < 0.01 and np.isfinite(got).all()

@@ -107,3 +107,86 @@ def _all_layers(model):
         yield layer
         if isinstance(layer, keras.Model):
             yield from _all_layers(layer)
+
+
+def paper1(rung, overrides=()):
+    return load_config(ROOT / "configs" / "landslide" / "paper1" / f"{rung}.yaml", list(overrides),
+                       defaults=DEFAULTS)
+
+
+def _counts(cfg):
+    channels = num_channels(cfg["features"])
+    training, inference = build_models(cfg, [0.0] * channels, [1.0] * channels)
+    trainable = sum(int(np.prod(w.shape)) for w in training.trainable_weights)
+    return channels, training.count_params(), trainable, training, inference
+
+
+def test_paper1_networks_have_the_authors_parameter_counts():
+    # Exact counts of the authors' Keras networks (../shared/docs/PAPERS.md, section 1).
+    channels, total, trainable, training, inference = _counts(paper1("authors_logs"))
+    assert (channels, total, trainable) == (23, 24_890_374, 24_876_294)
+    assert training.output_shape == (None, 128, 128, 6)  # 2x head packed as 4 + 1x + 1/2x
+    assert inference.output_shape == (None, 128, 128, 1)
+    assert _counts(paper1("small"))[1] == 2_604_110  # their small RAU-Net, "2.6M" on the slides
+    channels, total, _, training, _ = _counts(paper1("unet_ce"))
+    assert (channels, total) == (14, 31_408_898)  # their U-Net, "31.4M"
+    assert training.output_shape == (None, 128, 128, 1)
+
+
+def test_packed_heads_unpack_exactly_and_the_loss_weighs_each_resolution():
+    from landslide.models import MultiResolutionLoss, PackedHeadF1, PackHeads, unpack_heads
+
+    rng = np.random.default_rng(0)
+    heads = [rng.uniform(0.05, 0.95, (2, 8 * s, 8 * s, 1)).astype(np.float32) for s in (2, 1)]
+    heads.append(rng.uniform(0.05, 0.95, (2, 4, 4, 1)).astype(np.float32))
+    scales = [2.0, 1.0, 0.5]
+    packed = PackHeads(scales, 8)([tf.constant(h) for h in heads])
+    assert packed.shape == (2, 8, 8, 6)
+    for head, back in zip(heads, unpack_heads(packed, scales)):
+        np.testing.assert_array_equal(back.numpy(), head)
+    mask = (rng.uniform(size=(2, 8, 8, 1)) > 0.7).astype(np.float32)
+    masks = [mask.repeat(2, 1).repeat(2, 2), mask, mask[:, ::2, ::2]]  # OpenCV nearest resizes
+
+    def bce(y, p):  # per sample, by hand
+        return -np.mean(y * np.log(p) + (1 - y) * np.log(1 - p), axis=(1, 2, 3))
+
+    expected = sum(w * bce(y, p) for w, y, p in zip((0.25, 0.5, 0.25), masks, heads))
+    loss = MultiResolutionLoss(keras.losses.BinaryCrossentropy(), scales, [0.25, 0.5, 0.25])
+    np.testing.assert_allclose(loss.call(tf.constant(mask), packed).numpy(), expected, rtol=1e-4)
+    # The F1 monitored is that of the 1x head (what inference predicts).
+    metric = PackedHeadF1(scales, "1x")
+    metric.update_state(mask, packed)
+    tp = np.sum((heads[1] > 0.5) * mask)
+    assert metric.result().numpy() == pytest.approx(2 * tp / (np.sum(heads[1] > 0.5) + mask.sum()))
+    both = PackedHeadF1(scales, "1x", two_class=True)  # paper 1's F1: mean of the two classes' F1
+    both.update_state(mask, packed)
+    tn = np.sum((heads[1] <= 0.5) * (1 - mask))
+    background = 2 * tn / (np.sum(heads[1] <= 0.5) + (1 - mask).sum())
+    assert both.result().numpy() == pytest.approx((metric.result().numpy() + background) / 2, rel=1e-5)
+
+
+def test_loss_keys_and_augment_off_callback():
+    from common.errors import ConfigError
+    from landslide.models import AugmentOff
+
+    loss = base_loss(paper1("full")["loss"])  # focal (no weighting) x 0.5 + -log IoU of both classes
+    focal, iou = loss.losses
+    assert (focal.alpha, focal.alpha_negative, loss.weights) == (1.0, 1.0, [0.5, 1.0])
+    assert (iou.form, iou.classes, iou.pooled, iou.smooth) == ("neglog", "both", True, 1e-7)
+    y = np.zeros((1, 4, 4, 1), np.float32)
+    y[0, :2] = 1.0
+    p = np.full((1, 4, 4, 1), 0.75, np.float32)
+    # focal: landslide pixels 0.25^2 * -log 0.75, background 0.75^2 * -log 0.25, half each;
+    # IoU: landslide 6 / (8 + 12 - 6), background 2 / (8 + 4 - 2).
+    focal_value = (0.0625 * -np.log(0.75) + 0.5625 * -np.log(0.25)) / 2
+    iou_value = (-np.log(6 / 14) - np.log(2 / 10)) / 2
+    assert float(loss(y, p)) == pytest.approx(0.5 * focal_value + iou_value, rel=1e-5)
+    with pytest.raises(ConfigError, match="loss.iou_form"):
+        base_loss({**paper1("full")["loss"], "iou_form": "log"})
+    switch = tf.Variable(1)
+    callback = AugmentOff(switch, epochs=65, last_epochs=4)
+    callback.on_train_begin()
+    callback.on_epoch_end(59)
+    assert int(switch.numpy()) == 1
+    callback.on_epoch_end(60)  # epochs 61..64 (0-based), the last four, run without augmentation
+    assert int(switch.numpy()) == 0

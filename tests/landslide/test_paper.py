@@ -60,16 +60,18 @@ def test_ladder_quick_table_resume_and_export(tmp_path, monkeypatch, capsys):
             values = [row["per_fold"][f"fold_{k}"][key] for k in (0, 1)]
             assert row[key]["mean"] == pytest.approx(np.mean(values))
             assert row[key]["std"] == pytest.approx(np.std(values))
-    assert table["rows"][0]["published"]["f1"] == 0.7357 and table["rows"][0]["published"]["miou"] == 0.6727
+    assert table["rows"][0]["published"]["f1_mean"] == 0.7357 and table["rows"][0]["published"]["miou"] == 0.6727
+    assert table["data"]["protocol_name"] == "authors"  # the default: selection on the scored fold
     assert table["rows"][1]["published"] is None  # the paper gives no number for this rung
     markdown = (out / "ladder.md").read_text()
-    assert "| `unet_ce` | U-Net, cross-entropy (baseline) | 2/2 |" in markdown
+    assert "| `unet_ce` | authors' U-Net, cross-entropy, 14 bands (baseline) | 2/2 |" in markdown
     assert "73.6" in markdown and "67.3" in markdown and "77.19" in markdown
 
     # The best rung (mean F1) is exported, and its best fold is the one exported.
     best = table["best"]
     means = {row["rung"]: row["f1"]["mean"] for row in table["rows"]}
-    assert best["rung"] == max(means, key=means.get) and best["exported"] is True
+    # Only unet_ce can go to int8: the features rung has the authors' front (paper.int8_exportable).
+    assert set(means) == {"unet_ce", "features"} and best["rung"] == "unet_ce" and best["exported"] is True
     from common.tflite_runtime import TFLiteModel
 
     tflite = TFLiteModel(best["path"])
@@ -106,3 +108,34 @@ def test_ladder_refuses_bad_options_in_one_line(tmp_path, capsys):
     assert code == 2
     assert err.strip().startswith(f"error: {tmp_path / 'r' / 'settings.json'}: this folder holds a run of "
                                   "`python -m landslide ladder` with overrides = ")
+
+
+def test_ladder_table_pairs_each_published_number_with_the_same_definition(tmp_path):
+    # One fold of the paper's model scored from a hand-made pooled confusion matrix:
+    # background TN 90, FP 2; landslide FN 3, TP 5.
+    from landslide.task import segmentation_metrics
+
+    metrics = segmentation_metrics(np.array([[[90, 2], [3, 5]]]))
+    assert metrics["f1"] == pytest.approx(10 / 15)  # 2 TP / (2 TP + FP + FN)
+    assert metrics["f1_mean"] == pytest.approx((180 / 185 + 10 / 15) / 2)
+    assert metrics["miou"] == pytest.approx((90 / 95 + 5 / 10) / 2)
+    run = tmp_path / "full" / "fold_0"
+    run.mkdir(parents=True)
+    (run / "metrics.json").write_text(json.dumps(metrics))
+    content = paper.table(tmp_path, ["unet_ce", "full"], [0], "data", 100, 5, quick=False,
+                          protocol="clean")
+    assert "clean" in content["data"]["protocol"] and content["data"]["protocol_name"] == "clean"
+    markdown = paper.markdown(content)
+    header = next(line for line in markdown.splitlines() if line.startswith("| rung"))
+    titles = [cell.strip() for cell in header.strip("|").split("|")]
+    # Each paper column follows our column of the same (two-class) definition.
+    assert titles[titles.index("F1 2-class") + 1] == "paper F1 2-class"
+    assert titles[titles.index("mIoU 2-class") + 1] == "paper mIoU 2-class"
+    full = next(line for line in markdown.splitlines() if line.startswith("| `full`"))
+    cells = [cell.strip() for cell in full.strip("|").split("|")]
+    assert cells[titles.index("F1 landslide")] == "66.7 ± 0.0"
+    assert cells[titles.index("F1 2-class")] == "82.0 ± 0.0"  # (97.30 + 66.67) / 2 = 81.98
+    assert cells[titles.index("paper F1 2-class")] == "84.1"
+    assert cells[titles.index("mIoU 2-class")] == "72.4 ± 0.0" and cells[titles.index("paper mIoU 2-class")] == "76.1"
+    # The per-fold table: ours beside the authors' logged fold F1 (their fold 1 = our fold 0).
+    assert "| `full` | 82.0 / 72.4 | - / 86.8 | - / 87.7 | - / 87.2 | - / 86.3 |" in markdown
