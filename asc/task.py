@@ -106,6 +106,7 @@ def build_model(cfg, num_classes):
 
 class AscTask(Task):
     name = "asc"
+    defaults = DEFAULTS
     description = "Acoustic scene classification, DCASE 2023 Task 1 (multi-spectrogram teacher -> student)"
     config_dir = Path(__file__).resolve().parents[1] / "configs" / "asc"
     train_config = "teacher.yaml"
@@ -113,9 +114,6 @@ class AscTask(Task):
     metric_name = "accuracy"
     reported_split = "evaluate"
     classifier = True
-
-    def defaults(self):
-        return DEFAULTS
 
     def describe(self, cfg):
         m, kinds = cfg["model"], cfg["features"]["kinds"]
@@ -269,20 +267,22 @@ class AscTask(Task):
                                 "directory) the model was exported from; default the config.yaml "
                                 "beside the model")
 
-    def predict(self, model, cfg, inputs, out, args):
+    def predict(self, model, cfg, inputs, out, *, run=None):
+        """`run`: the run directory of `model` (its labels and the name in the CSV); None:
+        the config's class names."""
         from asc.edge import classify, read_labels
 
-        run = getattr(args, "run", None)
         classes = read_labels(Path(run) / "model.keras", cfg) if run else read_labels(None, cfg)
         result = classify(lambda x: model.predict(x, batch_size=64, verbose=0), inputs, out, cfg,
                           classes, model_name=str(run or "model"), say=_say)
         return f"{out}: {len(result)} predictions (Keras model)"
 
-    def edge_predict(self, tflite_path, inputs, out, args):
+    def edge_predict(self, tflite_path, inputs, out, *, config=None, overrides=()):
+        """`config`: the config.yaml (or run directory) the model was exported from, None = the
+        one beside the model; `overrides`: list of "KEY=VALUE" applied to it."""
         from asc import edge
 
-        cfg = edge.edge_config(tflite_path, getattr(args, "config", None),
-                               getattr(args, "overrides", ()))
+        cfg = edge.edge_config(tflite_path, config, overrides)
         result = edge.predict(tflite_path, inputs, out, cfg=cfg, say=_say)
         return f"{out}: {len(result)} predictions ({Path(tflite_path).name}, LiteRT int8)"
 
@@ -309,10 +309,11 @@ class AscTask(Task):
         parser.add_argument("--api", default=ZENODO_API,
                             help=f"Zenodo REST API (default {ZENODO_API})")
 
-    def download(self, dest, args):
-        from asc.download import download
+    def download(self, dest, *, record=None, api=None, quiet=False):
+        """`record`: the Zenodo record id, `api`: the Zenodo REST API; None = asc.download's."""
+        from asc.download import RECORD, ZENODO_API, download
 
-        data = download(dest, record=args.record, api=args.api, quiet=args.quiet, say=_say)
+        data = download(dest, record=record or RECORD, api=api or ZENODO_API, quiet=quiet, say=_say)
         clips = sum(1 for _ in (data / "audio").glob("*.wav"))
         return (f"TAU Urban Acoustic Scenes 2022 Mobile is in {data}: {clips} clips; use it with "
                 f"--data {data}")

@@ -162,16 +162,17 @@ def main(task, argv=None):
         _refuse_unknown_options(parser, args.command, unknown)
     extra = {c.name: c for c in task.commands()}
     if args.command == "download":
-        if args.dest is None and task.download_needs_dest(args):
+        if args.dest is None and task.download_needs_dest(**method_options(task.download_needs_dest, args)):
             raise ConfigError("download: --dest is required (the folder to download the data set into)")
-        runner.say(f"{task.name}: {task.download(args.dest, args)}")
+        runner.say(f"{task.name}: {task.download(args.dest, **method_options(task.download, args))}")
         return 0
     if args.command == "sample":
         runner.say(f"{task.name}: {task.sample(args.out, **method_options(task.sample, args))}")
         return 0
     if args.command == "predict" and args.tflite:  # the edge path: LiteRT, never TensorFlow
         runner.predict(task, [*args.data, *args.inputs], args.out, tflite=args.tflite,
-                       overwrite=args.overwrite, overrides=args.overrides, args=args)
+                       overwrite=args.overwrite, overrides=args.overrides,
+                       options=method_options(task.edge_predict, args))
         return 0
     if args.command in extra and not extra[args.command].tensorflow:
         return exit_code(extra[args.command].run(args))
@@ -197,7 +198,8 @@ def main(task, argv=None):
         runner.export(task, args.run, data=args.data, overrides=args.overrides, unsafe_load=args.unsafe_load)
     elif args.command == "predict":
         runner.predict(task, [*args.data, *args.inputs], args.out, run=args.run, overwrite=args.overwrite,
-                       overrides=args.overrides, args=args, unsafe_load=args.unsafe_load)
+                       overrides=args.overrides, options=method_options(task.predict, args),
+                       unsafe_load=args.unsafe_load)
     elif args.command == "demo":
         runner.demo(task, args.out, args.overrides)
     else:
@@ -205,13 +207,16 @@ def main(task, argv=None):
     return 0
 
 
-def method_options(method, args, skip=("self", "out", "cfg")):
-    """The parsed options a task method takes by name (its keyword parameters that `args`
-    holds): a task's methods take typed values, never the argparse namespace."""
+def method_options(method, args):
+    """The parsed options a task method takes by name: its parameters that have a default
+    (the options; its required parameters, such as `out` or `inputs`, the caller gives) and that
+    `args` holds with a value. An option left unset (None) is left out, so the method's own
+    default applies. A task's methods take typed values, never the argparse namespace."""
     import inspect
 
-    names = [name for name in inspect.signature(method).parameters if name not in skip]
-    return {name: getattr(args, name) for name in names if hasattr(args, name)}
+    names = [p.name for p in inspect.signature(method).parameters.values()
+             if p.default is not p.empty and p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY)]
+    return {name: getattr(args, name) for name in names if getattr(args, name, None) is not None}
 
 
 def export_targets():

@@ -53,7 +53,7 @@ def check_source(task, run):
         if other and other != task.name:
             raise RunDirError(f"{run}: --init-from: this is a {other} run; give a {task.name} run")
     try:
-        load_config(run / "config.yaml", defaults=task.defaults())
+        load_config(run / "config.yaml", defaults=task.defaults)
     except ConfigError:
         raise RunDirError(f"{run}: --init-from: a run of another task (its config.yaml is not a "
                           f"{task.name} config); give a {task.name} run") from None

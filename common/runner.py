@@ -79,7 +79,7 @@ def load_task_config(task, path=None, overrides=(), data=None, default=None, ann
     if announce and not path:
         say(f"{task.name}: config {_shown_path(resolved) if resolved else 'the built-in defaults'} "
             "(default; --config to choose)")
-    cfg = load_config(resolved, overrides, defaults=task.defaults())
+    cfg = load_config(resolved, overrides, defaults=task.defaults)
     if data:
         cfg["data"]["root"] = str(Path(data).resolve())
     return task.resolve_config(cfg)
@@ -102,7 +102,7 @@ def run_config(task, run, overrides=(), data=None):
     if not (run / "config.yaml").is_file():
         raise RunDirError(f"{run}: not a run directory (no config.yaml); run `python -m {task.name} train` first")
     check_run_task(task, run)
-    cfg = load_config(run / "config.yaml", overrides, defaults=task.defaults())
+    cfg = load_config(run / "config.yaml", overrides, defaults=task.defaults)
     if data:
         cfg["data"]["root"] = str(Path(data).resolve())
     return cfg
@@ -669,9 +669,12 @@ def check_output(out, overwrite):
         raise RunDirError(f"{out}: exists and holds earlier output; use --overwrite or another --out")
 
 
-def predict(task, inputs, out, *, run=None, tflite=None, overwrite=False, overrides=(), args=None,
+def predict(task, inputs, out, *, run=None, tflite=None, overwrite=False, overrides=(), options=None,
             unsafe_load=False):
-    """Predict files and folders with a run's Keras model or an exported .tflite; returns the line said."""
+    """Predict files and folders with a run's Keras model or an exported .tflite; returns the line said.
+
+    `options`: dict of the task's typed `predict` (with `run`) or `edge_predict` (with `tflite`)
+    options by name (common.cli.method_options); None = their defaults."""
     if bool(run) == bool(tflite):
         raise ConfigError("predict: give either --run RUN (the Keras model) or --tflite MODEL.tflite (LiteRT)")
     if not inputs:
@@ -681,10 +684,10 @@ def predict(task, inputs, out, *, run=None, tflite=None, overwrite=False, overri
     check_output(out, overwrite)
     if tflite:
         check_run_task(task, Path(tflite).parent)  # an exported model sits in its run directory
-        line = task.edge_predict(tflite, inputs, out, args)
+        line = task.edge_predict(tflite, inputs, out, **(options or {}))
     else:
         cfg = run_config(task, run, overrides)
-        line = task.predict(keras_model(task, run, unsafe_load=unsafe_load), cfg, inputs, out, args)
+        line = task.predict(keras_model(task, run, unsafe_load=unsafe_load), cfg, inputs, out, **(options or {}))
     say(f"{task.name}: {line}")
     return line
 
@@ -744,7 +747,7 @@ def demo(task, out, overrides=()):
         if isinstance(config, dict):
             cfg = config
             for item in run_overrides:
-                cfg = apply_override(cfg, item, task.defaults())
+                cfg = apply_override(cfg, item, task.defaults)
         else:
             cfg = load_task_config(task, config, run_overrides)
         cfg["data"]["root"] = str(data.resolve())

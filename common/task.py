@@ -66,6 +66,8 @@ class Task:
 
     Attributes:
         name: package name (`python -m NAME`) and the `task` column of summary rows.
+        defaults: the config schema, a nested dict of every key with its default (see
+            common.config); every task sets it (left empty, every config key is unknown).
         description: one line for `--help`.
         config_dir: the folder of the task's YAML configs (configs/NAME).
         train_config: the config `train` uses without `--config`.
@@ -82,6 +84,7 @@ class Task:
     """
 
     name = ""
+    defaults = {}
     description = ""
     config_dir = Path(".")
     train_config = ""
@@ -94,10 +97,6 @@ class Task:
     predict_out_help = "CSV file to write (file, label, probability, one column per class)"
 
     # -- configuration (no TensorFlow) --------------------------------------------------------
-
-    def defaults(self):
-        """The config schema: a nested dict of every key with its default (see common.config)."""
-        raise NotImplementedError
 
     def resolve_config(self, cfg):
         """Turn references in a loaded config into values (rsic: `model.backbone=best:BENCH_DIR`);
@@ -269,16 +268,35 @@ class Task:
 
     # -- prediction ----------------------------------------------------------------------------
 
-    def predict(self, model, cfg, inputs, out, args):
+    def predict(self, model, cfg, inputs, out, **options):
         """Predict `inputs` (files or folders) with a Keras model; write into `out`.
+
+        Args:
+            model: the run's inference model (Keras), raw input -> outputs.
+            cfg: the run's resolved config (its `--set` overrides applied).
+            inputs: list of str paths, files or folders (searched recursively).
+            out: path of the file or folder to write (`predict_out_help`).
+            options: the task's own typed `predict` options by name, each with a default
+                (landslide `geojson=False`; rsic and asc `run=None`, the run directory whose
+                labels.txt names the classes); the command line passes those of its options
+                whose names the method's keyword parameters give (`common.cli.method_options`).
 
         Returns:
             One line for the terminal saying what was written.
         """
         raise NotImplementedError
 
-    def edge_predict(self, tflite_path, inputs, out, args):
-        """The same with an exported .tflite model through LiteRT (no TensorFlow)."""
+    def edge_predict(self, tflite_path, inputs, out, **options):
+        """The same with an exported .tflite model through LiteRT (no TensorFlow).
+
+        Args:
+            tflite_path: path of the .tflite file (in its run directory, beside labels.txt).
+            inputs, out: as in `predict`.
+            options: typed keyword options with defaults, as in `predict` (landslide
+                `threshold` (probability in [0, 1]), `overlap` (pixels), `geojson`; rsic
+                `skip_bad`; asc `config` (a config.yaml or run directory) and `overrides`
+                (list of "KEY=VALUE")). There is no run config here: a threshold is an option.
+        """
         raise NotImplementedError
 
     # -- demo, sample, download, extra commands -------------------------------------------------
@@ -298,13 +316,22 @@ class Task:
     def add_download_arguments(self, parser):
         """Options of `download` beyond `--dest` and `--quiet`."""
 
-    def download(self, dest, args):
+    def download(self, dest, **options):
         """Fetch the real data set into `dest` (no TensorFlow). Returns one line for the terminal.
-        `dest` is None only when `download_needs_dest(args)` said so."""
+
+        Args:
+            dest: folder to download into; None only when `download_needs_dest(**options)` said so.
+            options: the task's typed `download` options by name, each with a default (the same
+                names `add_download_arguments` gives the command line): landslide and asc
+                `record` (Zenodo record id, str), `api` (Zenodo REST API URL); rsic `url`,
+                `sha256`, `weights` (comma-separated backbones or "all"), `alpha`,
+                `input_size` (pixels); every task `quiet=False` (no progress bar).
+        """
         raise NotImplementedError
 
-    def download_needs_dest(self, args):
-        """Whether this `download` command line needs `--dest` (rsic's `--weights` alone does not)."""
+    def download_needs_dest(self, **options):
+        """Whether `download` with these typed options (as `download` takes them) needs `dest`
+        (rsic: `weights` alone fetches into the Keras cache and does not)."""
         return True
 
     def demo_plan(self):

@@ -99,6 +99,7 @@ def model_summary(cfg):
 
 class LandslideTask(Task):
     name = "landslide"
+    defaults = DEFAULTS
     description = ("Landslide segmentation on Landslide4Sense (14-band Sentinel-2 + slope + DEM "
                    "patches)")
     config_dir = CONFIG_DIR
@@ -110,9 +111,6 @@ class LandslideTask(Task):
     classifier = False
     predict_out_help = ("output folder: mask_N.h5 per image_N.h5, <scene>_landslide.tif per scene "
                         "(inputs in several folders sharing a name: their folders mirrored below OUT)")
-
-    def defaults(self):
-        return DEFAULTS
 
     def describe(self, cfg):
         from landslide.features import num_channels
@@ -305,13 +303,17 @@ class LandslideTask(Task):
             raise ConfigError(f"--fold {fold}: must be in 0..{d['folds'] - 1} (data.folds)")
         return [({**cfg, "data": {**d, "fold": fold}}, out)]
 
-    def predict(self, model, cfg, inputs, out, args):
-        return edge.predict(model, inputs, out, **cfg["predict"], geojson=args.geojson)
+    def predict(self, model, cfg, inputs, out, *, geojson=False):
+        """`geojson`: scenes also get OUT/<scene>_landslide.geojson; threshold and overlap are
+        the run config's `predict` keys (`--threshold`, `--overlap` set them)."""
+        return edge.predict(model, inputs, out, **cfg["predict"], geojson=geojson)
 
-    def edge_predict(self, tflite_path, inputs, out, args):
-        p = {key: default if getattr(args, key) is None else getattr(args, key)  # --threshold, ...
-             for key, default in DEFAULTS["predict"].items()}
-        return self.predict(edge.load_model(tflite_path), {"predict": p}, inputs, out, args)
+    def edge_predict(self, tflite_path, inputs, out, *, threshold=DEFAULTS["predict"]["threshold"],
+                     overlap=DEFAULTS["predict"]["overlap"], geojson=False):
+        """`threshold`: landslide probability in [0, 1] above which a pixel is 1; `overlap`:
+        pixels shared by neighbouring tiles of a scene; `geojson` as in `predict`."""
+        return edge.predict(edge.load_model(tflite_path), inputs, out, threshold=float(threshold),
+                            overlap=int(overlap), geojson=geojson)
 
     # -- sample, download, demo, extra commands ----------------------------------------------------
 
@@ -336,8 +338,8 @@ class LandslideTask(Task):
         parser.add_argument("--api", default=ZENODO_API,
                             help=f"Zenodo REST API (default {ZENODO_API})")
 
-    def download(self, dest, args):
-        root, counts = fetch.download(dest, record=args.record, api=args.api, quiet=args.quiet)
+    def download(self, dest, *, record=fetch.RECORD, api=ZENODO_API, quiet=False):
+        root, counts = fetch.download(dest, record=record, api=api, quiet=quiet)
         return (f"Landslide4Sense is in {root}: {counts['TrainData']} labelled training patches, "
                 f"{counts['ValidData']} valid, {counts['TestData']} test; "
                 f"use it with --data {root}")

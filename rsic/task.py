@@ -49,6 +49,7 @@ def _say(line):
 
 class RsicTask(Task):
     name = "rsic"
+    defaults = DEFAULTS
     description = ("Remote-sensing scene classification (NWPU-RESISC45 or any folder-per-class "
                    "images)")
     config_dir = Path(__file__).resolve().parents[1] / "configs" / "rsic"
@@ -60,9 +61,6 @@ class RsicTask(Task):
 
     def __init__(self):
         self._folders = {}  # (root, skip_bad) -> ImageFolder, while a benchmark reuses one listing
-
-    def defaults(self):
-        return DEFAULTS
 
     def resolve_config(self, cfg):
         """`model.backbone: best:BENCH_DIR` -> the best of paper 4's candidates in that run."""
@@ -203,15 +201,20 @@ class RsicTask(Task):
         if command in ("train", "distill", "evaluate", "predict"):
             _skip_bad(parser)
 
-    def predict(self, model, cfg, inputs, out, args):
+    def predict(self, model, cfg, inputs, out, *, run=None):
+        """`run`: the run directory of `model`, whose labels.txt names the classes (required)."""
+        if run is None:
+            raise ConfigError("predict: rsic needs the run directory (--run) for its labels.txt")
         files = D.collect_images(inputs, skip_bad=cfg["data"]["skip_bad"], log=_say)
         probs = predict_probs(model, files, int(cfg["model"]["input_size"]),
                               int(cfg["train"]["batch_size"]))
-        write_class_predictions(out, files, probs, read_labels(Path(args.run) / LABELS_FILE))
+        write_class_predictions(out, files, probs, read_labels(Path(run) / LABELS_FILE))
         return f"{len(files)} predictions -> {out}"
 
-    def edge_predict(self, tflite_path, inputs, out, args):
-        skip_bad = bool(getattr(args, "skip_bad", False))
+    def edge_predict(self, tflite_path, inputs, out, *, skip_bad=False):
+        """`skip_bad`: skip unreadable images (listed in one line) instead of stopping; the
+        command line's `--skip-bad` gives the string "true"."""
+        skip_bad = skip_bad in (True, "true")
         files, _ = edge.predict(tflite_path, inputs, out, skip_bad=skip_bad)
         return f"{len(files)} predictions -> {out}"
 
@@ -244,19 +247,22 @@ class RsicTask(Task):
                                 help=f"MobileNet/MobileNetV2 {what} of --weights "
                                      f"(default {default})")
 
-    def download_needs_dest(self, args):
-        return not args.weights
+    def download_needs_dest(self, *, weights=None):
+        return not weights
 
-    def download(self, dest, args):
+    def download(self, dest, *, url=downloads.URL, sha256=downloads.SHA256, weights=None, alpha=1.0,
+                 input_size=224, quiet=False):
+        """`weights`: comma-separated backbone names or "all", whose no-top ImageNet weights
+        (MobileNet width multiplier `alpha`, input side `input_size` pixels) go into the Keras
+        cache; `url`/`sha256`: the NWPU-RESISC45 archive and its checksum, fetched into `dest`."""
         lines = []
-        if args.weights:
-            names = downloads.weights_backbones(args.weights)  # all checked before any download
-            paths = downloads.download_weights(names, alpha=args.alpha, size=args.input_size)
+        if weights:
+            names = downloads.weights_backbones(weights)  # all checked before any download
+            paths = downloads.download_weights(names, alpha=alpha, size=input_size)
             lines.append(f"ImageNet weights of {len(paths)} backbone(s) in {paths[0].parent}: "
                          + ", ".join(path.name for path in paths))
         if dest:
-            root, classes, images = downloads.download(dest, url=args.url, sha256=args.sha256,
-                                                       quiet=args.quiet)
+            root, classes, images = downloads.download(dest, url=url, sha256=sha256, quiet=quiet)
             lines.append(f"NWPU-RESISC45 is in {root}: {classes} classes, {images} images; "
                          f"use it with --data {root}")
         return "; ".join(lines)

@@ -29,8 +29,7 @@ class PointsTask(Task):
     metric_name = "accuracy"
     reported_split = "test"
 
-    def defaults(self):
-        return {"data": {"root": ""}, "model": {"units": 16},
+    defaults = {"data": {"root": ""}, "model": {"units": 16},
                 "train": {**TRAIN_DEFAULTS, "epochs": 12, "batch_size": 16, "verbose": 0,
                           "monitor": "val_accuracy", "monitor_mode": "max"},
                 "export": {**EXPORT_DEFAULTS, "mode": "ptq", "calibration_examples": 32}}
@@ -88,12 +87,12 @@ class PointsTask(Task):
         x, y = self.examples(cfg, data, items)
         return {"accuracy": self.metric(y, outputs(model, x))}
 
-    def predict(self, model, cfg, inputs, out, args):
+    def predict(self, model, cfg, inputs, out):
         probs = outputs(model, np.stack([np.load(path) for path in inputs]))
         write_class_predictions(out, inputs, probs, self.class_names(None))
         return f"{len(inputs)} predictions -> {out}"
 
-    def edge_predict(self, tflite_path, inputs, out, args):
+    def edge_predict(self, tflite_path, inputs, out):
         from common.tflite_runtime import TFLiteModel
 
         probs = TFLiteModel(tflite_path).predict(np.stack([np.load(path) for path in inputs]))
@@ -200,7 +199,7 @@ class FewPointsTask(PointsTask):
 
 def test_too_small_for_an_inner_split_trains_choosing_on_the_training_examples(tmp_path, capsys):
     task, data, run = FewPointsTask(), tmp_path / "data", tmp_path / "run"
-    task.sample(data, None)
+    task.sample(data)
     code, out, err = run_in_process(task, ["train", "--data", data, "--out", run, "--set", "train.epochs=1"], capsys)
     assert code == 0, err
     assert [line for line in out.splitlines() if line.startswith("warning: ")] == [

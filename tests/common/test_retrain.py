@@ -25,8 +25,7 @@ class _Task:
     name = "points"
     classifier = True
 
-    def defaults(self):
-        return {"data": {"root": ""}, "train": {"epochs": 1}}
+    defaults = {"data": {"root": ""}, "train": {"epochs": 1}}
 
     def register_layers(self):
         pass

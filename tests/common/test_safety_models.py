@@ -26,9 +26,8 @@ class DistillPoints(PointsTask):
 
     distill_config = "distill.yaml"
 
-    def defaults(self):
-        return {**super().defaults(), "distill": {"label_weight": 1.0, "kd_weight": 1.0, "temperature": 2.0,
-                                                  "embedding_weight": 0.0, "init_from_teacher": False}}
+    defaults = {**PointsTask.defaults, "distill": {"label_weight": 1.0, "kd_weight": 1.0, "temperature": 2.0,
+                                                   "embedding_weight": 0.0, "init_from_teacher": False}}
 
 
 def touching_model(marker):

@@ -43,3 +43,42 @@ def test_selection_split_follows_select_on():
     task.reported_split = "test"
     assert task.selection_split({"train": dict(TRAIN_DEFAULTS)}) == "val"
     assert task.selection_split({"train": {**TRAIN_DEFAULTS, "select_on": "reported"}}) == "test"
+
+
+TYPED_METHODS = ("predict", "edge_predict", "download", "download_needs_dest")
+
+
+@pytest.mark.parametrize("name", ["landslide", "rsic", "asc"])
+def test_task_methods_take_typed_options_not_the_argparse_namespace(name):
+    import inspect
+
+    from common.task import task_by_name
+
+    task = task_by_name(name)
+    for method in TYPED_METHODS:
+        parameters = inspect.signature(getattr(task, method)).parameters
+        assert "args" not in parameters, f"{name}: {method} takes the argparse namespace"
+        # every option (a parameter the command line may fill) has a default
+        assert all(p.default is not p.empty for p in parameters.values() if p.kind == p.KEYWORD_ONLY)
+
+
+def test_method_options_pass_the_parsed_options_a_method_names():
+    from common.cli import build_parser, method_options
+    from landslide.task import LandslideTask
+    from rsic.task import RsicTask
+
+    rsic = RsicTask()
+    args = build_parser(rsic).parse_args(["download", "--weights", "all", "--alpha", "0.5"])
+    assert method_options(rsic.download_needs_dest, args) == {"weights": "all"}
+    assert rsic.download_needs_dest(**method_options(rsic.download_needs_dest, args)) is False
+    options = method_options(rsic.download, args)
+    assert options["weights"] == "all" and options["alpha"] == 0.5 and options["input_size"] == 224
+    assert "dest" not in options  # a required parameter: the caller gives it
+    assert method_options(rsic.edge_predict, build_parser(rsic).parse_args(
+        ["predict", "x.jpg", "--tflite", "m.tflite", "--out", "p.csv", "--skip-bad"])) == {"skip_bad": "true"}
+
+    landslide = LandslideTask()
+    args = build_parser(landslide).parse_args(["predict", "a.h5", "--tflite", "m.tflite", "--out", "o",
+                                               "--threshold", "0.7"])
+    # --overlap left out (None): the method's default applies; `inputs` is required, not an option
+    assert method_options(landslide.edge_predict, args) == {"threshold": 0.7, "geojson": False}

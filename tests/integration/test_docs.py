@@ -227,7 +227,7 @@ def _check_python_module(argv):
         if not path.is_file():  # a bare file name is looked up in configs/TASK/
             path = config_path(task, config, None)
         assert path.is_file(), path
-        load_config(path, defaults=task.defaults())
+        load_config(path, defaults=task.defaults)
 
 
 @pytest.mark.parametrize("doc, line", EXAMPLES, ids=[f"{d}: {line[:50]}" for d, line in EXAMPLES])
