@@ -50,8 +50,10 @@ test-all: install
 demo: install
 	$(PY) -m scripts.demo --out runs/demo
 
+# REAL_DATA: the folder holding real data sets (accuracy rows where they are present).
+REAL_DATA ?= data
 bench: install
-	$(PY) -m benchmarks.run --out benchmarks
+	$(PY) -m benchmarks.run --out benchmarks --real-data $(REAL_DATA)
 
 # This project beside the official PyTorch baseline (benchmarks/peer.py); ARGS="--quick" for a smoke run.
 bench-peer: install $(PEER_STAMP)

@@ -10,7 +10,6 @@ date, and writes `benchmarks/results.json` and `benchmarks/RESULTS.md`.
 import argparse
 import importlib
 import json
-import os
 import sys
 import time
 from pathlib import Path
@@ -134,8 +133,9 @@ def main(argv=None):
     parser.add_argument("--tasks", nargs="+", default=TASKS, choices=TASKS)
     parser.add_argument("--quick", action="store_true", help="fewer repeats, small models only (a smoke run)")
     parser.add_argument("--out", default="benchmarks")
-    parser.add_argument("--real-data", default=os.path.join("..", "shared", "data"),
-                        help="where real data sets may be (used for the accuracy part when present)")
+    parser.add_argument("--real-data", default="data",
+                        help="the folder holding real data sets (used for the accuracy part when present; "
+                             "default data/, `make bench REAL_DATA=DIR`)")
     args = parser.parse_args(argv)
     from common.cli import quiet_native_logs, setup_tensorflow
 
