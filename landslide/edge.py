@@ -19,7 +19,7 @@ SCENE_SUFFIXES = (".tif", ".tiff")
 PREDICT_BATCH = 8
 
 
-def load_model(path, num_threads=2):
+def load_tflite(path, num_threads=2):
     """The TFLite landslide model at `path` (a common.tflite_runtime.TFLiteModel), checked to take
     (S, S, 14) raw patches; its `input_shape[0]` is the patch size S in pixels."""
     from common.tflite_runtime import TFLiteModel
@@ -33,7 +33,7 @@ def load_model(path, num_threads=2):
 
 
 def predict(model, inputs, out, *, threshold=0.5, overlap=32, geojson=False):
-    """The one predict path of a `TFLiteModel` (`load_model`) or a Keras model (raw (N, S, S, 14)
+    """The one predict path of a `TFLiteModel` (`load_tflite`) or a Keras model (raw (N, S, S, 14)
     -> (N, S, S, 1) probabilities): `inputs` are .h5 patches, folders of them (or holding img/)
     and .tif scenes; writes mask_N.h5 per image_N.h5 (dataset "mask", uint8 0/1) and
     <scene>_landslide.tif (+ .geojson) per scene into OUT, or, when inputs in different folders

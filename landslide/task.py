@@ -312,7 +312,7 @@ class LandslideTask(Task):
                      overlap=DEFAULTS["predict"]["overlap"], geojson=False):
         """`threshold`: landslide probability in [0, 1] above which a pixel is 1; `overlap`:
         pixels shared by neighbouring tiles of a scene; `geojson` as in `predict`."""
-        return edge.predict(edge.load_model(tflite_path), inputs, out, threshold=float(threshold),
+        return edge.predict(edge.load_tflite(tflite_path), inputs, out, threshold=float(threshold),
                             overlap=int(overlap), geojson=geojson)
 
     # -- sample, download, demo, extra commands ----------------------------------------------------

@@ -9,8 +9,8 @@ Keras cache through rsic.models, the only part that imports TensorFlow.
 from pathlib import Path
 from urllib.parse import urlparse
 
+import common.download
 from common.download import fetch_files
-from common.download import find_data_root as _find_data_root
 from common.errors import ConfigError, DataError
 from rsic.data import IMAGE_SUFFIXES
 from rsic.sample import class_names
@@ -25,7 +25,7 @@ NUM_CLASSES = 45
 def find_data_root(dest):
     """The folder under `dest` (or `dest` itself) holding the 45 class folders (`--data`)."""
     expected = set(class_names(NUM_CLASSES))
-    return _find_data_root(dest, lambda folder: expected <= {p.name for p in folder.iterdir()
+    return common.download.find_data_root(dest, lambda folder: expected <= {p.name for p in folder.iterdir()
                                                              if p.is_dir()},
                            "NWPU-RESISC45 layout (45 class folders such as airplane/, wetland/)")
 

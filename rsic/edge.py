@@ -28,7 +28,7 @@ def load_image(path, size):
                       np.float32)
 
 
-def load_model(path, num_threads=2):
+def load_tflite(path, num_threads=2):
     """(common.tflite_runtime.TFLiteModel taking (S, S, 3), the class names of labels.txt
     beside it)."""
     from common.tflite_runtime import TFLiteModel
@@ -55,7 +55,7 @@ def predict(model_path, inputs, out, *, skip_bad=False, num_threads=2, log=None)
     """
     from common.runner import say
 
-    model, class_names = load_model(model_path, num_threads)
+    model, class_names = load_tflite(model_path, num_threads)
     files = collect_images(inputs, skip_bad=skip_bad, log=log or say)
     size = model.input_shape[0]
     probs = np.concatenate([model.predict(load_image(path, size)[None]) for path in files])

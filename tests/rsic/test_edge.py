@@ -79,9 +79,9 @@ def test_missing_labels_and_wrong_model(exported, tmp_path):
     lone = tmp_path / "model.tflite"
     shutil.copy(exported, lone)
     with pytest.raises(DataError, match="labels.txt: labels file not found beside the model"):
-        edge.load_model(lone)
+        edge.load_tflite(lone)
     with pytest.raises(DataError, match="nowhere.tflite: TFLite model file not found"):
-        edge.load_model(tmp_path / "nowhere.tflite")
+        edge.load_tflite(tmp_path / "nowhere.tflite")
 
 
 def test_edge_cli_runs_without_tensorflow(exported, sample_dir, tmp_path):
