@@ -16,6 +16,7 @@ from pathlib import Path
 from common.config import load_config
 from common.errors import ConfigError, RunDirError
 from common.model_files import load_model_file
+from common.rundir import check_run_task
 
 MODEL_FILE = "model.keras"
 LABELS_FILE = "labels.txt"
@@ -42,16 +43,7 @@ def check_source(task, run):
     if not (run / MODEL_FILE).is_file() or not (run / "config.yaml").is_file():
         raise RunDirError(f"{run}: --init-from: not a trained run (no {MODEL_FILE} and config.yaml); "
                           f"give a run directory written by `python -m {task.name} train`")
-    marker = run / "run.json"
-    if marker.is_file():
-        import json
-
-        try:
-            other = json.loads(marker.read_text()).get("task")
-        except (OSError, ValueError, AttributeError):
-            other = None
-        if other and other != task.name:
-            raise RunDirError(f"{run}: --init-from: this is a {other} run; give a {task.name} run")
+    check_run_task(run, task.name, "--init-from: ")
     try:
         load_config(run / "config.yaml", defaults=task.defaults)
     except ConfigError:

@@ -150,6 +150,28 @@ def is_run_dir(folder):
     return (folder / CONFIG_FILE).is_file() and legacy
 
 
+def run_task(run):
+    """The task that trained the run directory `run`, as its run.json marker (or, for a run whose
+    marker is missing, its split.json) records it; None when neither says."""
+    for name in (MARKER_FILE, "split.json"):
+        path = Path(run) / name
+        try:
+            made_by = json.loads(path.read_text()).get("task") if path.is_file() else None
+        except (OSError, ValueError, AttributeError):
+            made_by = None
+        if made_by:
+            return made_by
+    return None
+
+
+def check_run_task(run, task_name, context=""):
+    """RunDirError when another task trained `run` (`context`: a prefix such as "--init-from: ")."""
+    made_by = run_task(run)
+    if made_by and made_by != task_name:
+        raise RunDirError(f"{run}: {context}this run is for {made_by}, not {task_name}; "
+                          f"use `python -m {made_by}` with it")
+
+
 def check_apart(out, keep_apart):
     """Refuse an `out` equal to, inside or above any path of `keep_apart` ((flag, path) pairs)."""
     target = Path(out).expanduser().resolve()

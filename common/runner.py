@@ -25,6 +25,7 @@ import numpy as np
 from common.config import apply_override, load_config, read_saved_config
 from common.errors import ConfigError, DataError, RunDirError, did_you_mean
 from common.io import write_json, write_text
+from common.rundir import check_run_task
 
 TFLITE_FILE = "model_int8.tflite"
 SPLIT_FILE = "split.json"
@@ -101,20 +102,11 @@ def run_config(task, run, overrides=(), data=None):
     run = Path(run)
     if not (run / "config.yaml").is_file():
         raise RunDirError(f"{run}: not a run directory (no config.yaml); run `python -m {task.name} train` first")
-    check_run_task(task, run)
+    check_run_task(run, task.name)
     cfg = load_config(run / "config.yaml", overrides, defaults=task.defaults)
     if data:
         cfg["data"]["root"] = str(Path(data).resolve())
     return cfg
-
-
-def check_run_task(task, run):
-    """Refuse a run directory that another task trained (its split.json records the task)."""
-    path = Path(run) / SPLIT_FILE
-    content = read_json(path) if path.is_file() else {}
-    made_by = content.get("task") if isinstance(content, dict) else None
-    if made_by and made_by != task.name:
-        raise RunDirError(f"{run}: this run is for {made_by}, not {task.name}; use `python -m {made_by}` with it")
 
 
 def need_data(cfg):
@@ -347,7 +339,7 @@ def _check_teacher(task, cfg, data, teachers):
         raise ConfigError(f"{task.name}: this task has no distillation")
     first = None
     for teacher in teachers:
-        check_run_task(task, teacher)
+        check_run_task(teacher, task.name)
         teacher_cfg = read_saved_config(teacher / "config.yaml") if (teacher / "config.yaml").is_file() else None
         if teacher_cfg is None or not (teacher / "model.keras").is_file():
             raise RunDirError(f"{teacher}: not a trained run directory (no config.yaml and model.keras); "
@@ -683,7 +675,7 @@ def predict(task, inputs, out, *, run=None, tflite=None, overwrite=False, overri
         raise ConfigError("predict: --out is required")
     check_output(out, overwrite)
     if tflite:
-        check_run_task(task, Path(tflite).parent)  # an exported model sits in its run directory
+        check_run_task(Path(tflite).parent, task.name)  # an exported model sits in its run directory
         line = task.edge_predict(tflite, inputs, out, **(options or {}))
     else:
         cfg = run_config(task, run, overrides)

@@ -86,7 +86,7 @@ def test_refusals_in_one_line(tmp_path):
     with pytest.raises(RunDirError, match="a run of another task .* give a points run"):
         check_source(_Task(), other)
     (other / "run.json").write_text('{"task": "asc"}')
-    with pytest.raises(RunDirError, match="this is a asc run; give a points run"):
+    with pytest.raises(RunDirError, match="--init-from: this run is for asc, not points"):
         check_source(_Task(), other)
     with pytest.raises(ConfigError, match="train.freeze_epochs"):
         check_freeze({"init_from": "", "freeze_epochs": 2})
