@@ -23,7 +23,7 @@ from pathlib import Path
 import numpy as np
 
 from common.config import apply_override, load_config, read_saved_config
-from common.errors import ConfigError, DataError, RunDirError, did_you_mean
+from common.errors import ConfigError, DataError, ExportError, RunDirError, did_you_mean
 from common.io import write_json, write_text
 from common.rundir import check_run_task
 
@@ -525,12 +525,10 @@ def keras_model(task, run, *, unsafe_load=False):
 
 
 def _tflite_of(task, run):
-    from common.tflite_runtime import TFLiteModel
-
     path = Path(run) / TFLITE_FILE
     if not path.is_file():
         raise RunDirError(f"{path}: not found; run `python -m {task.name} export --run {run}` first")
-    return TFLiteModel(path)
+    return task.load_tflite(path)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -573,7 +571,7 @@ def export(task, run, *, data=None, overrides=(), unsafe_load=False):
     cfg, target = check_export(task, run, data=data, overrides=overrides)
     dataset = task.open_data(cfg)
     split, _ = read_split(task, run, dataset)
-    job = _export_job(task, cfg, run, dataset, split, target.calibrates, unsafe_load=unsafe_load)
+    job = _export_job(task, cfg, run, dataset, split, target, unsafe_load=unsafe_load)
     say(f"{task.name}: exporting {run} for target {target.name} (mode {cfg['export']['mode']})")
     with task.error_context():
         report = run_export(target, job, ExportReport(run / target.report_name()))
@@ -587,22 +585,37 @@ def export(task, run, *, data=None, overrides=(), unsafe_load=False):
     return report
 
 
-def _export_job(task, cfg, run, dataset, split, calibrates=True, *, unsafe_load=False):
+def _export_job(task, cfg, run, dataset, split, target, *, unsafe_load=False):
     """The ExportJob of a run: its model, the seeded parity pick and, for a target that
-    `calibrates`, the seeded calibration pick and the QAT data."""
+    calibrates, the seeded calibration pick and the QAT data. For the edge target a front the
+    task computes on the host (`Task.host_front`) is cut off the model, and the examples go
+    through it."""
     from common.export import PARITY_EXAMPLES, ExportJob, Scorer
+    from common.export.graph import split_at
     from common.export.quantize import QATSettings
     from common.export.report import file_sha256, read_report
 
     e, seed = cfg["export"], int(cfg["train"]["seed"])
     model = keras_model(task, run, unsafe_load=unsafe_load)
+    hosted = task.host_front(cfg, model) if target.name in ("edge", "mcu") else None
+    front = None
+    if hosted and target.name == "mcu":
+        raise ExportError(f"{run}: the model's input front ({hosted[0]}) has no int8 form a microcontroller "
+                          "runs; export --target edge computes it on the host, beside the .tflite")
+    if hosted:
+        front, model = split_at(model, hosted[0])
+        say(f"{task.name}: the input front up to layer {hosted[0]} runs on the host (numpy), beside the .tflite")
     heldout, heldout_labels = task.examples(cfg, dataset,
                                             seeded_pick(split[task.reported_split], PARITY_EXAMPLES, seed + 1))
     calibration, qat = None, None
-    if calibrates:
+    if target.calibrates:
         calibration, _ = task.examples(cfg, dataset, seeded_pick(split["train"], int(e["calibration_examples"]), seed))
-    if calibrates and e["mode"] != "ptq":
+    if front is not None:
+        heldout, calibration = (None if x is None else outputs(front, x) for x in (heldout, calibration))
+    if target.calibrates and e["mode"] != "ptq":
         train_data, _, _ = task.datasets(cfg, dataset, split)
+        if front is not None:
+            train_data = train_data.map(lambda x, *rest: (front(x, training=False), *rest))
         steps = int(e["qat_steps"]) or None
         qat = QATSettings(train_data.repeat() if steps else train_data, task.label_loss(cfg), int(e["qat_epochs"]),
                           steps, float(e["qat_lr"]))
@@ -612,7 +625,8 @@ def _export_job(task, cfg, run, dataset, split, calibrates=True, *, unsafe_load=
                      heldout_labels=heldout_labels, scorer=Scorer(task.metric, task.metric_name, task.metrics),
                      settings=e, labels=list(task.class_names(dataset)), qat=qat, fingerprint=fingerprint,
                      previous=read_report(run / REPORT_FILE),
-                     frontend=lambda folder, section: task.write_frontend(cfg, folder, section))
+                     frontend=lambda folder, section: task.write_frontend(cfg, folder, section),
+                     host_front=hosted[1] if hosted else None)
 
 
 def _mcu_line(section):

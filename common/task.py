@@ -254,6 +254,22 @@ class Task:
         report's `mcu.frontend`, or None when the model takes the raw input itself."""
         return None
 
+    def host_front(self, cfg, model):
+        """`export` (edge target): the part of the model's input front that int8 kernels cannot
+        run, to be computed on the host beside the .tflite instead. Returns None (the whole model
+        is exported; the default), or (layer name, settings): the .tflite then takes the output of
+        that layer, and the settings (a JSON-able dict) are written beside it, where
+        `load_tflite` finds them."""
+        return None
+
+    def load_tflite(self, path):
+        """The exported model at `path` for `evaluate --tflite` and the benchmarks: a
+        common.tflite_runtime.TFLiteModel, or the task's wrapper that computes a host front
+        (`host_front`) first."""
+        from common.tflite_runtime import TFLiteModel
+
+        return TFLiteModel(path)
+
     # -- command line ----------------------------------------------------------------------------
 
     def add_arguments(self, command, parser):

@@ -21,6 +21,16 @@ import numpy as np
 
 from common.errors import DataError
 
+#: model_int8.tflite -> model_int8.front.json: the settings of an input front the host computes
+#: before the model (common.task.Task.host_front), written by the edge export beside the file.
+FRONT_SUFFIX = ".front.json"
+
+
+def front_path(tflite_path):
+    """Where the host-front settings of the .tflite at `tflite_path` are kept (beside it)."""
+    tflite_path = Path(tflite_path)
+    return tflite_path.with_name(tflite_path.stem + FRONT_SUFFIX)
+
 
 def _delegate_failed(error):
     text = str(error)
@@ -186,3 +196,43 @@ class TFLiteModel:
             dtype = np.dtype(tensors[outs[0]]["dtype"]).name if outs else "none"
             result.append((op["op_name"], dtype))
         return result
+
+
+class FrontedModel:
+    """A TFLite model behind an input front computed in numpy on the host (a task's feature
+    front end that int8 kernels cannot run): `predict(x)` = `model.predict(front(x))`.
+
+    Args:
+        front: callable, float array (N, *input_shape) -> float array (N, *model.input_shape).
+        model: a TFLiteModel.
+        input_shape: tuple, what `front` takes, without the batch axis.
+
+    Attributes mirror TFLiteModel's (`path`, `delegate`, `num_threads`), with this input shape.
+    """
+
+    def __init__(self, front, model, input_shape):
+        self.front, self.model, self.input_shape = front, model, tuple(input_shape)
+        self.path, self.num_threads = model.path, model.num_threads
+
+    @property
+    def delegate(self):
+        return self.model.delegate
+
+    def predict(self, x, batch_size=None):
+        """Front then model: float (N, *input_shape) -> float32 (N, *output_shape)."""
+        x = np.asarray(x)
+        if x.ndim != len(self.input_shape) + 1 or tuple(x.shape[1:]) != self.input_shape:
+            raise DataError(f"{self.path}: input of shape {x.shape[1:]} given, model expects {self.input_shape}")
+        return self.model.predict(self.front(x), batch_size=batch_size)
+
+    def latency_ms(self, x=None, repeats=20):
+        """Median wall time of one batch-1 inference, front included, in milliseconds."""
+        example = np.zeros(self.input_shape, np.float32) if x is None else np.asarray(x)
+        batch = example.reshape(1, *self.input_shape)
+        self.predict(batch)
+        times = []
+        for _ in range(max(1, int(repeats))):
+            start = time.perf_counter()
+            self.predict(batch)
+            times.append((time.perf_counter() - start) * 1000.0)
+        return float(np.median(times))

@@ -49,6 +49,23 @@ OFFICIAL_MEAN = [-0.4914, -0.3074, -0.1277, -0.0625, 0.0439, 0.0803, 0.0644, 0.0
 OFFICIAL_STD = [0.9325, 0.8775, 0.8860, 0.8869, 0.8857, 0.8418, 0.8354, 0.8491, 0.9061, 1.6072,
                 0.8848, 0.9232, 0.9018, 1.2913]
 
+# Engineered-band definitions, shared by the model's Keras front (landslide.features) and the
+# numpy front that runs beside an exported model (landslide.edge): 0-based input channels.
+B2, B3, B4, B8, B11, B12, SLOPE, DEM = 1, 2, 3, 7, 10, 11, 12, 13
+RATIOS = {"ndvi": (B8, B4), "nbr": (B8, B12), "ndwi": (B3, B8), "b8_b11_index": (B8, B11)}
+AUTHORS_EPS = 1e-8  # the authors' denominator clip
+FEATURE_CHANNELS = {"rgb_minmax": 3}  # engineered channels per feature (1 where not listed)
+FEATURE_OPTION_DEFAULTS = {"ratio": "floor", "box_blur_size": 10, "median_blur_size": 15}
+GRAY_WEIGHTS = {B4: 0.299, B3: 0.587, B2: 0.114}
+FLOOR_FRACTION = 0.05  # ratio divisor floor, as a fraction of std(a) + std(b)
+SOBEL_X = np.array([[-1, 0, 1], [-2, 0, 2], [-1, 0, 1]], np.float32)
+
+
+def ratio_floor(band_scale, a, b):
+    """The divisor floor of the ratio of bands a and b (0-based): FLOOR_FRACTION of their
+    spreads `band_scale[a] + band_scale[b]`."""
+    return max(FLOOR_FRACTION * (band_scale[a] + band_scale[b]), 1e-12)
+
 
 @dataclass
 class PatchFolder:

@@ -42,15 +42,24 @@ from common.io import write_json
 from common.runner import warn
 from landslide import data as D
 from landslide.config import FEATURE_NAMES  # the schema owns the names
-
-B2, B3, B4, B8, B11, B12, SLOPE, DEM = 1, 2, 3, 7, 10, 11, 12, 13
-RATIOS = {"ndvi": (B8, B4), "nbr": (B8, B12), "ndwi": (B3, B8), "b8_b11_index": (B8, B11)}
-AUTHORS_EPS = 1e-8  # the authors' denominator clip
-CHANNELS = {"rgb_minmax": 3}  # engineered channels per feature (1 where not listed)
-OPTION_DEFAULTS = {"ratio": "floor", "box_blur_size": 10, "median_blur_size": 15}
-GRAY_WEIGHTS = {B4: 0.299, B3: 0.587, B2: 0.114}
-FLOOR_FRACTION = 0.05  # ratio divisor floor, as a fraction of std(a) + std(b)
-SOBEL_X = np.array([[-1, 0, 1], [-2, 0, 2], [-1, 0, 1]], np.float32)
+from landslide.data import (  # noqa: F401 - band indices stay importable from here
+    AUTHORS_EPS,
+    B2,
+    B3,
+    B4,
+    B8,
+    B11,
+    B12,
+    DEM,
+    FLOOR_FRACTION,
+    GRAY_WEIGHTS,
+    RATIOS,
+    SLOPE,
+    SOBEL_X,
+    ratio_floor,
+)
+from landslide.data import FEATURE_CHANNELS as CHANNELS
+from landslide.data import FEATURE_OPTION_DEFAULTS as OPTION_DEFAULTS
 
 
 def enabled_features(features_cfg):
@@ -109,11 +118,6 @@ def median_blur(levels, size):
     below = _replicate_pad(_replicate_pad(below, pad, 1), pad, 2)
     share = tf.nn.avg_pool2d(tf.nn.avg_pool2d(below, [size, 1], 1, "VALID"), [1, size], 1, "VALID")
     return tf.reduce_sum(tf.cast(share < 0.5, levels.dtype), axis=-1, keepdims=True)
-
-
-def ratio_floor(band_scale, a, b):
-    """The divisor floor of the ratio of bands a and b (0-based)."""
-    return max(FLOOR_FRACTION * (band_scale[a] + band_scale[b]), 1e-12)
 
 
 @keras.saving.register_keras_serializable(package="landslide")

@@ -41,6 +41,7 @@ import tf_keras as keras
 
 from common.errors import ConfigError
 from common.layers import (
+    SELU,
     TriPlaneAttention,
     attention_block,
     residual_conv_block,
@@ -225,12 +226,13 @@ def _rau_net(inputs, x, model_cfg):
     for level in range(1, 5):
         x = _rau_block(x, filters, model_cfg, f"enc{level}")
         skips.append(x)
-        x = keras.layers.Conv2D(filters, 2, strides=2, padding="same", activation="selu",
+        x = keras.layers.Conv2D(filters, 2, strides=2, padding="same",
                                 kernel_initializer="he_normal", name=f"down{level}")(x)
+        x = SELU(name=f"down{level}_selu")(x)
     for level in range(1, 5):
         x = keras.layers.Conv2DTranspose(int(x.shape[-1]), 2, strides=2, padding="same",
-                                         activation="selu", kernel_initializer="he_normal",
-                                         name=f"up{level}")(x)
+                                         kernel_initializer="he_normal", name=f"up{level}")(x)
+        x = SELU(name=f"up{level}_selu")(x)
         x = keras.layers.Concatenate(name=f"dec{level}_concat")([x, skips[-level]])
         x = _rau_block(x, int(x.shape[-1]), model_cfg, f"dec{level}")
     x = keras.layers.Dropout(float(model_cfg["dropout"]), name="dropout")(x)

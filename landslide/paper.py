@@ -4,8 +4,8 @@ Seven rungs (configs/landslide/paper1/RUNG.yaml, each inheriting the one before:
 U-Net + CE -> their 23 channels -> RAU-Net blocks -> tri-plane attention -> three heads -> focal +
 -log IoU = the paper's model; then the same with squeeze-excitation, as their logs ran it) x the
 folds of the k-fold protocol (the authors' contiguous folds; `--protocol authors | clean` picks
-the epoch selection), each as `train --fold K` trains it; then the rung with the best mean F1
-among those whose input front int8 LiteRT can run (`int8_exportable`) exported (its best fold).
+the epoch selection), each as `train --fold K` trains it; then the rung with the best mean F1 exported (its best fold;
+the authors' channels then run on the host beside the .tflite: landslide.edge.numpy_front).
 
     R/settings.json          data folder, --quick, --set overrides (a rerun must match them)
     R/data/                  --quick only: the sample data set (`python -m landslide sample`)
@@ -120,14 +120,10 @@ def run(task, args, *, max_steps=None):
         for fold in folds:
             [(cfg, run_dir)] = task.train_runs(base[rung], out / rung / f"fold_{fold}", fold=str(fold))  # as `train --fold K`
             steps.append(papers.Step(f"{rung} fold {fold}", "train", run_dir, config=cfg))
-    exportable = [rung for rung in rungs if int8_exportable(base[rung])]
-    if exportable:
-        steps.append(papers.Step("best rung int8", "export",
-                                 lambda: best_run(out, exportable, folds)))
+    steps.append(papers.Step("best rung int8", "export", lambda: best_run(out, rungs, folds)))
 
     def content():
-        return table(out, rungs, folds, data, labelled, n_folds, quick=args.quick,
-                     protocol=protocol, exportable=exportable)
+        return table(out, rungs, folds, data, labelled, n_folds, quick=args.quick, protocol=protocol)
 
     return papers.run_tables(task, steps, out, "ladder", content, markdown, "ladder",
                              max_steps=max_steps)
@@ -137,17 +133,6 @@ def _fold_metrics(out, rung, folds):
     """{fold: metrics.json content} of the finished folds of a rung."""
     found = {k: papers.read_json(Path(out) / rung / f"fold_{k}" / "metrics.json") for k in folds}
     return {fold: metrics for fold, metrics in found.items() if metrics is not None}
-
-
-def int8_exportable(cfg):
-    """Whether LiteRT's int8 kernels can run a config's input front: not yet with the authors'
-    channels (their 1e-8-clipped ratios quantize the divisor to zero, which LiteRT's int8 DIV
-    refuses, and reach +-1e8 where a + b <= 0; the int8 model with their full front aborts)."""
-    authors = ("rgb_minmax", "b8_b11_index", "grey_mean", "grey_box_blur", "grey_median_blur")
-    ratios = ("ndvi", "nbr", "ndwi", "b8_b11_index")
-    features = cfg["features"]
-    return not (any(features[name] for name in authors) or (
-        cfg["feature_options"]["ratio"] == "authors" and any(features[name] for name in ratios)))
 
 
 def best_run(out, rungs, folds):
@@ -161,8 +146,7 @@ def best_run(out, rungs, folds):
     return Path(out) / rung / f"fold_{fold}"
 
 
-def table(out, rungs, folds, data, labelled, n_folds, *, quick, protocol="authors",
-          exportable=None):
+def table(out, rungs, folds, data, labelled, n_folds, *, quick, protocol="authors"):
     """The ladder table as JSON (fractions in [0, 1]), built from the run directories."""
     out = Path(out)
     rows, per_fold_split = [], {}
@@ -178,9 +162,9 @@ def table(out, rungs, folds, data, labelled, n_folds, *, quick, protocol="author
                      "published": PUBLISHED.get(rung)})
         for k in found:
             per_fold_split.setdefault(f"fold_{k}", papers.split_counts(out / rung / f"fold_{k}"))
-    best, exportable = None, rungs if exportable is None else exportable
-    if any(row["folds_done"] for row in rows if row["rung"] in exportable):
-        run = best_run(out, exportable, folds)
+    best = None
+    if any(row["folds_done"] for row in rows):
+        run = best_run(out, rungs, folds)
         report = papers.read_json(run / "export_report.json")
         best = {"rung": run.parent.name, "run": str(run), "exported": report is not None,
                 **({key: report.get(key) for key in EXPORT_KEYS} if report else {})}
@@ -249,7 +233,7 @@ def markdown(content):
                      f"{papers.percent(value)}" for k, value in enumerate(authors)]
             notes.append(f"| `{row['rung']}` | " + " | ".join(cells) + " |")
     if best and best["exported"]:
-        notes += ["", f"Best int8-exportable rung by mean landslide F1: `{best['rung']}`; exported "
+        notes += ["", f"Best rung by mean landslide F1: `{best['rung']}`; exported "
                   f"`{best['path']}`: {best['tflite_bytes'] / 1e6:.2f} MB int8 "
                   f"({best['quantization']}), {best['params']:,} parameters, F1 float "
                   f"{best['keras_metric']:.3f} / int8 {best['tflite_metric']:.3f}, agreement "

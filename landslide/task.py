@@ -267,6 +267,24 @@ class LandslideTask(Task):
                         "model: a firmware feeds the raw 14-band patch as stored (a NaN value is "
                         "quantized as 0.0, the input zero point)"}
 
+    def host_front(self, cfg, model):
+        """The front of a config whose engineered bands int8 kernels cannot run
+        (`landslide.edge.int8_front`): cut after its last front layer; the numpy front
+        (landslide.edge.numpy_front) computes it on the host from these settings."""
+        from landslide.edge import front_spec, int8_front
+
+        if int8_front(cfg):
+            return None
+        front = model.get_layer("band_features").get_config()
+        standardize = [layer for layer in model.layers if layer.name == "standardize"]
+        stats = standardize[0].get_config() if standardize else {"mean": None, "std": None}
+        options = {key: front[key] for key in ("ratio", "box_blur_size", "median_blur_size")}
+        return ("standardize" if standardize else "band_features",
+                front_spec(front["features"], front["band_scale"], options, stats["mean"], stats["std"]))
+
+    def load_tflite(self, path):
+        return edge.load_tflite(path)
+
     # -- command line and prediction -----------------------------------------------------------
 
     def add_arguments(self, command, parser):

@@ -94,3 +94,41 @@ def _call_unique(layer, args, kwargs, used_names, renamed, prefix):
     return outputs
 
 
+
+
+def split_at(model, layer_name):
+    """`model` cut after the layer `layer_name`: (front, body), two functional models with
+    `model`'s layers (shared weights). front: `model`'s input -> that layer's output; body: that
+    output (a new Input of its shape) -> `model`'s output, so body(front(x)) == model(x).
+
+    Raises:
+        ExportError: no such layer, or a layer after it also reads what comes before it.
+    """
+    import tensorflow as tf
+    import tf_keras as keras
+
+    try:
+        cut = model.get_layer(layer_name).output
+    except ValueError:
+        raise ExportError(f"model {model.name}: has no layer {layer_name!r} to split at") from None
+    front = keras.Model(model.inputs, cut, name=f"{model.name}_front")
+    body_input = keras.Input(shape=cut.shape[1:], dtype=cut.dtype, name=f"{layer_name}_output")
+    usage = model._tensor_usage_count
+    tensors = {str(id(cut)): [body_input] * usage[str(id(cut))]}
+    for depth in sorted(model._nodes_by_depth, reverse=True):
+        for node in model._nodes_by_depth[depth]:
+            if node.is_input or any(i not in tensors for i in node.flat_input_ids):
+                continue
+            if node.layer.name == layer_name:
+                continue
+            args, kwargs = node.map_arguments(tensors)
+            for out_id, value in zip(node.flat_output_ids, tf.nest.flatten(node.layer(*args, **kwargs))):
+                tensors[out_id] = [value] * usage[out_id]
+    missing = [ref for ref in model.outputs if str(id(ref)) not in tensors]
+    if missing:
+        raise ExportError(f"model {model.name}: layers after {layer_name!r} also read tensors before it; "
+                          "it cannot be split there")
+    outputs = [tensors[str(id(ref))].pop() for ref in model.outputs]
+    body = keras.Model(body_input, tf.nest.pack_sequence_as(model._nested_outputs, outputs),
+                       name=f"{model.name}_body")
+    return front, body

@@ -102,6 +102,9 @@ class ExportJob:
     export current (settings, seed, data, model hash). previous: the report found in out_dir
     before this export, or None. frontend: callable(folder, mcu_section) -> dict or None (a
     task's firmware front end, `Task.write_frontend`). file_names: role -> name overrides.
+    host_front: None, or the settings of the input front the host computes before the edge
+    .tflite (`Task.host_front`; then `model` is the model after that front, and calibration and
+    heldout hold the front's outputs), written beside the .tflite.
     """
 
     model: object
@@ -118,6 +121,7 @@ class ExportJob:
     previous: dict = None
     frontend: object = None
     file_names: dict = field(default_factory=dict)
+    host_front: dict = None
 
 
 class Staging:
@@ -128,16 +132,25 @@ class Staging:
         self.out_dir = Path(out_dir)
         self.out_dir.mkdir(parents=True, exist_ok=True)
         self.folder = Path(tempfile.mkdtemp(prefix=".export-", dir=self.out_dir))
+        self.stale = []
 
     def path(self, name):
         return self.folder / name
 
+    def remove_on_commit(self, name):
+        """Remove OUT_DIR/name at `commit` (a file of an earlier export that this one replaces
+        by nothing, e.g. a host front file the new model does not need)."""
+        self.stale.append(self.out_dir / name)
+
     def commit(self):
-        """Rename every staged file into `out_dir`; returns their final paths."""
+        """Rename every staged file into `out_dir`, then remove the stale ones; returns the
+        final paths."""
         moved = []
         for staged in sorted(self.folder.iterdir()):
             os.replace(staged, self.out_dir / staged.name)
             moved.append(self.out_dir / staged.name)
+        for path in self.stale:
+            path.unlink(missing_ok=True)
         return moved
 
     def discard(self):

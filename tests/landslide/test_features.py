@@ -230,3 +230,36 @@ def test_authors_front_runs_the_same_in_litert(patch):
     # Ratios clipped at 1e-8 reach ~1e8 here (sample bands are often negative): relative bound.
     # The 8-bit blurs may land one level (1/255) apart where float rounding differs.
     np.testing.assert_allclose(got, expected, rtol=1e-4, atol=1 / 255 + 1e-4)
+
+
+@pytest.mark.parametrize("ratio, normalization", [("authors", "none"), ("floor", "official")])
+def test_numpy_front_beside_the_tflite_matches_the_keras_front(patch, ratio, normalization):
+    """landslide.edge.numpy_front (what the host computes beside a .tflite without its front)
+    against the model's own front layers, every engineered band, a NaN and a constant patch."""
+    from common.config import load_config
+    from landslide.config import DEFAULTS
+    from landslide.edge import front_spec, numpy_front
+    from landslide.features import feature_options, front
+
+    cfg = load_config(None, [f"feature_options.ratio={ratio}", f"data.normalization={normalization}",
+                             "feature_options.box_blur_size=4", "feature_options.median_blur_size=5",
+                             *(f"features.{name}=true" for name in FEATURE_NAMES)], defaults=DEFAULTS)
+    channels = 14 + 3 + 10
+    mean = np.linspace(-0.5, 0.5, channels).tolist()
+    std = np.linspace(0.5, 2.0, channels).tolist()
+    inputs = keras.Input((32, 32, 14))
+    model = keras.Model(inputs, front(inputs, cfg, mean, std))
+    x = np.stack([patch, patch, np.full_like(patch, 0.25)]).astype(np.float32)
+    x[1, 5, 6, 2] = np.nan
+    options = {key: feature_options(cfg)[key] for key in ("ratio", "box_blur_size", "median_blur_size")}
+    spec = front_spec(FEATURE_NAMES, std[:14], options,
+                      *((mean, std) if normalization != "none" else (None, None)))
+    got, expected = numpy_front(x, spec), model(np.nan_to_num(x)).numpy()
+    assert got.shape == expected.shape == (3, 32, 32, channels) and got.dtype == np.float32
+    # Same float32 formulas, except that an 8-bit grey level may land one apart (1/255, over the
+    # std under standardisation) where 255 x is within float rounding of an integer; the
+    # 1e-8-clipped ratios reach ~1e8 here, hence the relative bound.
+    blur = [14 + 3 + 7, 14 + 3 + 8]
+    np.testing.assert_allclose(np.delete(got, blur, -1), np.delete(expected, blur, -1), rtol=2e-5, atol=2e-5)
+    levels = np.abs(got[..., blur] - expected[..., blur]) * (1 if normalization == "none" else np.array(std)[blur])
+    assert levels.max() <= 1 / 255 + 1e-5 and (levels < 1e-5).mean() >= 0.98

@@ -70,11 +70,12 @@ def test_ladder_quick_table_resume_and_export(tmp_path, monkeypatch, capsys):
     # The best rung (mean F1) is exported, and its best fold is the one exported.
     best = table["best"]
     means = {row["rung"]: row["f1"]["mean"] for row in table["rows"]}
-    # Only unet_ce can go to int8: the features rung has the authors' front (paper.int8_exportable).
-    assert set(means) == {"unet_ce", "features"} and best["rung"] == "unet_ce" and best["exported"] is True
-    from common.tflite_runtime import TFLiteModel
+    # Either rung goes to int8 (the features rung with the authors' front on the host beside it).
+    assert set(means) == {"unet_ce", "features"} and best["exported"] is True
+    assert means[best["rung"]] == max(means.values())
+    from landslide.edge import load_tflite
 
-    tflite = TFLiteModel(best["path"])
+    tflite = load_tflite(best["path"])
     assert best["tflite_bytes"] == (out / best["rung"] / best["run"].split("/")[-1] / "model_int8.tflite").stat().st_size
     x = np.zeros((1, 128, 128, 14), np.float32)
     probs = tflite.predict(x)
