@@ -107,7 +107,9 @@ class SquareCrop(keras.layers.Layer):
             return inputs
         if training or self.test_crop == "random":
             n = tf.shape(inputs)[0]
-            offsets = tf.random.uniform([n, 2], 0, side - self.size + 1, dtype=tf.int32)
+            # float draws, floored: TFLite has RANDOM_UNIFORM but no integer form of it
+            offsets = tf.cast(tf.random.uniform([n, 2]) * (side - self.size + 1), tf.int32)
+            offsets = tf.minimum(offsets, side - self.size)
             window = tf.range(self.size)
             rows = offsets[:, :1] + window  # (B, size)
             cols = offsets[:, 1:] + window
