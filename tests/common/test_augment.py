@@ -84,3 +84,8 @@ def test_square_crop_random_in_training_centre_at_inference(tmp_path):
     path = tmp_path / "crop.tflite"
     path.write_bytes(tf.lite.TFLiteConverter.from_keras_model(model).convert())
     np.testing.assert_array_equal(TFLiteModel(path).predict(image), model.predict(image, verbose=0))
+    # A random test-time crop converts too (float draws: TFLite has no integer RANDOM_UNIFORM).
+    model = keras.Model(inputs, keras.layers.Flatten()(SquareCrop(4, "random")(inputs)))
+    path.write_bytes(tf.lite.TFLiteConverter.from_keras_model(model).convert())
+    for out in TFLiteModel(path).predict(np.repeat(image, 20, axis=0)).reshape(20, 4, 4):
+        np.testing.assert_array_equal(out, windows[divmod(int(out[0, 0]), 6)])
