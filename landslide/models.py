@@ -474,24 +474,3 @@ def compile_training_model(model, cfg, optimizer):
                    PackedHeadF1(scales, m["inference_head"], two_class=True, name="f1_mean")]
     model.compile(optimizer=optimizer, loss=loss, metrics=metrics)
     return model
-
-
-class AugmentOff(keras.callbacks.Callback):
-    """Sets `switch` (a tf.Variable the training pipeline reads) to 0 for the last `last_epochs`
-    of `epochs`, 1 before: at the end of the epoch before, since Keras opens the next epoch's
-    input iterator (and its prefetch) before `on_epoch_begin`."""
-
-    def __init__(self, switch, epochs, last_epochs):
-        super().__init__()
-        self.switch, self.first_off = switch, int(epochs) - int(last_epochs)
-
-    def on_train_begin(self, logs=None):
-        self.switch.assign(1)
-
-    def on_epoch_begin(self, epoch, logs=None):  # a run resumed inside the last epochs
-        if epoch >= self.first_off:
-            self.switch.assign(0)
-
-    def on_epoch_end(self, epoch, logs=None):
-        if epoch + 1 >= self.first_off:
-            self.switch.assign(0)

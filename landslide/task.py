@@ -220,7 +220,7 @@ class LandslideTask(Task):
         switch = getattr(self, "_augment_switch", None)
         if switch is None:
             return []
-        from landslide.models import AugmentOff
+        from common.augment import AugmentOff
 
         return [AugmentOff(switch, cfg["train"]["epochs"], cfg["augment"]["off_last_epochs"])]
 

@@ -70,7 +70,7 @@ def speed_row(name, folder, quick=False):
         calibration=x[:32], out=WORK / name, unit="images", heavy=size >= 224, quick=quick,
         pipeline=lambda: make_dataset(folder.files, folder.labels, image_size=size, training=True,
                                       batch_size=batch, augment=cfg["data"]["augment"], seed=0,
-                                      cache=False),
+                                      cache=False, num_classes=classes),  # one-hot: mixup
         pipeline_desc=f"the tf.data pipeline (JPEG decode + resize + augment at {size}, no cache)",
         heldout=x[-16:], size_budget_mb=SIZE_BUDGET_MB,
     )

@@ -17,10 +17,28 @@ DEFAULTS = {
         "skip_bad": False,  # skip unreadable images instead of stopping (--skip-bad)
         "cache": False,  # keep decoded images in memory (small data sets)
         "shuffle_buffer": 2048,
+        # Side (pixels) images are resized to before the model crops its input (model.input_size)
+        # out of them: a random window in training, `test_crop` at evaluation, prediction and in
+        # the exported model (papers 3 and 4's code: 256 images, 246 crops). 0 = model.input_size
+        # (no crop).
+        "image_size": 0,
+        "test_crop": "center",  # center (deterministic) | random (the authors' code)
         "augment": {
             "flip": True,  # horizontal and vertical flips
             "rot90": True,  # random multiples of 90 degrees (aerial scenes have no "up")
+            # Every training image in its four rotations (0, 90, 180, 270 degrees) each epoch: the
+            # papers' offline 4x data set (an epoch is 4x longer; random rot90 is then skipped).
+            "rot90_all": False,
             "crop": 0.8,  # random crop, smallest side as a share of the image; 1.0 = off
+            # Mixup inside each batch (common.augment.mixup_batch), the labels become soft: each
+            # image is mixed with the one half a batch later, keeping a share `ratio` of itself:
+            # uniform in [low, high] (paper 3) or Beta(alpha, alpha) (paper 4); keep_originals:
+            # the originals stay in the batch, which doubles (both papers).
+            "mixup": {"enabled": False, "ratio": "uniform", "low": 0.1, "high": 0.3, "alpha": 0.4,
+                      "keep_originals": True},
+            # The last N epochs without flips, crops (augment.crop) and mixup: rotations only
+            # (paper 4: 10 epochs at 1e-6 after 50 with augmentation); 0 = never off.
+            "off_last_epochs": 0,
         },
     },
     "model": {
@@ -32,7 +50,12 @@ DEFAULTS = {
         "weights": None,
         "weights_path": "",  # a no-top ImageNet weights file to load instead of the Keras cache
         "embedding_dim": 512,  # the Dense "embedding" of paper 3's head
-        "dropout": 0.0,
+        # Head: pooled features -> dropout -> Dense(embedding_dim, relu) -> dropout -> Dense(classes)
+        "dropout": 0.0,  # both dropouts of the head (papers 3 and 4: 0.2; paper 3's student: 0.4)
+        "dense_l2": 0.0,  # L2 factor on the head's Dense kernels and biases (papers: 1e-5)
+        # The head's Dense initialisation: glorot (Keras' default) | truncated_normal (stddev 0.1,
+        # kernels and biases: the papers' code)
+        "head_init": "glorot",
         "bn_momentum": 0.0,  # > 0: override every BatchNormalization momentum (short runs)
         "attention": {  # paper 4: attention over several mid-level feature maps
             "enabled": False,
@@ -74,5 +97,9 @@ DEFAULTS = {
                       "ConvNeXtLarge"],
         "export": True,  # also export each to int8 TFLite (size and latency columns)
     },
-    "train": {**TRAIN_DEFAULTS, "monitor": "val_accuracy", "monitor_mode": "max"},
+    # loss: crossentropy | kl (KL divergence to the targets, the papers'). Labels are one-hot (soft
+    # under mixup) when mixup is on or the loss is kl, class ids otherwise; on one-hot labels
+    # the two losses have the same gradients.
+    "train": {**TRAIN_DEFAULTS, "monitor": "val_accuracy", "monitor_mode": "max",
+              "loss": "crossentropy"},
 }

@@ -20,6 +20,7 @@ from pathlib import Path
 import numpy as np
 import tf_keras as keras
 
+from common.augment import SquareCrop
 from common.errors import ConfigError, DataError
 from common.layers import ATTENTION_NORMS, attention_block
 
@@ -109,6 +110,9 @@ IMAGENET_WEIGHTS = {
 }
 
 
+HEAD_INITS = ("glorot", "truncated_normal")
+
+
 def get_backbone(name):
     """The registry entry of `name` (case-insensitive); ConfigError listing the choices."""
     for key, spec in BACKBONES.items():
@@ -118,12 +122,17 @@ def get_backbone(name):
                       + ", ".join(BACKBONES))
 
 
-def build_model(model_cfg, num_classes):
+def build_model(model_cfg, num_classes, *, image_size=0, test_crop="center"):
     """The classifier of a `model:` config section (`rsic.config.DEFAULTS["model"]`).
 
+    `image_size` > `model.input_size` (`data.image_size`): the model takes images of that side
+    and its first layer (common.augment.SquareCrop, "crop") cuts its input out of them: a random
+    window in training, `test_crop` (center | random) at inference.
+
     Returns:
-        An uncompiled functional keras.Model: raw RGB (B, S, S, 3) float in [0, 255] ->
-        class probabilities (B, num_classes), with layers "embedding", "logits" and "probs".
+        An uncompiled functional keras.Model: raw RGB (B, S, S, 3) float in [0, 255] (S the
+        image side) -> class probabilities (B, num_classes), with layers "embedding", "logits"
+        and "probs".
     """
     spec = get_backbone(model_cfg["backbone"])
     size, alpha = int(model_cfg["input_size"]), float(model_cfg.get("alpha", 1.0))
@@ -140,10 +149,13 @@ def build_model(model_cfg, num_classes):
         raise ConfigError(f"config key 'model.weights' must be null or imagenet, got {weights!r}")
 
     layers = keras.layers
-    inputs = keras.Input((size, size, 3), name="image")
+    # `image_size` > `size` (data.image_size): the model crops its input out of larger images
+    image_size = max(int(image_size or 0), size)
+    inputs = keras.Input((image_size, image_size, 3), name="image")
+    cropped = inputs if image_size == size else SquareCrop(size, test_crop, name="crop")(inputs)
     backbone = getattr(keras.applications, spec.name)(
         include_top=False, weights=None, input_shape=(size, size, 3),
-        input_tensor=_preprocess(spec, inputs, imagenet=weights == "imagenet"),
+        input_tensor=_preprocess(spec, cropped, imagenet=weights == "imagenet"),
         **({"alpha": alpha} if spec.has_alpha else {}))
     if weights == "imagenet":
         load_imagenet_weights(backbone, spec, model_cfg, alpha, size)
@@ -154,11 +166,12 @@ def build_model(model_cfg, num_classes):
     dropout = model_cfg["dropout"]
     if dropout > 0:
         x = layers.Dropout(dropout, name="head_dropout")(x)
-    x = layers.Dense(int(model_cfg["embedding_dim"]), activation="relu", name="embedding")(x)
+    x = layers.Dense(int(model_cfg["embedding_dim"]), activation="relu", name="embedding",
+                     **_head_dense_options(model_cfg))(x)
     if dropout > 0:
         x = layers.Dropout(dropout, name="embedding_dropout")(x)
     probs = layers.Activation("softmax", dtype="float32", name="probs")(
-        layers.Dense(num_classes, name="logits")(x))
+        layers.Dense(num_classes, name="logits", **_head_dense_options(model_cfg))(x))
     suffix = "_attention" if attention["enabled"] else ""
     model = keras.Model(inputs, probs, name=f"rsic_{spec.name.lower()}{suffix}")
     if model_cfg.get("bn_momentum"):
@@ -169,6 +182,27 @@ def build_model(model_cfg, num_classes):
             if isinstance(layer, layers.BatchNormalization):
                 layer.momentum = float(model_cfg["bn_momentum"])
     return model
+
+
+def _head_dense_options(model_cfg):
+    """Initialisers and L2 regularisers of the head's two Dense layers (`model.head_init`,
+    `model.dense_l2`; the papers' code: truncated normal stddev 0.1 and L2 1e-5 on kernels and
+    biases). An L2 factor l adds l * sum(w^2) to the loss. New initialiser instances on every call:
+    Keras gives one unseeded instance the same values each time it is called."""
+    init, l2 = model_cfg.get("head_init", "glorot"), float(model_cfg.get("dense_l2", 0.0))
+    if init not in HEAD_INITS:
+        raise ConfigError(f"config key 'model.head_init' must be one of {', '.join(HEAD_INITS)}, "
+                          f"got {init!r}")
+    if l2 < 0:
+        raise ConfigError(f"config key 'model.dense_l2' must be >= 0, got {l2}")
+    options = {}
+    if init == "truncated_normal":
+        options.update(kernel_initializer=keras.initializers.TruncatedNormal(stddev=0.1),
+                       bias_initializer=keras.initializers.TruncatedNormal(stddev=0.1))
+    if l2 > 0:
+        options.update(kernel_regularizer=keras.regularizers.L2(l2),
+                       bias_regularizer=keras.regularizers.L2(l2))
+    return options
 
 
 def _preprocess(spec, inputs, imagenet):

@@ -20,7 +20,7 @@ from rsic import data as D
 from rsic import download as downloads
 from rsic import edge
 from rsic.config import DEFAULTS
-from rsic.features import load_images, make_dataset, predict_probs
+from rsic.features import image_side, load_images, make_dataset, predict_probs
 from rsic.sample import write_sample
 
 BEST_PREFIX = "best:"  # model.backbone=best:BENCH_DIR (see RsicTask.resolve_config)
@@ -47,6 +47,36 @@ def _say(line):
     say(f"rsic: {line}")
 
 
+LOSSES = ("crossentropy", "kl")
+
+
+def check_recipe(cfg):
+    """The training-recipe keys of a config (losses, crops, mixup, off_last_epochs) checked before
+    TensorFlow starts (ConfigError naming the key); returns `cfg`."""
+    from common.augment import TEST_CROPS, check_mixup
+
+    d, m = cfg["data"], cfg["model"]
+    if cfg["train"]["loss"] not in LOSSES:
+        raise ConfigError(f"config key 'train.loss' must be one of {', '.join(LOSSES)}, "
+                          f"got {cfg['train']['loss']!r}")
+    if d["image_size"] and int(d["image_size"]) < int(m["input_size"]):
+        raise ConfigError(f"config key 'data.image_size': {d['image_size']} is smaller than the "
+                          f"model's input model.input_size={m['input_size']} cropped out of it")
+    if d["test_crop"] not in TEST_CROPS:
+        raise ConfigError(f"config key 'data.test_crop' must be one of {', '.join(TEST_CROPS)}, "
+                          f"got {d['test_crop']!r}")
+    if int(d["augment"]["off_last_epochs"]) < 0:
+        raise ConfigError("config key 'data.augment.off_last_epochs' must be >= 0, got "
+                          f"{d['augment']['off_last_epochs']}")
+    check_mixup(d["augment"]["mixup"])
+    return cfg
+
+
+def soft_labels(cfg):
+    """Whether training takes one-hot (soft under mixup) labels: under mixup or the kl loss."""
+    return bool(cfg["data"]["augment"]["mixup"]["enabled"]) or cfg["train"]["loss"] == "kl"
+
+
 class RsicTask(Task):
     name = "rsic"
     defaults = DEFAULTS
@@ -63,7 +93,9 @@ class RsicTask(Task):
         self._folders = {}  # (root, skip_bad) -> ImageFolder, while a benchmark reuses one listing
 
     def resolve_config(self, cfg):
-        """`model.backbone: best:BENCH_DIR` -> the best of paper 4's candidates in that run."""
+        """`model.backbone: best:BENCH_DIR` -> the best of paper 4's candidates in that run; the
+        recipe keys checked (`check_recipe`)."""
+        check_recipe(cfg)
         backbone = str(cfg["model"]["backbone"])
         if backbone.startswith(BEST_PREFIX):
             from rsic.paper import PAPER4_BACKBONES, best_benchmarked
@@ -79,7 +111,8 @@ class RsicTask(Task):
         m = cfg["model"]
         alpha = f" alpha {m['alpha']:g}" if m["alpha"] != 1.0 else ""
         attention = " + attention" if m["attention"]["enabled"] else ""
-        return f"{m['backbone']}{alpha}{attention} {m['input_size']}px"
+        crop = f" (crops of {image_side(cfg)}px)" if image_side(cfg) != m["input_size"] else ""
+        return f"{m['backbone']}{alpha}{attention} {m['input_size']}px{crop}"
 
     # -- data --------------------------------------------------------------------------------
 
@@ -132,40 +165,70 @@ class RsicTask(Task):
 
     def check_teacher(self, cfg, teacher_cfg, teacher_run):
         size = int(teacher_cfg.get("model", {}).get("input_size", 0))
-        if size != int(cfg["model"]["input_size"]):
-            raise ConfigError(f"config key 'model.input_size': the student's "
-                              f"{cfg['model']['input_size']} differs from the teacher's {size} "
-                              f"({Path(teacher_run) / 'config.yaml'})")
+        image = int(teacher_cfg.get("data", {}).get("image_size", 0) or size)
+        for key, ours, theirs in (("model.input_size", cfg["model"]["input_size"], size),
+                                  ("data.image_size", image_side(cfg), image)):
+            if int(ours) != theirs:
+                raise ConfigError(f"config key '{key}': the student's {ours} differs from the "
+                                  f"teacher's {theirs} ({Path(teacher_run) / 'config.yaml'})")
 
     def datasets(self, cfg, data, split):
         d, t = cfg["data"], cfg["train"]
-        size, batch, train = int(cfg["model"]["input_size"]), int(t["batch_size"]), split["train"]
+        size, batch, train = image_side(cfg), int(t["batch_size"]), split["train"]
+        classes = len(data.class_names) if soft_labels(cfg) else 0
+        self._augment_switch = None
+        if d["augment"]["off_last_epochs"] > 0:
+            import tensorflow as tf
+
+            self._augment_switch = tf.Variable(1, dtype=tf.int32, trainable=False,
+                                               name="augment_switch")
 
         def dataset(items, **training):
             return make_dataset([data.files[i] for i in items], data.labels[items], image_size=size,
-                                batch_size=batch, cache=d["cache"], **training)
+                                batch_size=batch, cache=d["cache"], num_classes=classes, **training)
 
         train_ds = dataset(train, training=True, augment=d["augment"], seed=int(t["seed"]),
-                           shuffle_buffer=d["shuffle_buffer"])
-        steps = int(t["steps_per_epoch"]) or -(-len(train) // batch)
+                           shuffle_buffer=d["shuffle_buffer"], switch=self._augment_switch)
+        # rot90_all: an epoch is every training image in its four rotations
+        examples = len(train) * (4 if d["augment"]["rot90_all"] else 1)
+        steps = int(t["steps_per_epoch"]) or -(-examples // batch)
         return train_ds, dataset(split[self.selection_split(cfg)]), steps
 
     def build(self, cfg, data, split, run_dir):
         from rsic.models import build_model
 
-        model = build_model(cfg["model"], len(data.class_names))
+        model = build_model(cfg["model"], len(data.class_names), image_size=image_side(cfg),
+                            test_crop=cfg["data"]["test_crop"])
         return model, model
 
+    def register_layers(self):
+        import rsic.models  # noqa: F401  (common.augment.SquareCrop)
+
     def label_loss(self, cfg):
+        """Sparse cross-entropy on class ids; on one-hot or mixed labels (`soft_labels`) the
+        cross-entropy or the KL divergence to them (`train.loss`). "accuracy" then compares the
+        argmax of labels and outputs (Keras picks categorical accuracy for (B, C) labels)."""
         import tf_keras as keras
 
-        return keras.losses.SparseCategoricalCrossentropy()
+        if not soft_labels(cfg):
+            return keras.losses.SparseCategoricalCrossentropy()
+        if cfg["train"]["loss"] == "kl":
+            return keras.losses.KLDivergence()
+        return keras.losses.CategoricalCrossentropy()
+
+    def callbacks(self, cfg, data, split):
+        switch = getattr(self, "_augment_switch", None)
+        if switch is None:
+            return []
+        from common.augment import AugmentOff
+
+        return [AugmentOff(switch, cfg["train"]["epochs"], cfg["data"]["augment"]["off_last_epochs"])]
 
     # -- evaluation --------------------------------------------------------------------------
 
     def examples(self, cfg, data, items):
         items = np.asarray(items, np.int64)
-        size = int(cfg["model"]["input_size"])
+        size = image_side(cfg)
         return load_images([data.files[i] for i in items], size), data.labels[items]
 
     def metric(self, labels, outputs):
@@ -174,8 +237,8 @@ class RsicTask(Task):
     def evaluate(self, model, cfg, data, items):
         """accuracy, per_class_accuracy (recall of each class); the confusion matrix: `pictures`."""
         items = np.asarray(items, np.int64)
-        probs = predict_probs(model, [data.files[i] for i in items],
-                              int(cfg["model"]["input_size"]), int(cfg["train"]["batch_size"]))
+        probs = predict_probs(model, [data.files[i] for i in items], image_side(cfg),
+                              int(cfg["train"]["batch_size"]))
         metrics, matrix = classification_metrics(data.labels[items], probs, data.class_names)
         return {**metrics, "confusion_matrix": np.asarray(matrix).tolist()}
 
@@ -206,8 +269,7 @@ class RsicTask(Task):
         if run is None:
             raise ConfigError("predict: rsic needs the run directory (--run) for its labels.txt")
         files = D.collect_images(inputs, skip_bad=cfg["data"]["skip_bad"], log=_say)
-        probs = predict_probs(model, files, int(cfg["model"]["input_size"]),
-                              int(cfg["train"]["batch_size"]))
+        probs = predict_probs(model, files, image_side(cfg), int(cfg["train"]["batch_size"]))
         write_class_predictions(out, files, probs, read_labels(Path(run) / LABELS_FILE))
         return f"{len(files)} predictions -> {out}"
 

@@ -166,8 +166,8 @@ def test_packed_heads_unpack_exactly_and_the_loss_weighs_each_resolution():
 
 
 def test_loss_keys_and_augment_off_callback():
+    from common.augment import AugmentOff
     from common.errors import ConfigError
-    from landslide.models import AugmentOff
 
     loss = base_loss(paper1("full")["loss"])  # focal (no weighting) x 0.5 + -log IoU of both classes
     focal, iou = loss.losses
