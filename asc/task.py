@@ -335,6 +335,9 @@ class AscTask(Task):
             Command("complexity", "parameters, MACs and int8 bytes; exit code 1 when over the "
                     "DCASE limits",
                     _complexity_arguments, self._complexity, common_args=True),
+            # `summary`, as landslide and rsic name it: the same command.
+            Command("summary", "the same as complexity (parameters, MACs and int8 bytes)",
+                    _complexity_arguments, self._complexity, common_args=True),
             Command("paper2", "paper 2's table: teacher -> distilled student -> complexity -> int8 "
                               "-> OUT/paper2.md, paper2.json (resumable)",
                     paper.add_arguments, lambda args: paper.run(self, args))]

@@ -14,6 +14,8 @@ What is counted, per single-example inference (batch 1):
     - MultiHeadAttention: the Q, K, V and output projections, plus Q.K^T and attention.V
       (heads * Tq * Tk * key_dim and heads * Tq * Tk * value_dim), with T the number of
       positions over all attended axes.
+    - a layer with a `macs(input_shape)` method (a composite such as
+      common.layers.TriPlaneAttention): what that method returns.
   Biases, BatchNormalization, LayerNormalization, activations, pooling, resizing and elementwise
   layers (Add, Multiply, Concatenate) count 0 MACs: they are cheap, and BatchNormalization after a
   convolution is folded into it by the converter. A layer inside a wrapper (tfmot
@@ -63,6 +65,33 @@ def model_complexity(model):
         "macs_complete": len(known) == len(rows),
         "layers": rows,
     }
+
+
+def model_summary(model):
+    """What `python -m TASK summary` says of a model: `model_complexity` without the per-layer
+    rows, plus `input_shape` and `output_shape` (tuples without the batch axis; the first input and
+    output of a model with several)."""
+    c = model_complexity(model)
+
+    def first(shape):
+        shape = shape[0] if isinstance(shape, list) else shape
+        return tuple(shape[1:])
+
+    return {**{key: c[key] for key in ("params", "trainable_params", "macs", "macs_complete")},
+            "input_shape": first(model.input_shape), "output_shape": first(model.output_shape)}
+
+
+def summary_line(info, example="example"):
+    """One terminal line of a `model_summary` dict: parameters, MACs per `example`, shapes."""
+    macs = f"{info['macs'] / 1e9:.3f} GMACs per {example}" + ("" if info["macs_complete"] else
+                                                             " (some layers not counted)")
+    return (f"{info['params']:,} parameters ({info['trainable_params']:,} trainable), {macs}, "
+            f"input {shape_text(info['input_shape'])} -> output {shape_text(info['output_shape'])}")
+
+
+def shape_text(dims):
+    """(246, 246, 3) -> "246x246x3"."""
+    return "x".join(str(d) for d in dims)
 
 
 def _unique(weights):
@@ -138,7 +167,8 @@ def _prod(dims):
 
 def _layer_macs(layer, node):
     kind = layer.__class__.__name__
-    if kind not in _COUNTERS:
+    own = getattr(layer, "macs", None)  # a composite layer that counts itself (TriPlaneAttention)
+    if kind not in _COUNTERS and not callable(own):
         return 0
     try:
         inputs, output = _shapes(node, layer)
@@ -146,6 +176,8 @@ def _layer_macs(layer, node):
         return None
     if any(d is None for shape in inputs for d in shape) or any(d is None for d in output):
         return None
+    if kind not in _COUNTERS:
+        return int(own(inputs[0]))
     return int(_COUNTERS[kind](layer, inputs, output, node))
 
 

@@ -1,7 +1,7 @@
 """Shared building blocks: a residual convolution block, self-attention over 2-D feature maps,
-squeeze-excitation and the tri-plane attention of papers 1 and 4.
+squeeze-excitation, CBAM and the tri-plane attention of papers 1 and 4.
 
-Both builders are functional: they take a Keras tensor and return one, made of standard Keras
+The builders are functional: they take a Keras tensor and return one, made of standard Keras
 layers (Conv2D, BatchNormalization, Activation, Add, Reshape, MultiHeadAttention,
 LayerNormalization) so that tensorflow-model-optimization can quantize the convolutions. Every
 layer they create is named after the block's `name`, so a model summary stays readable.
@@ -265,17 +265,23 @@ def squeeze_excitation(x, ratio=0.5, hidden_activation="selu", name=None):
 
 @keras.saving.register_keras_serializable(package="common")
 class TriPlaneAttention(keras.layers.Layer):
-    """Tri-plane attention: self-attention on the three mean-pooled planes of a feature map.
+    """Tri-plane attention: self-attention on the three pooled planes of a feature map.
 
     The form of papers 1 and 4 (Le, Pham et al.; arXiv 2312.16717, 2211.02820). A map (B, H, W, C)
-    is averaged over channels to an H x W plane (H tokens of W values), over width to H x C (H
+    is pooled over channels to an H x W plane (H tokens of W values), over width to H x C (H
     tokens of C) and over height to W x C (W tokens of C); each plane goes through its own
     multi-head self-attention (output as wide as its tokens) and a sigmoid, and scales the map by
-    broadcasting; the output is the mean of the three scaled maps.
+    broadcasting; the output is the mean of the three scaled maps. Pooling is the mean (paper 1)
+    or the mean plus the max (paper 4: the two pooled planes are added, not stacked, so the
+    attention sizes and the parameter count are the same).
+
+    Parameters: per plane 4 * num_heads * key_dim * d + 3 * num_heads * key_dim + d, with d the
+    token width (W for the channel plane, C for the other two).
 
     Args:
         num_heads: int, attention heads of each plane. Defaults to `6` (paper 1).
         key_dim: int, size of each head's query and key. Defaults to `12` (paper 1).
+        pooling: "mean" or "mean_max", how each plane is pooled. Defaults to `"mean"` (paper 1).
         **kwargs: other `keras.layers.Layer` arguments (`name`, `dtype`).
 
     Example:
@@ -285,10 +291,13 @@ class TriPlaneAttention(keras.layers.Layer):
     """
 
     PLANES = ("channels", "width", "height")
+    POOLINGS = ("mean", "mean_max")
 
-    def __init__(self, num_heads=6, key_dim=12, **kwargs):
+    def __init__(self, num_heads=6, key_dim=12, pooling="mean", **kwargs):
         super().__init__(**kwargs)
-        self.num_heads, self.key_dim = int(num_heads), int(key_dim)
+        if pooling not in self.POOLINGS:
+            raise ValueError(f"TriPlaneAttention: pooling must be one of {self.POOLINGS}, got {pooling!r}")
+        self.num_heads, self.key_dim, self.pooling = int(num_heads), int(key_dim), pooling
         # The sublayers follow this layer's dtype policy (a float32 copy of a mixed-precision
         # model rebuilds them float32 too).
         self.attention = {plane: keras.layers.MultiHeadAttention(
@@ -309,15 +318,90 @@ class TriPlaneAttention(keras.layers.Layer):
 
     def call(self, x):
         x = tf.cast(x, self.compute_dtype)  # under mixed precision the gates are in it too
-        planes = {"channels": tf.reduce_mean(x, axis=-1), "width": tf.reduce_mean(x, axis=2),
-                  "height": tf.reduce_mean(x, axis=1)}
+        planes = {plane: self._pool(x, axis) for plane, axis in zip(self.PLANES, (-1, 2, 1))}
         gates = {plane: tf.cast(tf.sigmoid(self.attention[plane](tokens, tokens)), x.dtype)
                  for plane, tokens in planes.items()}
         return (x * gates["channels"][..., None] + x * gates["width"][:, :, None, :]
                 + x * gates["height"][:, None, :, :]) / 3.0
 
+    def _pool(self, x, axis):
+        if self.pooling == "mean":
+            return tf.reduce_mean(x, axis=axis)
+        return tf.reduce_mean(x, axis=axis) + tf.reduce_max(x, axis=axis)
+
+    def macs(self, input_shape):
+        """Multiply-accumulates of one example (common.complexity): each plane's attention, Q, K,
+        V and output projections plus the two (tokens x tokens) products; the pooling and the
+        gating count 0, as elementwise layers do there."""
+        height, width, channels = (int(d) for d in input_shape[-3:])
+        inner = self.num_heads * self.key_dim
+        total = 0
+        for tokens, dim in ((height, width), (height, channels), (width, channels)):
+            total += 4 * tokens * dim * inner + 2 * tokens * tokens * inner
+        return total
+
     def compute_output_shape(self, input_shape):
         return input_shape
 
     def get_config(self):
-        return {**super().get_config(), "num_heads": self.num_heads, "key_dim": self.key_dim}
+        return {**super().get_config(), "num_heads": self.num_heads, "key_dim": self.key_dim,
+                "pooling": self.pooling}
+
+
+@keras.saving.register_keras_serializable(package="common")
+class ChannelMeanMax(keras.layers.Layer):
+    """The mean and the max of a map over its channels, stacked: (B, H, W, C) -> (B, H, W, 2).
+
+    CBAM's spatial descriptor (https://arxiv.org/abs/1807.06521). No weights.
+
+    Example:
+    ```python
+    y = ChannelMeanMax()(keras.Input((8, 8, 16)))   # (batch, 8, 8, 2)
+    ```
+    """
+
+    def call(self, x):
+        return tf.concat([tf.reduce_mean(x, axis=-1, keepdims=True),
+                          tf.reduce_max(x, axis=-1, keepdims=True)], axis=-1)
+
+    def compute_output_shape(self, input_shape):
+        return (*tuple(input_shape)[:-1], 2)
+
+
+def cbam_block(x, ratio=0.125, kernel_size=7, name=None):
+    """CBAM (Woo et al., https://arxiv.org/abs/1807.06521): channel, then spatial attention.
+
+    Channel: the map's global average and global max (1 x 1 x C each) through one shared MLP
+    (dense `C * ratio` ReLU -> dense C), added, sigmoid, channels scaled. Spatial: the mean and
+    max over channels (H x W x 2) -> a `kernel_size` convolution to one sigmoid plane that scales
+    every position. Parameters: 2 * C * hidden + hidden + C + 2 * kernel_size^2 + 1.
+
+    Args:
+        x: Keras tensor of shape (batch, H, W, C) with a static C.
+        ratio: float, width of the MLP's hidden layer as a fraction of C. Defaults to `0.125`
+            (reduction 8).
+        kernel_size: int, side of the spatial convolution. Defaults to `7` (the CBAM paper).
+        name: str or None, prefix of the block's layers. Defaults to a unique `cbam_N`.
+
+    Returns:
+        Keras tensor of the shape of `x`.
+
+    Example:
+    ```python
+    y = cbam_block(keras.Input((16, 16, 64)), name="b5_cbam")   # (batch, 16, 16, 64)
+    ```
+    """
+    name = _block_name(name, "cbam")
+    channels = int(x.shape[-1])
+    layers = keras.layers
+    hidden = layers.Dense(max(1, int(channels * ratio)), activation="relu", name=f"{name}_reduce")
+    expand = layers.Dense(channels, name=f"{name}_expand")
+    mean = layers.GlobalAveragePooling2D(keepdims=True, name=f"{name}_avg")(x)
+    peak = layers.GlobalMaxPooling2D(keepdims=True, name=f"{name}_max")(x)
+    gate = layers.Add(name=f"{name}_channel_sum")([expand(hidden(mean)), expand(hidden(peak))])
+    gate = layers.Activation("sigmoid", name=f"{name}_channel_gate")(gate)
+    x = layers.Multiply(name=f"{name}_channel_scale")([x, gate])
+    plane = ChannelMeanMax(name=f"{name}_pool")(x)
+    plane = layers.Conv2D(1, kernel_size, padding="same", activation="sigmoid",
+                          name=f"{name}_spatial_gate")(plane)
+    return layers.Multiply(name=f"{name}_spatial_scale")([x, plane])

@@ -86,15 +86,16 @@ def tiny_rung_config(rung):
 
 def model_summary(cfg):
     """Parameters and MACs of a config's models (normalisation statistics do not change them)."""
-    from common.complexity import model_complexity
+    from common.complexity import model_summary as summary
     from landslide.features import num_channels
     from landslide.models import build_models
 
     channels = num_channels(cfg["features"])
     training, inference = build_models(cfg, [0.0] * channels, [1.0] * channels)
-    complexity = model_complexity(inference)
-    return {"params": training.count_params(), "inference_params": complexity["params"],
-            "macs": complexity["macs"], "channels": channels, "outputs": training.output_shape[-1]}
+    info = summary(inference)
+    return {"params": training.count_params(), "inference_params": info["params"],
+            "macs": info["macs"], "channels": channels, "outputs": training.output_shape[-1],
+            "input_shape": info["input_shape"], "output_shape": info["output_shape"]}
 
 
 class LandslideTask(Task):
@@ -391,8 +392,11 @@ class LandslideTask(Task):
             f"{stats['nan_values']} NaN values replaced")
 
     def _summary(self, args):
+        from common.complexity import shape_text
+
         cfg = load_task_config(self, args.config, args.overrides, announce=True)
         info, size = model_summary(cfg), cfg["data"]["patch_size"]
         say(f"landslide: {args.config or self.train_config}: {info['params']:,} parameters, "
             f"{info['macs'] / 1e9:.2f} GMACs per {size}x{size} patch, {info['channels']} input "
-            f"channels (14 bands + engineered), {info['outputs']} output head(s)")
+            f"channels (14 bands + engineered), {info['outputs']} output head(s); inference "
+            f"model input {shape_text(info['input_shape'])} -> output {shape_text(info['output_shape'])}")

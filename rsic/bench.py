@@ -7,6 +7,8 @@ accuracy rows of `python -m rsic demo` (and of a short training on NWPU-RESISC45
 `real_data`); paper 4's rows (`paper4_rows`): each compact candidate beside the attention model on
 it, int8 at 224x224 timed in alternation, and both trained from scratch on 5 classes x 40 images.
 `quick=True`: the tiny model only (64x64, 2 epochs, PTQ); paper 4 for MobileNetV2 alpha 0.35 at 64.
+`paper4_network_row` (not in `make bench`; `python -m benchmarks.paper4_network`): the authors'
+tri-plane network at 246 px beside its backbone and the token form, int8 size and latency.
 """
 
 import logging
@@ -25,7 +27,7 @@ MODELS = {
     "tiny": "MobileNetV2 alpha 0.35, 64px (tiny.yaml)",
     "mobilenetv2": "MobileNetV2 (paper 3, mobilenetv2.yaml)",
     "efficientnetb0": "EfficientNetB0 (paper 3, efficientnetb0.yaml)",
-    "attention": "MobileNetV2 + multi-level attention (paper 4, attention.yaml)",
+    "attention": "MobileNetV2 + multi-level token attention (paper 4, attention_tokens.yaml)",
 }
 PAPER4_BACKBONES = ("MobileNet", "MobileNetV2", "NASNetMobile", "EfficientNetB0")
 SMALL = 64  # the small sample's image side (5 classes x 40 images): quick runs, paper 4's accuracy
@@ -46,10 +48,11 @@ def small_sample(work=WORK):
 
 
 def _paper4_configs(backbone, size, overrides=()):
-    """attention.yaml on `backbone` at `size` px: {"backbone": without attention, "attention"}."""
+    """attention_tokens.yaml on `backbone` at `size` px: {"backbone": without attention,
+    "attention"}."""
     common = [f"model.backbone={backbone}", f"model.input_size={size}", *overrides]
-    return {"backbone": _config("attention", [*common, "model.attention.enabled=false"]),
-            "attention": _config("attention", common)}
+    return {"backbone": _config("attention_tokens", [*common, "model.attention.enabled=false"]),
+            "attention": _config("attention_tokens", common)}
 
 
 def speed_row(name, folder, quick=False):
@@ -57,9 +60,10 @@ def speed_row(name, folder, quick=False):
     from rsic.features import load_images, make_dataset
     from rsic.models import build_model
 
-    # The attention row stays on MobileNetV2 (attention.yaml now defaults to EfficientNetB0), so
-    # that it compares with the committed results and the MobileNetV2 row.
-    cfg = _config(name, ["model.backbone=MobileNetV2"] if name == "attention" else [])
+    # The attention row is the token form on MobileNetV2 (attention_tokens.yaml defaults to
+    # EfficientNetB0), so that it compares with the committed results and the MobileNetV2 row.
+    cfg = (_config("attention_tokens", ["model.backbone=MobileNetV2"]) if name == "attention"
+           else _config(name))
     size = int(cfg["model"]["input_size"])
     classes = len(folder.class_names)
     batch = min(int(cfg["train"]["batch_size"]), 16)
@@ -200,6 +204,50 @@ def paper4_rows(quick=False, backbones=PAPER4_BACKBONES, epochs=6, work=WORK, lo
             **{f"{kind}_accuracy": accuracy[kind] for kind in PAPER4_KINDS},
         })
     return rows
+
+
+PAPER4_NETWORK_KINDS = ("backbone", "triplane", "tokens")
+
+
+def paper4_network_row(work=WORK, size=246, rounds=7, log=log.info):
+    """Paper 4's network as its authors built it (attention.yaml: tri-plane attention on
+    EfficientNetB0's blocks 5-7) beside its backbone alone (EfficientNetB0 + the same head) and
+    beside our token form (attention_tokens.yaml on EfficientNetB0), untrained, at `size` px with
+    45 classes: one row (kind "paper4_network") with, per KIND of PAPER4_NETWORK_KINDS,
+    KIND_params, KIND_macs, KIND_int8_bytes (PTQ), KIND_float_ops (ops LiteRT runs in float) and
+    KIND_int8_ms (batch 1, 2 threads, `_interleaved_latency_ms`), plus the latency ratios to the
+    backbone. Untrained: the sizes and times are those of the trained models (same graph), the
+    Keras/int8 agreement is not measured here (tests/rsic/test_export.py does it on sample data)."""
+    import numpy as np
+
+    from common.complexity import model_complexity
+    from common.train import set_seed
+    from rsic.models import build_model
+
+    common = [f"model.input_size={size}", "model.backbone=EfficientNetB0"]
+    cfgs = {"backbone": _config("attention", [*common, "model.attention.enabled=false"]),
+            "triplane": _config("attention", common),
+            "tokens": _config("attention_tokens", common)}
+    calibration = np.random.default_rng(0).uniform(0, 255, (16, size, size, 3)).astype(np.float32)
+    row, paths = {"kind": "paper4_network", "task": "rsic",
+                  "input": f"{size}x{size}x3, {NUM_CLASSES} classes"}, {}
+    for kind, cfg in cfgs.items():
+        log(f"bench paper4 network {kind}: int8 export (PTQ) at {size}")
+        set_seed(0)
+        model = build_model(cfg["model"], NUM_CLASSES)
+        report = harness.int8_export(model, calibration, Path(work) / "paper4_network" / kind / "model_int8.tflite",
+                                     heldout=calibration[:4], size_budget_mb=SIZE_BUDGET_MB)
+        paths[kind] = report["path"]
+        row.update({f"{kind}_params": model.count_params(), f"{kind}_macs": model_complexity(model)["macs"],
+                    f"{kind}_int8_bytes": report["tflite_bytes"], f"{kind}_float_ops": report["float_ops"]})
+    latency = _interleaved_latency_ms(paths, calibration[:1], rounds=rounds)
+    for kind in PAPER4_NETWORK_KINDS:
+        row[f"{kind}_int8_ms"] = latency[kind]
+        row[f"{kind}_latency_ratio"] = latency[kind]["median"] / latency["backbone"]["median"]
+    row["attention"] = {kind: {key: cfgs[kind]["model"]["attention"][key] for key in
+                               ("form", "layers", "num_heads", "key_dim", "channels", "pooling", "fusion")}
+                        for kind in ("triplane", "tokens")}
+    return row
 
 
 def run(quick=False, real_data=None):

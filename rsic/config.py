@@ -57,10 +57,26 @@ DEFAULTS = {
         # kernels and biases: the papers' code)
         "head_init": "glorot",
         "bn_momentum": 0.0,  # > 0: override every BatchNormalization momentum (short runs)
+        # Paper 3's cut students: the backbone up to this Keras layer (EfficientNetB0 -6B:
+        # block6d_add, -5B: block5c_add, -4B: block4c_add, -3B: block3b_add), then the same head
+        "cut_after": "",
         "attention": {  # paper 4: attention over several mid-level feature maps
             "enabled": False,
-            "layers": [],  # [] = the registry's stride 8, 16, 32 layers of the backbone
-            "reduce_channels": 128,  # 1x1 convolution before attention; 0 = none
+            # tokens: self-attention over the positions of each map (the fast edge form below);
+            # triplane: paper 4's network (tri-plane gating, rsic.models); se, cbam: its Table 2 rows
+            "form": "tokens",
+            # [] = tokens: the registry's stride 8, 16, 32 layers; triplane, se, cbam: paper 4's
+            # blocks 5, 6, 7 on EfficientNet (rsic.models.PAPER4_LAYERS), else the stride 8-32 ones
+            "layers": [],
+            # triplane, se, cbam: every map brought to the last map's grid and to `channels` (a
+            # kernel = stride = size-ratio convolution; 1x1 at the same size), as the authors did
+            "channels": 1280,
+            "pooling": "mean_max",  # triplane: mean | mean_max (mean + max, paper 4)
+            "fusion": "sum",  # triplane, se, cbam: the pooled maps summed (paper 4) or concat
+            "se_ratio": 0.5,  # se: hidden width / channels
+            "cbam_ratio": 0.125,  # cbam: hidden width / channels (reduction 8)
+            "reduce_channels": 128,  # tokens: 1x1 convolution before attention; 0 = none
+            # heads x key size (tokens and triplane; paper 4's published count needs 32 x 4)
             "num_heads": 4,
             "key_dim": 32,
             "position_embedding": True,

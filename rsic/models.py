@@ -2,8 +2,16 @@
 
 Paper 3 (arXiv 2302.13028): backbone without top -> global average pooling -> Dense(512, relu,
 "embedding") -> Dense(classes, "logits") -> softmax ("probs").
-Paper 4 (arXiv 2211.02820): three feature maps of the backbone (strides 8, 16, 32), each through an
-optional 1x1 convolution and `common.layers.attention_block`, pooled, concatenated -> the same head.
+Paper 4 (arXiv 2211.02820), `model.attention.form`:
+- triplane (the authors' network): EfficientNetB0's blocks 5, 6 and 7 (`block5c_add`,
+  `block6d_add`, `top_activation`), each brought to the last map's grid and 1280 channels (2x2
+  stride-2 convolution; 1x1; none), `common.layers.TriPlaneAttention` (mean + max pooling, 32
+  heads x key size 4), global average pooled, summed -> the same head: 9,505,896 parameters at
+  246 px and 45 classes.
+- se, cbam: the same maps and alignment with squeeze-excitation or CBAM instead (its Table 2).
+- tokens (our fast edge form): three maps (strides 8, 16, 32), each through an optional 1x1
+  convolution and `common.layers.attention_block`, pooled, concatenated -> the same head.
+Paper 3's cut students (`model.cut_after`): the backbone up to a named layer, then the head.
 
 Every model takes raw RGB, float in [0, 255], of shape (S, S, 3): the backbone's preprocessing is
 its first layer, so the exported TFLite model takes the same raw input. The backbone is built on
@@ -21,8 +29,14 @@ import numpy as np
 import tf_keras as keras
 
 from common.augment import SquareCrop
-from common.errors import ConfigError, DataError
-from common.layers import ATTENTION_NORMS, attention_block
+from common.errors import ConfigError, DataError, did_you_mean
+from common.layers import (
+    ATTENTION_NORMS,
+    TriPlaneAttention,
+    attention_block,
+    cbam_block,
+    squeeze_excitation,
+)
 
 # ImageNet statistics of the "torch" and "caffe" preprocessing modes (RGB order).
 _IMAGENET_MEAN = np.array([0.485, 0.456, 0.406])
@@ -112,6 +126,13 @@ IMAGENET_WEIGHTS = {
 
 HEAD_INITS = ("glorot", "truncated_normal")
 
+# Paper 4's feature maps (blocks 5, 6, 7) of the backbones it names; `form: triplane | se | cbam`
+# takes a backbone's stride 8, 16, 32 maps (`Backbone.feature_layers`) when it is not listed here.
+PAPER4_LAYERS = {"EfficientNetB0": ("block5c_add", "block6d_add", "top_activation"),
+                 "EfficientNetB7": ("block5j_add", "block6m_add", "top_activation")}
+ATTENTION_FORMS = ("tokens", "triplane", "se", "cbam")
+FUSIONS = ("sum", "concat")
+
 
 def get_backbone(name):
     """The registry entry of `name` (case-insensitive); ConfigError listing the choices."""
@@ -147,6 +168,13 @@ def build_model(model_cfg, num_classes, *, image_size=0, test_crop="center"):
                           f"not {spec.name}")
     if weights not in (None, "none", "imagenet"):
         raise ConfigError(f"config key 'model.weights' must be null or imagenet, got {weights!r}")
+    cut_after = model_cfg.get("cut_after") or ""
+    if cut_after and attention["enabled"]:
+        raise ConfigError("config key 'model.cut_after': a cut backbone takes the plain head; "
+                          "set model.attention.enabled=false")
+    form = attention.get("form", "tokens") if attention["enabled"] else ""
+    if form and form != "tokens":
+        _check_gated_keys(attention, form)
 
     layers = keras.layers
     # `image_size` > `size` (data.image_size): the model crops its input out of larger images
@@ -159,10 +187,13 @@ def build_model(model_cfg, num_classes, *, image_size=0, test_crop="center"):
         **({"alpha": alpha} if spec.has_alpha else {}))
     if weights == "imagenet":
         load_imagenet_weights(backbone, spec, model_cfg, alpha, size)
-    if attention["enabled"]:
+    if form == "tokens":
         x = _attention_features(backbone, spec, attention, size)
+    elif form:
+        x = _gated_features(backbone, spec, attention, form)
     else:
-        x = layers.GlobalAveragePooling2D(name="pool")(backbone.output)
+        end = _layer_output(backbone, spec, cut_after, "model.cut_after") if cut_after else backbone.output
+        x = layers.GlobalAveragePooling2D(name="pool")(end)
     dropout = model_cfg["dropout"]
     if dropout > 0:
         x = layers.Dropout(dropout, name="head_dropout")(x)
@@ -172,7 +203,7 @@ def build_model(model_cfg, num_classes, *, image_size=0, test_crop="center"):
         x = layers.Dropout(dropout, name="embedding_dropout")(x)
     probs = layers.Activation("softmax", dtype="float32", name="probs")(
         layers.Dense(num_classes, name="logits", **_head_dense_options(model_cfg))(x))
-    suffix = "_attention" if attention["enabled"] else ""
+    suffix = f"_{form}" if form else f"_to_{cut_after}" if cut_after else ""
     model = keras.Model(inputs, probs, name=f"rsic_{spec.name.lower()}{suffix}")
     if model_cfg.get("bn_momentum"):
         # Moving averages of momentum 0.99-0.999 lag far behind in a short run from scratch, so
@@ -244,11 +275,7 @@ def _attention_features(backbone, spec, attention, size):
 
     pooled = []
     for index, layer_name in enumerate(names):
-        try:
-            x = backbone.get_layer(layer_name).output
-        except ValueError:
-            raise ConfigError(f"config key 'model.attention.layers': {spec.name} has no layer "
-                              f"{layer_name!r}") from None
+        x = _layer_output(backbone, spec, layer_name, "model.attention.layers")
         if attention["reduce_channels"] > 0:
             x = layers.Conv2D(attention["reduce_channels"], 1, use_bias=False,
                               name=f"att{index}_reduce")(x)
@@ -261,6 +288,130 @@ def _attention_features(backbone, spec, attention, size):
                             query_size=grid(attention["query_stride"]), norm=attention["norm"])
         pooled.append(layers.GlobalAveragePooling2D(name=f"att{index}_pool")(x))
     return layers.Concatenate(name="att_concat")(pooled) if len(pooled) > 1 else pooled[0]
+
+
+def _layer_output(backbone, spec, layer_name, key):
+    """The output tensor of the backbone's layer `layer_name`; a ConfigError naming `key` with
+    the closest names and a few of the block ends when there is no such layer."""
+    try:
+        return backbone.get_layer(layer_name).output
+    except ValueError:
+        names = [layer.name for layer in backbone.layers]
+        # Block ends (residual adds, ResNet's *_out) and the last layer, a handful spread evenly.
+        ends = [name for name in names[:-1] if name.endswith(("_add", "_out"))] + names[-1:]
+        examples = ", ".join(ends[::max(1, len(ends) // 6)][:6] + ends[-1:])
+        raise ConfigError(f"config key '{key}': {spec.name} has no layer {layer_name!r}"
+                          f"{did_you_mean(layer_name, names)}; for example {examples}") from None
+
+
+def _check_gated_keys(attention, form):
+    """ConfigError naming the first bad `model.attention` key of the forms triplane, se, cbam
+    (checked before the backbone is built)."""
+    if form not in ATTENTION_FORMS:
+        raise ConfigError(f"config key 'model.attention.form': expected one of "
+                          f"{', '.join(ATTENTION_FORMS)}, got {form!r}")
+    for key in ("num_heads", "key_dim", "channels"):
+        value = attention[key]
+        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+            raise ConfigError(f"config key 'model.attention.{key}': expected an integer >= 1, "
+                              f"got {value!r}")
+    for key, choices in (("pooling", TriPlaneAttention.POOLINGS), ("fusion", FUSIONS)):
+        if attention[key] not in choices:
+            raise ConfigError(f"config key 'model.attention.{key}': expected one of "
+                              f"{', '.join(choices)}, got {attention[key]!r}")
+    ratio_key = {"se": "se_ratio", "cbam": "cbam_ratio"}.get(form)
+    if ratio_key and not 0 < float(attention[ratio_key]) <= 1:
+        raise ConfigError(f"config key 'model.attention.{ratio_key}': expected a fraction in "
+                          f"(0, 1], got {attention[ratio_key]!r}")
+
+
+def _alignment(names, shapes, channels):
+    """How each map is brought to the last map's grid and `channels`, as the authors did: a map r
+    times the last one's side (r = side / last side, rounded) goes through a Conv2D with kernel =
+    stride = r, "valid" (EfficientNetB0 at 246 px: 16 -> 8 by 2x2 stride 2, 31 -> 7 by 4x4
+    stride 4); one of the last one's side through a 1x1 Conv2D unless it already has `channels`.
+
+    Args: names: the maps' layer names; shapes: their (H, W, C); channels: int.
+    Returns: per map (kernel or 0 for none, aligned (H, W, channels)).
+    """
+    last = int(shapes[-1][0])
+    plan = []
+    for name, (height, width, depth) in zip(names, shapes):
+        if height < last:
+            raise ConfigError(f"config key 'model.attention.layers': {name!r} ({height}x{width}) "
+                              f"is smaller than the last map {names[-1]!r} ({last}x{last}); list "
+                              f"the maps from the largest to the smallest")
+        ratio = max(1, round(height / last))
+        if ratio == 1 and depth == channels:
+            plan.append((0, (height, width, depth)))
+        else:
+            plan.append((ratio, ((height - ratio) // ratio + 1, (width - ratio) // ratio + 1,
+                                 channels)))
+    return plan
+
+
+def gated_parameter_count(map_shapes, attention, embedding_dim, num_classes):
+    """Parameters of everything the forms triplane, se and cbam add after the backbone, from the
+    backbone maps' shapes alone (no model built): alignment convolutions, the gates, the head.
+
+    Args:
+        map_shapes: (H, W, C) of each map of `attention.layers`, largest first (EfficientNetB0 at
+            246 px: blocks 5, 6, 7 = (16, 16, 112), (8, 8, 192), (8, 8, 1280)).
+        attention: a `model.attention` section (form, channels, num_heads, key_dim, fusion,
+            se_ratio, cbam_ratio). embedding_dim, num_classes: the head's widths.
+    Returns:
+        int; plus the backbone's own count (EfficientNetB0 no-top: 4,049,571) = the model's.
+    """
+    form, channels = attention["form"], int(attention["channels"])
+    _check_gated_keys(attention, form)
+    inner = int(attention["num_heads"]) * int(attention["key_dim"])
+    plan = _alignment([f"map {i}" for i in range(len(map_shapes))], map_shapes, channels)
+    total = 0
+    for (kernel, (_, width, depth)), (_, _, source) in zip(plan, map_shapes):
+        if kernel:
+            total += kernel * kernel * source * depth + depth
+        if form == "triplane":  # per plane: Q, K, V (+ biases) and the output projection
+            total += sum(4 * d * inner + 3 * inner + d for d in (width, depth, depth))
+        else:
+            ratio = float(attention["se_ratio" if form == "se" else "cbam_ratio"])
+            hidden = max(1, int(depth * ratio))
+            total += depth * hidden + hidden + hidden * depth + depth
+            total += 2 * 7 * 7 + 1 if form == "cbam" else 0
+    pooled = channels * (len(map_shapes) if attention["fusion"] == "concat" else 1)
+    return total + pooled * embedding_dim + embedding_dim + embedding_dim * num_classes + num_classes
+
+
+def _gated_features(backbone, spec, attention, form):
+    """Paper 4's network (`form` triplane) and its Table 2 rows (se, cbam): the maps of
+    `attention.layers`, each aligned to the last map's grid and `attention.channels`
+    (`_alignment`), gated, global average pooled, then summed (or concatenated:
+    `attention.fusion`). Returns the (B, channels) tensor (B, channels x maps under concat)."""
+    layers = keras.layers
+    names = list(attention["layers"] or PAPER4_LAYERS.get(spec.name, spec.feature_layers))
+    if not names:
+        raise ConfigError(f"config key 'model.attention.layers': no default feature layers for "
+                          f"{spec.name}; name them (Keras layer names)")
+    maps = [_layer_output(backbone, spec, name, "model.attention.layers") for name in names]
+    plan = _alignment(names, [tuple(int(d) for d in x.shape[1:]) for x in maps],
+                      int(attention["channels"]))
+    pooled = []
+    for index, (x, (kernel, _)) in enumerate(zip(maps, plan)):
+        if kernel:
+            x = layers.Conv2D(int(attention["channels"]), kernel, strides=kernel,
+                              name=f"att{index}_align")(x)
+        if form == "triplane":
+            x = TriPlaneAttention(attention["num_heads"], attention["key_dim"],
+                                  pooling=attention["pooling"], name=f"att{index}_triplane")(x)
+        elif form == "se":
+            x = squeeze_excitation(x, ratio=float(attention["se_ratio"]), name=f"att{index}_se")
+        else:
+            x = cbam_block(x, ratio=float(attention["cbam_ratio"]), name=f"att{index}_cbam")
+        pooled.append(layers.GlobalAveragePooling2D(name=f"att{index}_pool")(x))
+    if len(pooled) == 1:
+        return pooled[0]
+    if attention["fusion"] == "sum":
+        return layers.Add(name="att_sum")(pooled)
+    return layers.Concatenate(name="att_concat")(pooled)
 
 
 def imagenet_weights_origin(spec, alpha=1.0, size=224):

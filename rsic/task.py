@@ -110,9 +110,11 @@ class RsicTask(Task):
     def describe(self, cfg):
         m = cfg["model"]
         alpha = f" alpha {m['alpha']:g}" if m["alpha"] != 1.0 else ""
-        attention = " + attention" if m["attention"]["enabled"] else ""
+        att = m["attention"]
+        attention = f" + {att.get('form', 'tokens')} attention" if att["enabled"] else ""
+        cut = f" cut after {m['cut_after']}" if m.get("cut_after") else ""
         crop = f" (crops of {image_side(cfg)}px)" if image_side(cfg) != m["input_size"] else ""
-        return f"{m['backbone']}{alpha}{attention} {m['input_size']}px{crop}"
+        return f"{m['backbone']}{alpha}{cut}{attention} {m['input_size']}px{crop}"
 
     # -- data --------------------------------------------------------------------------------
 
@@ -346,7 +348,15 @@ class RsicTask(Task):
                                 help="train and export again over finished runs")
             _skip_bad(parser)
 
-        return [Command("benchmark", "train, evaluate and export a list of backbones -> "
+        def summary_arguments(parser):
+            parser.add_argument("--classes", type=int, default=downloads.NUM_CLASSES,
+                                help=f"classes of the output layer (default "
+                                     f"{downloads.NUM_CLASSES}, NWPU-RESISC45's)")
+
+        return [Command("summary", "parameters, MACs, input and output shape of a config's model "
+                                   "(built without downloading weights)", summary_arguments,
+                        self._summary, common_args=True),
+                Command("benchmark", "train, evaluate and export a list of backbones -> "
                                      "OUT/benchmark.json/.md", arguments, self._benchmark,
                         common_args=True),
                 Command("paper3", "paper 3's table: benchmark -> best run(s) as teacher(s) -> "
@@ -359,6 +369,19 @@ class RsicTask(Task):
                                   "(resumable)",
                         lambda parser: paper.add_arguments(parser, 4),
                         lambda args: paper.run_paper4(self, args))]
+
+    def _summary(self, args):
+        from common.complexity import model_summary, summary_line
+        from rsic.models import build_model
+
+        if args.classes < 2:
+            raise ConfigError(f"--classes: a classifier needs at least 2 classes, got {args.classes}")
+        # Weights do not change the counts: never download them (the last --set wins).
+        cfg = load_task_config(self, args.config, [*args.overrides, "model.weights=null"],
+                               announce=True)
+        info = model_summary(build_model(cfg["model"], args.classes))
+        say(f"rsic: {args.config or self.train_config}: {self.describe(cfg)}: "
+            f"{summary_line(info, 'image')}")
 
     def _benchmark(self, args):
         from rsic.paper import run_benchmark

@@ -21,6 +21,7 @@ def test_student_config_is_within_the_dcase_limits(capsys):
     code, out, _ = run_in_process(AscTask(), ["complexity", "--config", "student.yaml"], capsys)
     assert code == 0 and "parameters: 79,422 (limit 128,000)" in out and "within the DCASE" in out
     assert run_in_process(AscTask(), ["complexity"])[0] == 0  # student.yaml is the default
+    assert run_in_process(AscTask(), ["summary", "--config", "student.yaml"], capsys)[:2] == (0, out)  # an alias
 
 
 def test_a_large_model_fails_the_complexity_check(capsys):

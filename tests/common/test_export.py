@@ -359,3 +359,28 @@ def test_qat_efficientnet_layers(tmp_path):
     assert report["quantization"] == "qat" or report["fallback_reason"], report
     assert report["float_ops"] == []
     assert report["agreement"] >= 0.9 and report["max_abs_diff"] < 0.1, report
+
+
+def test_triplane_and_cbam_run_in_int8(tmp_path):
+    """Paper 4's gates in int8 LiteRT: TriPlaneAttention with mean + max pooling (REDUCE_MAX,
+    MEAN, batch matmuls of its attention) and CBAM (channel max/mean, shared MLP, 7x7 gate) convert
+    with every op int8 and agree with Keras. The bounds are the other exports' here (agreement
+    0.9 of argmaxes, probabilities within 0.2): int8 rounding, not a float difference between CPUs,
+    sets them."""
+    from common.layers import TriPlaneAttention, cbam_block
+
+    _seed(2)
+    rng = np.random.default_rng(2)
+    small = rng.uniform(0, 255, (96, 2, 2, 3))
+    x = np.repeat(np.repeat(small, 4, axis=1), 4, axis=2).astype(np.float32)  # smooth 8x8 scenes
+    y = x.mean(axis=(1, 2)).argmax(axis=1)  # the dominant colour: learnable
+    inputs = keras.Input((8, 8, 3))
+    h = layers.Conv2D(16, 3, padding="same", activation="relu", name="conv")(layers.Rescaling(1 / 255.0)(inputs))
+    h = cbam_block(h, ratio=0.25, kernel_size=3, name="cbam")
+    h = TriPlaneAttention(num_heads=2, key_dim=4, pooling="mean_max", name="tri")(h)
+    model = keras.Model(inputs, layers.Dense(3, activation="softmax")(layers.GlobalAveragePooling2D()(h)))
+    model.compile(keras.optimizers.Adam(0.01), "sparse_categorical_crossentropy")
+    model.fit(x[:64], y[:64], epochs=10, batch_size=16, verbose=0)
+    report = export_tflite(model, x[:64], tmp_path / "gates.tflite", mode="ptq", heldout=x[64:])
+    assert report["float_ops"] == [], report["float_ops"]
+    assert report["agreement"] >= 0.9 and report["max_abs_diff"] < 0.2, report

@@ -169,3 +169,47 @@ def test_triplane_attention_under_mixed_precision():
         assert copy(np.ones((1, 8, 8, 4), np.float32)).dtype == tf.float32
     finally:
         keras.mixed_precision.set_global_policy("float32")
+
+
+def test_triplane_mean_max_pooling_adds_the_two_planes_and_keeps_the_count(tmp_path):
+    from common.complexity import model_complexity
+    from common.layers import TriPlaneAttention
+
+    keras.utils.set_random_seed(0)
+    inputs = keras.Input((6, 5, 4))
+    layer = TriPlaneAttention(num_heads=2, key_dim=3, pooling="mean_max", name="tri")
+    model = keras.Model(inputs, layer(inputs))
+    x = np.random.default_rng(1).normal(size=(2, 6, 5, 4)).astype(np.float32)
+    y = model(x).numpy()
+    att = layer.attention
+    planes = [x.mean(axis) + x.max(axis) for axis in (-1, 2, 1)]  # paper 4: mean + max, added
+    c, w, h = (tf.sigmoid(att[name](p, p)).numpy() for name, p in zip(TriPlaneAttention.PLANES, planes))
+    np.testing.assert_allclose(y, x * (c[..., None] + w[:, :, None, :] + h[:, None, :, :]) / 3,
+                               rtol=1e-5, atol=1e-6)
+    assert model.count_params() == sum(4 * 6 * d + 18 + d for d in (5, 4, 4))  # as with "mean"
+    # MACs: per plane 4 projections (tokens x width x 6) + 2 products (tokens^2 x 6).
+    expected = sum(4 * t * d * 6 + 2 * t * t * 6 for t, d in ((6, 5), (6, 4), (5, 4)))
+    assert model_complexity(model)["macs"] == expected
+    model.save(tmp_path / "tri.keras")
+    assert keras.models.load_model(tmp_path / "tri.keras").get_layer("tri").pooling == "mean_max"
+    with pytest.raises(ValueError, match="pooling"):
+        TriPlaneAttention(pooling="max")
+
+
+def test_cbam_block_gates_channels_then_positions():
+    from common.layers import cbam_block
+
+    keras.utils.set_random_seed(0)
+    inputs = keras.Input((5, 5, 16))
+    model = keras.Model(inputs, cbam_block(inputs, ratio=0.25, kernel_size=3, name="c"))
+    # Shared MLP 16 -> 4 -> 16 (with biases) and a 3x3 convolution of the 2 pooled planes to 1.
+    assert model.count_params() == (16 * 4 + 4) + (4 * 16 + 16) + (3 * 3 * 2 + 1)
+    x = np.random.default_rng(0).normal(size=(2, 5, 5, 16)).astype(np.float32)
+    reduce, expand, conv = (model.get_layer(f"c_{n}") for n in ("reduce", "expand", "spatial_gate"))
+
+    def mlp(v):
+        return expand(reduce(v)).numpy()
+
+    gated = x * tf.sigmoid(mlp(x.mean((1, 2), keepdims=True)) + mlp(x.max((1, 2), keepdims=True))).numpy()
+    plane = np.concatenate([gated.mean(-1, keepdims=True), gated.max(-1, keepdims=True)], -1)
+    np.testing.assert_allclose(model(x).numpy(), gated * conv(plane).numpy(), rtol=1e-5, atol=1e-6)

@@ -111,3 +111,17 @@ def test_run_errors_exit_2(tmp_path, teacher_run, sample_dir, capsys):
     code, out, _ = run_in_process(TASK, ["predict", "--run", run_dir, bad, good, "--skip-bad", "--out",
                                          tmp_path / "p.csv"], capsys)
     assert code == 0 and "skipping unreadable image" in out and "1 predictions" in out
+
+
+def test_summary_counts_without_weights(capsys):
+    """Paper 3's EfficientNetB0 student (GAP -> dropout 0.4 -> 512 -> dropout 0.4 -> 45) at 256 px:
+    published 4.7M (the trainable count). efficientnetb0.yaml asks for ImageNet weights: summary
+    never downloads them (no network in tests: a download would fail)."""
+    code, out, _ = run_in_process(TASK, ["summary", "--config", "efficientnetb0.yaml", "--set", "model.input_size=256",
+                                         "--set", "model.dropout=0.4"], capsys)
+    assert code == 0 and "4,728,528 parameters (4,686,505 trainable)" in out
+    # MACs: EfficientNetB0's 0.39 G at 224 (its paper) x (256 / 224)^2, counted from the shapes.
+    assert "0.503 GMACs per image, input 256x256x3 -> output 45" in out
+    code, _, err = run_in_process(TASK, ["summary", "--config", "tiny.yaml", "--set", "model.cut_after=block_5_ad"],
+                                  capsys)
+    assert code == 2 and err.count("\n") == 1 and "did you mean 'block_5_add'" in err

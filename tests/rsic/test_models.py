@@ -195,3 +195,18 @@ def test_cached_file_with_wrong_hash_is_downloaded_again(served_weights, tmp_pat
     path = models.fetch_imagenet_weights(BACKBONES["MobileNetV2"], 0.35, 96)
     assert path == folder / WEIGHTS_FILE and path.read_bytes() == data
     assert "hash differs from the published" in capsys.readouterr().out
+
+
+def test_cut_student_has_paper3_size():
+    """Paper 3's -5B student (EfficientNetB0 to block5c_add, GAP -> dropout 0.4 -> dense 512 ->
+    dropout 0.4 -> 45). The published 0.93M is the trainable count (932,749); the total adds
+    BatchNormalization's moving statistics. The uncut student and an unknown layer name:
+    tests/rsic/test_cli.py."""
+    import numpy as np
+
+    model = build_model(model_cfg(backbone="EfficientNetB0", input_size=256, dropout=0.4, cut_after="block5c_add"), 45)
+    trainable = sum(int(np.prod(w.shape)) for w in model.trainable_weights)
+    assert (model.count_params(), trainable) == (948_916, 932_749)
+    assert model.get_layer("pool").input_shape == (None, 16, 16, 112)
+    with pytest.raises(ConfigError, match="plain head"):
+        build_model(model_cfg(alpha=0.35, input_size=32, cut_after="block_5_add", attention={"enabled": True}), 3)

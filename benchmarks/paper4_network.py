@@ -1,0 +1,64 @@
+"""Paper 4's tri-plane network at the paper's size next to its backbone and to the token form.
+
+    python -m benchmarks.paper4_network [--size 246] [--rounds 7] [--out benchmarks]
+
+Builds, untrained (model.weights null: nothing downloaded), attention.yaml (tri-plane attention on
+EfficientNetB0's blocks 5-7), the same EfficientNetB0 with attention off, and attention_tokens.yaml
+on EfficientNetB0, all at --size px with 45 classes; exports each to int8 TFLite (post-training
+quantization, random calibration: the file and its speed do not depend on the weights) and times
+them in alternation, batch 1 on 2 LiteRT threads (rsic.bench.paper4_network_row). Writes
+OUT/paper4_network.json and OUT/PAPER4_NETWORK.md, stamped with the command and the machine
+(docs/rsic.md quotes the table). Latency depends on the machine
+and its load; the ratios hold better than the milliseconds.
+"""
+
+import argparse
+import sys
+from pathlib import Path
+
+KINDS = {"backbone": "EfficientNetB0 + head (attention off)",
+         "triplane": "tri-plane, blocks 5-7 (attention.yaml)",
+         "tokens": "tokens (attention_tokens.yaml on EfficientNetB0)"}
+
+
+def markdown(results):
+    """PAPER4_NETWORK.md: one table row per model of `results["row"]`."""
+    m, row = results["machine"], results["row"]
+    lines = ["# Paper 4's network at the edge: int8 size and latency", "",
+             f"`{results['command']}` on {m['cpu']} ({m['cores']} cores), {m['date']}, "
+             f"TensorFlow {m['tensorflow']}; {row['input']}, untrained, int8 by PTQ, batch 1, "
+             "2 LiteRT threads, the three timed in alternation.", "",
+             "| model | parameters | GMACs | int8 MB | int8 ms (median, min-max) | x backbone | float ops |",
+             "|---|---:|---:|---:|---:|---:|---|"]
+    for kind, label in KINDS.items():
+        ms = row[f"{kind}_int8_ms"]
+        lines.append(f"| {label} | {row[f'{kind}_params']:,} | {row[f'{kind}_macs'] / 1e9:.3f} | "
+                     f"{row[f'{kind}_int8_bytes'] / 1e6:.2f} | {ms['median']:.1f} ({ms['min']:.1f}-"
+                     f"{ms['max']:.1f}) | {row[f'{kind}_latency_ratio']:.2f} | "
+                     f"{', '.join(row[f'{kind}_float_ops']) or 'none'} |")
+    return "\n".join(lines) + "\n"
+
+
+def main(argv=None):
+    from common.bench import machine
+    from common.io import write_json, write_text
+    from rsic.bench import WORK, paper4_network_row
+
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--size", type=int, default=246, help="input side in pixels (default 246)")
+    parser.add_argument("--rounds", type=int, default=7, help="alternating timing rounds (default 7)")
+    parser.add_argument("--out", default="benchmarks", help="folder for paper4_network.json")
+    args = parser.parse_args(argv)
+    row = paper4_network_row(WORK, size=args.size, rounds=args.rounds, log=print)
+    results = {"command": "python -m benchmarks.paper4_network " + " ".join(sys.argv[1:] if argv is None else argv),
+               "machine": machine(), "row": row}
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    write_json(out / "paper4_network.json", results)
+    text = markdown(results)
+    write_text(out / "PAPER4_NETWORK.md", text)
+    print(text, end="")
+
+
+if __name__ == "__main__":
+    main()
