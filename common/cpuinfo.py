@@ -76,6 +76,24 @@ def cpu_info(path="/proc/cpuinfo", environ=None):
     }
 
 
+# oneDNN caps at or above AVX512_CORE (and AVX2_VNNI_2, which has bfloat16 conversions): the ISAs
+# with which oneDNN has bfloat16 kernels at all (emulated below AVX512_CORE_BF16).
+_BF16_KERNEL_ISAS = _BF16_ISAS | {"AVX512_CORE", "AVX512_CORE_VNNI", "AVX2_VNNI_2"}
+
+
+def bf16_kernels(info):
+    """(True/False, why): whether oneDNN has bfloat16 convolutions at all on the CPU of `info`
+    (cpu_info()), native or emulated: it needs AVX-512 (measured: under ONEDNN_MAX_CPU_ISA=AVX2 a
+    bfloat16 Conv2D fails with "could not create a primitive descriptor"; AVX512_CORE runs it)."""
+    flags = info.get("cpu_flags")
+    if flags is not None and "avx512f" not in flags:
+        return False, "a CPU without AVX-512"
+    cap = info.get("onednn_max_cpu_isa")
+    if cap and cap.upper() not in _BF16_KERNEL_ISAS:
+        return False, f"ONEDNN_MAX_CPU_ISA={cap}"
+    return True, "AVX-512"
+
+
 def native_bf16(info):
     """(True/False, why): whether oneDNN computes bfloat16 natively on the CPU of `info`
     (cpu_info()): the CPU has AVX-512 BF16 or AMX and ONEDNN_MAX_CPU_ISA, if set, allows it."""

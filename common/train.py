@@ -202,6 +202,13 @@ def resolve_precision(train_cfg):
         return ("mixed_bfloat16" if native else "float32"), f"auto: {why}"
     if policy not in ("float32", "mixed_bfloat16"):
         raise ConfigError(f"config key 'train.precision' must be auto, float32 or mixed_bfloat16, got {policy!r}")
+    if policy == "mixed_bfloat16" and not tf.config.list_physical_devices("GPU"):
+        from common.cpuinfo import bf16_kernels, cpu_info
+
+        runs, why = bf16_kernels(cpu_info())
+        if not runs:  # else the first convolution fails deep in oneDNN with a traceback
+            raise ConfigError(f"config key 'train.precision': mixed_bfloat16 cannot run on {why} (TensorFlow's "
+                              "oneDNN has no bfloat16 convolutions there); use auto or float32")
     return policy, "set in the config"
 
 

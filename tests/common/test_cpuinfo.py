@@ -1,6 +1,6 @@
 """common.cpuinfo: the CPU's name, features and cores, read from /proc/cpuinfo's format."""
 
-from common.cpuinfo import FEATURES, cpu_info, cpu_line, native_bf16, read_cpuinfo
+from common.cpuinfo import FEATURES, bf16_kernels, cpu_info, cpu_line, native_bf16, read_cpuinfo
 
 # Two processors of an AVX2-only machine (no AVX-512, no VNNI), as Linux prints them (abridged).
 AVX2_ONLY = """processor\t: 0
@@ -24,6 +24,7 @@ def test_avx2_only_machine(tmp_path):
     assert info["cpu_flags"] == ["avx2", "fma"] and info["onednn_max_cpu_isa"] is None
     assert info["cores"] >= 1
     assert native_bf16(info) == (False, "CPU without AVX-512 BF16 or AMX")
+    assert bf16_kernels(info) == (False, "a CPU without AVX-512")  # not even emulated
     assert cpu_line(info) == f"CPU: Intel(R) Xeon(R) CPU E5-2690 v4 @ 2.60GHz, {info['cores']} cores; avx2 fma"
 
 
@@ -37,6 +38,8 @@ def test_bf16_machine_and_a_onednn_cap(tmp_path):
     assert not native and "ONEDNN_MAX_CPU_ISA=AVX2" in why
     assert native_bf16(cpu_info(tmp_path / "cpuinfo", environ={"ONEDNN_MAX_CPU_ISA": "avx512_core_amx"}))[0]
     assert cpu_line(capped).endswith("; oneDNN capped at AVX2")
+    assert bf16_kernels(info)[0] and not bf16_kernels(capped)[0]
+    assert bf16_kernels(cpu_info(tmp_path / "cpuinfo", environ={"ONEDNN_MAX_CPU_ISA": "AVX512_CORE"}))[0]
 
 
 def test_no_cpuinfo_file_and_older_records(tmp_path):
