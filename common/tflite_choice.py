@@ -84,7 +84,8 @@ def choose(run, *, num_threads=None, batch=1, timer=None, machine=None):
 
     Args:
         run: the run directory (holding model_int8.tflite and possibly the other CANDIDATES).
-        num_threads: LiteRT threads predict will use (None: the cores). batch: examples per invoke.
+        num_threads: LiteRT threads predict will use (None: common.tflite_runtime.default_threads).
+        batch: examples per invoke.
         timer: (path, num_threads, batch) -> ms per example; default `time_file` (tests inject it).
         machine: common.cpuinfo.cpu_info() of this machine (tests inject another).
 
@@ -96,6 +97,7 @@ def choose(run, *, num_threads=None, batch=1, timer=None, machine=None):
         DataError: no candidate file in `run`.
     """
     from common.cpuinfo import cpu_info
+    from common.tflite_runtime import default_threads
 
     run = Path(run)
     files = candidates(run)
@@ -104,7 +106,7 @@ def choose(run, *, num_threads=None, batch=1, timer=None, machine=None):
     if len(files) == 1:
         return files[0], f"using {files[0].name} (the run's only exported LiteRT file)"
     machine = machine or cpu_info()
-    num_threads = int(num_threads or machine.get("cores") or 1)
+    num_threads = int(num_threads or default_threads(machine.get("cores")))  # as TFLiteModel will
     key = cache_key(machine, files, num_threads, batch)
     cache_path = run / CACHE_FILE
     entries = _read_cache(cache_path)

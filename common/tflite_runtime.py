@@ -47,15 +47,16 @@ def _builtin_only():
     return OpResolverType.BUILTIN_WITHOUT_DEFAULT_DELEGATES
 
 
-def default_threads():
+def default_threads(cores=None):
     """LiteRT threads when a caller names none: EDGE_THREADS from the environment (the project's
     one thread knob, which also caps TensorFlow's pools), else every core this process may use
-    (XNNPACK splits each operator over them; LiteRT's own default is one thread)."""
+    (`cores`, None: common.cpuinfo's count; XNNPACK splits each operator over them, where
+    LiteRT's own default is one thread)."""
     import os
 
     from common.cpuinfo import cpu_info
 
-    return int(os.environ.get("EDGE_THREADS") or 0) or int(cpu_info()["cores"] or 1)
+    return int(os.environ.get("EDGE_THREADS") or 0) or int(cores or cpu_info()["cores"] or 1)
 
 
 class TFLiteModel:

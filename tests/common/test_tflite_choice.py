@@ -24,7 +24,8 @@ def _timer(ms, calls):
     return timer
 
 
-def test_fastest_file_is_chosen_and_remembered(tmp_path):
+def test_fastest_file_is_chosen_and_remembered(tmp_path, monkeypatch):
+    monkeypatch.delenv("EDGE_THREADS", raising=False)
     run = _run(tmp_path, "model_int8.tflite", "model_float16.tflite")
     calls = []
     ms = {"model_int8.tflite": 30.0, "model_float16.tflite": 12.5}
