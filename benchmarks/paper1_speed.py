@@ -68,10 +68,13 @@ def rung_params(rung):
 
 def markdown(results):
     """The two tables of PAPER1_SPEED.md."""
+    from common.cpuinfo import cpu_line
+
     m = results["machine"]
     lines = ["# Paper 1's networks: parameters, GMACs, training speed", "",
              f"`{results['command']}` on {m['cpu']} ({m['cores']} cores), {m['date']}, "
              f"TensorFlow {m['tensorflow']}; float32, 128x128 patches, batch {results['batch']}.", "",
+             cpu_line(m), "",
              "| config | model | parameters | GMACs/patch (training, all heads) | GMACs/patch "
              "(inference) | training patches/s |", "|---|---|---:|---:|---:|---:|"]
     for r in results["rows"]:

@@ -200,16 +200,25 @@ def run(quick=False, epochs=None, threads=2, out=ROOT / "benchmarks", configs=("
             system.info.update(final)
         system.process.wait()
 
-    # Inference, whole process, interleaved: int8 TFLite of the default unet_ce run vs PyTorch.
+    # Inference, whole process, interleaved: int8 TFLite of the default unet_ce run, and the run's
+    # fastest exported file on this CPU (`--tflite RUN`: int8 or the gpu target's float16), vs PyTorch.
     unet_run = WORK / "run_unet_ce_auto"
-    subprocess.run([sys.executable, "-m", "landslide", "export", "--run", str(unet_run), "--mode", "ptq"],
-                   check=True, cwd=ROOT, env={**os.environ, **env}, stdout=subprocess.DEVNULL)
+    for export in (["--mode", "ptq"], ["--target", "gpu"]):
+        subprocess.run([sys.executable, "-m", "landslide", "export", "--run", str(unet_run), *export],
+                       check=True, cwd=ROOT, env={**os.environ, **env}, stdout=subprocess.DEVNULL)
     images = data / "TrainData" / "img"
     infer = {
         "int8 TFLite (unet_ce)": [sys.executable, "-m", "landslide", "predict", "--tflite",
                                   str(unet_run / "model_int8.tflite"), str(images), "--out", str(WORK / "pred_tflite"),
                                   "--overwrite"],
+        "fastest TFLite (unet_ce)": [sys.executable, "-m", "landslide", "predict", "--tflite", str(unet_run),
+                                     str(images), "--out", str(WORK / "pred_tflite_auto"), "--overwrite"],
     }
+    # Its first run times the files and remembers the choice (RUN/tflite_choice.json); say which.
+    chosen = subprocess.run(infer["fastest TFLite (unet_ce)"], check=True, cwd=ROOT, env={**os.environ, **env},
+                            capture_output=True, text=True).stdout
+    chosen = next((line for line in chosen.splitlines() if "using model_" in line), chosen.strip())
+    print(f"peer: {chosen}", flush=True)
     torch_weights = weights["pytorch float32"]
     for precision in ("float32", "bf16"):
         infer[f"pytorch {precision}"] = [str(PEER_PYTHON), str(PEER_SCRIPT), "infer", "--precision", precision,
@@ -225,6 +234,7 @@ def run(quick=False, epochs=None, threads=2, out=ROOT / "benchmarks", configs=("
             infer_times[name].append(time.perf_counter() - start)
 
     results = summarise(systems, infer_times, n, split, epochs, batch, threads, width, quick, configs)
+    results["tflite_choice"] = chosen
     results.update({"load_start": load_start, "load_rounds": rounds, "load_end": loadavg(),
                     "seconds": time.time() - clock})
     write(results, Path(out), quick)
@@ -272,12 +282,17 @@ def summarise(systems, infer_times, n, split, epochs, batch, threads, width, qui
     fp32, bf16 = by["pytorch float32"]["train_s_median"], by["pytorch bf16 autocast"]["train_s_median"]
     unet = by["unet_ce default (auto)"]["train_s_median"]
     tflite = infer["int8 TFLite (unet_ce)"]["median_s"]
+    # The peer at its fastest setting on this machine (float32 on CPUs without native bf16).
+    torch_train = min(fp32, bf16)
+    torch_infer = min(infer["pytorch float32"]["median_s"], infer["pytorch bf16"]["median_s"])
     ratios = {
         "unet_ce_default_vs_torch_bf16": bf16 / unet,
         "unet_ce_default_vs_torch_float32": fp32 / unet,
         "unet_ce_float32_vs_torch_float32": fp32 / by["unet_ce float32"]["train_s_median"],
         "tflite_int8_vs_torch_bf16_inference": infer["pytorch bf16"]["median_s"] / tflite,
         "tflite_int8_vs_torch_float32_inference": infer["pytorch float32"]["median_s"] / tflite,
+        "unet_ce_default_vs_torch_fastest": torch_train / unet,
+        "tflite_fastest_vs_torch_fastest_inference": torch_infer / infer["fastest TFLite (unet_ce)"]["median_s"],
     }
     if "full" in configs:
         ratios["full_vs_unet_gmac_per_s"] = (by["full default (auto)"]["gmac_per_s"]
@@ -286,6 +301,9 @@ def summarise(systems, infer_times, n, split, epochs, batch, threads, width, qui
         "unet_ce_default_vs_torch_bf16 >= 1.2": ratios["unet_ce_default_vs_torch_bf16"] >= 1.2,
         "unet_ce_default_vs_torch_float32 >= 2": ratios["unet_ce_default_vs_torch_float32"] >= 2.0,
         "tflite_int8_vs_torch_bf16_inference >= 3": ratios["tflite_int8_vs_torch_bf16_inference"] >= 3.0,
+        # Issue 27's bar on every x86 CPU, against the peer's fastest setting there.
+        "unet_ce_default_vs_torch_fastest >= 1.2": ratios["unet_ce_default_vs_torch_fastest"] >= 1.2,
+        "tflite_fastest_vs_torch_fastest_inference >= 2": ratios["tflite_fastest_vs_torch_fastest_inference"] >= 2.0,
     }
     if "full" in configs:
         targets["full_vs_unet_gmac_per_s >= 1"] = ratios["full_vs_unet_gmac_per_s"] >= 1.0
@@ -295,6 +313,8 @@ def summarise(systems, infer_times, n, split, epochs, batch, threads, width, qui
 
 
 def render(peer):
+    from common.cpuinfo import cpu_line
+
     info = peer["machine"]
     lines = [
         "## Side by side with the PyTorch baseline (`make bench-peer`)",
@@ -306,6 +326,8 @@ def render(peer):
         "Training: median seconds of the training phase of epochs 2 and later (min-max in brackets);",
         "loss: mean training loss of the first and last epoch; F1: landslide F1 on the validation patches.",
         "",
+        cpu_line(info),
+        "",
         "| system | precision | train s/epoch | patches/s | GMAC/s | val s | loss first -> last | val F1 last |",
         "|---|---|---:|---:|---:|---:|---|---:|",
     ]
@@ -315,10 +337,12 @@ def render(peer):
             f"| {row['system']} | {row['precision']} | {row['train_s_median']:.1f} ({min(later):.1f}-{max(later):.1f}) | "
             f"{row['train_patches_per_s']:.2f} | {row.get('gmac_per_s', float('nan')):.1f} | {row['val_s_median']:.1f} | "
             f"{row['loss'][0]:.3f} -> {row['loss'][-1]:.3f} | {row['val_f1'][-1]:.3f} |")
-    lines += ["", f"Inference, whole process over {peer['patches']} patches (medians of {len(next(iter(peer['inference'].values()))['all_s'])} interleaved runs):", "",
+    lines += ["", cpu_line(info), "", f"Inference, whole process over {peer['patches']} patches (medians of {len(next(iter(peer['inference'].values()))['all_s'])} interleaved runs):", "",
               "| system | seconds | all runs |", "|---|---:|---|"]
     for name, value in peer["inference"].items():
         lines.append(f"| {name} | {value['median_s']:.1f} | {', '.join(f'{t:.1f}' for t in value['all_s'])} |")
+    if peer.get("tflite_choice"):  # older results lack it
+        lines += ["", f"`predict --tflite RUN` chose: {peer['tflite_choice']}"]
     lines += ["", "| ratio | value | target met |", "|---|---:|---|"]
     names = {key.split(" ")[0]: key for key in peer["targets_met"]}
     for key, value in peer["ratios"].items():

@@ -113,7 +113,10 @@ def profile(config, width, batch, steps, overrides, out_dir):
     groups = defaultdict(float)
     for op_type, us in per_type.items():
         groups[group_of(op_type)] += us
+    from common.cpuinfo import cpu_info
+
     report = {
+        "machine": cpu_info(),
         "config": config, "width": width, "batch": batch, "steps": steps, "precision": keras_policy,
         "step_s": plain, "patches_per_s": batch / plain,
         "groups_ms_per_step": {k: v / 1000 / steps for k, v in sorted(groups.items(), key=lambda kv: -kv[1])},
@@ -138,6 +141,9 @@ def main(argv=None):
     report = profile(args.config, args.width, args.batch, args.steps, args.overrides, out)
     name = f"{args.config}_{report['precision']}_w{args.width:g}{'_' + '_'.join(args.overrides) if args.overrides else ''}"
     (out / f"{name.replace('/', '_')}.json").write_text(json.dumps(report, indent=1))
+    from common.cpuinfo import cpu_line
+
+    print(cpu_line(report["machine"]))
     print(f"{args.config} width {args.width:g} batch {args.batch} {report['precision']} {report['options']}: "
           f"{report['step_s']:.2f} s/step, {report['patches_per_s']:.2f} patches/s")
     for group, ms in report["groups_ms_per_step"].items():

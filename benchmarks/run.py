@@ -15,6 +15,7 @@ import time
 from pathlib import Path
 
 from common.bench import machine
+from common.cpuinfo import cpu_line
 from common.io import write_json, write_text
 
 TASKS = ["landslide", "rsic", "asc"]
@@ -79,6 +80,8 @@ def render(results):
         "",
         "## Speed and size",
         "",
+        cpu_line(info),
+        "",
         table(speed, SPEED_COLUMNS),
         "",
         "## Accuracy, float vs int8",
@@ -86,12 +89,14 @@ def render(results):
         "On the sample data (`python -m TASK sample`), unless the data column says otherwise: these",
         "numbers show that export keeps what the model learned, not how good the model is.",
         "",
+        cpu_line(info),
+        "",
         table(accuracy, ACCURACY_COLUMNS),
         "",
     ]
     paper4 = [row for row in results["rows"] if row.get("kind") == "paper4"]
     if paper4:
-        lines += ["## Paper 4: attention model beside its backbone", ""] + paper4_table(paper4) + [""]
+        lines += ["## Paper 4: attention model beside its backbone", "", cpu_line(info), ""] + paper4_table(paper4) + [""]
     if notes:
         lines += ["## Notes", ""] + [f"- {note}" for note in notes] + [""]
     lines.append(f"Total benchmark time: {results['seconds']:.0f} s.")

@@ -227,7 +227,9 @@ def run(quick=False, work=None, timeout=1800, say=print):
     sizes = SIZES["quick" if quick else "full"]
     work = Path(work or tempfile.mkdtemp(prefix="bench_scale_"))
     work.mkdir(parents=True, exist_ok=True)
-    results = {"quick": quick, "sizes": sizes, "full_sizes": FULL, "steps": {}}
+    from common.cpuinfo import cpu_info
+
+    results = {"machine": cpu_info(), "quick": quick, "sizes": sizes, "full_sizes": FULL, "steps": {}}
     for step, key in (("asc_features", "asc"), ("asc_stream", "asc"), ("landslide_epoch", "landslide"),
                       ("rsic_epoch", "rsic")):
         rows = []
@@ -248,6 +250,8 @@ def run(quick=False, work=None, timeout=1800, say=print):
 
 
 def render(results):
+    from common.cpuinfo import cpu_line
+
     s, e = results["steps"], results["extrapolation"]
     lines = [
         BEGIN,
@@ -257,6 +261,7 @@ def render(results):
         f"included); {'quick sizes' if results['quick'] else 'sizes ' + json.dumps(results['sizes'])}. "
         "Full size = a straight line through the two sizes' peaks.",
         "",
+        *([cpu_line(results["machine"]), ""] if "machine" in results else []),  # older results lack it
         "| step | items | items/s | peak MB | MB per 1,000 more items | full data set | full: time | full: peak MB |",
         "|---|---|---|---|---|---|---|---|",
     ]

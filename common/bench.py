@@ -2,7 +2,6 @@
 rows every task's bench.py makes the same way (speed, accuracy); a task keeps what differs."""
 
 import logging
-import os
 import platform
 import statistics
 import time
@@ -28,22 +27,15 @@ def timings(call, repeats, warmup=0, scale=1.0):
 
 
 def machine():
-    """Where and when the numbers were made."""
+    """Where and when the numbers were made: the date, the CPU (common.cpuinfo.cpu_info: model,
+    cores, instruction-set flags, a oneDNN cap), Python and TensorFlow versions."""
     import tensorflow as tf
 
-    cpu = platform.processor() or platform.machine()
-    try:
-        with open("/proc/cpuinfo") as handle:
-            for line in handle:
-                if line.startswith("model name"):
-                    cpu = line.split(":", 1)[1].strip()
-                    break
-    except OSError:
-        pass
+    from common.cpuinfo import cpu_info
+
     return {
         "date": datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
-        "cpu": cpu,
-        "cores": os.cpu_count(),
+        **cpu_info(),
         "python": platform.python_version(),
         "tensorflow": tf.__version__,
     }

@@ -130,7 +130,8 @@ def build_parser(task):
     p.add_argument("inputs", nargs="*", help="files or folders (searched recursively)")
     p.add_argument("--data", action="append", default=[], help="a folder of inputs (same as giving it as an input)")
     p.add_argument("--run", help="run directory written by train (the Keras model)")
-    p.add_argument("--tflite", help="exported .tflite model instead of --run: LiteRT only, no TensorFlow")
+    p.add_argument("--tflite", help="exported .tflite model instead of --run: LiteRT only, no TensorFlow; a run "
+                   "directory (or `auto` with --run RUN): its exported file that runs fastest on this CPU")
     p.add_argument("--out", required=True, help=task.predict_out_help)
     p.add_argument("--overwrite", action="store_true", help="replace earlier predictions in --out")
     add_unsafe_load_arg(p)
@@ -171,6 +172,7 @@ def main(task, argv=None):
         return 0
     if args.command == "predict" and args.tflite:  # the edge path: LiteRT, never TensorFlow
         runner.predict(task, [*args.data, *args.inputs], args.out, tflite=args.tflite,
+                       run=args.run if args.tflite == "auto" else None,
                        overwrite=args.overwrite, overrides=args.overrides,
                        options=method_options(task.edge_predict, args))
         return 0

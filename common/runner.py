@@ -679,8 +679,14 @@ def predict(task, inputs, out, *, run=None, tflite=None, overwrite=False, overri
             unsafe_load=False):
     """Predict files and folders with a run's Keras model or an exported .tflite; returns the line said.
 
-    `options`: dict of the task's typed `predict` (with `run`) or `edge_predict` (with `tflite`)
-    options by name (common.cli.method_options); None = their defaults."""
+    `tflite`: a .tflite file, a run directory (its fastest exported file on this CPU:
+    common.tflite_choice), or "auto" with `run` (the same for that run). `options`: dict of the
+    task's typed `predict` (with `run`) or `edge_predict` (with `tflite`) options by name
+    (common.cli.method_options); None = their defaults."""
+    if tflite == "auto":
+        if not run:
+            raise ConfigError("predict --tflite auto: give --run RUN, the run whose exported files to choose from")
+        tflite, run = run, None
     if bool(run) == bool(tflite):
         raise ConfigError("predict: give either --run RUN (the Keras model) or --tflite MODEL.tflite (LiteRT)")
     if not inputs:
@@ -689,6 +695,13 @@ def predict(task, inputs, out, *, run=None, tflite=None, overwrite=False, overri
         raise ConfigError("predict: --out is required")
     check_output(out, overwrite)
     if tflite:
+        if Path(tflite).is_dir():  # a run: the fastest of its exported files here
+            from common.tflite_choice import choose, time_file
+
+            check_run_task(Path(tflite), task.name)
+            tflite, chosen = choose(tflite, batch=task.edge_batch,
+                                    timer=lambda path, threads, batch: time_file(path, threads, batch, task.load_tflite))
+            say(f"{task.name}: {chosen}")
         check_run_task(Path(tflite).parent, task.name)  # an exported model sits in its run directory
         line = task.edge_predict(tflite, inputs, out, **(options or {}))
     else:

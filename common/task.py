@@ -81,6 +81,8 @@ class Task:
             stops early under `train.select_on: inner` (see `selection_split`).
         classifier: True when the model outputs class probabilities (N, C): predictions are a
             CSV (file, label, probability, one column per class) and agreement is of arg-maxes.
+        edge_batch: examples per LiteRT invoke of `edge_predict` (what `predict --tflite RUN`
+            times the run's exported files at, common.tflite_choice).
     """
 
     name = ""
@@ -94,6 +96,7 @@ class Task:
     reported_split = "test"
     inner_split = "val"
     classifier = True
+    edge_batch = 1
     predict_out_help = "CSV file to write (file, label, probability, one column per class)"
 
     # -- configuration (no TensorFlow) --------------------------------------------------------

@@ -57,12 +57,26 @@ def _builtin_only():
     return OpResolverType.BUILTIN_WITHOUT_DEFAULT_DELEGATES
 
 
+def default_threads(cores=None):
+    """LiteRT threads when a caller names none: EDGE_THREADS from the environment (the project's
+    one thread knob, which also caps TensorFlow's pools), else every core this process may use
+    (`cores`, None: common.cpuinfo's count; XNNPACK splits each operator over them, where
+    LiteRT's own default is one thread)."""
+    import os
+
+    from common.cpuinfo import cpu_info
+
+    return int(os.environ.get("EDGE_THREADS") or 0) or int(cores or cpu_info()["cores"] or 1)
+
+
 class TFLiteModel:
     """A TFLite model file with a Keras-like `predict`.
 
     Args:
         path: str or Path, the `.tflite` file.
-        num_threads: int, CPU threads for the interpreter (default 2).
+        num_threads: int, CPU threads for the interpreter; None: `default_threads()` (the
+            environment's EDGE_THREADS, else every core this process may use).
+        batch_size: int, examples per interpreter call when `predict` is not told (default 1).
 
     Attributes:
         input_shape: tuple, the model's input shape without the batch axis, e.g. (96, 96, 3).
@@ -73,9 +87,10 @@ class TFLiteModel:
     models have one output: class probabilities or a (H, W, 1) probability map).
     """
 
-    def __init__(self, path, num_threads=2):
+    def __init__(self, path, num_threads=None, batch_size=1):
         self.path = Path(path)
-        self.num_threads = num_threads
+        self.num_threads = int(num_threads or default_threads())
+        self.batch_size = int(batch_size)
         if not self.path.is_file():
             raise DataError(f"{self.path}: TFLite model file not found")
         self.delegate = "xnnpack"
@@ -144,8 +159,8 @@ class TFLiteModel:
 
         Args:
             x: array (N, *input_shape), float (raw model input, as for the Keras model).
-            batch_size: int or None; examples per interpreter call. None: 1 (batch 1 is what an
-                edge device runs and what XNNPACK is fastest at).
+            batch_size: int or None; examples per interpreter call. None: the model's
+                `batch_size` (1 unless set: batch 1 is what an edge device runs).
 
         Returns:
             float32 array (N, *output_shape) of the first output.
@@ -155,7 +170,7 @@ class TFLiteModel:
             raise DataError(
                 f"{self.path}: input of shape {x.shape[1:]} given, model expects {self.input_shape}"
             )
-        batch_size = int(batch_size or 1)
+        batch_size = int(batch_size or self.batch_size)
         outputs = []
         for start in range(0, len(x), batch_size):
             outputs.append(self._invoke(x[start:start + batch_size]))

@@ -179,7 +179,8 @@ def hardware_has_bf16():
     """(True/False, why): whether this machine computes bfloat16 natively.
 
     CPUs with AVX-512 BF16 or AMX (Intel Cooper Lake and later, AMD Zen 4 and later) and GPUs of
-    compute capability 8.0 and later (Ampere) do; elsewhere bfloat16 is emulated and slower.
+    compute capability 8.0 and later (Ampere) do; elsewhere bfloat16 is emulated and slower. A
+    ONEDNN_MAX_CPU_ISA below AVX512_CORE_BF16 (how an AVX2 machine is imitated) counts as without.
     """
     gpus = tf.config.list_physical_devices("GPU")
     if gpus:
@@ -187,13 +188,9 @@ def hardware_has_bf16():
         capability = details.get("compute_capability") or (0, 0)
         name = details.get("device_name", "GPU")
         return tuple(capability) >= (8, 0), f"{name} (compute capability {capability[0]}.{capability[1]})"
-    try:
-        with open("/proc/cpuinfo") as handle:
-            flags = next((line.split(":", 1)[1].split() for line in handle if line.startswith("flags")), [])
-    except OSError:
-        flags = []
-    found = [flag for flag in ("avx512_bf16", "amx_bf16") if flag in flags]
-    return bool(found), f"CPU with {', '.join(found)}" if found else "CPU without AVX-512 BF16 or AMX"
+    from common.cpuinfo import cpu_info, native_bf16
+
+    return native_bf16(cpu_info())
 
 
 def resolve_precision(train_cfg):
@@ -205,6 +202,13 @@ def resolve_precision(train_cfg):
         return ("mixed_bfloat16" if native else "float32"), f"auto: {why}"
     if policy not in ("float32", "mixed_bfloat16"):
         raise ConfigError(f"config key 'train.precision' must be auto, float32 or mixed_bfloat16, got {policy!r}")
+    if policy == "mixed_bfloat16" and not tf.config.list_physical_devices("GPU"):
+        from common.cpuinfo import bf16_kernels, cpu_info
+
+        runs, why = bf16_kernels(cpu_info())
+        if not runs:  # else the first convolution fails deep in oneDNN with a traceback
+            raise ConfigError(f"config key 'train.precision': mixed_bfloat16 cannot run on {why} (TensorFlow's "
+                              "oneDNN has no bfloat16 convolutions there); use auto or float32")
     return policy, "set in the config"
 
 

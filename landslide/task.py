@@ -110,6 +110,7 @@ class LandslideTask(Task):
     reported_split = "val"
     inner_split = "inner"
     classifier = False
+    edge_batch = edge.PREDICT_BATCH
     predict_out_help = ("output folder: mask_N.h5 per image_N.h5, <scene>_landslide.tif per scene "
                         "(inputs in several folders sharing a name: their folders mirrored below OUT)")
 

@@ -17,6 +17,7 @@ import time
 from pathlib import Path
 
 from common.bench import machine
+from common.cpuinfo import cpu_info, cpu_line
 from common.io import write_text
 from common.tables import markdown_table
 
@@ -45,7 +46,7 @@ def main(argv=None):
             continue
         rows.extend(json.loads(summary.read_text()))
         print(f"=== {task}: done in {timings[task]:.0f} s", flush=True)
-    table = markdown_table(rows)
+    table = cpu_line(cpu_info()) + "\n\n" + markdown_table(rows)
     report = [
         "# Demo report",
         "",

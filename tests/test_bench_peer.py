@@ -21,5 +21,7 @@ def test_bench_peer_quick(tmp_path):
     for row in peer["rows"]:
         assert row["train_s_median"] > 0 and len(row["loss"]) == peer["epochs"]
     assert peer["ratios"]["unet_ce_default_vs_torch_bf16"] > 0
-    assert set(peer["inference"]) == {"int8 TFLite (unet_ce)", "pytorch float32", "pytorch bf16"}
+    assert set(peer["inference"]) == {"int8 TFLite (unet_ce)", "fastest TFLite (unet_ce)", "pytorch float32",
+                                      "pytorch bf16"}
+    assert peer["ratios"]["tflite_fastest_vs_torch_fastest_inference"] > 0 and "using model_" in peer["tflite_choice"]
     assert "Side by side with the PyTorch baseline" in (tmp_path / "RESULTS_quick.md").read_text()

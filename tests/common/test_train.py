@@ -193,3 +193,16 @@ def test_step_schedule_switches_at_the_first_step_of_each_epoch():
     for bad in ([], [[1, 1e-4]], [[0, 1e-4], [0, 1e-5]], [[0, -1.0]], [["x"]]):
         with pytest.raises(ConfigError, match="train.lr_steps"):
             step_schedule(bad, 4)
+
+
+def test_precision_follows_a_onednn_cap(monkeypatch):
+    """Under ONEDNN_MAX_CPU_ISA=AVX2 (how an AVX2-only CPU is imitated here) auto trains in float32
+    and an explicit mixed_bfloat16 is one ConfigError: oneDNN has no bfloat16 convolution there."""
+    from common.train import resolve_precision
+
+    monkeypatch.setenv("ONEDNN_MAX_CPU_ISA", "AVX2")
+    policy, why = resolve_precision({"precision": "auto"})
+    assert policy == "float32" and ("ONEDNN_MAX_CPU_ISA=AVX2" in why or "without AVX-512 BF16" in why), why
+    with pytest.raises(ConfigError, match="mixed_bfloat16 cannot run on"):
+        resolve_precision({"precision": "mixed_bfloat16"})
+    assert resolve_precision({"precision": "float32"}) == ("float32", "set in the config")

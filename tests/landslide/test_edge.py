@@ -5,6 +5,7 @@ import os
 import shutil
 import subprocess
 import sys
+from pathlib import Path
 
 import h5py
 import numpy as np
@@ -56,14 +57,21 @@ def scene(sample_root, tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def edge_output(tflite_model, sample_root, scene, tmp_path_factory):
-    """`predict --tflite` in a fresh interpreter, which then reports whether tensorflow was imported."""
+    """`predict --tflite` in a fresh interpreter, which then reports whether tensorflow was imported;
+    then `predict --tflite auto --run RUN` on a run with two exported files (the int8 file twice:
+    its timing and choice are what is tested, into OUT/auto)."""
     out = tmp_path_factory.mktemp("edge_pred")
+    run = tmp_path_factory.mktemp("edge_auto")
+    for name in ("model_int8.tflite", "model_weights8.tflite"):
+        shutil.copy(tflite_model, run / name)
     code = (
         "import sys\n"
         "from common.cli import main\n"
         "from landslide.task import LandslideTask\n"
         f"main(LandslideTask(), ['predict', '--tflite', {str(tflite_model)!r}, '--data', {str(sample_root / 'TestData')!r}, "
         f"{str(scene)!r}, '--out', {str(out)!r}, '--geojson'])\n"
+        f"main(LandslideTask(), ['predict', '--tflite', 'auto', '--run', {str(run)!r}, "
+        f"{str(sample_root / 'TestData')!r}, '--out', {str(out / 'auto')!r}])\n"
         "print('tensorflow modules:', sorted(m for m in sys.modules if m.split('.')[0] == 'tensorflow')[:3])\n"
     )
     env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"}
@@ -86,6 +94,24 @@ def test_edge_predict_never_imports_tensorflow(edge_output):
     out, stdout = edge_output
     assert "tensorflow modules: []" in stdout, stdout
     assert "wrote 8 masks and 1 scene maps" in stdout
+
+
+def test_predict_tflite_auto_picks_one_exported_file(edge_output):
+    """Both files are the same model, so either may win; the choice is said, remembered, and its
+    masks are the int8 file's masks."""
+    import json
+
+    out, stdout = edge_output
+    chosen = [line for line in stdout.splitlines() if "the fastest of the run's exported files" in line]
+    assert len(chosen) == 1 and "timed now, remembered in" in chosen[0], stdout
+    assert "model_int8.tflite" in chosen[0] and "model_weights8.tflite" in chosen[0]
+    cache = Path(chosen[0].split("remembered in ", 1)[1].rstrip(")"))
+    entry = next(iter(json.loads(cache.read_text())["entries"].values()))
+    assert entry["file"] in chosen[0] and entry["batch"] == 8 and sorted(entry["ms_per_example"]) == [
+        "model_int8.tflite", "model_weights8.tflite"]
+    assert f"wrote 8 masks to {out / 'auto'}" in stdout
+    masks, auto = _masks(out), _masks(out / "auto")
+    assert list(auto) == list(masks) and all((auto[name] == masks[name]).all() for name in auto)
 
 
 def test_edge_masks_match_keras_predict(edge_output, tiny_run, sample_root, tmp_path):
@@ -130,11 +156,36 @@ def test_predict_needs_exactly_one_model(tflite_model, sample_root, tmp_path):
 
     with pytest.raises(ConfigError, match="either --run"):
         main(LandslideTask(), ["predict", "--data", str(sample_root / "TestData"), "--out", str(tmp_path)])
+    with pytest.raises(ConfigError, match="--tflite auto: give --run RUN"):
+        main(LandslideTask(), ["predict", "--tflite", "auto", str(sample_root / "TestData"), "--out", str(tmp_path)])
     bad = tmp_path / "bad.tflite"
     bad.write_bytes(b"not a model")
     with pytest.raises(DataError, match="bad.tflite"):
         main(LandslideTask(), ["predict", "--tflite", str(bad), "--data", str(sample_root / "TestData"),
                                "--out", str(tmp_path / "new")])
+
+
+def test_profile_tflite_times_every_op_and_names_xnnpack_ones(tflite_model, tmp_path):
+    import json
+
+    from benchmarks.profile_tflite import main
+
+    assert main([str(tflite_model), "--batch", "2", "--threads", "1", "--repeats", "1", "--out", str(tmp_path)]) == 0
+    report = json.loads((tmp_path / "model_int8_b2_t1.json").read_text())
+    ops = report["ops"]
+    assert [op["index"] for op in ops] == list(range(len(ops))) and len(ops) > 10
+    assert all(op["ms"] > 0 and op["builtin_ms"] > 0 for op in ops)
+    assert all(op["output_shape"][0] == 2 for op in ops if op["op"] == "CONV_2D")  # the batch asked for
+    by_type = report["by_type"]
+    # The int8 U-Net runs in XNNPACK; the front's NaN replacement (x != x, then a select) is float
+    # and boolean, which XNNPACK does not take.
+    assert all(by_type[name]["xnnpack"] == by_type[name]["count"] > 0 for name in ("CONV_2D", "RESIZE_BILINEAR"))
+    assert by_type["NOT_EQUAL"]["xnnpack"] == by_type["SELECT_V2"]["xnnpack"] == 0
+    assert sum(entry["count"] for entry in by_type.values()) == len(ops)
+    assert abs(sum(entry["share"] for entry in by_type.values()) - 1) < 1e-6
+    assert report["whole_ms"] > 0 and report["machine"]["cores"] >= 1
+    text = (tmp_path / "model_int8_b2_t1.md").read_text()
+    assert "\nCPU: " in text and "| CONV_2D |" in text
 
 
 @pytest.mark.slow  # 1-1.5 min on 2 shared cores: make test-all (the asc run and the points task cover make test)
