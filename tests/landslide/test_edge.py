@@ -203,6 +203,8 @@ def test_authors_front_runs_on_the_host_beside_the_int8_model(tmp_path):
     is cut off (split_at), computed in numpy beside the .tflite (model_int8.front.json), and
     `load_tflite` puts it back, so the edge model takes the raw 14 bands. About 20 s on an idle
     2-core machine, most of it the converter on the RAU-Net graph (twice)."""
+    import tensorflow as tf
+
     from common.config import load_config
     from common.export import ExportJob, ExportReport, run_export
     from common.export.edge import EDGE
@@ -232,6 +234,15 @@ def test_authors_front_runs_on_the_host_beside_the_int8_model(tmp_path):
     front, body = split_at(inference, layer)
     np.testing.assert_allclose(body(front(np.nan_to_num(x))).numpy(), expected, atol=1e-5)
     z = edge.numpy_front(x, spec)
+    # Float parity of the whole edge path: numpy front + the body as a float .tflite = Keras.
+    (tmp_path / "float").mkdir()
+    (tmp_path / "float" / "body.tflite").write_bytes(tf.lite.TFLiteConverter.from_keras_model(body).convert())
+    floated = FrontedModel(lambda raw: edge.numpy_front(raw, spec), TFLiteModel(tmp_path / "float" / "body.tflite"),
+                           (32, 32, 14))
+    # float32 on both sides, different kernels: an 8-bit grey level may differ by one where 255 x
+    # lands within float rounding of an integer, moving a probability by far less than 0.01.
+    assert np.abs(floated.predict(x) - expected).max() < 0.01
+    shutil.rmtree(tmp_path / "float")
     job = ExportJob(model=body, out_dir=tmp_path, calibration=z, heldout=z, settings={"mode": "ptq"},
                     host_front=spec)
     report = run_export(EDGE, job, ExportReport(tmp_path / "export_report.json"))
