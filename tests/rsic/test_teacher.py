@@ -1,0 +1,166 @@
+"""Paper 3's combined teacher (rsic/teacher.py) and distilling from its fused embedding."""
+
+import hashlib
+import shutil
+
+import numpy as np
+import pytest
+import tf_keras as keras
+
+from common import runner
+from common.distill import Distiller
+from common.errors import ConfigError
+from rsic import teacher as combined
+from rsic.models import build_model
+
+from .conftest import TASK, tiny_config
+
+
+def _digest(path):
+    return hashlib.sha1(path.read_bytes()).hexdigest()
+
+
+@pytest.fixture(scope="module")
+def members(teacher_run, tmp_path_factory):
+    """The session's tiny run and a copy of it whose embedding layer is scaled (another member
+    on the same split: training a second one would cost a minute)."""
+    first = teacher_run[0]
+    second = tmp_path_factory.mktemp("rsic_members") / "second"
+    shutil.copytree(first, second)
+    model = runner.keras_model(TASK, second)
+    layer = model.get_layer("embedding")
+    layer.set_weights([0.5 * w for w in layer.get_weights()])
+    (second / "model.keras").unlink()
+    model.save(second / "model.keras")
+    return [first, second]
+
+
+@pytest.fixture(scope="module")
+def combined_run(members, sample_dir, tmp_path_factory):
+    """The combined teacher of `members` (tiny_teacher.yaml): (run, metrics, member file hashes
+    before training)."""
+    before = [_digest(run / "model.keras") for run in members]
+    cfg = tiny_config(sample_dir, "tiny_teacher.yaml", ["train.early_stopping_patience=0"])
+    cfg = combined.teacher_config(TASK, cfg, combined.member_runs(members))
+    result = combined.train_teacher(TASK, cfg, tmp_path_factory.mktemp("rsic_teacher") / "teacher")
+    return result.run, result.metrics, before
+
+
+def test_combined_teacher_trains_only_its_fusion_and_classifier(members, combined_run, sample_dir):
+    run, metrics, before = combined_run
+    assert [_digest(r / "model.keras") for r in members] == before  # member files untouched
+    model = runner.keras_model(TASK, run)
+    # Only the fusion (w_n, b) and the classifier are trainable.
+    head = [w for name in ("embedding", "logits") for w in model.get_layer(name).trainable_weights]
+    assert len(head) == 4 and {id(w) for w in model.trainable_weights} == {id(w) for w in head}
+    # Member weights unchanged: the saved model's frozen members equal the member runs' models.
+    for n, member_run in enumerate(members):
+        member = runner.keras_model(TASK, member_run)
+        inside = model.get_layer(f"member{n}_{member.name}")
+        expected = combined.embedding_model(member, "expected").get_weights()
+        assert len(inside.get_weights()) == len(expected) > 0
+        assert all(np.array_equal(a, b) for a, b in zip(inside.get_weights(), expected))
+    # 5 classes: chance is 0.2; the tiny member alone reaches 0.74-0.93 (seeds 0-2), so twice
+    # chance leaves a wide margin for any CPU's rounding.
+    assert metrics["accuracy"] > 0.4
+    # The "embedding" layer is the fused vector: sum_n e_n * w_n + b computed by hand.
+    split, _ = runner.read_split(TASK, run, TASK.open_data(runner.run_config(TASK, run)))
+    cfg = runner.run_config(TASK, run)
+    x, _ = TASK.examples(cfg, TASK.open_data(cfg), split["test"][:6])
+    weights, bias = model.get_layer("embedding").get_weights()
+    embeddings = [combined.embedding_model(runner.keras_model(TASK, r), f"m{n}").predict(x, verbose=0)
+                  for n, r in enumerate(members)]
+    by_hand = sum(e * w for e, w in zip(embeddings, weights)) + bias
+    fused = keras.Model(model.inputs, model.get_layer("embedding").output).predict(x, verbose=0)
+    np.testing.assert_allclose(fused, by_hand, rtol=1e-4, atol=1e-5)
+    # Cached once per member and split, in the run.
+    assert sorted(p.name for p in (run / "embeddings").iterdir()) == [
+        "member0_train.npz", "member0_val.npz", "member1_train.npz", "member1_val.npz"]
+
+
+def test_cached_embeddings_are_reused_and_recomputed_when_the_member_changes(members, combined_run,
+                                                                          sample_dir):
+    run = combined_run[0]
+    cfg = runner.run_config(TASK, run)
+    data = TASK.open_data(cfg)
+    split, _ = runner.read_split(TASK, run, data)
+    files = [data.files[i] for i in split["val"]]
+
+    class Refuses:  # a cached file must be read, never recomputed
+        def predict(self, *args, **kwargs):
+            raise AssertionError("recomputed a cached embedding")
+
+    said = []
+    cached = combined.member_embeddings(Refuses(), members[0], 0, files, 64, 16, run / "embeddings",
+                                        "val", said.append)
+    assert cached.shape == (len(files), 128) and "cached" in said[0]
+    # Another image list (or a retrained member) is another key: computed afresh, same values.
+    folder = run.parent / "other_cache"
+    shutil.copytree(run / "embeddings", folder)
+    embedder = combined.embedding_model(runner.keras_model(TASK, members[0]), "m0")
+    again = combined.member_embeddings(embedder, members[0], 0, files[:-1], 64, 16, folder, "val",
+                                       said.append)
+    assert "computing" in said[-1]
+    np.testing.assert_allclose(again, cached[:-1], rtol=1e-4, atol=1e-5)
+
+
+def test_distilling_from_the_combined_teacher_imitates_its_fused_vector(combined_run, sample_dir):
+    run = combined_run[0]
+    teacher = runner.keras_model(TASK, run)
+    cfg = tiny_config(sample_dir)
+    keras.utils.set_random_seed(0)
+    student = build_model(cfg["model"], 5)  # embedding_dim 128: the members', so the fused size
+    distiller = Distiller(student, teacher, label_loss=keras.losses.SparseCategoricalCrossentropy(),
+                          label_weight=1.0, kd_weight=0.0, embedding_weight=1.0,
+                          embedding_projection=False)
+    assert distiller.projection is None
+    data = TASK.open_data(cfg)
+    split, _ = runner.read_split(TASK, run, data)
+    x, labels = TASK.examples(cfg, data, split["test"][:8])
+    distiller.compile(optimizer="adam")
+    logged = distiller.test_on_batch(x, labels, return_dict=True)
+    # By hand: cross-entropy + MSE(student embedding, teacher's fused vector), weights 1:1.
+    student_probs = student.predict(x, verbose=0)
+    ce = -np.mean(np.log(student_probs[np.arange(len(labels)), labels]))
+    student_emb = keras.Model(student.inputs, student.get_layer("embedding").output).predict(x, verbose=0)
+    fused = keras.Model(teacher.inputs, teacher.get_layer("embedding").output).predict(x, verbose=0)
+    mse = np.mean((student_emb - fused) ** 2)
+    regularization = float(sum(np.sum(loss) for loss in student.losses))
+    np.testing.assert_allclose(logged["label_loss"], ce, rtol=1e-4)
+    np.testing.assert_allclose(logged["embedding_loss"], mse, rtol=1e-4)
+    np.testing.assert_allclose(logged["loss"], ce + mse + regularization, rtol=1e-4)
+    assert logged["kd_loss"] == 0.0
+    # Without projection the sizes must match: one line naming both.
+    narrow = build_model({**cfg["model"], "embedding_dim": 64}, 5)
+    with pytest.raises(ConfigError, match=r"embedding_projection.*64 values.*128"):
+        Distiller(narrow, teacher, label_loss="sparse_categorical_crossentropy", embedding_weight=1.0,
+                  embedding_projection=False)
+
+
+def _fake_run(folder, source, **model):
+    """A copy of `source`'s files that check_members reads, its config's model section changed."""
+    from common.config import read_saved_config, save_config
+
+    folder.mkdir(parents=True)
+    for name in ("run.json", "labels.txt", "split.json"):
+        shutil.copy(source / name, folder / name)
+    (folder / "model.keras").write_bytes(b"not read by check_members")
+    cfg = read_saved_config(source / "config.yaml")
+    cfg["model"].update(model)
+    save_config(cfg, folder / "config.yaml")
+    return folder
+
+
+def test_members_must_share_classes_input_size_and_split(teacher_run, tmp_path):
+    first = teacher_run[0]
+    other_size = _fake_run(tmp_path / "big", first, input_size=96)
+    with pytest.raises(ConfigError, match=rf"{other_size}: its input size 96 differs"):
+        combined.check_members(TASK, [first, other_size])
+    other_classes = _fake_run(tmp_path / "classes", first)
+    (other_classes / "labels.txt").write_text("a\nb\nc\nd\ne\n")
+    with pytest.raises(ConfigError, match=rf"{other_classes}: its classes"):
+        combined.check_members(TASK, [first, other_classes])
+    with pytest.raises(ConfigError, match="given twice"):
+        combined.member_runs(f"{first},{first}")
+    with pytest.raises(ConfigError, match="at least two"):
+        combined.member_runs(str(first))
