@@ -11,7 +11,6 @@ from common import runner
 from common.distill import Distiller
 from common.errors import ConfigError
 from rsic import teacher as combined
-from rsic.models import build_model
 
 from .conftest import TASK, tiny_config
 
@@ -36,17 +35,26 @@ def members(teacher_run, tmp_path_factory):
 
 
 @pytest.fixture(scope="module")
+def member_embedders(members):
+    """Each member's model up to its "embedding" layer, loaded once."""
+    return [combined.embedding_model(runner.keras_model(TASK, run), f"expected{n}")
+            for n, run in enumerate(members)]
+
+
+@pytest.fixture(scope="module")
 def combined_run(members, sample_dir, tmp_path_factory):
     """The combined teacher of `members` (tiny_teacher.yaml): (run, metrics, member file hashes
     before training)."""
     before = [_digest(run / "model.keras") for run in members]
-    cfg = tiny_config(sample_dir, "tiny_teacher.yaml", ["train.early_stopping_patience=0"])
+    cfg = tiny_config(sample_dir, "tiny_teacher.yaml", ["train.early_stopping_patience=0",
+                                                        "teacher.epochs=15"])
     cfg = combined.teacher_config(TASK, cfg, combined.member_runs(members))
     result = combined.train_teacher(TASK, cfg, tmp_path_factory.mktemp("rsic_teacher") / "teacher")
     return result.run, result.metrics, before
 
 
-def test_combined_teacher_trains_only_its_fusion_and_classifier(members, combined_run, sample_dir):
+def test_combined_teacher_trains_only_its_fusion_and_classifier(members, member_embedders,
+                                                               combined_run):
     run, metrics, before = combined_run
     assert [_digest(r / "model.keras") for r in members] == before  # member files untouched
     model = runner.keras_model(TASK, run)
@@ -54,22 +62,21 @@ def test_combined_teacher_trains_only_its_fusion_and_classifier(members, combine
     head = [w for name in ("embedding", "logits") for w in model.get_layer(name).trainable_weights]
     assert len(head) == 4 and {id(w) for w in model.trainable_weights} == {id(w) for w in head}
     # Member weights unchanged: the saved model's frozen members equal the member runs' models.
-    for n, member_run in enumerate(members):
-        member = runner.keras_model(TASK, member_run)
-        inside = model.get_layer(f"member{n}_{member.name}")
-        expected = combined.embedding_model(member, "expected").get_weights()
+    for n, embedder in enumerate(member_embedders):
+        inside = next(layer for layer in model.layers if layer.name.startswith(f"member{n}_"))
+        expected = embedder.get_weights()
         assert len(inside.get_weights()) == len(expected) > 0
         assert all(np.array_equal(a, b) for a, b in zip(inside.get_weights(), expected))
     # 5 classes: chance is 0.2; the tiny member alone reaches 0.74-0.93 (seeds 0-2), so twice
     # chance leaves a wide margin for any CPU's rounding.
     assert metrics["accuracy"] > 0.4
     # The "embedding" layer is the fused vector: sum_n e_n * w_n + b computed by hand.
-    split, _ = runner.read_split(TASK, run, TASK.open_data(runner.run_config(TASK, run)))
     cfg = runner.run_config(TASK, run)
-    x, _ = TASK.examples(cfg, TASK.open_data(cfg), split["test"][:6])
+    data = TASK.open_data(cfg)
+    split, _ = runner.read_split(TASK, run, data)
+    x, _ = TASK.examples(cfg, data, split["test"][:6])
     weights, bias = model.get_layer("embedding").get_weights()
-    embeddings = [combined.embedding_model(runner.keras_model(TASK, r), f"m{n}").predict(x, verbose=0)
-                  for n, r in enumerate(members)]
+    embeddings = [embedder.predict(x, verbose=0) for embedder in member_embedders]
     by_hand = sum(e * w for e, w in zip(embeddings, weights)) + bias
     fused = keras.Model(model.inputs, model.get_layer("embedding").output).predict(x, verbose=0)
     np.testing.assert_allclose(fused, by_hand, rtol=1e-4, atol=1e-5)
@@ -78,8 +85,8 @@ def test_combined_teacher_trains_only_its_fusion_and_classifier(members, combine
         "member0_train.npz", "member0_val.npz", "member1_train.npz", "member1_val.npz"]
 
 
-def test_cached_embeddings_are_reused_and_recomputed_when_the_member_changes(members, combined_run,
-                                                                          sample_dir):
+def test_cached_embeddings_are_reused_and_recomputed_when_the_image_list_changes(
+        members, member_embedders, combined_run):
     run = combined_run[0]
     cfg = runner.run_config(TASK, run)
     data = TASK.open_data(cfg)
@@ -97,19 +104,29 @@ def test_cached_embeddings_are_reused_and_recomputed_when_the_member_changes(mem
     # Another image list (or a retrained member) is another key: computed afresh, same values.
     folder = run.parent / "other_cache"
     shutil.copytree(run / "embeddings", folder)
-    embedder = combined.embedding_model(runner.keras_model(TASK, members[0]), "m0")
-    again = combined.member_embeddings(embedder, members[0], 0, files[:-1], 64, 16, folder, "val",
+    again = combined.member_embeddings(member_embedders[0], members[0], 0, files[:-1], 64, 16, folder, "val",
                                        said.append)
     assert "computing" in said[-1]
     np.testing.assert_allclose(again, cached[:-1], rtol=1e-4, atol=1e-5)
+
+
+def _small_student(embedding_size):
+    """A small classifier of 64 x 64 images with the project's head layers (a MobileNetV2 costs
+    seconds to build and trace; the loss does not depend on the backbone)."""
+    keras.utils.set_random_seed(0)
+    image = keras.Input((64, 64, 3))
+    x = keras.layers.Conv2D(8, 3, strides=4, activation="relu")(keras.layers.Rescaling(1 / 255)(image))
+    x = keras.layers.GlobalAveragePooling2D()(x)
+    x = keras.layers.Dense(embedding_size, activation="relu", name="embedding")(x)
+    probs = keras.layers.Activation("softmax", name="probs")(keras.layers.Dense(5, name="logits")(x))
+    return keras.Model(image, probs)
 
 
 def test_distilling_from_the_combined_teacher_imitates_its_fused_vector(combined_run, sample_dir):
     run = combined_run[0]
     teacher = runner.keras_model(TASK, run)
     cfg = tiny_config(sample_dir)
-    keras.utils.set_random_seed(0)
-    student = build_model(cfg["model"], 5)  # embedding_dim 128: the members', so the fused size
+    student = _small_student(128)  # the members' embedding size, so the fused vector's
     distiller = Distiller(student, teacher, label_loss=keras.losses.SparseCategoricalCrossentropy(),
                           label_weight=1.0, kd_weight=0.0, embedding_weight=1.0,
                           embedding_projection=False)
@@ -131,7 +148,7 @@ def test_distilling_from_the_combined_teacher_imitates_its_fused_vector(combined
     np.testing.assert_allclose(logged["loss"], ce + mse + regularization, rtol=1e-4)
     assert logged["kd_loss"] == 0.0
     # Without projection the sizes must match: one line naming both.
-    narrow = build_model({**cfg["model"], "embedding_dim": 64}, 5)
+    narrow = _small_student(64)
     with pytest.raises(ConfigError, match=r"embedding_projection.*64 values.*128"):
         Distiller(narrow, teacher, label_loss="sparse_categorical_crossentropy", embedding_weight=1.0,
                   embedding_projection=False)
