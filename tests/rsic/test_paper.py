@@ -1,11 +1,11 @@
 """`python -m rsic paper3 / paper4 --quick` (rsic/paper.py): the tables, resume, the exported models.
 
-One paper3 run (module fixture) serves both tests: paper4 takes its candidates from paper3's
+One paper3 run (the session fixture `paper3_run` of conftest.py) serves both tests (and
+test_teacher.py, which checks its combined teacher): paper4 takes its candidates from paper3's
 benchmark folder (`--benchmark`), as a user who ran paper 3 first does, so nothing is trained twice.
 One epoch per run (`--set train.epochs=1`) keeps the tests short.
 """
 
-import argparse
 import json
 
 import pytest
@@ -16,39 +16,10 @@ from rsic import paper
 from rsic.task import RsicTask
 from tests.cli_runner import run_in_process
 
+from .conftest import ONE_EPOCH, paper_args
+
 TASK = RsicTask()
 # The benchmark rows need no int8 file here; the combined teacher's head learns in a few epochs.
-ONE_EPOCH = ["train.epochs=1", "benchmark.export=false", "teacher.epochs=5"]
-
-
-def _args(out, **changes):
-    return argparse.Namespace(**{"data": None, "out": str(out), "config": None, "backbones": None,
-                                 "student_config": None, "teachers": 1, "attention_config": None, "benchmark": None,
-                                 "teacher_config": None, "cuts": "none", "repeats": 1,
-                                 "quick": True, "overrides": list(ONE_EPOCH), **changes})
-
-
-@pytest.fixture(scope="module")
-def paper3_run(tmp_path_factory):
-    """paper3 --quick --teachers 2 --cuts none, stopped after the two benchmark runs, then run again to
-    the end (the cut rows' plumbing: test_paper3_table_ii_repeats_and_cut_rows).
-    Returns (out, mtimes of the benchmark models after the first part, runs the second part trained)."""
-    out = tmp_path_factory.mktemp("rsic_paper") / "paper3"
-    assert paper.run_paper3(TASK, _args(out, teachers=2), max_steps=2) is False
-    models = {name: (out / "benchmark" / name / "model.keras").stat().st_mtime_ns for name in paper.QUICK_BACKBONES}
-    table = json.loads((out / "paper3.json").read_text())
-    assert [row["accuracy"] is not None for row in table["rows"]][:2] == [True, True]
-    assert table["table2"][2]["accuracy"] is None  # the student not yet distilled
-
-    trained, original = [], runner.train
-    runner.train = lambda *a, **k: (trained.append(str(a[2])), original(*a, **k))[1]
-    try:
-        assert paper.run_paper3(TASK, _args(out, teachers=2)) is True
-    finally:
-        runner.train = original
-    return out, models, trained
-
-
 def test_paper3_quick_table_resume_and_export(paper3_run, capsys):
     out, models, trained = paper3_run
     # The rerun skipped the finished benchmark runs: only the students trained (the combined
@@ -105,7 +76,7 @@ def test_paper3_quick_table_resume_and_export(paper3_run, capsys):
 def test_paper4_quick_on_paper3_benchmark(paper3_run, tmp_path, capsys):
     bench_dir = paper3_run[0] / "benchmark"
     out = tmp_path / "paper4"
-    assert paper.run_paper4(TASK, _args(out, benchmark=str(bench_dir))) is True
+    assert paper.run_paper4(TASK, paper_args(out, benchmark=str(bench_dir))) is True
     bench = json.loads((bench_dir / "benchmark.json").read_text())
     best = bench["best_paper4"]["backbone"]
 
@@ -138,7 +109,7 @@ def test_paper4_quick_on_paper3_benchmark(paper3_run, tmp_path, capsys):
     from common.errors import RunDirError
 
     with pytest.raises(RunDirError, match="settings.json.*attention_config"):
-        paper.run_paper4(TASK, _args(out, benchmark=str(bench_dir), attention_config="attention.yaml"))
+        paper.run_paper4(TASK, paper_args(out, benchmark=str(bench_dir), attention_config="attention.yaml"))
 
 
 def test_paper3_table_ii_repeats_and_cut_rows(tmp_path):

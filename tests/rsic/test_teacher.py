@@ -1,62 +1,40 @@
 """Paper 3's combined teacher (rsic/teacher.py) and distilling from its fused embedding."""
 
-import hashlib
+import json
 import shutil
+from pathlib import Path
 
 import numpy as np
 import pytest
 import tf_keras as keras
 
 from common import runner
+from common.config import read_saved_config
 from common.distill import Distiller
 from common.errors import ConfigError
 from rsic import teacher as combined
 
-from .conftest import TASK, tiny_config
-
-
-def _digest(path):
-    return hashlib.sha1(path.read_bytes()).hexdigest()
+from .conftest import TASK
 
 
 @pytest.fixture(scope="module")
-def members(teacher_run, tmp_path_factory):
-    """The session's tiny run and a copy of it whose embedding layer is scaled (another member
-    on the same split: training a second one would cost a minute)."""
-    first = teacher_run[0]
-    second = tmp_path_factory.mktemp("rsic_members") / "second"
-    shutil.copytree(first, second)
-    model = runner.keras_model(TASK, second)
-    layer = model.get_layer("embedding")
-    layer.set_weights([0.5 * w for w in layer.get_weights()])
-    (second / "model.keras").unlink()
-    model.save(second / "model.keras")
-    return [first, second]
+def combined_run(paper3_run):
+    """The combined teacher that `paper3 --quick --teachers 2` trained from its two benchmark runs
+    (conftest.paper3_run; training one here would cost the suite a minute): (run, its members)."""
+    run = paper3_run[0] / "teacher"
+    return run, [Path(member) for member in read_saved_config(run / "config.yaml")["teacher"]["members"]]
 
 
 @pytest.fixture(scope="module")
-def member_embedders(members):
-    """Each member's model up to its "embedding" layer, loaded once."""
+def member_embedders(combined_run):
+    """Each member's model up to its "embedding" layer, loaded once from the member runs."""
     return [combined.embedding_model(runner.keras_model(TASK, run), f"expected{n}")
-            for n, run in enumerate(members)]
+            for n, run in enumerate(combined_run[1])]
 
 
-@pytest.fixture(scope="module")
-def combined_run(members, sample_dir, tmp_path_factory):
-    """The combined teacher of `members` (tiny_teacher.yaml): (run, metrics, member file hashes
-    before training)."""
-    before = [_digest(run / "model.keras") for run in members]
-    cfg = tiny_config(sample_dir, "tiny_teacher.yaml", ["train.early_stopping_patience=0",
-                                                        "teacher.epochs=15"])
-    cfg = combined.teacher_config(TASK, cfg, combined.member_runs(members))
-    result = combined.train_teacher(TASK, cfg, tmp_path_factory.mktemp("rsic_teacher") / "teacher")
-    return result.run, result.metrics, before
-
-
-def test_combined_teacher_trains_only_its_fusion_and_classifier(members, member_embedders,
-                                                               combined_run):
-    run, metrics, before = combined_run
-    assert [_digest(r / "model.keras") for r in members] == before  # member files untouched
+def test_combined_teacher_trains_only_its_fusion_and_classifier(member_embedders, combined_run):
+    run, _ = combined_run
+    metrics = json.loads((run / "metrics.json").read_text())
     model = runner.keras_model(TASK, run)
     # Only the fusion (w_n, b) and the classifier are trainable.
     head = [w for name in ("embedding", "logits") for w in model.get_layer(name).trainable_weights]
@@ -67,27 +45,50 @@ def test_combined_teacher_trains_only_its_fusion_and_classifier(members, member_
         expected = embedder.get_weights()
         assert len(inside.get_weights()) == len(expected) > 0
         assert all(np.array_equal(a, b) for a, b in zip(inside.get_weights(), expected))
-    # 5 classes: chance is 0.2; the tiny member alone reaches 0.74-0.93 (seeds 0-2), so twice
-    # chance leaves a wide margin for any CPU's rounding.
-    assert metrics["accuracy"] > 0.4
+    assert metrics["split"] == "test" and 0.0 <= metrics["accuracy"] <= 1.0  # an ordinary run's scores
     # The "embedding" layer is the fused vector: sum_n e_n * w_n + b computed by hand.
     cfg = runner.run_config(TASK, run)
     data = TASK.open_data(cfg)
     split, _ = runner.read_split(TASK, run, data)
     x, _ = TASK.examples(cfg, data, split["test"][:6])
     weights, bias = model.get_layer("embedding").get_weights()
-    embeddings = [embedder.predict(x, verbose=0) for embedder in member_embedders]
+    embeddings = [embedder(x, training=False).numpy() for embedder in member_embedders]
     by_hand = sum(e * w for e, w in zip(embeddings, weights)) + bias
-    fused = keras.Model(model.inputs, model.get_layer("embedding").output).predict(x, verbose=0)
+    fused = keras.Model(model.inputs, model.get_layer("embedding").output)(x, training=False).numpy()
     np.testing.assert_allclose(fused, by_hand, rtol=1e-4, atol=1e-5)
     # Cached once per member and split, in the run.
     assert sorted(p.name for p in (run / "embeddings").iterdir()) == [
         "member0_train.npz", "member0_val.npz", "member1_train.npz", "member1_val.npz"]
 
 
+def test_fusion_and_classifier_learn_from_cached_embeddings(teacher_run, sample_dir):
+    """The head `train_teacher` fits, on the embeddings of a trained tiny run (the session's; the
+    paper3 fixture's one-epoch members are at chance): above chance on the sample's test split."""
+    import tf_keras  # noqa: F401  (keras.utils.set_random_seed below)
+
+    run = teacher_run[0]
+    cfg = runner.run_config(TASK, run)
+    data = TASK.open_data(cfg)
+    split, _ = runner.read_split(TASK, run, data)
+    embedder = combined.embedding_model(runner.keras_model(TASK, run), "member")
+    x = {name: embedder.predict(TASK.examples(cfg, data, split[name])[0], verbose=0)
+         for name in ("train", "test")}
+    labels = {name: data.labels[np.asarray(split[name])] for name in ("train", "test")}
+    keras.utils.set_random_seed(0)
+    # Two members: the run's embedding and half of it (the fusion weighs each element of each).
+    head = combined.build_head(2, x["train"].shape[1], 5, 0.4)
+    head.compile(optimizer=keras.optimizers.Adam(0.01), loss="sparse_categorical_crossentropy")
+    head.fit([x["train"], 0.5 * x["train"]], labels["train"], epochs=30, batch_size=16, verbose=0)
+    accuracy = np.mean(np.argmax(head.predict([x["test"], 0.5 * x["test"]], verbose=0), 1)
+                       == labels["test"])
+    # 5 classes: chance is 0.2; the run alone scores 0.74-0.93 (seeds 0-2), so twice chance
+    # leaves a wide margin for any CPU's rounding.
+    assert accuracy > 0.4
+
+
 def test_cached_embeddings_are_reused_and_recomputed_when_the_image_list_changes(
-        members, member_embedders, combined_run):
-    run = combined_run[0]
+        member_embedders, combined_run):
+    run, members = combined_run
     cfg = runner.run_config(TASK, run)
     data = TASK.open_data(cfg)
     split, _ = runner.read_split(TASK, run, data)
@@ -122,10 +123,10 @@ def _small_student(embedding_size):
     return keras.Model(image, probs)
 
 
-def test_distilling_from_the_combined_teacher_imitates_its_fused_vector(combined_run, sample_dir):
+def test_distilling_from_the_combined_teacher_imitates_its_fused_vector(combined_run):
     run = combined_run[0]
     teacher = runner.keras_model(TASK, run)
-    cfg = tiny_config(sample_dir)
+    cfg = runner.run_config(TASK, run)
     student = _small_student(128)  # the members' embedding size, so the fused vector's
     distiller = Distiller(student, teacher, label_loss=keras.losses.SparseCategoricalCrossentropy(),
                           label_weight=1.0, kd_weight=0.0, embedding_weight=1.0,
@@ -137,10 +138,11 @@ def test_distilling_from_the_combined_teacher_imitates_its_fused_vector(combined
     distiller.compile(optimizer="adam")
     logged = distiller.test_on_batch(x, labels, return_dict=True)
     # By hand: cross-entropy + MSE(student embedding, teacher's fused vector), weights 1:1.
-    student_probs = student.predict(x, verbose=0)
+    # Eager calls on the one batch (no predict loop to trace): inference mode, as test_on_batch.
+    student_probs = student(x, training=False).numpy()
     ce = -np.mean(np.log(student_probs[np.arange(len(labels)), labels]))
-    student_emb = keras.Model(student.inputs, student.get_layer("embedding").output).predict(x, verbose=0)
-    fused = keras.Model(teacher.inputs, teacher.get_layer("embedding").output).predict(x, verbose=0)
+    student_emb = keras.Model(student.inputs, student.get_layer("embedding").output)(x).numpy()
+    fused = keras.Model(teacher.inputs, teacher.get_layer("embedding").output)(x, training=False).numpy()
     mse = np.mean((student_emb - fused) ** 2)
     regularization = float(sum(np.sum(loss) for loss in student.losses))
     np.testing.assert_allclose(logged["label_loss"], ce, rtol=1e-4)
@@ -168,8 +170,8 @@ def _fake_run(folder, source, **model):
     return folder
 
 
-def test_members_must_share_classes_input_size_and_split(teacher_run, tmp_path):
-    first = teacher_run[0]
+def test_members_must_share_classes_input_size_and_split(combined_run, tmp_path):
+    first = combined_run[1][0]
     other_size = _fake_run(tmp_path / "big", first, input_size=96)
     with pytest.raises(ConfigError, match=rf"{other_size}: its input size 96 differs"):
         combined.check_members(TASK, [first, other_size])
