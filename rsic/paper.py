@@ -68,6 +68,8 @@ CUT_LAYERS = {"EfficientNetB0": {"6B": "block6d_add", "5B": "block5c_add", "4B":
               "MobileNetV2": {"6B": "block_15_add", "5B": "block_12_add", "4B": "block_9_add",
                               "3B": "block_5_add"}}
 CUTS = ("6B", "5B", "4B", "3B")
+# Table II's rows besides the teacher and the distilled student (`--rows`).
+OPTIONAL_ROWS = ("alone", *CUTS)
 DATA = "the NWPU-RESISC45 folder"  # what --data names
 BENCHMARK_JSON, ROW_FILE = "benchmark.json", "benchmark_row.json"
 # A paper table row's numbers (None: not run yet); `note` and `published_accuracy` come after.
@@ -295,8 +297,9 @@ def add_arguments(parser, paper):
         parser.add_argument("--teachers", type=int, help="the teacher: the N best benchmark runs "
                             "combined (`rsic teacher`; default 3, the paper's, at most the "
                             "benchmarked ones; 1: the best run alone)")
-        parser.add_argument("--cuts", help="cut students of Table II, from " + ",".join(CUTS)
-                            + " (default all; 'none': none); they need model.cut_after")
+        parser.add_argument("--rows", help="Table II's rows besides the teacher and the distilled "
+                            "student, from " + ",".join(OPTIONAL_ROWS) + " (default all; 'none': "
+                            "none); the cut students need model.cut_after")
         parser.add_argument("--repeats", type=int, default=1, help="Table II's runs with N "
                             "seeds (train.seed 0..N-1), mean +- std (the paper averaged 10)")
     else:
@@ -351,13 +354,13 @@ def run_paper(task, args, paper, *, max_steps=None):
         settings["teachers"] = teachers
         settings["teacher_config"] = (getattr(args, "teacher_config", None)
                                       or CONFIGS["teacher_config"][bool(args.quick)])
-        cuts = getattr(args, "cuts", None)
-        cuts = [] if cuts == "none" else papers.parse_list(cuts, list(CUTS), "--cuts") if cuts \
-            else list(CUTS)
+        rows = getattr(args, "rows", None)
+        rows = [] if rows == "none" else papers.parse_list(rows, list(OPTIONAL_ROWS), "--rows") \
+            if rows else list(OPTIONAL_ROWS)
         repeats = int(getattr(args, "repeats", 1) or 1)
         papers.repeat_runs("", repeats)  # a bad count stops here
-        if cuts != list(CUTS):
-            settings["cuts"] = cuts
+        if rows != list(OPTIONAL_ROWS):
+            settings["rows"] = rows
         if repeats != 1:
             settings["repeats"] = repeats
     out, data, overrides = papers.start(task, args, f"paper{paper}", DATA, QUICK_OVERRIDES, None,
@@ -372,8 +375,8 @@ def run_paper(task, args, paper, *, max_steps=None):
         fetch_weights(model_cfg, [model_cfg["model"]["backbone"]])
         teacher_cfg = load_task_config(task, settings["teacher_config"], overrides, data)
         table2 = paper3_steps(task, out, folder, names, teachers, model_cfg, teacher_cfg,
-                              cuts, repeats)
-        table = partial(paper3_table, task, out, names, teachers, model_cfg, cuts, repeats)
+                              rows, repeats)
+        table = partial(paper3_table, task, out, names, teachers, model_cfg, rows, repeats)
     else:
         def attention_cfg():  # attention.yaml on the best candidate, alpha and input size legal
             best = [*overrides, f"model.backbone=best:{folder}"]
@@ -450,9 +453,9 @@ def _cut_layers(task, student_cfg):
     return CUT_LAYERS[backbone], ""
 
 
-def _table2_runs(out, cuts, repeats):
+def _table2_runs(out, rows, repeats):
     """{Table II row key: [(run directory, seed), ...]} (`papers.repeat_runs`)."""
-    out = Path(out)
+    out, cuts = Path(out), [cut for cut in CUTS if cut in rows]
     folders = {"teacher": out / "teacher", "alone": out / "student_alone",
                "distilled": out / "student", **{cut: out / f"student_{cut.lower()}" for cut in cuts}}
     return {key: papers.repeat_runs(folder, repeats) for key, folder in folders.items()}
@@ -471,16 +474,17 @@ def _combined_teacher(task, cfg, folder, names, n_teachers, run):
     combined.train_teacher(task, resolved, run, resume=(run / "config.yaml").is_file())
 
 
-def paper3_steps(task, out, folder, names, n_teachers, student_cfg, teacher_cfg, cuts, repeats):
+def paper3_steps(task, out, folder, names, n_teachers, student_cfg, teacher_cfg, rows, repeats):
     """Table II's steps, for each seed: the combined teacher (none for one teacher: the best run
-    teaches), the student alone, distilled, and the cut students distilled (`cuts` that the
-    student's backbone has: `_cut_layers`)."""
+    teaches), the student alone, distilled, and the cut students distilled (those of `rows`, the
+    `OPTIONAL_ROWS` to run, that the student's backbone has: `_cut_layers`)."""
     from common.config import apply_override
 
     layers, _ = _cut_layers(task, student_cfg)
-    runs, steps = _table2_runs(out, cuts, repeats), []
+    runs, steps = _table2_runs(out, rows, repeats), []
+    cuts = [cut for cut in CUTS if cut in rows]
     for k in range(repeats):
-        seed = runs["alone"][k][1]
+        seed = runs["distilled"][k][1]
         tag = "" if seed is None else f" (seed {seed})"
         student = papers.seeded(student_cfg, seed, task.defaults)
         teacher = lambda: best_runs(folder, names, 1)  # noqa: E731  (resolved at its turn)
@@ -491,9 +495,11 @@ def paper3_steps(task, out, folder, names, n_teachers, student_cfg, teacher_cfg,
                 output="metrics.json", verb="combining",
                 call=partial(_combined_teacher, task, papers.seeded(teacher_cfg, seed, task.defaults),
                              folder, names, n_teachers)))
-        steps += [papers.Step(f"student alone{tag}", "train", runs["alone"][k][0], config=student),
-                  papers.Step(f"student distilled{tag}", "distill", runs["distilled"][k][0],
-                              config=student, teacher=teacher)]
+        if "alone" in rows:
+            steps.append(papers.Step(f"student alone{tag}", "train", runs["alone"][k][0],
+                                     config=student))
+        steps.append(papers.Step(f"student distilled{tag}", "distill", runs["distilled"][k][0],
+                                 config=student, teacher=teacher))
         steps += [papers.Step(f"student -{cut} distilled{tag}", "distill", runs[cut][k][0],
                               config=apply_override(student, f"model.cut_after={layers[cut]}",
                                                     task.defaults), teacher=teacher)
@@ -524,14 +530,14 @@ def _table2_row(model, kind, runs, key, note="", **extra):
                 published_params=int(published_params * 1e6), **extra)
 
 
-def paper3_table(task, out, names, n_teachers, student_cfg, cuts=CUTS, repeats=1):
+def paper3_table(task, out, names, n_teachers, student_cfg, rows=OPTIONAL_ROWS, repeats=1):
     """Paper 3's tables (JSON entries after the data), built from the run directories: `rows`,
     Table I (the benchmark), and `table2`, Table II (teacher, student alone, distilled, its int8
     file, the cut students), each with its published numbers."""
     from common.config import read_saved_config
 
     out = Path(out)
-    folder, runs = out / "benchmark", _table2_runs(out, cuts, repeats)
+    folder, runs, selected = out / "benchmark", _table2_runs(out, rows, repeats), rows
     done = {row["backbone"]: row for row in benchmark_rows(folder, names)}
     rows = [_bench_row(name, folder, done.get(name)) for name in names]
     ranked = [row["backbone"] for row in rank_rows(list(done.values()))]
@@ -552,14 +558,15 @@ def paper3_table(task, out, names, n_teachers, student_cfg, cuts=CUTS, repeats=1
                                   "one network (--teachers 1), not the paper's combination"))
     distilled = [run for run, _ in runs["distilled"]]
     metrics = papers.read_json(distilled[0] / "metrics.json") or {}
-    table2 += [_table2_row(f"{backbone} alone", "student alone",
-                           [run for run, _ in runs["alone"]], "alone"),
-               _table2_row(f"{backbone} + distillation", "student", distilled, "distilled",
+    if "alone" in selected:
+        table2.append(_table2_row(f"{backbone} alone", "student alone",
+                                  [run for run, _ in runs["alone"]], "alone"))
+    table2 += [_table2_row(f"{backbone} + distillation", "student", distilled, "distilled",
                            teacher_agreement=metrics.get("teacher_agreement")),
                _float_and_int8_rows("student", "student", distilled[0])[1]]
     layers, why = _cut_layers(task, student_cfg)
     for cut in CUTS:
-        if cut not in cuts:
+        if cut not in selected:
             continue
         name = f"{backbone}-{cut}" + (f" (cut after {layers[cut]})" if cut in layers else "")
         table2.append(_table2_row(name, "cut student", [run for run, _ in runs[cut]]

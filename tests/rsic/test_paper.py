@@ -22,9 +22,9 @@ TASK = RsicTask()
 # The benchmark rows need no int8 file here; the combined teacher's head learns in a few epochs.
 def test_paper3_quick_table_resume_and_export(paper3_run, capsys):
     out, models, trained = paper3_run
-    # The rerun skipped the finished benchmark runs: only the students trained (the combined
+    # The rerun skipped the finished benchmark runs: only the student trained (the combined
     # teacher trains its head on cached embeddings, not through runner.train).
-    assert trained == [str(out / "student_alone"), str(out / "student")]
+    assert trained == [str(out / "student")]
     for name, mtime in models.items():
         assert (out / "benchmark" / name / "model.keras").stat().st_mtime_ns == mtime
     bench = json.loads((out / "benchmark" / "benchmark.json").read_text())
@@ -34,13 +34,13 @@ def test_paper3_quick_table_resume_and_export(paper3_run, capsys):
     assert table["data"]["path"] == str((out / "data").resolve())
     assert table["data"]["examples_per_split"] == {"train": 95, "val": 25, "test": 80}
     assert [row["kind"] for row in table["rows"]] == ["benchmark", "benchmark"]
-    assert [row["kind"] for row in table["table2"]] == ["teacher", "student alone", "student", "student int8"]
+    assert [row["kind"] for row in table["table2"]] == ["teacher", "student", "student int8"]
     # Paper 3's published accuracies beside the benchmark rows (PAPERS.md: MobileNetV2 88.0, MobileNet 90.8).
     assert [row["published_accuracy"] for row in table["rows"][:2]] == [0.88, 0.908]
     assert table["published"]["benchmark"] == {"MobileNetV2": 0.88, "MobileNet": 0.908}
     # Table II's published accuracy and parameters beside each row (PAPERS.md).
-    assert [row["published_accuracy"] for row in table["table2"][:3]] == [0.962, 0.923, 0.948]
-    assert [row["published_params"] for row in table["table2"][:3]] == [280_800_000, 4_700_000, 4_700_000]
+    assert [row["published_accuracy"] for row in table["table2"][:2]] == [0.962, 0.948]
+    assert [row["published_params"] for row in table["table2"][:2]] == [280_800_000, 4_700_000]
     for row in table["rows"] + table["table2"]:
         assert 0.0 <= row["accuracy"] <= 1.0, row
     # The teacher combines both benchmark runs, best first; the student distilled from it.
@@ -55,19 +55,19 @@ def test_paper3_quick_table_resume_and_export(paper3_run, capsys):
     assert table["table2"][0]["accuracy"] == teacher_metrics["accuracy"]
     # Scored twice on the same 80 test images (files, then arrays): at most one near-tie apart.
     assert abs(teacher_metrics["accuracy"] - metrics["teacher_accuracy"]) <= 1 / 80 + 1e-9
-    assert table["table2"][2]["accuracy"] == metrics["accuracy"]
+    assert table["table2"][1]["accuracy"] == metrics["accuracy"]
     # The int8 student: its file exists and its size and whole-test-split accuracy are in the table.
     tflite = out / "student" / "model_int8.tflite"
     int8 = json.loads((out / "student" / "metrics_int8.json").read_text())
-    assert table["table2"][3]["tflite_bytes"] == tflite.stat().st_size > 0
-    assert table["table2"][3]["accuracy"] == int8["accuracy"] and int8["model"] == "int8 tflite"
+    assert table["table2"][2]["tflite_bytes"] == tflite.stat().st_size > 0
+    assert table["table2"][2]["accuracy"] == int8["accuracy"] and int8["model"] == "int8 tflite"
     markdown = (out / "paper3.md").read_text()
     assert "| MobileNetV2 | 0.57M |" in markdown and "| 88.0 |" in markdown and "| 90.8 |" in markdown
     assert "## Table II" in markdown and "| 96.2 | 280.80M |" in markdown and "94.7%" in markdown
     assert f"| {tflite.stat().st_size / 1e6:.2f} |" in markdown
 
     # The finished plan through the command line: nothing runs again and the exit code is 0.
-    code, said, _ = run_in_process(TASK, ["paper3", "--quick", "--out", out, "--teachers", "2", "--cuts", "none",
+    code, said, _ = run_in_process(TASK, ["paper3", "--quick", "--out", out, "--teachers", "2", "--rows", "none",
                                           *(arg for item in ONE_EPOCH for arg in ("--set", item))], capsys)
     assert code == 0 and f"rsic: paper 3 done -> {out / 'paper3.md'}" in said
     assert (out / "paper3.md").read_text() == markdown
@@ -123,7 +123,7 @@ def test_paper3_table_ii_repeats_and_cut_rows(tmp_path):
                 (tmp_path / row / f"seed_{seed}").mkdir(parents=True)
                 (tmp_path / row / f"seed_{seed}" / "metrics.json").write_text(json.dumps({"accuracy": accuracy}))
     table = paper.paper3_table(TASK, tmp_path, ["MobileNetV2", "MobileNet"], 2, student_cfg,
-                               cuts=["5B", "3B"], repeats=2)
+                               rows=["alone", "5B", "3B"], repeats=2)
     rows = {row["kind"] + ":" + row["model"].split(" ")[0]: row for row in table["table2"]}
     teacher, alone = table["table2"][0], rows["student alone:MobileNetV2"]
     assert teacher["accuracy"] == pytest.approx(0.85) and teacher["accuracy_std"] == pytest.approx(0.05)
