@@ -12,6 +12,7 @@ from common import runner
 from common.config import read_saved_config
 from common.distill import Distiller
 from common.errors import ConfigError
+from common.model_files import saved_param_count
 from rsic import teacher as combined
 
 from .conftest import TASK
@@ -46,6 +47,8 @@ def test_combined_teacher_trains_only_its_fusion_and_classifier(member_embedders
         assert len(inside.get_weights()) == len(expected) > 0
         assert all(np.array_equal(a, b) for a, b in zip(inside.get_weights(), expected))
     assert metrics["split"] == "test" and 0.0 <= metrics["accuracy"] <= 1.0  # an ordinary run's scores
+    # Table II's params column reads the file without loading it: Keras' own count.
+    assert saved_param_count(run / "model.keras") == model.count_params()
     # The "embedding" layer is the fused vector: sum_n e_n * w_n + b computed by hand.
     cfg = runner.run_config(TASK, run)
     data = TASK.open_data(cfg)
