@@ -132,7 +132,9 @@ class Distiller(keras.Model):
     KD is Hinton's distillation loss (https://arxiv.org/abs/1503.02531) between the teacher and
     student probabilities, taken back to logits as `log(clip(p))` (softmax is shift-invariant, so
     this equals logit distillation); MSE compares the teacher's embedding with the student's,
-    passed through a learned Dense projection when their sizes differ. The teachers run in
+    passed through a learned Dense projection when their sizes differ (`embedding_projection`;
+    without it the sizes must match: paper 3's student imitates its teacher's fused 512-d vector
+    as it is, MSE weighted 1:1 with the cross-entropy, `kd_weight=0`). The teachers run in
     inference mode on the very batch the student sees (the same augmented inputs) and are never
     trained. All models take the same inputs (one tensor, a list or a dict) and output
     probabilities.
@@ -163,6 +165,9 @@ class Distiller(keras.Model):
             Defaults to `"embedding"`.
         teacher_embedding_layer: str, name of the teacher's embedding layer. Defaults to
             `"embedding"`.
+        embedding_projection: bool, learn a Dense projection of the student's embedding to the
+            teacher's size when they differ; False: the sizes must match (ConfigError naming
+            both). Defaults to `True`.
         **kwargs: other `keras.Model` arguments (`name`).
 
     Example:
@@ -187,6 +192,7 @@ class Distiller(keras.Model):
         embedding_weight=0.0,
         student_embedding_layer="embedding",
         teacher_embedding_layer="embedding",
+        embedding_projection=True,
         **kwargs,
     ):
         super().__init__(**kwargs)
@@ -227,6 +233,13 @@ class Distiller(keras.Model):
                 )
             student_shape = self.student_with_embedding.outputs[1].shape
             teacher_size = sum(int(shape[-1]) for shape in shapes)  # concatenated
+            if student_shape[-1] != teacher_size and not embedding_projection:
+                raise ConfigError(
+                    f"distill.embedding_projection: false needs embeddings of one size, but the "
+                    f"student's {student_embedding_layer!r} has {student_shape[-1]} values and the "
+                    f"teacher's {teacher_embedding_layer!r} {teacher_size}; set "
+                    f"model.embedding_dim={teacher_size} or distill.embedding_projection=true"
+                )
             if student_shape[-1] != teacher_size:
                 # Trained with the student; built now so that saved weights load before fit.
                 self.projection = keras.layers.Dense(teacher_size, name="embedding_projection")

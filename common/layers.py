@@ -1,5 +1,6 @@
 """Shared building blocks: a residual convolution block, self-attention over 2-D feature maps,
-squeeze-excitation, CBAM and the tri-plane attention of papers 1 and 4.
+squeeze-excitation, CBAM, the tri-plane attention of papers 1 and 4, and paper 3's weighted
+sum of embeddings (its combined teacher).
 
 The builders are functional: they take a Keras tensor and return one, made of standard Keras
 layers (Conv2D, BatchNormalization, Activation, Add, Reshape, MultiHeadAttention,
@@ -405,3 +406,58 @@ def cbam_block(x, ratio=0.125, kernel_size=7, name=None):
     plane = layers.Conv2D(1, kernel_size, padding="same", activation="sigmoid",
                           name=f"{name}_spatial_gate")(plane)
     return layers.Multiply(name=f"{name}_spatial_scale")([x, plane])
+
+
+@keras.saving.register_keras_serializable(package="common")
+class WeightedEmbeddingSum(keras.layers.Layer):
+    """Fuses N embeddings of one size by trainable element-wise weights: f = sum_n e_n * w_n + b.
+
+    Paper 3's combined teacher (Pham et al., ISPA 2023, arXiv 2302.13028): the 512-d embeddings
+    of three frozen networks, one weight vector per network and one bias, all of the embedding's
+    size; the fused vector is what the student imitates. Initialized as the authors' code does
+    (random normal, stddev 0.05).
+
+    Args:
+        initializer: initializer of the weights w_n and the bias b. Defaults to `"random_normal"`.
+        **kwargs: other `keras.layers.Layer` arguments (`name`, `dtype`).
+
+    Input: a list of N >= 1 float tensors (B, D) of the same D. Output: (B, D).
+
+    Example:
+    ```python
+    fused = WeightedEmbeddingSum(name="embedding")([emb_a, emb_b, emb_c])   # (batch, 512)
+    ```
+    """
+
+    def __init__(self, initializer="random_normal", **kwargs):
+        super().__init__(**kwargs)
+        self.initializer = keras.initializers.get(initializer)
+
+    def build(self, input_shape):
+        listed = isinstance(input_shape, (list, tuple)) and len(input_shape) > 0 and all(
+            isinstance(shape, (list, tuple, tf.TensorShape)) for shape in input_shape)
+        shapes = [tuple(shape) for shape in input_shape] if listed else []
+        if not shapes or any(len(shape) != 2 or shape[-1] is None for shape in shapes):
+            raise ValueError(f"WeightedEmbeddingSum {self.name}: needs a list of (batch, D) inputs, "
+                             f"got {input_shape}")
+        sizes = sorted({int(shape[-1]) for shape in shapes})
+        if len(sizes) > 1:
+            raise ValueError(f"WeightedEmbeddingSum {self.name}: the embeddings differ in size "
+                             f"({', '.join(map(str, sizes))}); they must be of one size")
+        self.member_weights = self.add_weight(name="member_weights", shape=(len(shapes), sizes[0]),
+                                              initializer=self.initializer, trainable=True)
+        self.bias = self.add_weight(name="bias", shape=(sizes[0],), initializer=self.initializer,
+                                    trainable=True)
+        super().build(input_shape)
+
+    def call(self, inputs):
+        # A sum of element-wise products (MUL, ADD): ops every TFLite runtime has.
+        terms = [tf.cast(e, self.compute_dtype) * self.member_weights[n] for n, e in enumerate(inputs)]
+        return tf.add_n(terms) + self.bias
+
+    def compute_output_shape(self, input_shape):
+        return tf.TensorShape(input_shape[0])
+
+    def get_config(self):
+        return {**super().get_config(),
+                "initializer": keras.initializers.serialize(self.initializer)}

@@ -252,7 +252,9 @@ def train(task, cfg, out, *, resume=False, overwrite=False, teacher=None, unsafe
         d = cfg["distill"]
         distiller = Distiller(training, teacher_model, label_loss=task.label_loss(cfg),
                               label_weight=d["label_weight"], kd_weight=d["kd_weight"],
-                              temperature=d["temperature"], embedding_weight=d["embedding_weight"])
+                              temperature=d["temperature"], embedding_weight=d["embedding_weight"],
+                              # rsic's key (paper 3's student); other tasks always project
+                              embedding_projection=d.get("embedding_projection", True))
         distiller.compile(optimizer=optimizer, metrics=["accuracy"])
         return distiller
 

@@ -95,9 +95,21 @@ DEFAULTS = {
         "kd_weight": 1.0,  # Hinton KD on the softened outputs
         "temperature": 4.0,
         "embedding_weight": 0.0,  # MSE between embeddings (projected when sizes differ)
+        # true: a learned Dense maps the student's embedding to the teacher's size when they
+        # differ; false (paper 3): the sizes must match, the MSE compares them as they are
+        "embedding_projection": True,
         # true: the student starts from the (first) teacher's weights in every layer of the same
         # name and shape (common.distill.init_from_teacher); for a student of the teacher's family
         "init_from_teacher": False,
+    },
+    "teacher": {  # paper 3's combined teacher (`python -m rsic teacher`, rsic/teacher.py)
+        "members": [],  # finished rsic runs (--members RUN,RUN,RUN), frozen up to "embedding"
+        # the fusion f = sum_n e_n * w_n + b, then dropout and the classifier, trained on the
+        # members' cached embeddings (the authors' code: lr 1e-3, batch 200, 100 epochs)
+        "dropout": 0.4,
+        "epochs": 100,
+        "batch_size": 200,
+        "lr": 0.001,
     },
     "export": {
         **EXPORT_DEFAULTS,

@@ -8,9 +8,14 @@ paper4`, each a plan of common.papers steps (resumable).
     R/settings.json          data folder, configs, backbones, --quick, --set (a rerun must match)
     R/data/                  --quick only: the sample data set (`python -m rsic sample`)
     R/benchmark/             the paper's benchmark folder B
+    R/teacher/ (paper3)      the combined teacher of the --teachers best benchmark runs
+                             (rsic/teacher.py; none for --teachers 1: the best run teaches)
+    R/student_alone/         the student config trained alone (Table II's "EfficientNetB0 alone")
     R/student/ (paper3)      the distilled student: metrics.json (with teacher_accuracy, the
-                             teachers' on the test split), model_int8.tflite,
+                             teacher's on the test split), model_int8.tflite,
                              export_report.json, metrics_int8.json
+    R/student_6b/ ... _3b/   the cut students (model.cut_after), distilled the same way
+                             (--repeats N: each of these R/<row>/seed_K, K < N, train.seed=K)
     R/attention/ (paper4)    the attention run, exported and scored the same way
     R/paper3.md, .json       the tables with the published numbers beside, the data named
     R/paper4.md, .json
@@ -50,7 +55,21 @@ QUICK_OVERRIDES = ["train.epochs=2", "train.verbose=0", "model.weights=null", "e
                    "export.calibration_examples=32"]
 # The config options of paper3/paper4: (default, --quick default); None: task.distill_config.
 CONFIGS = {"config": ("paper3.yaml", "tiny.yaml"), "student_config": (None, "tiny_student.yaml"),
+           "teacher_config": ("teacher.yaml", "tiny_teacher.yaml"),
            "attention_config": ("attention.yaml", "tiny_attention.yaml")}
+# Paper 3's Table II (docs/papers.md; NWPU-RESISC45, 20% training): accuracy %, params M per row.
+TABLE2_PUBLISHED = {"teacher": (96.2, 280.8), "alone": (92.3, 4.7), "distilled": (94.8, 4.7),
+                    "6B": (94.4, 3.0), "5B": (93.5, 0.93), "4B": (91.3, 0.37), "3B": (85.6, 0.11)}
+# The cut students: the student's backbone up to a layer (`model.cut_after`). EfficientNetB0's are
+# the paper's; the --quick student (MobileNetV2) is cut at the ends of its stages of the same
+# depth (160, 96, 64 and 32 channels against B0's 192, 112, 80 and 40).
+CUT_LAYERS = {"EfficientNetB0": {"6B": "block6d_add", "5B": "block5c_add", "4B": "block4c_add",
+                                 "3B": "block3b_add"},
+              "MobileNetV2": {"6B": "block_15_add", "5B": "block_12_add", "4B": "block_9_add",
+                              "3B": "block_5_add"}}
+CUTS = ("6B", "5B", "4B", "3B")
+# Table II's rows besides the teacher and the distilled student (`--rows`).
+OPTIONAL_ROWS = ("alone", *CUTS)
 DATA = "the NWPU-RESISC45 folder"  # what --data names
 BENCHMARK_JSON, ROW_FILE = "benchmark.json", "benchmark_row.json"
 # A paper table row's numbers (None: not run yet); `note` and `published_accuracy` come after.
@@ -273,8 +292,16 @@ def add_arguments(parser, paper):
     if paper == 3:
         parser.add_argument("--student-config", help="student config (default student.yaml; "
                             "--quick: tiny_student.yaml)")
-        parser.add_argument("--teachers", type=int, default=1, help="distill from the N best "
-                            "benchmark runs (default 1; N > 1: an ensemble)")
+        parser.add_argument("--teacher-config", help="combined teacher config (default "
+                            "teacher.yaml; --quick: tiny_teacher.yaml)")
+        parser.add_argument("--teachers", type=int, help="the teacher: the N best benchmark runs "
+                            "combined (`rsic teacher`; default 3, the paper's, at most the "
+                            "benchmarked ones; 1: the best run alone)")
+        parser.add_argument("--rows", help="Table II's rows besides the teacher and the distilled "
+                            "student, from " + ",".join(OPTIONAL_ROWS) + " (default all; 'none': "
+                            "none); the cut students need model.cut_after")
+        parser.add_argument("--repeats", type=int, default=1, help="Table II's runs with N "
+                            "seeds (train.seed 0..N-1), mean +- std (the paper averaged 10)")
     else:
         parser.add_argument("--attention-config", help="attention model config (default "
                             "attention.yaml; --quick: tiny_attention.yaml)")
@@ -320,10 +347,22 @@ def run_paper(task, args, paper, *, max_steps=None):
             papers.parse_list(args.backbones, list(allowed), "--backbones") if args.backbones
             else list(QUICK_BACKBONES if args.quick else default))
     if paper == 3:
-        if not 1 <= args.teachers <= len(names):
-            raise ConfigError(f"--teachers: {args.teachers} is not between 1 and the "
+        teachers = args.teachers or min(3, len(names))
+        if not 1 <= teachers <= len(names):
+            raise ConfigError(f"--teachers: {teachers} is not between 1 and the "
                               f"{len(names)} benchmarked backbones")
-        settings["teachers"] = args.teachers
+        settings["teachers"] = teachers
+        settings["teacher_config"] = (getattr(args, "teacher_config", None)
+                                      or CONFIGS["teacher_config"][bool(args.quick)])
+        rows = getattr(args, "rows", None)
+        rows = [] if rows == "none" else papers.parse_list(rows, list(OPTIONAL_ROWS), "--rows") \
+            if rows else list(OPTIONAL_ROWS)
+        repeats = int(getattr(args, "repeats", 1) or 1)
+        papers.repeat_runs("", repeats)  # a bad count stops here
+        if rows != list(OPTIONAL_ROWS):
+            settings["rows"] = rows
+        if repeats != 1:
+            settings["repeats"] = repeats
     out, data, overrides = papers.start(task, args, f"paper{paper}", DATA, QUICK_OVERRIDES, None,
                                         settings, data_default)  # --quick: 5 classes x 40 images
     folder, model = folder or out / "benchmark", out / ("student" if paper == 3 else "attention")
@@ -334,10 +373,10 @@ def run_paper(task, args, paper, *, max_steps=None):
     model_cfg = load_task_config(task, settings[option], overrides, data)  # checked now
     if paper == 3:
         fetch_weights(model_cfg, [model_cfg["model"]["backbone"]])
-        step = papers.Step("student from the best benchmark run(s)", "distill", model,
-                           config=model_cfg,
-                           teacher=lambda: best_runs(folder, names, args.teachers))
-        table = partial(paper3_table, out, names, args.teachers)
+        teacher_cfg = load_task_config(task, settings["teacher_config"], overrides, data)
+        table2 = paper3_steps(task, out, folder, names, teachers, model_cfg, teacher_cfg,
+                              rows, repeats)
+        table = partial(paper3_table, task, out, names, teachers, model_cfg, rows, repeats)
     else:
         def attention_cfg():  # attention.yaml on the best candidate, alpha and input size legal
             best = [*overrides, f"model.backbone=best:{folder}"]
@@ -347,8 +386,12 @@ def run_paper(task, args, paper, *, max_steps=None):
         step = papers.Step("attention model on the best candidate", "train", model,
                            config=attention_cfg)
         table = partial(paper4_table, out, folder, names)
-    steps = [*benchmark_steps(task, cfg, folder, names or []), step,
-             *papers.int8_steps(model.name, model)]
+    if paper == 3:
+        steps = [*benchmark_steps(task, cfg, folder, names), *table2,
+                 *papers.int8_steps(model.name, papers.repeat_runs(model, repeats)[0][0])]
+    else:
+        steps = [*benchmark_steps(task, cfg, folder, names or []), step,
+                 *papers.int8_steps(model.name, model)]
     # Examples per split: the first run trained (paper 4: the attention one), else the data set.
     runs = [*([model] if paper == 4 else []), *[folder / name for name in names or []]]
 
@@ -400,29 +443,140 @@ def _float_and_int8_rows(name, kind, run, **extra):
                  agreement=report.get("agreement"))]
 
 
-def paper3_table(out, names, n_teachers):
-    """Paper 3's table (JSON entries after the data), built from the run directories."""
-    folder, student = Path(out) / "benchmark", Path(out) / "student"
+def _cut_layers(task, student_cfg):
+    """({cut: layer} of the student's backbone, why the cut rows do not run or "")."""
+    backbone = student_cfg["model"]["backbone"]
+    if "cut_after" not in task.defaults["model"]:
+        return {}, "not run: this build has no model.cut_after"
+    if backbone not in CUT_LAYERS:
+        return {}, f"not run: no cut layers known for {backbone} ({', '.join(CUT_LAYERS)} have)"
+    return CUT_LAYERS[backbone], ""
+
+
+def _table2_runs(out, rows, repeats):
+    """{Table II row key: [(run directory, seed), ...]} (`papers.repeat_runs`)."""
+    out, cuts = Path(out), [cut for cut in CUTS if cut in rows]
+    folders = {"teacher": out / "teacher", "alone": out / "student_alone",
+               "distilled": out / "student", **{cut: out / f"student_{cut.lower()}" for cut in cuts}}
+    return {key: papers.repeat_runs(folder, repeats) for key, folder in folders.items()}
+
+
+def _combined_teacher(task, cfg, folder, names, n_teachers, run):
+    """A call step: the combined teacher of the `n_teachers` best benchmark runs into `run`
+    (a killed one resumes with its cached embeddings; a trained one is scored)."""
+    from common import runner
+    from rsic import teacher as combined
+
+    if (run / "model.keras").is_file():
+        runner.evaluate(task, run)
+        return
+    resolved = combined.teacher_config(task, cfg, best_runs(folder, names, n_teachers))
+    combined.train_teacher(task, resolved, run, resume=(run / "config.yaml").is_file())
+
+
+def paper3_steps(task, out, folder, names, n_teachers, student_cfg, teacher_cfg, rows, repeats):
+    """Table II's steps, for each seed: the combined teacher (none for one teacher: the best run
+    teaches), the student alone, distilled, and the cut students distilled (those of `rows`, the
+    `OPTIONAL_ROWS` to run, that the student's backbone has: `_cut_layers`)."""
+    from common.config import apply_override
+
+    layers, _ = _cut_layers(task, student_cfg)
+    runs, steps = _table2_runs(out, rows, repeats), []
+    cuts = [cut for cut in CUTS if cut in rows]
+    for k in range(repeats):
+        seed = runs["distilled"][k][1]
+        tag = "" if seed is None else f" (seed {seed})"
+        student = papers.seeded(student_cfg, seed, task.defaults)
+        teacher = lambda: best_runs(folder, names, 1)  # noqa: E731  (resolved at its turn)
+        if n_teachers > 1:
+            teacher = runs["teacher"][k][0]
+            steps.append(papers.Step(
+                f"combined teacher of the {n_teachers} best{tag}", "call", teacher,
+                output="metrics.json", verb="combining",
+                call=partial(_combined_teacher, task, papers.seeded(teacher_cfg, seed, task.defaults),
+                             folder, names, n_teachers)))
+        if "alone" in rows:
+            steps.append(papers.Step(f"student alone{tag}", "train", runs["alone"][k][0],
+                                     config=student))
+        steps.append(papers.Step(f"student distilled{tag}", "distill", runs["distilled"][k][0],
+                                 config=student, teacher=teacher))
+        steps += [papers.Step(f"student -{cut} distilled{tag}", "distill", runs[cut][k][0],
+                              config=apply_override(student, f"model.cut_after={layers[cut]}",
+                                                    task.defaults), teacher=teacher)
+                  for cut in cuts if cut in layers]
+    return steps
+
+
+def _table2_row(model, kind, runs, key, note="", **extra):
+    """A Table II row over the runs of its seeds: accuracy mean (std when repeated), the
+    parameters of its model file (read without loading it), the published pair beside."""
+    from common.model_files import saved_param_count
+
+    runs = [Path(run) for run in runs]
+    scores = papers.mean_over(runs, lambda run: (papers.read_json(run / "metrics.json") or {})
+                              .get("accuracy"))
+    params = next((saved_param_count(run / "model.keras") for run in runs
+                   if (run / "model.keras").is_file()), None)
+    published_accuracy, published_params = TABLE2_PUBLISHED[key]
+    if scores is None:
+        note = note or "not run yet"
+    elif len(runs) > 1:
+        note = ", ".join(filter(None, [note, f"mean ± std of {scores['n']} of {len(runs)} seeds"]))
+    run = None if not runs else runs[0] if len(runs) == 1 else runs[0].parent
+    return _row(model, kind, run, note, params=params,
+                accuracy=scores and scores["mean"],
+                accuracy_std=scores["std"] if scores and len(runs) > 1 else None,
+                published_accuracy=round(published_accuracy / 100, 4),
+                published_params=int(published_params * 1e6), **extra)
+
+
+def paper3_table(task, out, names, n_teachers, student_cfg, rows=OPTIONAL_ROWS, repeats=1):
+    """Paper 3's tables (JSON entries after the data), built from the run directories: `rows`,
+    Table I (the benchmark), and `table2`, Table II (teacher, student alone, distilled, its int8
+    file, the cut students), each with its published numbers."""
+    from common.config import read_saved_config
+
+    out = Path(out)
+    folder, runs, selected = out / "benchmark", _table2_runs(out, rows, repeats), rows
     done = {row["backbone"]: row for row in benchmark_rows(folder, names)}
     rows = [_bench_row(name, folder, done.get(name)) for name in names]
-    # The teachers the student was distilled from (its split.json), else the ones it will be.
-    split = papers.read_json(student / "split.json") or {}
     ranked = [row["backbone"] for row in rank_rows(list(done.values()))]
-    teachers = [Path(path).name for path in split.get("teachers", [])]
-    teachers = teachers or (ranked[:n_teachers] if len(ranked) >= n_teachers else [])
-    metrics = papers.read_json(student / "metrics.json") or {}
-    rows += [_bench_row(name, folder, done.get(name), "teacher", f"teacher: {name}")
-             for name in teachers]
-    if len(teachers) > 1:
-        rows.append(_row(f"teacher ensemble ({len(teachers)}, mean probabilities)",
-                         "teacher ensemble", None, accuracy=metrics.get("teacher_accuracy")))
-    rows += _float_and_int8_rows("student", "student", student,
-                                 teacher_agreement=metrics.get("teacher_agreement"))
-    published = {row["model"]: row["published_accuracy"] for row in rows[:len(names)]
+    first_teacher = runs["teacher"][0][0]
+    if (first_teacher / "config.yaml").is_file():  # the members it combined, best first
+        teachers = [Path(m).name for m in read_saved_config(first_teacher / "config.yaml")
+                    ["teacher"]["members"]]
+    else:
+        teachers = ranked[:n_teachers] if len(ranked) >= n_teachers else []
+    backbone, table2 = student_cfg["model"]["backbone"], []
+    if n_teachers > 1:
+        table2.append(_table2_row(f"teacher: {' + '.join(teachers) or f'{n_teachers} best'} "
+                                  "combined", "teacher", [run for run, _ in runs["teacher"]],
+                                  "teacher"))
+    else:
+        table2.append(_table2_row(f"teacher: {teachers[0] if teachers else 'the best run'}",
+                                  "teacher", [folder / name for name in teachers], "teacher",
+                                  "one network (--teachers 1), not the paper's combination"))
+    distilled = [run for run, _ in runs["distilled"]]
+    metrics = papers.read_json(distilled[0] / "metrics.json") or {}
+    if "alone" in selected:
+        table2.append(_table2_row(f"{backbone} alone", "student alone",
+                                  [run for run, _ in runs["alone"]], "alone"))
+    table2 += [_table2_row(f"{backbone} + distillation", "student", distilled, "distilled",
+                           teacher_agreement=metrics.get("teacher_agreement")),
+               _float_and_int8_rows("student", "student", distilled[0])[1]]
+    layers, why = _cut_layers(task, student_cfg)
+    for cut in CUTS:
+        if cut not in selected:
+            continue
+        name = f"{backbone}-{cut}" + (f" (cut after {layers[cut]})" if cut in layers else "")
+        table2.append(_table2_row(name, "cut student", [run for run, _ in runs[cut]]
+                                  if cut in layers else [], cut, "" if cut in layers else why))
+    published = {row["model"]: row["published_accuracy"] for row in rows
                  if row["published_accuracy"] is not None}
-    return {"teachers": teachers, "best": _best_entry(list(done.values())),
-            "published": {"benchmark": published, "student": None, "earlier_result": EARLIER},
-            "rows": rows}
+    return {"teachers": teachers, "best": _best_entry(list(done.values())), "repeats": repeats,
+            "published": {"benchmark": published, "table2": TABLE2_PUBLISHED,
+                          "earlier_result": EARLIER},
+            "rows": rows, "table2": table2}
 
 
 def paper4_table(out, folder, names):
@@ -469,22 +623,36 @@ def _page(content, title, intro, header, body, notes):
 
 
 def paper3_markdown(content):
-    """Paper 3's table for people: percent, paper 3's accuracies beside."""
+    """Paper 3's tables for people: percent, paper 3's accuracies and parameters beside."""
     notes, teachers = [], content["teachers"]
     if teachers:
-        ensemble = " (an ensemble: mean probabilities)" if len(teachers) > 1 else ""
-        notes.append(f"Teacher(s): the {len(teachers)} best benchmark run(s) by validation "
-                     f"accuracy: {', '.join(teachers)}{ensemble}.")
-    student = next(row for row in content["rows"] if row["kind"] == "student")
-    if student["teacher_agreement"] is not None:
-        notes.append(f"The student agrees with its teacher(s) on "
+        how = " (fused: `rsic teacher`)" if len(teachers) > 1 else ""
+        notes.append(f"Teacher: the {len(teachers)} best benchmark run(s) by validation "
+                     f"accuracy: {', '.join(teachers)}{how}.")
+    student = next(row for row in content["table2"] if row["kind"] == "student")
+    if student.get("teacher_agreement") is not None:
+        notes.append(f"The distilled student agrees with its teacher on "
                      f"{100 * student['teacher_agreement']:.1f}% of the test images.")
-    notes.append("The student rows have no published number beside them; paper 3's own "
-                 "student results are in docs/papers.md. " + EARLIER_LINE)
+    notes.append(EARLIER_LINE)
+    repeats = content.get("repeats", 1)
+    body = [[row["model"], _number(row["params"], ".2f", 1e6) + "M" if row["params"] else "-",
+             papers.percent(row["accuracy"], row.get("accuracy_std")),
+             papers.percent(row["published_accuracy"]),
+             _number(row.get("published_params"), ".2f", 1e6) + "M"
+             if row.get("published_params") else "-",
+             _number(row["tflite_bytes"], ".2f", 1e6), row["note"]] for row in content["table2"]]
+    table2 = ["", "## Table II: teacher and students", "",
+              "Paper 3's Table II: the combined teacher, the student alone, distilled (cross-entropy "
+              "+ MSE to the teacher's fused embedding) and cut after a block (-6B .. -3B); "
+              + (f"mean ± std of {repeats} seeds; " if repeats > 1 else "")
+              + "`paper 3`: its accuracy and parameters.", "",
+              papers.markdown_table(["model", "params", "accuracy", "paper 3", "paper 3 params",
+                                     "int8 MB", "note"], body,
+                                    ["---"] + ["---:"] * 5 + ["---"])]
     return _page(content, "Paper 3: light-weight scene classification with teacher-student",
-                 "`paper 3`: the published NWPU-RESISC45 accuracy (docs/papers.md; 20% "
-                 "of each class for training).", HEADER, [_cells(row) for row in content["rows"]],
-                 notes)
+                 "Table I, the benchmark; `paper 3`: the published NWPU-RESISC45 accuracy "
+                 "(docs/papers.md; 20% of each class for training).", HEADER,
+                 [_cells(row) for row in content["rows"]], [*notes, *table2])
 
 
 def paper4_markdown(content):

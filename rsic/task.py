@@ -337,7 +337,7 @@ class RsicTask(Task):
                 DemoRun("student", "tiny_student.yaml", teacher="teacher", export=True)]
 
     def commands(self):
-        from rsic import paper
+        from rsic import paper, teacher
 
         def arguments(parser):
             parser.add_argument("--out", required=True,
@@ -359,6 +359,10 @@ class RsicTask(Task):
                 Command("benchmark", "train, evaluate and export a list of backbones -> "
                                      "OUT/benchmark.json/.md", arguments, self._benchmark,
                         common_args=True),
+                Command("teacher", "paper 3's combined teacher: fuse the embeddings of finished "
+                                   "runs (--members RUN,RUN,RUN) by trained element-wise weights "
+                                   "-> an ordinary run", teacher.add_arguments,
+                        lambda args: teacher.run_command(self, args), common_args=True),
                 Command("paper3", "paper 3's table: benchmark -> best run(s) as teacher(s) -> "
                                   "distilled student -> int8 -> OUT/paper3.md, paper3.json "
                                   "(resumable)",

@@ -88,3 +88,19 @@ def test_write_table_and_split_counts(tmp_path):
     (tmp_path / "split.json").write_text(json.dumps({"splits": ["train", "val"], "train": ["a", "b"], "val": ["c"]}))
     assert papers.split_counts(tmp_path) == {"train": 2, "val": 1}
     assert papers.split_counts(tmp_path / "none") == {}
+
+
+def test_repeat_runs_seeds_and_mean_over(tmp_path):
+    from common.papers import mean_over, repeat_runs, seeded
+
+    assert repeat_runs(tmp_path / "a", 1) == [(tmp_path / "a", None)]
+    assert repeat_runs(tmp_path / "a", 3) == [(tmp_path / "a" / f"seed_{k}", k) for k in range(3)]
+    with pytest.raises(ConfigError, match="--repeats"):
+        repeat_runs(tmp_path, 0)
+    defaults = {"train": {"seed": 0, "epochs": 1}}
+    cfg = {"train": {"seed": 0, "epochs": 1}}
+    assert seeded(cfg, None, defaults) is cfg
+    assert seeded(cfg, 2, defaults) == {"train": {"seed": 2, "epochs": 1}} and cfg["train"]["seed"] == 0
+    values = {"x": 0.5, "y": None, "z": 0.7}
+    result = mean_over([tmp_path / name for name in values], lambda run: values[run.name])
+    assert result == {"mean": pytest.approx(0.6), "std": pytest.approx(0.1), "n": 2}
