@@ -172,3 +172,32 @@ def load_model_file(path, *, unsafe_load=False, compile=False):
     except (OSError, ValueError, TypeError, KeyError) as error:
         reason = str(error).strip().splitlines()[0][:200] if str(error).strip() else type(error).__name__
         raise DataError(f"{path}: cannot load the Keras model ({reason})") from None
+
+
+def saved_param_count(path):
+    """The number of weights (= Keras' `count_params()`) in a `.keras` file, read from its
+    weights archive without loading the model (no TensorFlow, no code run): the sizes of its
+    `layers/` datasets (optimizer variables are stored apart). None when the file is not there.
+    """
+    import io
+
+    import h5py
+
+    path = Path(path)
+    if not path.is_file():
+        return None
+    total = 0
+
+    def add(_name, item):
+        nonlocal total
+        if isinstance(item, h5py.Dataset):
+            total += int(item.size)
+
+    try:
+        with zipfile.ZipFile(path) as archive, \
+                h5py.File(io.BytesIO(archive.read("model.weights.h5")), "r") as weights:
+            if "layers" in weights:
+                weights["layers"].visititems(add)
+    except (OSError, KeyError, zipfile.BadZipFile) as error:
+        raise DataError(f"{path}: cannot read its weights ({error})") from None
+    return total

@@ -205,6 +205,31 @@ def mean_std(values):
     return {"mean": float(np.mean(values)), "std": float(np.std(values)), "n": len(values)}
 
 
+def repeat_runs(run, repeats):
+    """The run directories and seeds of a step repeated `repeats` times (`--repeats N`: the
+    papers average N runs): [(RUN, None)] for one run, else [(RUN/seed_K, K) for K < N], each
+    trained with `train.seed=K`."""
+    run = Path(run)
+    if int(repeats) < 1:
+        raise ConfigError(f"--repeats: expected a count >= 1, got {repeats}")
+    return [(run, None)] if int(repeats) == 1 else [(run / f"seed_{k}", k) for k in range(int(repeats))]
+
+
+def seeded(config, seed, defaults):
+    """`config` with `train.seed=seed` (a copy), or `config` itself when `seed` is None."""
+    if seed is None:
+        return config
+    from common.config import apply_override
+
+    return apply_override(config, f"train.seed={seed}", defaults)
+
+
+def mean_over(runs, read):
+    """`mean_std` of `read(run)` over the run directories `runs` (values of unfinished runs are
+    None and left out): a repeated row's mean, std and how many runs gave it."""
+    return mean_std([read(Path(run)) for run in runs])
+
+
 def percent(value, std=None, digits=1):
     """A fraction as people read a paper's table: 0.8407 -> "84.1", with " ± 1.2" for a std;
     "-" when absent."""
