@@ -282,8 +282,8 @@ def add_arguments(parser, paper):
         parser.add_argument("--teachers", type=int, default=1, help="distill from the N best "
                             "benchmark runs (default 1; N > 1: an ensemble)")
     else:
-        parser.add_argument("--attention-config", help="attention model config (default "
-                            "attention.yaml; --quick: tiny_attention.yaml)")
+        parser.add_argument("--attention-config", help="Tables 2 and 3's config, on "
+                            "EfficientNetB0 (default attention.yaml; --quick: tiny_paper4.yaml)")
         parser.add_argument("--benchmark", help="a finished benchmark folder (e.g. paper3's "
                             "OUT/benchmark): Table 1 from its candidates, instead of "
                             "benchmarking here")
