@@ -137,7 +137,6 @@ def benchmark_one(task, cfg, name, run, *, overwrite=False):
     An export refused (over `export.size_budget_mb`) is noted in the row."""
     from common import runner
     from common.complexity import model_complexity
-    from common.train import read_history
     from rsic.models import BACKBONES
 
     run_cfg, notes = run_config(cfg, name)
@@ -147,15 +146,11 @@ def benchmark_one(task, cfg, name, run, *, overwrite=False):
         runner.say(f"rsic: {run}: finished run found, reusing it")
     else:  # resumes a killed run, scores a trained one that was stopped before its scores
         papers.run_step(task, papers.Step(name, "train", run, config=run_cfg))
-    # The inner validation accuracy at the epoch the run kept (the best one); None for a run that
-    # chose its epoch on the test split (`train.select_on: reported`).
-    val = [v for v in read_history(run).get("val_accuracy", []) if v == v]  # NaN: a missing epoch
-    inner = (papers.read_json(run / "split.json") or {}).get("selection_split") == "val"
     complexity = model_complexity(runner.keras_model(task, run))
     row = {"backbone": name, "input_size": run_cfg["model"]["input_size"],
            "params": complexity["params"], "macs": complexity["macs"],
            "accuracy": papers.read_json(run / runner.METRICS_FILE)["accuracy"],
-           "val_accuracy": max(val) if inner and val else None,
+           "val_accuracy": inner_val_accuracy(run),
            **dict.fromkeys(("int8_accuracy", "tflite_bytes", "latency_ms")),
            "paper_accuracy": BACKBONES[name].paper_accuracy, "note": ", ".join(notes)}
     if run_cfg["benchmark"]["export"]:
@@ -169,6 +164,17 @@ def benchmark_one(task, cfg, name, run, *, overwrite=False):
             row["note"] = ", ".join(notes + [f"not exported: {str(error).split(': ', 1)[-1]}"])
             runner.say(f"rsic: {name}: {error}")
     write_json(run / ROW_FILE, row)
+
+
+def inner_val_accuracy(run):
+    """The run's inner validation accuracy at the epoch it kept (the best one), from its
+    history.csv; None for a run that chose its epoch on the test split (`train.select_on:
+    reported`) or has no history yet."""
+    from common.train import read_history
+
+    val = [v for v in read_history(run).get("val_accuracy", []) if v == v]  # NaN: a missing epoch
+    inner = (papers.read_json(Path(run) / "split.json") or {}).get("selection_split") == "val"
+    return max(val) if inner and val else None
 
 
 def rank_rows(rows, candidates=None):
@@ -303,11 +309,15 @@ def add_arguments(parser, paper):
         parser.add_argument("--repeats", type=int, default=1, help="Table II's runs with N "
                             "seeds (train.seed 0..N-1), mean +- std (the paper averaged 10)")
     else:
-        parser.add_argument("--attention-config", help="attention model config (default "
-                            "attention.yaml; --quick: tiny_attention.yaml)")
+        parser.add_argument("--attention-config", help="Tables 2 and 3's config, on "
+                            "EfficientNetB0 (default attention.yaml; --quick: tiny_paper4.yaml)")
         parser.add_argument("--benchmark", help="a finished benchmark folder (e.g. paper3's "
-                            "OUT/benchmark) to take the best candidate from, instead of "
+                            "OUT/benchmark): Table 1 from its candidates, instead of "
                             "benchmarking here")
+        parser.add_argument("--repeats", type=int, default=1, help="Tables 2 and 3 with N seeds "
+                            "(train.seed 0..N-1), mean +- std (the papers averaged 10)")
+        parser.add_argument("--blocks", help="Table 3's rows to train, from 7,6-7,5-7,4-7,3-7 "
+                            "(default all; --quick: 7,5-7)")
 
 
 def best_runs(folder, names, n):
@@ -409,7 +419,6 @@ def run_paper(task, args, paper, *, max_steps=None):
 
 
 run_paper3 = partial(run_paper, paper=3)  # `python -m rsic paper3`
-run_paper4 = partial(run_paper, paper=4)  # `python -m rsic paper4`
 
 
 def _row(model, kind, run, note="", **values):
@@ -674,3 +683,321 @@ def paper4_markdown(content):
                  "`paper 3` is paper 3's published accuracy of each candidate backbone; paper 4's "
                  "own published numbers are in docs/papers.md.",
                  [*HEADER[:-1], "< 5M params", "note"], body, notes + [EARLIER_LINE])
+
+
+# ---------------------------------------------------------------------------------------------
+# Paper 4's tables (`python -m rsic paper4`): Table 1, its four candidates benchmarked; Table 2,
+# the attention form on EfficientNetB0's blocks 5-7; Table 3, which blocks feed the tri-plane
+# attention; then the chosen model in int8 against the 20 MB budget.
+#
+#     R/benchmark/<candidate>/   Table 1 (the benchmark folder; or --benchmark DIR's)
+#     R/se/, R/cbam/             Table 2's SE and CBAM rows (blocks 5-7)
+#     R/triplane/                Table 2's tri-plane row = Table 3's blocks 5-7 row (trained once)
+#     R/blocks_7/, _6-7/, _4-7/, _3-7/   Table 3's other rows
+#                                (--repeats N: each R/<row>/seed_K, K < N, trained with train.seed=K)
+#     R/chosen.json              the row exported: the best of Tables 2 and 3 by validation accuracy
+#     R/<row>/[seed_0/]model_int8.tflite, export_report.json, metrics_int8.json   its int8 model
+
+# PAPERS.md section 4 (NWPU-RESISC45, 20% of each class for training). Table 1: accuracy %,
+# parameters (millions), MB (the float32 model: 4 bytes a parameter).
+PAPER4_TABLE1 = {"MobileNet": (90.2, 3.7, 14.8), "MobileNetV2": (90.9, 2.9, 11.6),
+                 "NASNetMobile": (91.7, 4.8, 19.2), "EfficientNetB0": (92.0, 4.6, 18.4)}
+# Table 2: the attention form on blocks 5-7 -> (accuracy %, parameters in millions; the paper
+# gives no exact counts here).
+PAPER4_TABLE2 = {"se": (92.1, 10.4), "cbam": (92.3, 6.7), "triplane": (93.8, 9.4)}
+# Table 3: the blocks whose maps feed the tri-plane attention -> (EfficientNetB0 layers, accuracy
+# %, exact parameters at 246 px and 45 classes).
+_BLOCKS_5_7 = ["block5c_add", "block6d_add", "top_activation"]
+PAPER4_TABLE3 = {"7": (_BLOCKS_5_7[2:], 93.1, 6_047_064),
+                 "6-7": (_BLOCKS_5_7[1:], 93.0, 7_612_640),
+                 "5-7": (_BLOCKS_5_7, 93.8, 9_505_896),
+                 "4-7": (["block4c_add", *_BLOCKS_5_7], 92.8, 11_235_312),
+                 "3-7": (["block3b_add", "block4c_add", *_BLOCKS_5_7], 92.5, 13_373_815)}
+# The chosen model: 37.6 MB (float) -> 9.4 MB (8-bit), within a 20 MB budget.
+PAPER4_SIZE = {"float_mb": 37.6, "int8_mb": 9.4, "budget_mb": 20.0}
+# The configs of paper4: (default, --quick default). Table 1 on `config` (the benchmark), Tables 2
+# and 3 on `attention_config` (its backbone must be EfficientNetB0: Table 3 names its blocks).
+PAPER4_CONFIGS = {"config": ("paper3.yaml", "tiny.yaml"),
+                  "attention_config": ("attention.yaml", "tiny_paper4.yaml")}
+# The run folder of each row of Tables 2 and 3: form -> folder, blocks -> folder.
+PAPER4_FORM_RUNS = {"se": "se", "cbam": "cbam", "triplane": "triplane"}
+PAPER4_BLOCK_RUNS = {"7": "blocks_7", "6-7": "blocks_6-7", "5-7": "triplane",
+                     "4-7": "blocks_4-7", "3-7": "blocks_3-7"}
+# --quick trains Table 3's blocks 7 and 5-7 rows (5-7 is Table 2's tri-plane row): an EfficientNetB0
+# run costs about 40 s on 2 shared cores (most of it building and tracing the graph); all seven rows
+# took --quick to 6.5 minutes, five to 5.4.
+PAPER4_QUICK_BLOCKS = ("7", "5-7")
+PAPER4_LEFT_OUT = "left out (--blocks)"
+CHOSEN_FILE = "chosen.json"
+
+
+def paper4_runs(out, repeats=1, blocks=tuple(PAPER4_TABLE3)):
+    """{run folder name: [(run directory, seed), ...]} of Tables 2 and 3 (`papers.repeat_runs`)
+    with Table 3's rows `blocks`, each folder once (the tri-plane row of Table 2 is Table 3's
+    blocks 5-7 row)."""
+    names = dict.fromkeys([*PAPER4_FORM_RUNS.values(),
+                           *(PAPER4_BLOCK_RUNS[row] for row in blocks)])
+    return {name: papers.repeat_runs(Path(out) / name, repeats) for name in names}
+
+
+def paper4_row_config(task, cfg, name, seed=None):
+    """The config of run folder `name` (PAPER4_FORM_RUNS / PAPER4_BLOCK_RUNS): `cfg` with its
+    attention form and layers, and `train.seed=seed` (None: the config's)."""
+    from common.config import apply_override
+
+    form = next((form for form, run in PAPER4_FORM_RUNS.items() if run == name), "triplane")
+    blocks = next((blocks for blocks, run in PAPER4_BLOCK_RUNS.items() if run == name), "5-7")
+    for item in (f"model.attention.form={form}",
+                 f"model.attention.layers=[{','.join(PAPER4_TABLE3[blocks][0])}]"):
+        cfg = apply_override(cfg, item, task.defaults)
+    return papers.seeded(cfg, seed, task.defaults)
+
+
+def _mean_score(runs):
+    """(inner validation accuracy, else test accuracy) of a row: mean over its seeds' runs."""
+    scores = papers.mean_over(runs, inner_val_accuracy)
+    scores = scores or papers.mean_over(
+        runs, lambda run: (papers.read_json(run / "metrics.json") or {}).get("accuracy"))
+    return scores and scores["mean"]
+
+
+def choose_paper4_model(runs, out):
+    """Write OUT/chosen.json: the row of Tables 2 and 3 (run folder name) with the best mean
+    validation accuracy (inner split; the test accuracy for runs without one), a tie to the
+    smaller model, and its first seed's run, which `paper4` exports."""
+    from common.model_files import saved_param_count
+
+    scored = {name: (_mean_score([run for run, _ in seeds]),
+                     saved_param_count(seeds[0][0] / "model.keras")) for name, seeds in runs.items()}
+    ranked = sorted((name for name in scored if scored[name][0] is not None),
+                    key=lambda name: (-scored[name][0], scored[name][1] or 0))
+    if not ranked:
+        raise RunDirError(f"{out}: no finished run of Tables 2 and 3 to choose from")
+    best = ranked[0]
+    write_json(Path(out) / CHOSEN_FILE, {
+        "row": best, "run": str(runs[best][0][0].relative_to(out)),
+        "ranked_on": "mean inner validation accuracy (test accuracy where a run has none)",
+        "scores": {name: scored[name][0] for name in ranked}})
+
+
+def chosen_paper4_run(out):
+    """The run directory OUT/chosen.json names (`choose_paper4_model`)."""
+    chosen = papers.read_json(Path(out) / CHOSEN_FILE)
+    if chosen is None:
+        raise RunDirError(f"{Path(out) / CHOSEN_FILE}: not written yet")
+    return Path(out) / chosen["run"]
+
+
+def run_paper4(task, args, *, max_steps=None):
+    """`python -m rsic paper4`: Table 1 (paper 4's candidates benchmarked, or --benchmark DIR's),
+    Tables 2 and 3 (attention config with each form and each block choice, --repeats seeds each),
+    the chosen model exported to int8 and scored; OUT/paper4.md and .json rewritten after every
+    step. `max_steps` stops after that many steps that did work (a test hook). Returns True when
+    finished."""
+    from common.runner import load_task_config
+
+    settings = {key: getattr(args, key) or PAPER4_CONFIGS[key][bool(args.quick)]
+                for key in PAPER4_CONFIGS}
+    repeats = int(args.repeats)
+    papers.repeat_runs(".", repeats)  # a count below 1: stop now
+    names, folder, data_default = None, None, None
+    if args.benchmark:
+        folder = Path(args.benchmark).resolve()
+        best_benchmarked(folder, key="--benchmark")  # finished, with a candidate; else stop
+        settings["benchmark"] = str(folder)
+        content = papers.read_json(folder / BENCHMARK_JSON)
+        data_default = content.get("data") if isinstance(content, dict) else None
+    else:
+        names = settings["backbones"] = (
+            papers.parse_list(args.backbones, list(PAPER4_BACKBONES), "--backbones")
+            if args.backbones else list(QUICK_BACKBONES if args.quick else PAPER4_BACKBONES))
+    blocks = (papers.parse_list(args.blocks, list(PAPER4_TABLE3), "--blocks") if args.blocks
+              else list(PAPER4_QUICK_BLOCKS if args.quick else PAPER4_TABLE3))
+    settings.update(repeats=repeats, blocks=blocks)
+    out, data, overrides = papers.start(task, args, "paper4", DATA, QUICK_OVERRIDES, None,
+                                        settings, data_default)  # --quick: 5 classes x 40 images
+    folder = folder or out / "benchmark"
+    cfg = load_task_config(task, settings["config"], overrides, data)
+    if names is not None:
+        cfg["benchmark"]["backbones"] = names
+        fetch_weights(cfg, names)
+    attention_cfg = load_task_config(task, settings["attention_config"], overrides, data)
+    if attention_cfg["model"]["backbone"] != "EfficientNetB0":
+        raise ConfigError(f"{settings['attention_config']}: model.backbone: paper 4's Tables 2 "
+                          f"and 3 name EfficientNetB0's blocks; this config has "
+                          f"{attention_cfg['model']['backbone']}")
+    fetch_weights(attention_cfg, ["EfficientNetB0"])
+    runs = paper4_runs(out, repeats, blocks)
+    steps = benchmark_steps(task, cfg, folder, names or [])
+    for k in range(repeats):
+        for name, seeds in runs.items():
+            run, seed = seeds[k]
+            tag = "" if seed is None else f" (seed {seed})"
+            steps.append(papers.Step(f"{name}{tag}", "train", run,
+                                     config=paper4_row_config(task, attention_cfg, name, seed)))
+    steps += [papers.Step("choose the model to export", "call", out, output=CHOSEN_FILE,
+                          call=partial(choose_paper4_model, runs), verb="choosing"),
+              *papers.int8_steps("chosen model", partial(chosen_paper4_run, out))]
+    first = [seeds[0][0] for seeds in runs.values()]
+    train_ratio = attention_cfg["data"]["train_ratio"]
+
+    def content():
+        counts = next((c for c in map(papers.split_counts, first) if c), None)
+        counts = counts or {"images": len(task.open_data(cfg).files)}
+        return {"paper": PAPERS[4][0], "quick": args.quick, "repeats": repeats,
+                "data": {"path": str(data), "examples_per_split": counts, "reported_split": "test",
+                         "train_ratio": train_ratio},
+                **paper4_tables(out, folder, names, repeats, blocks)}
+
+    with bench.reuse_listing(task, cfg):  # every image is listed and checked once, not once per run
+        return papers.run_tables(task, steps, out, "paper4", content, paper4_tables_markdown,
+                                 "paper 4", max_steps=max_steps)
+
+
+def _seeded_row(model, kind, runs, published_accuracy, published_params, note="", **extra):
+    """A row of Table 2 or 3 over its seeds' runs: accuracy mean (and std when repeated), the
+    parameters of its model file, the published pair beside."""
+    from common.model_files import saved_param_count
+
+    scores = papers.mean_over(runs, lambda run: (papers.read_json(run / "metrics.json") or {})
+                              .get("accuracy"))
+    if scores is None:
+        note = note if note == PAPER4_LEFT_OUT else ", ".join(filter(None, [note, "not run yet"]))
+    elif len(runs) > 1:
+        note = ", ".join(filter(None, [note, f"mean ± std of {scores['n']} of {len(runs)} seeds"]))
+    return _row(model, kind, runs[0] if len(runs) == 1 else runs[0].parent, note,
+                params=saved_param_count(runs[0] / "model.keras"),
+                accuracy=scores and scores["mean"],
+                accuracy_std=scores["std"] if scores and len(runs) > 1 else None,
+                published_accuracy=round(published_accuracy / 100, 4),
+                published_params=published_params, **extra)
+
+
+def paper4_tables(out, folder, names, repeats=1, blocks=tuple(PAPER4_TABLE3)):
+    """Paper 4's tables (JSON entries after the data; sizes in bytes), from the run directories:
+    `table1` (candidates; `names` None: the finished benchmark's, in its order), `table2` (forms),
+    `table3` (blocks; the rows not in `blocks` say they are left out), `chosen` (the exported
+    row: sizes, int8 accuracy, agreement, latency)."""
+    out, folder = Path(out), Path(folder)
+    found = benchmark_rows(folder, names) if names else read_benchmark_rows(folder, "--benchmark")
+    done = {row["backbone"]: row for row in found if row["backbone"] in PAPER4_BACKBONES}
+    table1 = []
+    for name in names or done:
+        accuracy, params, mb = PAPER4_TABLE1[name]
+        row = _bench_row(name, folder, done.get(name), "candidate")
+        row.update(published_accuracy=round(accuracy / 100, 4), published_params=int(params * 1e6),
+                   published_mb=mb, float32_bytes=row["params"] and 4 * row["params"],
+                   under_5m=row["params"] < 5e6 if row["params"] else None)
+        table1.append(row)
+    runs = {name: [run for run, _ in seeds] for name, seeds in paper4_runs(out, repeats).items()}
+    table2 = [_seeded_row(form, "form", runs[run], PAPER4_TABLE2[form][0],
+                          int(PAPER4_TABLE2[form][1] * 1e6),
+                          "= Table 3's blocks 5-7" if form == "triplane" else "", form=form)
+              for form, run in PAPER4_FORM_RUNS.items()]
+    table3 = [_seeded_row(f"blocks {row}", "blocks", runs[run], PAPER4_TABLE3[row][1],
+                          PAPER4_TABLE3[row][2],
+                          "= Table 2's tri-plane row" if run == "triplane"
+                          else "" if row in blocks else PAPER4_LEFT_OUT, layers=PAPER4_TABLE3[row][0])
+              for row, run in PAPER4_BLOCK_RUNS.items()]
+    chosen = papers.read_json(out / CHOSEN_FILE)
+    if chosen:
+        run = out / chosen["run"]
+        report, int8 = (papers.read_json(run / name) or {}
+                        for name in ("export_report.json", "metrics_int8.json"))
+        metrics = papers.read_json(run / "metrics.json") or {}
+        int8_bytes, params = report.get("tflite_bytes"), report.get("params")
+        budget = float(report.get("size_budget_mb", PAPER4_SIZE["budget_mb"]))
+        chosen = {**chosen, "params": params, "float32_bytes": params and 4 * params,
+                  "int8_tflite_bytes": int8_bytes, "budget_mb": budget,
+                  "within_budget": None if int8_bytes is None else int8_bytes <= budget * 1e6,
+                  "accuracy": metrics.get("accuracy"), "int8_accuracy": int8.get("accuracy"),
+                  "agreement": report.get("agreement"), "latency_ms": report.get("latency_ms"),
+                  "quantization": report.get("quantization")}
+    return {"benchmark": str(folder),
+            "best_candidate": (_best_entry(list(done.values())) or {}).get("backbone"),
+            "published": {"table1": PAPER4_TABLE1, "table2": PAPER4_TABLE2,
+                          "table3": {blocks: list(entry[1:]) for blocks, entry in PAPER4_TABLE3.items()},
+                          "size": PAPER4_SIZE},
+            "table1": table1, "table2": table2, "table3": table3, "chosen": chosen}
+
+
+def _run_label(name):
+    """The rows a run folder of Tables 2 and 3 gives: "triplane" -> "Table 2's triplane row =
+    Table 3's blocks 5-7 row"."""
+    form = next((form for form, run in PAPER4_FORM_RUNS.items() if run == name), None)
+    blocks = next((blocks for blocks, run in PAPER4_BLOCK_RUNS.items() if run == name), None)
+    return " = ".join(filter(None, [form and f"Table 2's {form} row",
+                                    blocks and f"Table 3's blocks {blocks} row"]))
+
+
+def _params(count):
+    """Parameters for people: 9,505,896 -> "9.51M"; "-" when absent."""
+    return "-" if not count else f"{count / 1e6:.2f}M"
+
+
+def paper4_tables_markdown(content):
+    """Paper 4's three tables and the chosen int8 model for people: percent, millions, MB; each
+    table says its data, protocol and whether it is --quick."""
+    d, pct = content["data"], papers.percent
+    counts = ", ".join(f"{name} {n:,}" for name, n in d["examples_per_split"].items())
+    quick = " **--quick**: tiny models from scratch, two epochs, sample data." if content["quick"] else ""
+    seeds = f" Mean ± std of {content['repeats']} seeds." if content["repeats"] > 1 else ""
+    protocol = (f"Data `{d['path']}` ({counts} images), {d['train_ratio']:g} of each class for "
+                f"training; accuracy on the {d['reported_split']} split, in percent.{quick}")
+    right = ["---"] + ["---:"] * 4 + ["---", "---"]
+    body1 = [[row["model"], _params(row["params"]), pct(row["accuracy"]),
+              pct(row["published_accuracy"]), _params(row["published_params"]),
+              _number(row["float32_bytes"], ".1f", 1e6), f"{row['published_mb']:g}",
+              _number(row["tflite_bytes"], ".2f", 1e6), row["note"]] for row in content["table1"]]
+    best = content["best_candidate"]
+    lines = ["## Table 1: the candidates", "",
+             f"Paper 4's compact candidates, benchmarked in `{content['benchmark']}` (rsic "
+             f"benchmark). {protocol}", "",
+             papers.markdown_table(["model", "params", "accuracy", "paper 4", "paper 4 params",
+                                    "float32 MB", "paper 4 MB", "int8 MB", "note"], body1,
+                                   ["---"] + ["---:"] * 7 + ["---"]),
+             "", f"Best by validation accuracy: {best or '-'} (paper 4 chose EfficientNetB0; "
+                 "Tables 2 and 3 are on EfficientNetB0 whichever is best here)."]
+    for title, key, caption in (
+            ("Table 2: the attention form", "table2", "SE, CBAM and the tri-plane attention on "
+             "EfficientNetB0's blocks 5, 6 and 7 (`model.attention.form`)."),
+            ("Table 3: which blocks", "table3", "The tri-plane attention on the maps of "
+             "EfficientNetB0's blocks (`model.attention.layers`); paper 4's parameter counts are "
+             "exact (246 px, 45 classes).")):
+        body = [[row["model"], _params(row["params"]), pct(row["accuracy"], row["accuracy_std"]),
+                 pct(row["published_accuracy"]), _params(row["published_params"]),
+                 ", ".join(row["layers"]) if key == "table3" else row["form"], row["note"]]
+                for row in content[key]]
+        lines += ["", f"## {title}", "", f"{caption} {protocol}{seeds}", "",
+                  papers.markdown_table(["model", "params", "accuracy", "paper 4",
+                                         "paper 4 params", "layers" if key == "table3" else
+                                         "form", "note"], body, right)]
+    chosen, size = content["chosen"], content["published"]["size"]
+    lines += ["", "## The chosen model in int8", ""]
+    if not chosen:
+        lines.append("Not chosen yet (the best row of Tables 2 and 3 by validation accuracy).")
+    else:
+        int8 = chosen["int8_tflite_bytes"]
+        within = ("-" if chosen["within_budget"] is None
+                  else "within" if chosen["within_budget"] else "OVER")
+        lines += [f"`{chosen['run']}` ({_run_label(chosen['row'])}: the best of Tables 2 and 3 "
+                  f"by {chosen['ranked_on']}). {protocol}", "",
+                  papers.markdown_table(
+                      ["", "params", "float32 MB", "int8 MB", f"budget {chosen['budget_mb']:g} MB",
+                       "accuracy", "int8 accuracy", "agreement", "int8 ms"],
+                      [["ours", _params(chosen["params"]), _number(chosen["float32_bytes"], ".1f", 1e6),
+                        _number(int8, ".2f", 1e6), within, pct(chosen["accuracy"]),
+                        pct(chosen["int8_accuracy"]), pct(chosen["agreement"]),
+                        _number(chosen["latency_ms"], ".1f")],
+                       ["paper 4", _params(PAPER4_TABLE3["5-7"][2]), f"{size['float_mb']:g}",
+                        f"{size['int8_mb']:g}", "within", f"{PAPER4_TABLE3['5-7'][1]:g}", "-",
+                        "-", "-"]],
+                      ["---"] + ["---:"] * 8),
+                  "", "Agreement: the share of test images on which the int8 model and the Keras "
+                      "model give the same class. Paper 4 reports float accuracy only."]
+    head = [f"# Paper 4: robust low-complexity scene classification with attention "
+            f"({content['paper']})", ""]
+    if content["quick"]:
+        head += ["**--quick**: tiny models from scratch, two epochs, sample data: this shows the "
+                 "machinery, not the paper's numbers.", ""]
+    return "\n".join([*head, *lines, "", EARLIER_LINE]) + "\n"

@@ -368,9 +368,9 @@ class RsicTask(Task):
                                   "(resumable)",
                         lambda parser: paper.add_arguments(parser, 3),
                         lambda args: paper.run_paper3(self, args)),
-                Command("paper4", "paper 4's table: benchmark of its candidates -> attention model "
-                                  "on the best -> int8 within 20 MB -> OUT/paper4.md, paper4.json "
-                                  "(resumable)",
+                Command("paper4", "paper 4's tables: its candidates (Table 1), the attention "
+                                  "form (Table 2), which blocks (Table 3), the best row in int8 "
+                                  "within 20 MB -> OUT/paper4.md, paper4.json (resumable)",
                         lambda parser: paper.add_arguments(parser, 4),
                         lambda args: paper.run_paper4(self, args))]
 

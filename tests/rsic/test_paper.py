@@ -1,9 +1,8 @@
-"""`python -m rsic paper3 / paper4 --quick` (rsic/paper.py): the tables, resume, the exported models.
+"""`python -m rsic paper3 --quick` (rsic/paper.py): the tables, resume, the exported models.
 
-One paper3 run (the session fixture `paper3_run` of conftest.py) serves both tests (and
-test_teacher.py, which checks its combined teacher): paper4 takes its candidates from paper3's
-benchmark folder (`--benchmark`), as a user who ran paper 3 first does, so nothing is trained twice.
-One epoch per run (`--set train.epochs=1`) keeps the tests short.
+One paper3 run (the session fixture `paper3_run` of conftest.py, which test_teacher.py also uses
+for its combined teacher); paper4's tests are in test_paper4.py. One epoch per run
+(`--set train.epochs=1`) keeps the tests short.
 """
 
 import json
@@ -16,7 +15,7 @@ from rsic import paper
 from rsic.task import RsicTask
 from tests.cli_runner import run_in_process
 
-from .conftest import ONE_EPOCH, paper_args
+from .conftest import ONE_EPOCH
 
 TASK = RsicTask()
 # The benchmark rows need no int8 file here; the combined teacher's head learns in a few epochs.
@@ -71,45 +70,6 @@ def test_paper3_quick_table_resume_and_export(paper3_run, capsys):
                                           *(arg for item in ONE_EPOCH for arg in ("--set", item))], capsys)
     assert code == 0 and f"rsic: paper 3 done -> {out / 'paper3.md'}" in said
     assert (out / "paper3.md").read_text() == markdown
-
-
-def test_paper4_quick_on_paper3_benchmark(paper3_run, tmp_path, capsys):
-    bench_dir = paper3_run[0] / "benchmark"
-    out = tmp_path / "paper4"
-    assert paper.run_paper4(TASK, paper_args(out, benchmark=str(bench_dir))) is True
-    bench = json.loads((bench_dir / "benchmark.json").read_text())
-    best = bench["best_paper4"]["backbone"]
-
-    table = json.loads((out / "paper4.json").read_text())
-    assert table["data"]["path"] == str((paper3_run[0] / "data").resolve())  # the benchmark's data
-    assert table["best_candidate"] == best
-    assert [row["kind"] for row in table["rows"]] == ["candidate", "candidate", "attention", "attention int8"]
-    assert [row["model"] for row in table["rows"][:2]] == ["MobileNetV2", "MobileNet"]
-    assert all(row["under_5m"] is True for row in table["rows"][:2])
-    assert table["rows"][2]["model"] == f"attention on {best} (float)"
-    for row in table["rows"]:
-        assert 0.0 <= row["accuracy"] <= 1.0, row
-    saved = read_saved_config(out / "attention" / "config.yaml")
-    assert saved["model"]["backbone"] == best and saved["model"]["attention"]["enabled"] is True
-    # Size before (float Keras) and after (int8 TFLite) against paper 4's 20 MB budget.
-    size = table["size"]
-    assert size["float_keras_bytes"] == (out / "attention" / "model.keras").stat().st_size
-    assert size["int8_tflite_bytes"] == (out / "attention" / "model_int8.tflite").stat().st_size
-    assert 0 < size["int8_tflite_bytes"] < size["float_keras_bytes"]
-    assert size["budget_mb"] == 20.0 and size["within_budget"] is True
-    assert table["published"]["size_budget_mb"] == 20.0 and table["published"]["max_params"] == 5e6
-    markdown = (out / "paper4.md").read_text()
-    assert "within the 20 MB budget" in markdown and f"Best candidate by validation accuracy in `{bench_dir}`: {best}" in markdown
-
-    # Run again through the command line: every step is done, nothing trains, exit code 0;
-    # other settings are refused.
-    code, said, _ = run_in_process(TASK, ["paper4", "--quick", "--out", out, "--benchmark", bench_dir,
-                                          *(arg for item in ONE_EPOCH for arg in ("--set", item))], capsys)
-    assert code == 0 and f"rsic: paper 4 done -> {out / 'paper4.md'}" in said
-    from common.errors import RunDirError
-
-    with pytest.raises(RunDirError, match="settings.json.*attention_config"):
-        paper.run_paper4(TASK, paper_args(out, benchmark=str(bench_dir), attention_config="attention.yaml"))
 
 
 def test_paper3_table_ii_repeats_and_cut_rows(tmp_path):
