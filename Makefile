@@ -79,8 +79,8 @@ evaluate-landslide evaluate-rsic evaluate-asc: evaluate-%: install
 # One command per paper table (README, "Reproducing the papers"); resumable: run it again after a stop.
 # `make paper1 DATA=dir [OUT=runs/paper1] [ARGS="--folds 0,1 --rungs unet_ce,full"]` (landslide ladder),
 # `make paper2 DATA=dir [OUT=runs/paper2]` (asc teacher -> student -> int8), `make paper3 DATA=dir
-# [ARGS="--teachers 2"]` (rsic benchmark -> teacher(s) -> student -> int8), `make paper4 DATA=dir
-# [ARGS="--benchmark runs/paper3/benchmark"]` (rsic candidates -> attention model -> int8); QUICK=1 runs
+# [ARGS="--teachers 2"]` (rsic benchmark -> combined teacher -> students -> int8), `make paper4 DATA=dir
+# [ARGS="--benchmark runs/paper3/benchmark"]` (rsic Tables 1-3 -> the chosen model in int8); QUICK=1 runs
 # the quick form on sample data made inside OUT (default runs/paperN_quick), no DATA needed.
 paper1: install
 	$(if $(QUICK),,$(call need,DATA,the Landslide4Sense folder; or QUICK=1 for sample data))

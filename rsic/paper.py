@@ -16,7 +16,6 @@ paper4`, each a plan of common.papers steps (resumable).
                              export_report.json, metrics_int8.json
     R/student_6b/ ... _3b/   the cut students (model.cut_after), distilled the same way
                              (--repeats N: each of these R/<row>/seed_K, K < N, train.seed=K)
-    R/attention/ (paper4)    the attention run, exported and scored the same way
     R/paper3.md, .json       the tables with the published numbers beside, the data named
     R/paper4.md, .json
 """
@@ -43,7 +42,6 @@ PAPERS = {3: ("Pham, Le, Ngo, Nguyen, Lampert, Schindler, McLoughlin, ISPA 2023 
 # paper_accuracy); it gives no number for the distilled student. Paper 4: candidates under 5M
 # parameters, the int8 model within 20 MB; no accuracy there. The group's earlier NWPU-RESISC45
 # result is the reference line of both tables.
-PAPER4_PUBLISHED = {"max_params": 5e6, "size_budget_mb": 20.0}
 EARLIER = {"train_10": 0.926, "train_20": 0.947}
 EARLIER_LINE = (f"Reference: the group's earlier NWPU-RESISC45 result, "
                 f"{papers.percent(EARLIER['train_10'])}% (10% training) and "
@@ -55,8 +53,7 @@ QUICK_OVERRIDES = ["train.epochs=2", "train.verbose=0", "model.weights=null", "e
                    "export.calibration_examples=32"]
 # The config options of paper3/paper4: (default, --quick default); None: task.distill_config.
 CONFIGS = {"config": ("paper3.yaml", "tiny.yaml"), "student_config": (None, "tiny_student.yaml"),
-           "teacher_config": ("teacher.yaml", "tiny_teacher.yaml"),
-           "attention_config": ("attention.yaml", "tiny_attention.yaml")}
+           "teacher_config": ("teacher.yaml", "tiny_teacher.yaml")}
 # Paper 3's Table II (docs/papers.md; NWPU-RESISC45, 20% training): accuracy %, params M per row.
 TABLE2_PUBLISHED = {"teacher": (96.2, 280.8), "alone": (92.3, 4.7), "distilled": (94.8, 4.7),
                     "6B": (94.4, 3.0), "5B": (93.5, 0.93), "4B": (91.3, 0.37), "3B": (85.6, 0.11)}
@@ -329,96 +326,64 @@ def best_runs(folder, names, n):
     return [Path(folder) / row["backbone"] for row in ranked[:n]]
 
 
-def run_paper(task, args, paper, *, max_steps=None):
-    """Paper 3's or 4's plan: the benchmark, the paper's model (paper 3: a student distilled from
-    the best run(s); paper 4: attention on the best candidate), its int8 steps, and the tables.
-    `max_steps` stops after that many steps that did work (a test hook). Returns True when
-    finished."""
+def run_paper3(task, args, *, max_steps=None):
+    """`python -m rsic paper3`: the benchmark, the combined teacher of the best run(s), the
+    students of Table II, the distilled student's int8 steps, and the tables. `max_steps` stops
+    after that many steps that did work (a test hook). Returns True when finished."""
     from common.runner import load_task_config
     from rsic.models import BACKBONES  # TensorFlow: not at parser build
 
-    option = "student_config" if paper == 3 else "attention_config"
     settings = {key: getattr(args, key) or CONFIGS[key][bool(args.quick)] or task.distill_config
-                for key in ("config", option)}  # each one given, its default or --quick's
-    names, folder, data_default = None, None, None
-    if paper == 4 and args.benchmark:
-        folder = Path(args.benchmark).resolve()
-        best_benchmarked(folder, key="--benchmark")  # finished, with a candidate; else stop
-        settings["benchmark"] = str(folder)
-        content = papers.read_json(folder / BENCHMARK_JSON)
-        data_default = content.get("data") if isinstance(content, dict) else None
-    else:
-        allowed = default = PAPER4_BACKBONES
-        if paper == 3:  # its config's backbones (a bad --set stops here, before OUT is made)
-            probe = [*(QUICK_OVERRIDES if args.quick else []), *(args.overrides or [])]
-            allowed = BACKBONES
-            default = load_task_config(task, settings["config"], probe)["benchmark"]["backbones"]
-        names = settings["backbones"] = (
-            papers.parse_list(args.backbones, list(allowed), "--backbones") if args.backbones
-            else list(QUICK_BACKBONES if args.quick else default))
-    if paper == 3:
-        teachers = args.teachers or min(3, len(names))
-        if not 1 <= teachers <= len(names):
-            raise ConfigError(f"--teachers: {teachers} is not between 1 and the "
-                              f"{len(names)} benchmarked backbones")
-        settings["teachers"] = teachers
-        settings["teacher_config"] = (getattr(args, "teacher_config", None)
-                                      or CONFIGS["teacher_config"][bool(args.quick)])
-        rows = getattr(args, "rows", None)
-        rows = [] if rows == "none" else papers.parse_list(rows, list(OPTIONAL_ROWS), "--rows") \
-            if rows else list(OPTIONAL_ROWS)
-        repeats = int(getattr(args, "repeats", 1) or 1)
-        papers.repeat_runs("", repeats)  # a bad count stops here
-        if rows != list(OPTIONAL_ROWS):
-            settings["rows"] = rows
-        if repeats != 1:
-            settings["repeats"] = repeats
-    out, data, overrides = papers.start(task, args, f"paper{paper}", DATA, QUICK_OVERRIDES, None,
-                                        settings, data_default)  # --quick: 5 classes x 40 images
-    folder, model = folder or out / "benchmark", out / ("student" if paper == 3 else "attention")
+                for key in ("config", "student_config")}  # each one given, its default or --quick's
+    # its config's backbones (a bad --set stops here, before OUT is made)
+    probe = [*(QUICK_OVERRIDES if args.quick else []), *(args.overrides or [])]
+    default = load_task_config(task, settings["config"], probe)["benchmark"]["backbones"]
+    names = settings["backbones"] = (
+        papers.parse_list(args.backbones, list(BACKBONES), "--backbones") if args.backbones
+        else list(QUICK_BACKBONES if args.quick else default))
+    teachers = args.teachers or min(3, len(names))
+    if not 1 <= teachers <= len(names):
+        raise ConfigError(f"--teachers: {teachers} is not between 1 and the "
+                          f"{len(names)} benchmarked backbones")
+    settings["teachers"] = teachers
+    settings["teacher_config"] = (getattr(args, "teacher_config", None)
+                                  or CONFIGS["teacher_config"][bool(args.quick)])
+    rows = getattr(args, "rows", None)
+    rows = [] if rows == "none" else papers.parse_list(rows, list(OPTIONAL_ROWS), "--rows") \
+        if rows else list(OPTIONAL_ROWS)
+    repeats = int(getattr(args, "repeats", 1) or 1)
+    papers.repeat_runs("", repeats)  # a bad count stops here
+    if rows != list(OPTIONAL_ROWS):
+        settings["rows"] = rows
+    if repeats != 1:
+        settings["repeats"] = repeats
+    out, data, overrides = papers.start(task, args, "paper3", DATA, QUICK_OVERRIDES, None,
+                                        settings)  # --quick: 5 classes x 40 images
+    folder, model = out / "benchmark", out / "student"
     cfg = load_task_config(task, settings["config"], overrides, data)
-    if names is not None:
-        cfg["benchmark"]["backbones"] = names
-        fetch_weights(cfg, names)
-    model_cfg = load_task_config(task, settings[option], overrides, data)  # checked now
-    if paper == 3:
-        fetch_weights(model_cfg, [model_cfg["model"]["backbone"]])
-        teacher_cfg = load_task_config(task, settings["teacher_config"], overrides, data)
-        table2 = paper3_steps(task, out, folder, names, teachers, model_cfg, teacher_cfg,
-                              rows, repeats)
-        table = partial(paper3_table, task, out, names, teachers, model_cfg, rows, repeats)
-    else:
-        def attention_cfg():  # attention.yaml on the best candidate, alpha and input size legal
-            best = [*overrides, f"model.backbone=best:{folder}"]
-            loaded = load_task_config(task, settings[option], best, data)
-            return run_config(loaded, loaded["model"]["backbone"])[0]
-
-        step = papers.Step("attention model on the best candidate", "train", model,
-                           config=attention_cfg)
-        table = partial(paper4_table, out, folder, names)
-    if paper == 3:
-        steps = [*benchmark_steps(task, cfg, folder, names), *table2,
-                 *papers.int8_steps(model.name, papers.repeat_runs(model, repeats)[0][0])]
-    else:
-        steps = [*benchmark_steps(task, cfg, folder, names or []), step,
-                 *papers.int8_steps(model.name, model)]
-    # Examples per split: the first run trained (paper 4: the attention one), else the data set.
-    runs = [*([model] if paper == 4 else []), *[folder / name for name in names or []]]
+    cfg["benchmark"]["backbones"] = names
+    fetch_weights(cfg, names)
+    model_cfg = load_task_config(task, settings["student_config"], overrides, data)  # checked now
+    fetch_weights(model_cfg, [model_cfg["model"]["backbone"]])
+    teacher_cfg = load_task_config(task, settings["teacher_config"], overrides, data)
+    table2 = paper3_steps(task, out, folder, names, teachers, model_cfg, teacher_cfg, rows, repeats)
+    table = partial(paper3_table, task, out, names, teachers, model_cfg, rows, repeats)
+    steps = [*benchmark_steps(task, cfg, folder, names), *table2,
+             *papers.int8_steps(model.name, papers.repeat_runs(model, repeats)[0][0])]
+    runs = [folder / name for name in names]  # examples per split: the first run trained
 
     def content():
         counts = next((counts for counts in map(papers.split_counts, runs) if counts), None)
         counts = counts or {"images": len(task.open_data(cfg).files)}
-        return {"paper": PAPERS[paper][0], "table": PAPERS[paper][1], "quick": args.quick,
+        return {"paper": PAPERS[3][0], "table": PAPERS[3][1], "quick": args.quick,
                 "data": {"path": str(data), "examples_per_split": counts, "reported_split": "test"},
                 **table()}
 
-    markdown = paper3_markdown if paper == 3 else paper4_markdown
     with bench.reuse_listing(task, cfg):  # every image is listed and checked once, not once per run
-        return papers.run_tables(task, steps, out, f"paper{paper}", content, markdown,
-                                 f"paper {paper}", max_steps=max_steps)
+        return papers.run_tables(task, steps, out, "paper3", content, paper3_markdown,
+                                 "paper 3", max_steps=max_steps)
 
 
-run_paper3 = partial(run_paper, paper=3)  # `python -m rsic paper3`
 
 
 def _row(model, kind, run, note="", **values):
@@ -588,32 +553,6 @@ def paper3_table(task, out, names, n_teachers, student_cfg, rows=OPTIONAL_ROWS, 
             "rows": rows, "table2": table2}
 
 
-def paper4_table(out, folder, names):
-    """Paper 4's table (JSON entries after the data; sizes in bytes), from the run directories."""
-    from common.config import read_saved_config
-
-    attention = Path(out) / "attention"
-    found = benchmark_rows(folder, names) if names else read_benchmark_rows(folder, "--benchmark")
-    done = {row["backbone"]: row for row in found if row["backbone"] in PAPER4_BACKBONES}
-    rows = [_bench_row(name, folder, done.get(name), "candidate") for name in names or done]
-    for row in rows:  # names: None: the finished benchmark's candidates, in its order
-        row["under_5m"] = row["params"] < PAPER4_PUBLISHED["max_params"] if row["params"] else None
-    saved = attention / "config.yaml"
-    backbone = read_saved_config(saved)["model"]["backbone"] if saved.is_file() else None
-    rows += _float_and_int8_rows(f"attention on {backbone}" if backbone else "attention model",
-                                 "attention", attention)
-    report = papers.read_json(attention / "export_report.json") or {}
-    budget = float(report.get("size_budget_mb", PAPER4_PUBLISHED["size_budget_mb"]))
-    model_file, int8_bytes = attention / "model.keras", report.get("tflite_bytes")
-    keras_bytes = model_file.stat().st_size if model_file.is_file() else None
-    best = backbone or (_best_entry(list(done.values())) or {}).get("backbone")
-    return {"benchmark": str(folder), "best_candidate": best,
-            "size": {"float_keras_bytes": keras_bytes,
-                     "int8_tflite_bytes": int8_bytes, "budget_mb": budget,
-                     "within_budget": None if int8_bytes is None else int8_bytes <= budget * 1e6},
-            "published": {**PAPER4_PUBLISHED, "earlier_result": EARLIER}, "rows": rows}
-
-
 def _cells(row):
     return [row["model"], _number(row["params"], ".2f", 1e6) + "M" if row["params"] else "-",
             papers.percent(row["accuracy"]), papers.percent(row["published_accuracy"]),
@@ -662,27 +601,6 @@ def paper3_markdown(content):
                  "Table I, the benchmark; `paper 3`: the published NWPU-RESISC45 accuracy "
                  "(docs/papers.md; 20% of each class for training).", HEADER,
                  [_cells(row) for row in content["rows"]], [*notes, *table2])
-
-
-def paper4_markdown(content):
-    """Paper 4's table for people: percent, sizes in MB, the 20 MB budget."""
-    p, s, notes = content["published"], content["size"], []
-    under = {None: "-", True: "yes", False: "no"}
-    body = [[*_cells(row)[:-1], under[row.get("under_5m")], row["note"]] for row in content["rows"]]
-    if content["best_candidate"]:
-        notes.append(f"Best candidate by validation accuracy in `{content['benchmark']}`: "
-                     f"{content['best_candidate']} (paper 4: candidates under "
-                     f"{p['max_params'] / 1e6:.0f}M parameters).")
-    if s["int8_tflite_bytes"]:
-        before = f"{s['float_keras_bytes'] / 1e6:.2f} MB" if s["float_keras_bytes"] else "-"
-        within = "within" if s["within_budget"] else "OVER"
-        notes.append(f"Size: {before} float Keras (model.keras) -> "
-                     f"{s['int8_tflite_bytes'] / 1e6:.2f} MB int8 TFLite, {within} the "
-                     f"{s['budget_mb']:g} MB budget (paper 4: at most {p['size_budget_mb']:g} MB).")
-    return _page(content, "Paper 4: robust low-complexity scene classification with attention",
-                 "`paper 3` is paper 3's published accuracy of each candidate backbone; paper 4's "
-                 "own published numbers are in docs/papers.md.",
-                 [*HEADER[:-1], "< 5M params", "note"], body, notes + [EARLIER_LINE])
 
 
 # ---------------------------------------------------------------------------------------------
