@@ -30,11 +30,13 @@ KINDS = {"backbone": "EfficientNetB0 + head (attention off)",
 
 def markdown(results):
     """PAPER4_NETWORK.md: one table row per model of `results["row"]`."""
+    from common.cpuinfo import cpu_line
+
     m, row = results["machine"], results["row"]
     lines = ["# Paper 4's network at the edge: int8 size and latency", "",
              f"`{results['command']}` on {m['cpu']} ({m['cores']} cores), {m['date']}, "
              f"TensorFlow {m['tensorflow']}; {row['input']}, untrained, int8 by PTQ, batch 1, "
-             "2 LiteRT threads, the three timed in alternation.", "",
+             "2 LiteRT threads, the three timed in alternation.", "", cpu_line(m), "",
              "| model | parameters | GMACs | int8 MB | int8 ms (median, min-max) | x backbone | float ops |",
              "|---|---:|---:|---:|---:|---:|---|"]
     for kind, label in KINDS.items():

@@ -257,6 +257,19 @@ class Task:
         report's `mcu.frontend`, or None when the model takes the raw input itself."""
         return None
 
+    def labels(self, cfg, data, items):
+        """The class ids (int array (N,)) of `items` of `data` (the combined teacher,
+        common.teacher, trains on them); default: from `examples`."""
+        return self.examples(cfg, data, items)[1]
+
+    def embed(self, model, cfg, data, items, batch_size):
+        """`model`'s outputs (float32 (N, ...)) on `items` of `data`, `batch_size` at a time: a
+        member's embeddings for the combined teacher (common.teacher). Default: from `examples`
+        (all in memory); a task with large inputs streams them."""
+        from common.runner import outputs
+
+        return outputs(model, self.examples(cfg, data, items)[0], batch_size)
+
     def host_front(self, cfg, model):
         """`export` (edge target): the part of the model's input front that int8 kernels cannot
         run, to be computed on the host beside the .tflite instead. Returns None (the whole model

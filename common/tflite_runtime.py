@@ -184,15 +184,7 @@ class TFLiteModel:
         Args:
             x: one example (*input_shape) or None (zeros). repeats: int, timed runs after one warm-up.
         """
-        example = np.zeros(self.input_shape, np.float32) if x is None else np.asarray(x)
-        batch = example.reshape(1, *self.input_shape)
-        self.predict(batch)
-        times = []
-        for _ in range(max(1, int(repeats))):
-            start = time.perf_counter()
-            self.predict(batch)
-            times.append((time.perf_counter() - start) * 1000.0)
-        return float(np.median(times))
+        return batch_one_latency_ms(self, x, repeats)
 
     def op_dtypes(self):
         """List of (op name, dtype of its first output) for every op in the graph.
@@ -211,6 +203,20 @@ class TFLiteModel:
             dtype = np.dtype(tensors[outs[0]]["dtype"]).name if outs else "none"
             result.append((op["op_name"], dtype))
         return result
+
+
+def batch_one_latency_ms(model, x=None, repeats=20):
+    """Median wall time of one batch-1 `model.predict`, in milliseconds, after one warm-up;
+    `x`: one example (model.input_shape) or None (zeros)."""
+    example = np.zeros(model.input_shape, np.float32) if x is None else np.asarray(x)
+    batch = example.reshape(1, *model.input_shape)
+    model.predict(batch)
+    times = []
+    for _ in range(max(1, int(repeats))):
+        start = time.perf_counter()
+        model.predict(batch)
+        times.append((time.perf_counter() - start) * 1000.0)
+    return float(np.median(times))
 
 
 class FrontedModel:
@@ -242,12 +248,4 @@ class FrontedModel:
 
     def latency_ms(self, x=None, repeats=20):
         """Median wall time of one batch-1 inference, front included, in milliseconds."""
-        example = np.zeros(self.input_shape, np.float32) if x is None else np.asarray(x)
-        batch = example.reshape(1, *self.input_shape)
-        self.predict(batch)
-        times = []
-        for _ in range(max(1, int(repeats))):
-            start = time.perf_counter()
-            self.predict(batch)
-            times.append((time.perf_counter() - start) * 1000.0)
-        return float(np.median(times))
+        return batch_one_latency_ms(self, x, repeats)

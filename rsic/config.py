@@ -102,7 +102,7 @@ DEFAULTS = {
         # name and shape (common.distill.init_from_teacher); for a student of the teacher's family
         "init_from_teacher": False,
     },
-    "teacher": {  # paper 3's combined teacher (`python -m rsic teacher`, rsic/teacher.py)
+    "teacher": {  # paper 3's combined teacher (`python -m rsic teacher`, common/teacher.py)
         "members": [],  # finished rsic runs (--members RUN,RUN,RUN), frozen up to "embedding"
         # the fusion f = sum_n e_n * w_n + b, then dropout and the classifier, trained on the
         # members' cached embeddings (the authors' code: lr 1e-3, batch 200, 100 epochs)

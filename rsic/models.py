@@ -198,11 +198,11 @@ def build_model(model_cfg, num_classes, *, image_size=0, test_crop="center"):
     if dropout > 0:
         x = layers.Dropout(dropout, name="head_dropout")(x)
     x = layers.Dense(int(model_cfg["embedding_dim"]), activation="relu", name="embedding",
-                     **_head_dense_options(model_cfg))(x)
+                     **head_dense_options(model_cfg))(x)
     if dropout > 0:
         x = layers.Dropout(dropout, name="embedding_dropout")(x)
     probs = layers.Activation("softmax", dtype="float32", name="probs")(
-        layers.Dense(num_classes, name="logits", **_head_dense_options(model_cfg))(x))
+        layers.Dense(num_classes, name="logits", **head_dense_options(model_cfg))(x))
     suffix = f"_{form}" if form else f"_to_{cut_after}" if cut_after else ""
     model = keras.Model(inputs, probs, name=f"rsic_{spec.name.lower()}{suffix}")
     if model_cfg.get("bn_momentum"):
@@ -215,7 +215,7 @@ def build_model(model_cfg, num_classes, *, image_size=0, test_crop="center"):
     return model
 
 
-def _head_dense_options(model_cfg):
+def head_dense_options(model_cfg):
     """Initialisers and L2 regularisers of the head's two Dense layers (`model.head_init`,
     `model.dense_l2`; the papers' code: truncated normal stddev 0.1 and L2 1e-5 on kernels and
     biases). An L2 factor l adds l * sum(w^2) to the loss. New initialiser instances on every call:

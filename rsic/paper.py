@@ -9,7 +9,7 @@ paper4`, each a plan of common.papers steps (resumable).
     R/data/                  --quick only: the sample data set (`python -m rsic sample`)
     R/benchmark/             the paper's benchmark folder B
     R/teacher/ (paper3)      the combined teacher of the --teachers best benchmark runs
-                             (rsic/teacher.py; none for --teachers 1: the best run teaches)
+                             (common/teacher.py; none for --teachers 1: the best run teaches)
     R/student_alone/         the student config trained alone (Table II's "EfficientNetB0 alone")
     R/student/ (paper3)      the distilled student: metrics.json (with teacher_accuracy, the
                              teacher's on the test split), model_int8.tflite,
@@ -439,7 +439,7 @@ def _combined_teacher(task, cfg, folder, names, n_teachers, run):
     """A call step: the combined teacher of the `n_teachers` best benchmark runs into `run`
     (a killed one resumes with its cached embeddings; a trained one is scored)."""
     from common import runner
-    from rsic import teacher as combined
+    from common import teacher as combined
 
     if (run / "model.keras").is_file():
         runner.evaluate(task, run)

@@ -233,6 +233,15 @@ class RsicTask(Task):
         size = image_side(cfg)
         return load_images([data.files[i] for i in items], size), data.labels[items]
 
+    def labels(self, cfg, data, items):
+        return data.labels[np.asarray(items, np.int64)]
+
+    def embed(self, model, cfg, data, items, batch_size):
+        """Streamed from the image files (rsic.features.predict_probs), never all in memory."""
+        from rsic.features import predict_probs
+
+        return predict_probs(model, [data.files[i] for i in items], image_side(cfg), batch_size)
+
     def metric(self, labels, outputs):
         return float(np.mean(np.argmax(outputs, axis=1) == np.asarray(labels).reshape(-1)))
 
@@ -337,7 +346,8 @@ class RsicTask(Task):
                 DemoRun("student", "tiny_student.yaml", teacher="teacher", export=True)]
 
     def commands(self):
-        from rsic import paper, teacher
+        from common import teacher
+        from rsic import paper
 
         def arguments(parser):
             parser.add_argument("--out", required=True,

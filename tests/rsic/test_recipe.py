@@ -14,7 +14,7 @@ from common.errors import ConfigError
 from rsic.config import DEFAULTS
 from rsic.data import scan_image_folder
 from rsic.features import load_images, make_dataset
-from rsic.models import _head_dense_options, build_model
+from rsic.models import build_model, head_dense_options
 from tests.rsic.conftest import TASK, tiny_config
 
 MIXUP = {"enabled": True, "ratio": "uniform", "low": 0.1, "high": 0.3, "alpha": 0.4,
@@ -157,9 +157,9 @@ def test_head_dropout_l2_and_initialisation():
     kernel = weights[0]
     assert np.abs(kernel).max() <= 0.2 and 0.08 < kernel.std() < 0.096
     assert np.abs(weights[1]).max() <= 0.2 and weights[1].std() > 0.05  # biases drawn too
-    assert _head_dense_options({"head_init": "glorot", "dense_l2": 0.0}) == {}  # Keras' defaults
+    assert head_dense_options({"head_init": "glorot", "dense_l2": 0.0}) == {}  # Keras' defaults
     with pytest.raises(ConfigError, match="'model.head_init' must be one of glorot, truncated_normal"):
-        _head_dense_options({**cfg, "head_init": "he"})
+        head_dense_options({**cfg, "head_init": "he"})
 
 
 def test_model_crops_its_input_out_of_larger_images(noise):

@@ -1,4 +1,4 @@
-"""Paper 3's combined teacher (rsic/teacher.py) and distilling from its fused embedding."""
+"""Paper 3's combined teacher (common/teacher.py) and distilling from its fused embedding."""
 
 import json
 import shutil
@@ -9,11 +9,11 @@ import pytest
 import tf_keras as keras
 
 from common import runner
+from common import teacher as combined
 from common.config import read_saved_config
 from common.distill import Distiller
 from common.errors import ConfigError
 from common.model_files import saved_param_count
-from rsic import teacher as combined
 
 from .conftest import TASK
 
@@ -95,21 +95,19 @@ def test_cached_embeddings_are_reused_and_recomputed_when_the_image_list_changes
     cfg = runner.run_config(TASK, run)
     data = TASK.open_data(cfg)
     split, _ = runner.read_split(TASK, run, data)
-    files = [data.files[i] for i in split["val"]]
+    ids = TASK.split_ids(data, {"val": split["val"]})["val"]
 
-    class Refuses:  # a cached file must be read, never recomputed
-        def predict(self, *args, **kwargs):
-            raise AssertionError("recomputed a cached embedding")
+    def refuses():  # a cached file must be read, never recomputed
+        raise AssertionError("recomputed a cached embedding")
 
     said = []
-    cached = combined.member_embeddings(Refuses(), members[0], 0, files, 64, 16, run / "embeddings",
-                                        "val", said.append)
-    assert cached.shape == (len(files), 128) and "cached" in said[0]
-    # Another image list (or a retrained member) is another key: computed afresh, same values.
+    cached = combined.member_embeddings(refuses, members[0], 0, ids, run / "embeddings", "val", said.append)
+    assert cached.shape == (len(ids), 128) and "cached" in said[0]
+    # Another example list (or a retrained member) is another key: computed afresh, same values.
     folder = run.parent / "other_cache"
     shutil.copytree(run / "embeddings", folder)
-    again = combined.member_embeddings(member_embedders[0], members[0], 0, files[:-1], 64, 16, folder, "val",
-                                       said.append)
+    again = combined.member_embeddings(lambda: TASK.embed(member_embedders[0], cfg, data, split["val"][:-1], 16),
+                                       members[0], 0, ids[:-1], folder, "val", said.append)
     assert "computing" in said[-1]
     np.testing.assert_allclose(again, cached[:-1], rtol=1e-4, atol=1e-5)
 

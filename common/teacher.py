@@ -1,18 +1,19 @@
-"""Paper 3's combined teacher (arXiv 2302.13028, Phase II): `python -m rsic teacher`.
+"""A combined teacher of frozen runs: paper 3's Phase II (arXiv 2302.13028), `python -m rsic teacher`.
 
-Finished rsic runs (the "members", paper 3: ConvNeXtLarge, EfficientNetB7, DenseNet201) are
+Finished runs of one task (the "members", paper 3: ConvNeXtLarge, EfficientNetB7, DenseNet201) are
 frozen up to their "embedding" layer. Their embeddings e_n are fused by trainable element-wise
 weights, f = sum_n e_n * w_n + b (`common.layers.WeightedEmbeddingSum`), then dropout
 (`teacher.dropout`, 0.4) and a Dense softmax classifier. Only the fusion and the classifier
 train, on embeddings computed once (as the authors' code does):
 
-    RUN/embeddings/member<n>_<split>.npz   member n's embeddings (N, D) of the split's images in
-                                           split.json's order, with a key (member run, its
-                                           model.keras size and time, the images): written
+    RUN/embeddings/member<n>_<split>.npz   member n's embeddings (N, D) of the split's examples
+                                           in split.json's order (`Task.embed`), with a key
+                                           (member run, its model.keras size and time, the
+                                           examples' identifiers): written
                                            atomically once each is done, reused by a rerun of a
                                            killed run, recomputed when the key differs
 
-The result is an ordinary run: model.keras takes images and gives class probabilities; its
+The result is an ordinary run: model.keras takes the members' input and gives class probabilities; its
 "embedding" layer is the fused vector f, which `distill --teacher RUN` imitates (student.yaml:
 MSE to f, no projection). The members' split, classes, input size and data folder are the
 run's; config.yaml's `model:` is the first member's (the input every member takes).
@@ -48,7 +49,7 @@ def member_runs(members):
 
 
 def check_members(task, runs):
-    """Check the member runs before TensorFlow starts: each a trained rsic run, all with the first
+    """Check the member runs before TensorFlow starts: each a trained run of the task, all with the first
     one's classes, input size and split. Returns (first member's config, its split.json content).
 
     Raises:
@@ -67,7 +68,7 @@ def check_members(task, runs):
             raise RunDirError(f"{run / SPLIT_FILE}: no split file; the members must be runs of "
                               f"`python -m {task.name} train`")
         cfg, labels = read_saved_config(run / "config.yaml"), read_labels(run / LABELS_FILE)
-        size, split = int(cfg["model"]["input_size"]), read_json(run / SPLIT_FILE)
+        size, split = cfg["model"].get("input_size"), read_json(run / SPLIT_FILE)
         ids = {name: split.get(name) for name in split.get("splits") or ("train", "val", "test")}
         if first is None:
             first = (run, cfg, labels, size, split, ids)
@@ -141,41 +142,38 @@ def build_head(num_members, size, num_classes, dropout):
     return keras.Model(inputs, probs, name="combined_teacher_head")
 
 
-def full_model(embedders, head, size):
-    """Image (B, S, S, 3) raw RGB -> every frozen member's embedding -> the head's layers (shared
+def full_model(embedders, head):
+    """The members' input -> every frozen member's embedding -> the head's layers (shared
     weights): the combined teacher as one model, its "embedding" layer the fused vector."""
     import tf_keras as keras
 
-    image = keras.Input((size, size, 3), name="image")
-    x = [embedder(image) for embedder in embedders]
+    inputs = keras.Input(embedders[0].input_shape[1:], name=embedders[0].input_names[0])
+    x = [embedder(inputs) for embedder in embedders]
     for layer in head.layers[len(embedders):]:  # after the head's N inputs, in graph order
         x = layer(x)
-    return keras.Model(image, x, name="rsic_combined_teacher")
+    return keras.Model(inputs, x, name="combined_teacher")
 
 
-def _cache_key(run, files):
-    """What a cached embedding file depends on: the member run, its model file, the images."""
+def _cache_key(run, ids):
+    """What a cached embedding file depends on: the member run, its model file, the examples."""
     stat = (Path(run) / "model.keras").stat()
-    text = json.dumps([str(run), stat.st_size, stat.st_mtime_ns, [str(f) for f in files]])
+    text = json.dumps([str(run), stat.st_size, stat.st_mtime_ns, [str(i) for i in ids]])
     return hashlib.sha1(text.encode()).hexdigest()
 
 
-def member_embeddings(embedder, run, index, files, size, batch_size, folder, split_name, log):
-    """Member `index`'s embeddings (float32 (N, D)) of the image `files`, from
-    FOLDER/member<index>_<split_name>.npz when its key matches, else computed and written
-    (atomically) there."""
-    from rsic.features import predict_probs
-
-    path, key = Path(folder) / f"member{index}_{split_name}.npz", _cache_key(run, files)
+def member_embeddings(embed, run, index, ids, folder, split_name, log):
+    """Member `index`'s embeddings (float32 (N, D)) of the examples named `ids`, from
+    FOLDER/member<index>_<split_name>.npz when its key matches, else `embed()` (the task's
+    `Task.embed`) written (atomically) there."""
+    path, key = Path(folder) / f"member{index}_{split_name}.npz", _cache_key(run, ids)
     if path.is_file():
         with np.load(path, allow_pickle=False) as cached:
             if str(cached["key"]) == key:
                 log(f"member {index} ({Path(run).name}): {split_name} embeddings cached ({path})")
                 return cached["embeddings"]
-    log(f"member {index} ({Path(run).name}): computing the embeddings of {len(files)} "
-        f"{split_name} images")
-    # predict_probs runs any image model over the files; here its output is the embedding.
-    embeddings = predict_probs(embedder, files, size, batch_size).astype(np.float32)
+    log(f"member {index} ({Path(run).name}): computing the embeddings of {len(ids)} "
+        f"{split_name} examples")
+    embeddings = np.asarray(embed(), np.float32)
     with atomic_path(path) as tmp, open(tmp, "wb") as handle:
         np.savez(handle, embeddings=embeddings, key=np.array(key))
     return embeddings
@@ -218,13 +216,13 @@ def train_teacher(task, cfg, out, *, resume=False, overwrite=False, unsafe_load=
         raise ConfigError("teacher.members: their embeddings differ in size ("
                           + ", ".join(f"{r.name} {int(e.output_shape[-1])}"
                                       for r, e in zip(runs, embedders)) + "); they must be of one size")
-    size, batch = int(cfg["model"]["input_size"]), int(cfg["train"]["batch_size"])
-    labels = {name: data.labels[np.asarray(split[name], np.int64)] for name in ("train", selection)}
+    batch = int(cfg["train"]["batch_size"])
+    labels = {name: np.asarray(task.labels(cfg, data, split[name])) for name in ("train", selection)}
 
     def cached(name):
-        files = [data.files[i] for i in split[name]]
-        return tuple(member_embeddings(e, r, n, files, size, batch, run / EMBEDDINGS_DIR, name,
-                                       lambda line: runner.say(f"{task.name}: {line}"))
+        ids = task.split_ids(data, {name: split[name]})[name]
+        return tuple(member_embeddings(lambda e=e: task.embed(e, cfg, data, split[name], batch), r, n, ids,
+                                       run / EMBEDDINGS_DIR, name, lambda line: runner.say(f"{task.name}: {line}"))
                      for n, (e, r) in enumerate(zip(embedders, runs)))
 
     import tensorflow as tf
@@ -251,7 +249,7 @@ def train_teacher(task, cfg, out, *, resume=False, overwrite=False, unsafe_load=
     from common.progress import EpochLog
 
     T.fit(build, train_ds, val_ds, head_cfg, run,
-          final_model_fn=lambda head: full_model(embedders, head, size),
+          final_model_fn=lambda head: full_model(embedders, head),
           extra_callbacks=[EpochLog(task.name, head_cfg["epochs"], head_cfg["monitor"])])
     metrics, _ = runner.evaluate(task, run, unsafe_load=unsafe_load)
     T.release_run_dir(run)
@@ -259,11 +257,11 @@ def train_teacher(task, cfg, out, *, resume=False, overwrite=False, unsafe_load=
 
 
 def add_arguments(parser):
-    """Options of `python -m rsic teacher` (besides --config, --data and --set)."""
+    """Options of `python -m TASK teacher` (besides --config, --data and --set)."""
     from common.model_files import add_unsafe_load_arg
 
     parser.add_argument("--members", metavar="RUN,RUN,...",
-                        help="finished rsic runs to combine (default: teacher.members of the config)")
+                        help="finished runs to combine (default: teacher.members of the config)")
     parser.add_argument("--out", required=True, help="run directory to write")
     parser.add_argument("--overwrite", action="store_true", help="replace an existing run in --out")
     parser.add_argument("--resume", action="store_true",
@@ -272,7 +270,7 @@ def add_arguments(parser):
 
 
 def run_command(task, args):
-    """`python -m rsic teacher`: config (default teacher.yaml) -> members checked -> train."""
+    """`python -m TASK teacher`: config (default teacher.yaml) -> members checked -> train."""
     from common.runner import load_task_config
 
     cfg = load_task_config(task, args.config, args.overrides, default="teacher.yaml", announce=True)
