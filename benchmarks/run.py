@@ -63,6 +63,17 @@ def table(rows, columns):
     return "\n".join(lines)
 
 
+def keep_scale_section(text, path):
+    """`text` with the "Scale" section of the RESULTS.md at `path` appended, when it has one:
+    `make bench-scale` writes that section, and `make bench` must not lose it."""
+    from benchmarks.scale import BEGIN, END
+
+    old = Path(path).read_text() if Path(path).is_file() else ""
+    if BEGIN not in old or END not in old:
+        return text
+    return text.rstrip("\n") + "\n\n" + old[old.index(BEGIN) : old.index(END) + len(END)] + "\n"
+
+
 def render(results):
     info = results["machine"]
     speed = [row for row in results["rows"] if row.get("kind", "speed") == "speed"]
@@ -164,7 +175,7 @@ def main(argv=None):
     if previous.is_file() and "peer" in json.loads(previous.read_text()):
         results["peer"] = json.loads(previous.read_text())["peer"]  # `make bench-peer`'s section
     write_json(out / f"results{suffix}.json", results)
-    write_text(out / f"RESULTS{suffix}.md", render(results))
+    write_text(out / f"RESULTS{suffix}.md", keep_scale_section(render(results), out / f"RESULTS{suffix}.md"))
     print(render(results))
     return 0
 
