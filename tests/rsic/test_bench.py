@@ -88,7 +88,8 @@ def test_paper_configs_follow_paper3():
     """Paper configs start from ImageNet; the tiny ones from scratch; the benchmark covers the whole
     table; the teacher is its top row; attention's default is paper 3's best of paper 4's candidates."""
     load = lambda name: runner.load_task_config(TASK, name)  # noqa: E731
-    tiny = {"tiny.yaml", "tiny_student.yaml", "tiny_attention.yaml", "tiny_triplane.yaml", "tiny_teacher.yaml"}
+    tiny = {"tiny.yaml", "tiny_student.yaml", "tiny_attention.yaml", "tiny_triplane.yaml", "tiny_teacher.yaml",
+            "tiny_paper4.yaml"}
     for path in sorted(CONFIGS.glob("*.yaml")):
         assert load(path.name)["model"]["weights"] == (None if path.name in tiny else "imagenet"), path.name
     assert load("paper3.yaml")["benchmark"]["backbones"] == list(models.BACKBONES)
