@@ -13,7 +13,6 @@ the date; docs/paper1.md quotes them). Speed depends on the machine and its load
 import argparse
 import sys
 import time
-from pathlib import Path
 
 import numpy as np
 
@@ -87,8 +86,7 @@ def markdown(results):
 
 
 def main(argv=None):
-    from common.bench import machine
-    from common.io import write_json, write_text
+    from common.bench import machine, write_outputs
     from landslide.paper import RUNGS
 
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
@@ -101,12 +99,7 @@ def main(argv=None):
     results = {"command": "python -m benchmarks.paper1_speed " + " ".join(sys.argv[1:] if argv is None else argv),
                "machine": machine(), "batch": args.batch, "steps": args.steps, "rows": rows,
                "rung_params": {rung: rung_params(rung) for rung in [*RUNGS, "small"]}}
-    out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
-    write_json(out / "paper1_speed.json", results)
-    text = markdown(results)
-    write_text(out / "PAPER1_SPEED.md", text)
-    print(text, end="")
+    write_outputs(args.out, results, "paper1_speed.json", "PAPER1_SPEED.md", markdown(results))
 
 
 if __name__ == "__main__":

@@ -84,8 +84,8 @@ def train_speed(size, steps, batch):
 
 
 def main(argv=None):
-    from common.bench import machine
-    from common.io import write_json, write_text
+    from common.bench import machine, write_outputs
+    from common.io import write_json
     from rsic.bench import WORK, paper4_network_row
 
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
@@ -106,12 +106,7 @@ def main(argv=None):
         return
     row = paper4_network_row(WORK, size=args.size, rounds=args.rounds, log=print)
     results = {"command": command, "machine": machine(), "row": row}
-    out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
-    write_json(out / "paper4_network.json", results)
-    text = markdown(results)
-    write_text(out / "PAPER4_NETWORK.md", text)
-    print(text, end="")
+    write_outputs(args.out, results, "paper4_network.json", "PAPER4_NETWORK.md", markdown(results))
 
 
 if __name__ == "__main__":

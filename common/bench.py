@@ -41,6 +41,18 @@ def machine():
     }
 
 
+def write_outputs(out, results, json_name, markdown_name, text):
+    """A benchmark's outputs: OUT/json_name (the `results` dict) and OUT/markdown_name (its table
+    `text`), both written atomically; `text` is printed too."""
+    from common.io import write_json, write_text
+
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    write_json(out / json_name, results)
+    write_text(out / markdown_name, text)
+    print(text, end="")
+
+
 def train_examples_per_s(model, x, y, batch_size, steps=5, repeats=3):
     """Training throughput of a compiled Keras model on in-memory batches (examples/s).
 
