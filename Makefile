@@ -13,6 +13,15 @@ PEER_STAMP := $(PEER_VENV)/.installed
 export TF_CPP_MIN_LOG_LEVEL ?= 2
 export PYTHONHASHSEED ?= 0
 
+# `make bench CPU_CAP=x86-64-v3` (and bench-peer): run as on an AVX2-only CPU, through
+# benchmarks/cpu_cap.c (CPUID answered without AVX-512/VNNI/BF16/AMX; needs a CPU with cpuid_fault).
+CPU_CAP ?=
+CAP_LIB := benchmarks/tmp/cpu_cap.so
+ifneq ($(filter-out x86-64-v3,$(CPU_CAP)),)
+$(error CPU_CAP=$(CPU_CAP): the one level benchmarks/cpu_cap.c caps to is x86-64-v3)
+endif
+CAPPED := $(if $(CPU_CAP),LD_PRELOAD=$(CURDIR)/$(CAP_LIB))
+
 DATA ?=
 CONFIG ?=
 OUT ?=
@@ -52,12 +61,16 @@ demo: install
 
 # REAL_DATA: the folder holding real data sets (accuracy rows where they are present).
 REAL_DATA ?= data
-bench: install
-	$(PY) -m benchmarks.run --out benchmarks --real-data $(REAL_DATA)
+bench: install $(if $(CPU_CAP),$(CAP_LIB))
+	$(CAPPED) $(PY) -m benchmarks.run --out benchmarks --real-data $(REAL_DATA)
 
 # This project beside the official PyTorch baseline (benchmarks/peer.py); ARGS="--quick" for a smoke run.
-bench-peer: install $(PEER_STAMP)
-	$(PY) -m benchmarks.peer --out benchmarks $(ARGS)
+bench-peer: install $(PEER_STAMP) $(if $(CPU_CAP),$(CAP_LIB))
+	$(CAPPED) $(PY) -m benchmarks.peer --out benchmarks $(ARGS)
+
+$(CAP_LIB): benchmarks/cpu_cap.c
+	@mkdir -p $(dir $@)
+	$(CC) -O2 -Wall -shared -fPIC -o $@ $< -ldl
 
 lint: install
 	$(VENV)/bin/ruff check .

@@ -22,6 +22,11 @@ import platform
 FEATURES = ("avx2", "fma", "avx512f", "avx512_vnni", "avx512_bf16", "avx_vnni", "amx_tile", "amx_int8",
             "amx_bf16")
 
+#: Of FEATURES, those CPUID still reports under benchmarks/cpu_cap.c, which sets CPUID_CAP to the
+#: level it caps the CPU to (x86-64-v3: AVX2 and FMA, nothing of AVX-512, VNNI, BF16 or AMX).
+#: /proc/cpuinfo still lists the real flags there; the kernels see only these.
+CAPPED_FEATURES = {"x86-64-v3": ("avx2", "fma")}
+
 # oneDNN's ISA names (ONEDNN_MAX_CPU_ISA caps the kernels it dispatches) that include bfloat16
 # dot products; any other cap makes oneDNN emulate bfloat16, which is slower than float32.
 _BF16_ISAS = {"AVX512_CORE_BF16", "AVX512_CORE_FP16", "AVX512_CORE_AMX", "AVX512_CORE_AMX_FP16",
@@ -64,6 +69,9 @@ def cpu_info(path="/proc/cpuinfo", environ=None):
         found = [flag for flag in FEATURES if flag in flags]
     except OSError:
         model, found = None, None
+    cpuid_cap = environ.get("CPUID_CAP") if "cpu_cap" in environ.get("LD_PRELOAD", "") else None
+    if cpuid_cap and found is not None:
+        found = [flag for flag in found if flag in CAPPED_FEATURES.get(cpuid_cap, ())]
     try:
         cores = len(os.sched_getaffinity(0))
     except AttributeError:  # not Linux
@@ -73,6 +81,7 @@ def cpu_info(path="/proc/cpuinfo", environ=None):
         "cores": cores,
         "cpu_flags": found,
         "onednn_max_cpu_isa": environ.get("ONEDNN_MAX_CPU_ISA") or None,
+        "cpuid_cap": cpuid_cap,
     }
 
 
@@ -115,4 +124,6 @@ def cpu_line(info):
         line += "; " + (" ".join(flags) if flags else "none of " + "/".join(FEATURES[:3]))
     if info.get("onednn_max_cpu_isa"):
         line += f"; oneDNN capped at {info['onednn_max_cpu_isa']}"
+    if info.get("cpuid_cap"):
+        line += f"; CPUID capped to {info['cpuid_cap']} (benchmarks/cpu_cap.c)"
     return line

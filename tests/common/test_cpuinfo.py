@@ -47,3 +47,14 @@ def test_no_cpuinfo_file_and_older_records(tmp_path):
     assert info["cpu_flags"] is None and info["cpu"]  # platform's name, or "unknown CPU"
     assert cpu_line({"cpu": "AMD EPYC", "cores": 2}) == "CPU: AMD EPYC, 2 cores"  # a record made before flags
     assert read_cpuinfo("") == (None, set())
+
+
+def test_cpuid_cap_names_what_the_kernels_see(tmp_path):
+    (tmp_path / "cpuinfo").write_text(SAPPHIRE)
+    environ = {"CPUID_CAP": "x86-64-v3", "LD_PRELOAD": "/x/benchmarks/tmp/cpu_cap.so"}
+    info = cpu_info(tmp_path / "cpuinfo", environ=environ)
+    assert info["cpu_flags"] == ["avx2", "fma"] and info["cpuid_cap"] == "x86-64-v3"
+    assert native_bf16(info)[0] is False and bf16_kernels(info)[0] is False
+    assert cpu_line(info).endswith("; avx2 fma; CPUID capped to x86-64-v3 (benchmarks/cpu_cap.c)")
+    # The variable alone, without the library loaded, caps nothing.
+    assert cpu_info(tmp_path / "cpuinfo", environ={"CPUID_CAP": "x86-64-v3"})["cpu_flags"] == list(FEATURES)
