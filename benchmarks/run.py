@@ -111,10 +111,9 @@ def render(results):
     if notes:
         lines += ["## Notes", ""] + [f"- {note}" for note in notes] + [""]
     lines.append(f"Total benchmark time: {results['seconds']:.0f} s.")
-    if "peer" in results:
-        from benchmarks.peer import render as render_peer
+    from benchmarks.peer import peer_sections, render as render_peer
 
-        lines += ["", render_peer(results["peer"])]
+    lines += [line for peer in peer_sections(results) for line in ("", render_peer(peer))]
     return "\n".join(lines) + "\n"
 
 
@@ -172,8 +171,9 @@ def main(argv=None):
         rows = kept + rows
     rows.sort(key=lambda row: TASKS.index(row["task"]) if row.get("task") in TASKS else len(TASKS))
     results = {"machine": machine(), "seconds": time.time() - start, "rows": rows}
-    if previous.is_file() and "peer" in json.loads(previous.read_text()):
-        results["peer"] = json.loads(previous.read_text())["peer"]  # `make bench-peer`'s section
+    if previous.is_file():  # `make bench-peer`'s sections, one per CPU level
+        results.update({key: value for key, value in json.loads(previous.read_text()).items()
+                        if key.startswith("peer")})
     write_json(out / f"results{suffix}.json", results)
     write_text(out / f"RESULTS{suffix}.md", keep_scale_section(render(results), out / f"RESULTS{suffix}.md"))
     print(render(results))
