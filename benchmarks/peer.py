@@ -181,6 +181,10 @@ def run(quick=False, epochs=None, threads=2, out=ROOT / "benchmarks", configs=("
             systems.append(System(f"{config} {label}", config, [
                 *project, f"configs/landslide/{config}.yaml", str(data), str(WORK / f"run_{config}_{precision}"),
                 *common, f"train.precision={precision}"], env))
+    if "unet_ce" in configs:  # TensorFlow's own default on CPUs without AVX-512 VNNI/BF16/AMX (issue 27)
+        systems.append(System("unet_ce float32, oneDNN off", "unet_ce", [
+            *project, "configs/landslide/unet_ce.yaml", str(data), str(WORK / "run_unet_ce_eigen"), *common,
+            "train.precision=float32"], {**env, "TF_ENABLE_ONEDNN_OPTS": "0"}))
     for system in systems:
         system.info.update(system.read())
         print(f"peer: {system.name} ready ({system.info.get('params', 0):,} parameters)", flush=True)
@@ -304,6 +308,9 @@ def summarise(systems, infer_times, n, split, epochs, batch, threads, width, qui
         "unet_ce_default_vs_torch_fastest": torch_train / unet,
         "tflite_fastest_vs_torch_fastest_inference": torch_infer / infer["fastest TFLite (unet_ce)"]["median_s"],
     }
+    if "unet_ce float32, oneDNN off" in by:  # what setup_tensorflow's TF_ENABLE_ONEDNN_OPTS=1 buys here
+        ratios["unet_ce_float32_onednn_vs_eigen"] = (by["unet_ce float32, oneDNN off"]["train_s_median"]
+                                                     / by["unet_ce float32"]["train_s_median"])
     if bf16 is not None:
         ratios["unet_ce_default_vs_torch_bf16"] = bf16 / unet
         ratios["tflite_int8_vs_torch_bf16_inference"] = infer["pytorch bf16"]["median_s"] / tflite

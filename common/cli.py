@@ -18,6 +18,7 @@ are kept out of the terminal unless `--verbose` is given.
 import argparse
 import logging
 import os
+import platform
 import re
 import sys
 import threading
@@ -273,13 +274,28 @@ def _train_config(task, args, default):
 # TensorFlow set-up and the terminal
 
 
+def onednn_by_default(machine=None):
+    """Whether TF_ENABLE_ONEDNN_OPTS=1 is set for the user who set none: on every x86-64 CPU.
+
+    TensorFlow turns its oneDNN kernels on by itself only on CPUs with AVX-512 VNNI, BF16 or AMX;
+    on an AVX2-only CPU it trains with its Eigen kernels, and those are slower: unet_ce at width 1,
+    batch 8, float32, 3.3 s a step against 2.7 s with oneDNN (issue 27; measured on this project's
+    AMD EPYC under benchmarks/cpu_cap.c, benchmarks/RESULTS.md has the side-by-side run). Elsewhere
+    (ARM, where oneDNN goes through other libraries) TensorFlow's own default stands.
+    """
+    return (machine or platform.machine()).lower() in ("x86_64", "amd64")
+
+
 def setup_tensorflow(threads=None):
-    """Quiet TensorFlow's Python logs and size its thread pools.
+    """Quiet TensorFlow's Python logs, turn its oneDNN kernels on on every x86-64 CPU
+    (onednn_by_default), and size its thread pools.
 
     `threads` (or the environment variable EDGE_THREADS) caps the intra-op pool; by default
     TensorFlow uses every core. Call before any TensorFlow op runs.
     """
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    if onednn_by_default():
+        os.environ.setdefault("TF_ENABLE_ONEDNN_OPTS", "1")
     import tensorflow as tf
 
     # The converter's and Keras' Python warnings are about their internals, not the user's input.

@@ -20,7 +20,7 @@ def test_bench_peer_quick(tmp_path):
     peer = json.loads((tmp_path / "results_quick.json").read_text())["peer"]
     systems = {row["system"] for row in peer["rows"]}
     bf16 = peer_precisions(peer["machine"]) == ("float32", "bf16")
-    assert systems == {"pytorch float32", "unet_ce default (auto)", "unet_ce float32"} | (
+    assert systems == {"pytorch float32", "unet_ce default (auto)", "unet_ce float32", "unet_ce float32, oneDNN off"} | (
         {"pytorch bf16 autocast"} if bf16 else set())
     for row in peer["rows"]:
         assert row["train_s_median"] > 0 and len(row["loss"]) == peer["epochs"]

@@ -55,3 +55,21 @@ def test_cpuid_reports_x86_64_v3(cap_library):
     # A real fault still ends the program, through Python's own handler (faulthandler) first.
     crash = _run("import faulthandler, ctypes; faulthandler.enable(); ctypes.string_at(0)", cap_library)
     assert crash.returncode == -11 and "Segmentation fault" in crash.stderr
+
+
+def test_tensorflow_uses_onednn_on_an_avx2_only_cpu(cap_library):
+    # TensorFlow turns oneDNN on by itself only with AVX-512 VNNI/BF16/AMX; setup_tensorflow turns
+    # it on on every x86-64 CPU (its Eigen kernels train slower there), and a user's choice stands.
+    from common.cli import onednn_by_default
+
+    assert onednn_by_default("x86_64") and onednn_by_default("AMD64") and not onednn_by_default("aarch64")
+    probe = ("import os; from common.cli import setup_tensorflow; setup_tensorflow()\n"
+             "from tensorflow.python.util import _pywrap_util_port as port\n"
+             "print(port.IsMklEnabled(), os.environ['TF_ENABLE_ONEDNN_OPTS'])")
+    env = {key: value for key, value in os.environ.items() if key != "TF_ENABLE_ONEDNN_OPTS"}
+    result = subprocess.run([sys.executable, "-c", probe], cwd=ROOT, capture_output=True, text=True,
+                            env={**env, "LD_PRELOAD": str(cap_library), "TF_CPP_MIN_LOG_LEVEL": "3"})
+    if result.returncode == 2 and "cannot make CPUID fault" in result.stderr:
+        pytest.skip("CPUID cannot fault on this machine")
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.split()[-2:] == ["True", "1"]
