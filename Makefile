@@ -28,7 +28,7 @@ OUT ?=
 RUN ?=
 ARGS ?=
 
-.PHONY: install test test-all demo bench bench-scale bench-peer lint clean clean-runs paper1 paper2 paper3 paper4 \
+.PHONY: install test test-all demo bench bench-scale bench-peer bench-kernels lint clean clean-runs paper1 paper2 paper3 paper4 \
         train-landslide train-rsic train-asc export-landslide export-rsic export-asc \
         evaluate-landslide evaluate-rsic evaluate-asc
 
@@ -67,6 +67,11 @@ bench: install $(if $(CPU_CAP),$(CAP_LIB))
 # This project beside the official PyTorch baseline (benchmarks/peer.py); ARGS="--quick" for a smoke run.
 bench-peer: install $(PEER_STAMP) $(if $(CPU_CAP),$(CAP_LIB))
 	$(CAPPED) $(PY) -m benchmarks.peer --out benchmarks $(ARGS)
+
+# Which oneDNN convolution kernels a unet_ce training step runs here, TensorFlow beside PyTorch:
+# benchmarks/CONV_KERNELS.md and conv_kernels.json (a minute).
+bench-kernels: install $(PEER_STAMP) $(if $(CPU_CAP),$(CAP_LIB))
+	$(CAPPED) $(PY) -m benchmarks.conv_kernels --out benchmarks
 
 $(CAP_LIB): benchmarks/cpu_cap.c
 	@mkdir -p $(dir $@)
