@@ -13,7 +13,8 @@ runs one op at a time here (inter-op threads 1), as PyTorch's autograd does, so 
 primitive's time is its own. The peer runs only where `.venv-peer` exists (`make bench-peer`
 creates it).
 
-Writes OUT/CONV_KERNELS.md and OUT/conv_kernels.json: per system and kind, the milliseconds of
+Writes OUT/CONV_KERNELS.md and OUT/conv_kernels.json (CONV_KERNELS_x86-64-v3.md and
+conv_kernels_x86-64-v3.json under `CPU_CAP=x86-64-v3`): per system and kind, the milliseconds of
 the step, the multiply-accumulates per second, the kernels and the source layout (acdb: NHWC as
 given; aBcd8b: channels blocked by 8, a layout oneDNN reorders to).
 """
@@ -163,7 +164,9 @@ def main(argv=None):
         print(f"conv_kernels: {PEER_PYTHON} missing (make bench-peer creates it): TensorFlow only", flush=True)
     results = {"machine": machine(), "width": args.width, "batch": args.batch, "threads": args.threads,
                "systems": {name: summarise(primitives) for name, primitives in systems.items()}}
-    write_outputs(args.out, results, "conv_kernels.json", "CONV_KERNELS.md", markdown(results))
+    cap = results["machine"].get("cpuid_cap")  # a run under benchmarks/cpu_cap.c keeps its own files
+    suffix = f"_{cap}" if cap else ""
+    write_outputs(args.out, results, f"conv_kernels{suffix}.json", f"CONV_KERNELS{suffix}.md", markdown(results))
     return 0
 
 

@@ -139,6 +139,28 @@ def tensor_values(content, x):
 
 
 
+def op_macs(name, output_shape, input_shapes):
+    """Multiply-accumulates of one op at its output shape (batch included): convolutions and
+    fully connected layers, from their weight tensor's shape (TFLite's layouts: CONV_2D
+    [out, kh, kw, in], DEPTHWISE_CONV_2D [1, kh, kw, out], FULLY_CONNECTED [out, in]); 0 for
+    every other op."""
+    weights = input_shapes[1] if len(input_shapes) > 1 and input_shapes[1] is not None else None
+    if weights is None or not output_shape:
+        return 0
+    outputs = int(np.prod(output_shape))
+    if name == "CONV_2D":
+        return outputs * int(np.prod(weights[1:]))
+    if name == "DEPTHWISE_CONV_2D":
+        return outputs * int(weights[1]) * int(weights[2])
+    if name == "FULLY_CONNECTED":
+        return outputs * int(weights[-1])
+    return 0
+
+
+def _gmac_per_s(macs, ms):
+    return f"{macs / ms / 1e6:.1f}" if macs and ms else "-"
+
+
 def _median_ms(interpreter, repeats):
     interpreter.invoke()  # warm-up: XNNPACK packs weights and sets up on the first call
     times = []
@@ -176,8 +198,8 @@ def profile(path, batch=1, num_threads=None, repeats=10, seed=0, x=None):
         dict: "model", "batch", "threads", "machine" (common.cpuinfo.cpu_info), "whole_ms" (one
         invoke of the whole model, XNNPACK as LiteRT loads it by default), "ops_sum_ms", "ops":
         one dict per op in graph order (index, op, input_dtype, output_shape, runs_in ("XNNPACK"
-        or "builtin"), ms (in the kernel it runs in), builtin_ms), "by_type": op type -> (count,
-        XNNPACK count, ms, share of ops_sum_ms), slowest first.
+        or "builtin"), ms (in the kernel it runs in), builtin_ms, macs (op_macs)), "by_type": op
+        type -> (count, XNNPACK count, ms, share of ops_sum_ms, macs), slowest first.
     """
     from ai_edge_litert.tools import flatbuffer_utils
 
@@ -213,11 +235,14 @@ def profile(path, batch=1, num_threads=None, repeats=10, seed=0, x=None):
         ms = _time_op(single, inputs, num_threads, True, repeats)[0] if xnnpack else builtin_ms
         first_in = next((int(t) for t in op["inputs"] if t >= 0), None)
         out = int(op["outputs"][0])
+        output_shape = [int(d) for d in np.shape(values[out])] if out in values else []
         ops.append({
             "index": index, "op": op["op_name"],
             "input_dtype": np.dtype(tensors[first_in]["dtype"]).name if first_in is not None else "none",
-            "output_shape": [int(d) for d in np.shape(values[out])] if out in values else [],
+            "output_shape": output_shape,
             "runs_in": "XNNPACK" if xnnpack else "builtin", "ms": ms, "builtin_ms": builtin_ms,
+            "macs": op_macs(op["op_name"], output_shape, [tensors[int(t)]["shape"] if t >= 0 else None
+                                                           for t in op["inputs"]]),
         })
     whole = _interpreter(content, num_threads, xnnpack=True)
     detail = whole.get_input_details()[0]
@@ -232,6 +257,7 @@ def profile(path, batch=1, num_threads=None, repeats=10, seed=0, x=None):
         entry["count"] += 1
         entry["xnnpack"] += op["runs_in"] == "XNNPACK"
         entry["ms"] += op["ms"]
+        entry["macs"] = entry.get("macs", 0) + op["macs"]
     for entry in by_type.values():
         entry["share"] = entry["ms"] / total if total else 0.0
     return {
@@ -252,17 +278,20 @@ def markdown(report, top=10):
         f"Batch {report['batch']}, {report['threads']} threads; whole model {report['whole_ms']:.2f} ms per invoke "
         f"({report['whole_ms'] / report['batch']:.2f} ms per example), ops one at a time "
         f"{report['ops_sum_ms']:.2f} ms; {delegated} of {len(report['ops'])} ops run in XNNPACK. Medians of "
-        f"{report['repeats']} invokes.", "",
-        "| op type | ops | in XNNPACK | ms per invoke | share |", "|---|---:|---:|---:|---:|",
+        f"{report['repeats']} invokes. GMAC/s: multiply-accumulates per second (convolutions and fully "
+        "connected layers).", "",
+        "| op type | ops | in XNNPACK | ms per invoke | share | GMAC/s |", "|---|---:|---:|---:|---:|---:|",
     ]
     for name, entry in report["by_type"].items():
         lines.append(f"| {name} | {entry['count']} | {entry['xnnpack']} | {entry['ms']:.2f} | "
-                     f"{100 * entry['share']:.1f} % |")
+                     f"{100 * entry['share']:.1f} % | {_gmac_per_s(entry.get('macs', 0), entry['ms'])} |")
     lines += ["", f"Slowest {top} ops (builtin: the TFLite kernel's time for the same op):", "",
-              "| # | op | input | output shape | runs in | ms | builtin ms |", "|---:|---|---|---|---|---:|---:|"]
+              "| # | op | input | output shape | runs in | ms | GMAC/s | builtin ms |",
+              "|---:|---|---|---|---|---:|---:|---:|"]
     for op in sorted(report["ops"], key=lambda op: -op["ms"])[:top]:
         lines.append(f"| {op['index']} | {op['op']} | {op['input_dtype']} | {'x'.join(map(str, op['output_shape']))} | "
-                     f"{op['runs_in']} | {op['ms']:.2f} | {op['builtin_ms']:.2f} |")
+                     f"{op['runs_in']} | {op['ms']:.2f} | {_gmac_per_s(op.get('macs', 0), op['ms'])} | "
+                     f"{op['builtin_ms']:.2f} |")
     return "\n".join(lines) + "\n"
 
 

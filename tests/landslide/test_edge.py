@@ -165,7 +165,7 @@ def test_predict_needs_exactly_one_model(tflite_model, sample_root, tmp_path):
                                "--out", str(tmp_path / "new")])
 
 
-def test_profile_tflite_times_every_op_and_names_xnnpack_ones(tflite_model, tmp_path):
+def test_profile_tflite_times_every_op_and_names_xnnpack_ones(tflite_model, tiny_run, tmp_path):
     import json
 
     from benchmarks.profile_tflite import main
@@ -186,6 +186,15 @@ def test_profile_tflite_times_every_op_and_names_xnnpack_ones(tflite_model, tmp_
     assert report["whole_ms"] > 0 and report["machine"]["cores"] >= 1
     text = (tmp_path / "model_int8_b2_t1.md").read_text()
     assert "\nCPU: " in text and "| CONV_2D |" in text
+    # The multiply-accumulates it reads off the weight tensors are Keras' count, times the batch
+    # (exactly, 10,098,835,456 per patch, for unet_ce at width 1; this tiny model's attention
+    # projections are counted a little differently by the two).
+    from common.config import load_config
+    from landslide.config import DEFAULTS
+    from landslide.task import model_summary
+
+    keras_macs = model_summary(load_config(tiny_run / "config.yaml", [], defaults=DEFAULTS))["macs"]
+    assert abs(sum(entry["macs"] for entry in by_type.values()) / (2 * keras_macs) - 1) < 0.02
 
 
 @pytest.mark.slow  # 1-1.5 min on 2 shared cores: make test-all (the asc run and the points task cover make test)
