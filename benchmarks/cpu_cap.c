@@ -2,7 +2,7 @@
  * VNNI, no bfloat16, no AMX. For benchmarks only (issue 27): the speed of XNNPACK's, oneDNN's and
  * PyTorch's AVX2 kernels, measured on an AVX-512 machine, side by side in one run.
  *
- *     make benchmarks/tmp/cpu_cap.so
+ *     make cpu-cap                      (builds benchmarks/tmp/cpu_cap.so)
  *     LD_PRELOAD=benchmarks/tmp/cpu_cap.so python -m benchmarks.peer ...
  *     (or: make bench-peer CPU_CAP=x86-64-v3)
  *

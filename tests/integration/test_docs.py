@@ -236,13 +236,13 @@ def _check_python_module(argv):
 def test_example_parses(doc, line):
     for command in re.split(r"\s*(?:&&|;|\|\|)\s*", line):
         argv = shlex.split(command)
+        while len(argv) > 1 and "=" in argv[0] and argv[0].split("=")[0].isupper():  # VAR=value command ...
+            argv = argv[1:]
         if argv[0].endswith("python") and argv[1:2] == ["-m"]:
             _check_python_module(argv[2:])
         elif argv[0] == "make":
             targets = [a for a in argv[1:] if "=" not in a and not a.startswith("-")]
             assert targets and set(targets) <= MAKE_TARGETS, f"{doc}: no make target {targets}"
-        elif "=" in argv[0] and argv[0].split("=")[0].isupper():  # VAR=value make ...
-            assert argv[1] == "make" and set(argv[2:3]) <= MAKE_TARGETS, command
         else:
             assert argv[0] in SHELL_COMMANDS, f"{doc}: not a known command: {command}"
 
