@@ -14,9 +14,9 @@ a validation pass), so all systems see the same machine load, round after round.
 median over the epochs after the first (which traces and warms up) of the training phase alone,
 the validation pass, the mean training loss and the validation F1 of every epoch. Inference: the
 whole process (start, import, load, read 80 patches, predict, write masks), int8 TFLite through
-`python -m landslide predict --tflite` against the PyTorch model in float32
-(and bf16 where native), interleaved
-repeats, medians.
+`python -m landslide predict --tflite` against the PyTorch model in float32 (and bf16 where the
+CPU has it natively), interleaved repeats, medians. Under benchmarks/cpu_cap.c
+(`make bench-peer CPU_CAP=x86-64-v3`) every process runs as on an AVX2-only CPU.
 
 Writes `peer` into benchmarks/results.json and the side-by-side section of RESULTS.md (both keep
 what `make bench` wrote), and the raw per-epoch numbers into benchmarks/tmp/peer/.
