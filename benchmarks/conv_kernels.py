@@ -20,7 +20,6 @@ given; aBcd8b: channels blocked by 8, a layout oneDNN reorders to).
 """
 
 import argparse
-import json
 import os
 import re
 import subprocess

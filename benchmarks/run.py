@@ -111,7 +111,8 @@ def render(results):
     if notes:
         lines += ["## Notes", ""] + [f"- {note}" for note in notes] + [""]
     lines.append(f"Total benchmark time: {results['seconds']:.0f} s.")
-    from benchmarks.peer import peer_sections, render as render_peer
+    from benchmarks.peer import peer_sections
+    from benchmarks.peer import render as render_peer
 
     lines += [line for peer in peer_sections(results) for line in ("", render_peer(peer))]
     return "\n".join(lines) + "\n"
