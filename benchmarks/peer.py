@@ -136,6 +136,17 @@ def _sample(n):
     return data, split
 
 
+def matmul_weight_gradients_by_default(info=None):
+    """Whether `train.weight_gradients: auto` takes the matmul form on this CPU (x86-64 without
+    AVX-512; common/weight_gradients.py), read without starting TensorFlow in the driver."""
+    import platform
+
+    from common.cpuinfo import cpu_info
+
+    flags = (info or cpu_info()).get("cpu_flags")
+    return platform.machine().lower() in ("x86_64", "amd64") and flags is not None and "avx512f" not in flags
+
+
 def peer_precisions(info=None):
     """The PyTorch settings to run: float32, and bf16 autocast where the CPU computes bfloat16
     natively. Elsewhere oneDNN emulates it at about a tenth of float32's speed (761 s an epoch
@@ -184,7 +195,11 @@ def run(quick=False, epochs=None, threads=2, out=ROOT / "benchmarks", configs=("
     if "unet_ce" in configs:  # TensorFlow's own default on CPUs without AVX-512 VNNI/BF16/AMX (issue 27)
         systems.append(System("unet_ce float32, oneDNN off", "unet_ce", [
             *project, "configs/landslide/unet_ce.yaml", str(data), str(WORK / "run_unet_ce_eigen"), *common,
-            "train.precision=float32"], {**env, "TF_ENABLE_ONEDNN_OPTS": "0"}))
+            "train.precision=float32", "train.weight_gradients=tensorflow"], {**env, "TF_ENABLE_ONEDNN_OPTS": "0"}))
+    if "unet_ce" in configs and matmul_weight_gradients_by_default():  # what train.weight_gradients auto buys
+        systems.append(System("unet_ce float32, TensorFlow weight gradients", "unet_ce", [
+            *project, "configs/landslide/unet_ce.yaml", str(data), str(WORK / "run_unet_ce_tf_wgrad"), *common,
+            "train.precision=float32", "train.weight_gradients=tensorflow"], env))
     for system in systems:
         system.info.update(system.read())
         print(f"peer: {system.name} ready ({system.info.get('params', 0):,} parameters)", flush=True)
@@ -311,6 +326,9 @@ def summarise(systems, infer_times, n, split, epochs, batch, threads, width, qui
     if "unet_ce float32, oneDNN off" in by:  # what setup_tensorflow's TF_ENABLE_ONEDNN_OPTS=1 buys here
         ratios["unet_ce_float32_onednn_vs_eigen"] = (by["unet_ce float32, oneDNN off"]["train_s_median"]
                                                      / by["unet_ce float32"]["train_s_median"])
+    if "unet_ce float32, TensorFlow weight gradients" in by:  # train.weight_gradients auto (matmul) here
+        ratios["unet_ce_float32_matmul_vs_tensorflow_weight_gradients"] = (
+            by["unet_ce float32, TensorFlow weight gradients"]["train_s_median"] / by["unet_ce float32"]["train_s_median"])
     if bf16 is not None:
         ratios["unet_ce_default_vs_torch_bf16"] = bf16 / unet
         ratios["tflite_int8_vs_torch_bf16_inference"] = infer["pytorch bf16"]["median_s"] / tflite

@@ -85,7 +85,10 @@ def profile(config, width, batch, steps, overrides, out_dir):
     x = rng.normal(size=(batch * 4, 128, 128, 14)).astype("float32")
     y = (rng.random((batch * 4, 128, 128, 1)) > 0.9).astype("float32")
     ds = tf.data.Dataset.from_tensor_slices((x, y)).batch(batch).repeat().prefetch(2)
-    training.fit(ds, steps_per_epoch=2, epochs=1, verbose=0)  # trace and warm up
+    from common.weight_gradients import weight_gradients
+
+    with weight_gradients(cfg["train"]) as (matmul_weight_gradients, _):  # as common.train.fit traces it
+        training.fit(ds, steps_per_epoch=2, epochs=1, verbose=0)  # trace and warm up
     start = time.perf_counter()
     training.fit(ds, steps_per_epoch=steps, epochs=1, verbose=0)
     plain = (time.perf_counter() - start) / steps
@@ -122,7 +125,8 @@ def profile(config, width, batch, steps, overrides, out_dir):
         "groups_ms_per_step": {k: v / 1000 / steps for k, v in sorted(groups.items(), key=lambda kv: -kv[1])},
         "groups_share": {k: v / total for k, v in sorted(groups.items(), key=lambda kv: -kv[1])},
         "types_ms_per_step": {k: v / 1000 / steps for k, v in sorted(per_type.items(), key=lambda kv: -kv[1])[:25]},
-        "options": {k: cfg["train"][k] for k in ("steps_per_execution", "jit_compile") if k in cfg["train"]},
+        "options": {**{k: cfg["train"][k] for k in ("steps_per_execution", "jit_compile") if k in cfg["train"]},
+                    "matmul_weight_gradients": matmul_weight_gradients},
     }
     return report
 

@@ -61,6 +61,9 @@ TRAIN_DEFAULTS = {
     "steps_per_execution": 1,
     # XLA for the training step: auto = only where it is known to help (GPUs); true | false.
     "jit_compile": "auto",  # auto | true | false
+    # Convolution weight gradients as matrix products (common/weight_gradients.py): auto = on x86-64
+    # CPUs without AVX-512, where TensorFlow's own kernel runs at half the forward speed.
+    "weight_gradients": "auto",  # auto | matmul | tensorflow
     # 0: one line per epoch of our own (common.progress.EpochLog; a progress bar only on a terminal
     # and only in epochs longer than 30 s); 1 and 2: Keras' own output too (progress bar per batch,
     # or a line per epoch), which `--verbose` turns on. Never part of a run's identity (resume).
@@ -92,7 +95,7 @@ _POSITIVE_KEYS = {"lr", "epochs", "batch_size", "temperature", "qat_lr", "size_b
 # Keys whose value is "auto" or a YAML true/false (kept as the strings "true"/"false").
 _AUTO_OR_BOOL_KEYS = {"jit_compile"}
 # Keys whose value must be one of a few words.
-_CHOICE_KEYS = {"select_on": ("inner", "reported")}
+_CHOICE_KEYS = {"select_on": ("inner", "reported"), "weight_gradients": ("auto", "matmul", "tensorflow")}
 _NON_NEGATIVE_KEYS = {"weight_decay", "steps_per_epoch", "early_stopping_patience", "label_smoothing",
                       "qat_epochs", "qat_steps", "seed", "split_seed", "freeze_epochs"}
 
@@ -136,14 +139,15 @@ def save_config(config, path):
 
 
 # Keys that never change what a run computes: a resumed run may differ in them.
-_PRESENTATION_KEYS = (("train", "verbose"),)
+_PRESENTATION_KEYS = (("train", "verbose"), ("train", "weight_gradients"))
 # Keys added after runs were written, with the value that means what those runs did.
 _LATER_KEYS = {("train", "init_from"): "", ("train", "freeze_epochs"): 0}
 
 
 def same_run_settings(saved, config):
-    """True when two resolved configs describe the same run: they may differ in `train.verbose`,
-    and a run saved before a key existed matches that key's neutral value."""
+    """True when two resolved configs describe the same run: they may differ in `train.verbose` and
+    `train.weight_gradients` (how a step is computed, not what), and a run saved before a key
+    existed matches that key's neutral value."""
     def core(cfg):
         cfg = copy.deepcopy(cfg)
         for section, key in _PRESENTATION_KEYS:

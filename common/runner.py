@@ -219,6 +219,11 @@ def train(task, cfg, out, *, resume=False, overwrite=False, teacher=None, unsafe
     if cfg["train"]["precision"] == "auto":
         say(f"{task.name}: precision {precision} ({why})")
         cfg["train"]["precision"] = precision  # the run's config.yaml says which was used
+    from common.weight_gradients import resolve as resolve_weight_gradients
+
+    matmul, why = resolve_weight_gradients(cfg["train"])
+    if matmul:
+        say(f"{task.name}: convolution weight gradients as matrix products ({why})")
     keep_apart = [("--data", cfg["data"]["root"]), *(("--teacher", path) for path in teachers)]
     run = T.prepare_run_dir(out, config=cfg, resume=resume, overwrite=overwrite, task=task.name,
                             keep_apart=keep_apart)

@@ -30,6 +30,7 @@ import tf_keras as keras
 from common.config import TRAIN_DEFAULTS, read_saved_config, same_run_settings, save_config  # noqa: F401 (re-exported)
 from common.errors import ConfigError, RunDirError, TrainingError
 from common.io import atomic_path
+from common.weight_gradients import weight_gradients
 from common.rundir import (  # noqa: F401 (re-exported: the run directory's names and functions)
     BACKUP_DIR,
     BEST_WEIGHTS,
@@ -298,14 +299,15 @@ def fit(build_fn, train_ds, val_ds, train_cfg, run_dir, *, final_model_fn=None, 
     if steps:
         train_ds = train_ds.repeat()
     try:
-        history = model.fit(
-            train_ds,
-            validation_data=val_ds,
-            epochs=int(train_cfg["epochs"]),
-            steps_per_epoch=steps,
-            callbacks=callbacks,
-            verbose=train_cfg["verbose"],
-        )
+        with weight_gradients(train_cfg):  # traced on fit's first step: the step keeps the choice
+            history = model.fit(
+                train_ds,
+                validation_data=val_ds,
+                epochs=int(train_cfg["epochs"]),
+                steps_per_epoch=steps,
+                callbacks=callbacks,
+                verbose=train_cfg["verbose"],
+            )
     except _NonFiniteLoss as stop:
         interrupt.on_train_end()  # fit ended without its end callbacks: give Ctrl-C back
         raise TrainingError(_non_finite_message(run_dir, *stop.args)) from None
