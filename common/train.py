@@ -30,7 +30,6 @@ import tf_keras as keras
 from common.config import TRAIN_DEFAULTS, read_saved_config, same_run_settings, save_config  # noqa: F401 (re-exported)
 from common.errors import ConfigError, RunDirError, TrainingError
 from common.io import atomic_path
-from common.weight_gradients import weight_gradients
 from common.rundir import (  # noqa: F401 (re-exported: the run directory's names and functions)
     BACKUP_DIR,
     BEST_WEIGHTS,
@@ -40,6 +39,7 @@ from common.rundir import (  # noqa: F401 (re-exported: the run directory's name
     prepare_run_dir,
     release_run_dir,
 )
+from common.weight_gradients import weight_gradients
 
 
 def set_seed(seed):

@@ -9,7 +9,12 @@ import tf_keras as keras
 
 from common.config import TRAIN_DEFAULTS, load_config, same_run_settings
 from common.errors import ConfigError
-from common.weight_gradients import MIN_OUTPUT_PIXELS, matmul_weight_gradient, resolve, weight_gradients
+from common.weight_gradients import (
+    MIN_OUTPUT_PIXELS,
+    matmul_weight_gradient,
+    resolve,
+    weight_gradients,
+)
 
 DEFAULTS = {"train": dict(TRAIN_DEFAULTS)}
 MATMUL = {"weight_gradients": "matmul"}
