@@ -50,11 +50,14 @@ $(PEER_STAMP): benchmarks/peer/requirements.txt
 
 # The default suite skips tests marked `slow` (NASNetMobile's int8 QAT conversion, minutes on 2
 # cores); `make test-all` runs them too (RUN_SLOW_EXPORT=1 adds nested-backbone QAT exports).
+# TEST_WORKERS pytest processes (pytest-xdist), one test file each at a time, so that a file's
+# fixtures are built once: much of a test is single-threaded Python (building, tracing, converting).
+TEST_WORKERS ?= 2
 test: install
-	$(PY) -m pytest -m "not slow"
+	$(PY) -m pytest -m "not slow" -n $(TEST_WORKERS) --dist loadfile
 
 test-all: install
-	$(PY) -m pytest
+	$(PY) -m pytest -n $(TEST_WORKERS) --dist loadfile
 
 demo: install
 	$(PY) -m scripts.demo --out runs/demo

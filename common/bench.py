@@ -53,16 +53,21 @@ def write_outputs(out, results, json_name, markdown_name, text):
     print(text, end="")
 
 
-def train_examples_per_s(model, x, y, batch_size, steps=5, repeats=3):
+def train_examples_per_s(model, x, y, batch_size, steps=5, repeats=3, train_cfg=None):
     """Training throughput of a compiled Keras model on in-memory batches (examples/s).
 
-    One warm-up step traces the graph; then `repeats` runs of `steps` steps are timed.
+    One warm-up step traces the graph, with convolution weight gradients as `train_cfg` says
+    (`train.weight_gradients`, default auto, as `train` computes them); then `repeats` runs of
+    `steps` steps are timed.
     """
     import tensorflow as tf
 
+    from common.weight_gradients import weight_gradients
+
     data = tf.data.Dataset.from_tensor_slices((x, y)).batch(batch_size, drop_remainder=True)
     data = data.repeat()
-    model.fit(data, steps_per_epoch=1, epochs=1, verbose=0)
+    with weight_gradients(train_cfg or {}):
+        model.fit(data, steps_per_epoch=1, epochs=1, verbose=0)
     times = timings(lambda: model.fit(data, steps_per_epoch=steps, epochs=1, verbose=0), repeats)
     return spread([steps * batch_size / t for t in times])
 
@@ -128,7 +133,7 @@ def speed_row(task, cfg, name, model, input, *, build, x, y, batch, calibration,
         task.compile(training, cfg, make_optimizer(cfg["train"], 100))
         log(f"bench {name}: training throughput (batch {batch}, {precision})")
         train = train_examples_per_s(training, x, y, batch, steps=2 if heavy else 5,
-                                     repeats=1 if quick else (2 if heavy else 3))
+                                     repeats=1 if quick else (2 if heavy else 3), train_cfg=cfg["train"])
     finally:
         keras.mixed_precision.set_global_policy("float32")
     if precision != "float32":

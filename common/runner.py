@@ -625,7 +625,7 @@ def _export_job(task, cfg, run, dataset, split, target, *, unsafe_load=False):
             train_data = train_data.map(lambda x, *rest: (front(x, training=False), *rest))
         steps = int(e["qat_steps"]) or None
         qat = QATSettings(train_data.repeat() if steps else train_data, task.label_loss(cfg), int(e["qat_epochs"]),
-                          steps, float(e["qat_lr"]))
+                          steps, float(e["qat_lr"]), cfg["train"].get("weight_gradients", "auto"))
     fingerprint = {"model_sha256": file_sha256(run / "model.keras"), "seed": seed, "data": cfg["data"]["root"],
                    "settings": {key: value for key, value in e.items() if key != "target"}}
     return ExportJob(model=model, out_dir=run, calibration=calibration, heldout=heldout,

@@ -125,6 +125,7 @@ def sample_accuracy(cfg, images, labels, split, out_dir, *, epochs=6, seed=0, ba
     import tf_keras as keras
 
     from common.train import set_seed
+    from common.weight_gradients import weight_gradients
     from rsic.models import build_model, compile_classifier
 
     set_seed(seed)
@@ -140,7 +141,8 @@ def sample_accuracy(cfg, images, labels, split, out_dir, *, epochs=6, seed=0, ba
 
     data = tf.data.Dataset.from_tensor_slices((images[train], labels[train]))
     data = data.shuffle(len(train), seed=seed).map(augment).batch(batch)
-    (train_s,) = harness.timings(lambda: model.fit(data, epochs=epochs, verbose=0), 1)
+    with weight_gradients(cfg.get("train") or {}):  # as `train` computes them
+        (train_s,) = harness.timings(lambda: model.fit(data, epochs=epochs, verbose=0), 1)
     report = harness.int8_export(
         model, images[train][:64], Path(out_dir) / "model_int8.tflite", heldout=images[test],
         heldout_labels=labels[test], metric=TASK.metric, metric_name="accuracy",

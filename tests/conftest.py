@@ -8,9 +8,25 @@ os.environ.setdefault("MPLBACKEND", "Agg")
 
 import pytest  # noqa: E402
 
-from common.cli import setup_tensorflow  # noqa: E402
 
-setup_tensorflow(threads=2)
+def _start_tensorflow_quietly():
+    """TensorFlow's native start-up lines (absl writes them before it reads TF_CPP_MIN_LOG_LEVEL)
+    go to /dev/null: pytest captures them in a test process, but not in pytest-xdist's controller.
+    Python errors still surface, raised after file descriptor 2 is back."""
+    saved = os.dup(2)
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    os.dup2(devnull, 2)
+    try:
+        from common.cli import setup_tensorflow
+
+        setup_tensorflow(threads=2)
+    finally:
+        os.dup2(saved, 2)
+        os.close(saved)
+        os.close(devnull)
+
+
+_start_tensorflow_quietly()
 
 
 @pytest.fixture(autouse=True)

@@ -296,14 +296,17 @@ def calibrate_quantizer_ranges(qat_model, x):
         qat_model(x[:CALIBRATION_BATCH], training=True)
 
 
-def _fit_qat(qat_model, train_data, loss, epochs, steps, lr):
-    """Fine-tune the fake-quantized model. A handful of steps runs eagerly: tracing the QAT graph
-    (autograph on every wrapper) costs more than a few eager steps."""
+def _fit_qat(qat_model, qat):
+    """Fine-tune the fake-quantized model as `qat` (QATSettings) says. A handful of steps runs
+    eagerly: tracing the QAT graph (autograph on every wrapper) costs more than a few eager steps."""
     import tf_keras as keras
 
-    few_steps = steps is not None and int(steps) * int(epochs) <= EAGER_QAT_STEPS
-    qat_model.compile(optimizer=keras.optimizers.Adam(lr), loss=loss, run_eagerly=few_steps)
-    qat_model.fit(_train_dataset(train_data), epochs=int(epochs), steps_per_epoch=steps, verbose=0)
+    from common.weight_gradients import weight_gradients
+
+    few_steps = qat.steps is not None and int(qat.steps) * int(qat.epochs) <= EAGER_QAT_STEPS
+    qat_model.compile(optimizer=keras.optimizers.Adam(qat.lr), loss=qat.loss, run_eagerly=few_steps)
+    with weight_gradients({"weight_gradients": qat.weight_gradients}):
+        qat_model.fit(_train_dataset(qat.train_data), epochs=int(qat.epochs), steps_per_epoch=qat.steps, verbose=0)
 
 
 
@@ -323,13 +326,15 @@ def _train_dataset(train_data):
 @dataclass
 class QATSettings:
     """How QAT fine-tunes: `train_data` (tf.data of (x, y) batches or a tuple of arrays), `loss`,
-    epochs, steps per epoch (None: the whole data set) and the Adam learning rate."""
+    epochs, steps per epoch (None: the whole data set), the Adam learning rate and how convolution
+    weight gradients are computed (the run's `train.weight_gradients`, common/weight_gradients.py)."""
 
     train_data: object = None
     loss: object = None
     epochs: int = 1
     steps: int = None
     lr: float = 1e-4
+    weight_gradients: str = "auto"
 
 
 @dataclass
@@ -415,7 +420,7 @@ def _qat(model, calibration, qat, clock):
     qat_model, float_layers = quantize_for_training(model)
     calibrate_quantizer_ranges(qat_model, calibration)
     clock.lap("qat_wrap")
-    _fit_qat(qat_model, qat.train_data, qat.loss, qat.epochs, qat.steps, qat.lr)
+    _fit_qat(qat_model, qat)
     clock.lap("qat_fit")
     tflite, count = _convert(qat_model, calibration)
     clock.lap("convert")
