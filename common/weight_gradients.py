@@ -19,9 +19,12 @@ float rounding (tested against TensorFlow's kernel). Where it is used (`train.we
   kernel is as fast or faster (measured on this project's AVX-512 machine), and GPUs use cuDNN.
 - `matmul`: everywhere, `tensorflow`: never.
 
-Either way only stride-1, undilated NHWC convolutions with SAME or VALID padding and at least
-MIN_OUTPUT_PIXELS output pixels per example take the matmul form: on smaller maps with many channels
-TensorFlow's kernel was faster (16x16 with 256 -> 512 channels: 28 against 41 ms, AVX2).
+Either way only stride-1, undilated NHWC convolutions with SAME or VALID padding, at least
+MIN_OUTPUT_PIXELS output pixels per example and at least MIN_CHANNEL_PRODUCT input times output
+channels take the matmul form. Elsewhere TensorFlow's kernel was faster, measured layer by layer on
+AVX2: on small maps with many channels (16x16, 256 -> 512 channels: 28 against 41 ms, batch 8) and
+on few channels, where the products are too thin to pay for the padded copies (3x3, 16 -> 16
+channels at 128x32: 4.3 against 5.4 ms, batch 32; 1 -> 16: 3.5 against 14 ms).
 """
 
 import contextlib
@@ -34,8 +37,10 @@ from tensorflow.python.ops import gen_nn_ops
 from common.errors import ConfigError
 
 CHOICES = ("auto", "matmul", "tensorflow")
-# Output pixels per example from which the matmul form was faster on AVX2 (32x32 and up).
+# Output pixels per example, and input x output channels, from which the matmul form was faster
+# on AVX2 (32x32 maps and up; 64 -> 64 and 24 -> 144 channels were faster, 32 -> 32 even).
 MIN_OUTPUT_PIXELS = 32 * 32
+MIN_CHANNEL_PRODUCT = 2048
 
 
 def matmul_weight_gradient(x, dy, kernel_size, padding):
@@ -87,6 +92,8 @@ def takes_matmul_form(op, grad):
             or list(op.get_attr("strides")) != [1, 1, 1, 1] or list(op.get_attr("dilations")) != [1, 1, 1, 1]):
         return False
     if x.shape.rank != 4 or not x.shape[1:].is_fully_defined() or not kernel.shape.is_fully_defined():
+        return False
+    if kernel.shape[2] * kernel.shape[3] < MIN_CHANNEL_PRODUCT:
         return False
     out_height, out_width = grad.shape[1:3] if grad.shape.rank == 4 else (None, None)
     return out_height is not None and out_width is not None and out_height * out_width >= MIN_OUTPUT_PIXELS

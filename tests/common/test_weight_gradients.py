@@ -10,6 +10,7 @@ import tf_keras as keras
 from common.config import TRAIN_DEFAULTS, load_config, same_run_settings
 from common.errors import ConfigError
 from common.weight_gradients import (
+    MIN_CHANNEL_PRODUCT,
     MIN_OUTPUT_PIXELS,
     matmul_weight_gradient,
     resolve,
@@ -38,11 +39,11 @@ def test_matmul_form_equals_tensorflows_kernel(kernel_size, padding):
                                rtol=1e-4, atol=1e-4)
 
 
-def _conv_gradients(size, strides=1):
+def _conv_gradients(size, strides=1, channels=(32, 64)):
     """(weight gradient, input gradient, op types of the traced backward graph) of one Conv2D."""
     keras.utils.set_random_seed(1)
-    layer = keras.layers.Conv2D(6, 3, strides=strides, padding="same", use_bias=False)
-    x = tf.random.normal([2, size, size, 3])
+    layer = keras.layers.Conv2D(channels[1], 3, strides=strides, padding="same", use_bias=False)
+    x = tf.random.normal([2, size, size, channels[0]])
     layer.build(x.shape)
 
     @tf.function
@@ -65,8 +66,9 @@ def test_training_step_takes_the_matmul_form_inside_the_context_only():
         assert used and why == "set in the config"
         matmul_w, matmul_x, ops = _conv_gradients(side)
         assert "MatMul" in ops and "Conv2DBackpropFilter" not in ops  # TensorFlow took our gradient
-        # Smaller maps and strided convolutions keep TensorFlow's kernel.
+        # Smaller maps, fewer channels and strided convolutions keep TensorFlow's kernel.
         assert "Conv2DBackpropFilter" in _conv_gradients(side // 2)[2]
+        assert "Conv2DBackpropFilter" in _conv_gradients(side, channels=(16, MIN_CHANNEL_PRODUCT // 16 - 1))[2]
         assert "Conv2DBackpropFilter" in _conv_gradients(side, strides=2)[2]
     np.testing.assert_allclose(matmul_w, reference_w, rtol=1e-4, atol=1e-3)
     np.testing.assert_allclose(matmul_x, reference_x, rtol=1e-5, atol=1e-5)
@@ -81,7 +83,8 @@ def test_fit_learns_the_same_weights_either_way():
     def trained(choice):
         keras.utils.set_random_seed(3)
         inputs = keras.Input((32, 32, 3))
-        hidden = keras.layers.Conv2D(8, 3, padding="same", activation="relu")(inputs)
+        hidden = keras.layers.Conv2D(64, 3, padding="same", activation="relu")(inputs)
+        hidden = keras.layers.Conv2D(32, 3, padding="same", activation="relu")(hidden)  # 64 x 32 channels
         outputs = keras.layers.Conv2D(1, 3, padding="same", activation="sigmoid")(hidden)
         model = keras.Model(inputs, outputs)
         model.compile(keras.optimizers.SGD(0.1), "binary_crossentropy")
