@@ -28,7 +28,7 @@ OUT ?=
 RUN ?=
 ARGS ?=
 
-.PHONY: install test test-all demo bench bench-scale bench-peer bench-kernels cpu-cap lint clean clean-runs paper1 paper2 paper3 paper4 \
+.PHONY: install test test-all demo bench bench-scale bench-peer bench-kernels bench-int8 cpu-cap lint clean clean-runs paper1 paper2 paper3 paper4 \
         train-landslide train-rsic train-asc export-landslide export-rsic export-asc \
         evaluate-landslide evaluate-rsic evaluate-asc
 
@@ -75,6 +75,11 @@ bench-peer: install $(PEER_STAMP) $(if $(CPU_CAP),$(CAP_LIB))
 # benchmarks/CONV_KERNELS.md and conv_kernels.json (a minute).
 bench-kernels: install $(PEER_STAMP) $(if $(CPU_CAP),$(CAP_LIB))
 	$(CAPPED) $(PY) -m benchmarks.conv_kernels --out benchmarks
+
+# int8 convolutions in LiteRT beside ONNX Runtime (in .venv-peer) on this CPU:
+# benchmarks/INT8_RUNTIMES.md and int8_runtimes.json (a minute).
+bench-int8: install $(PEER_STAMP) $(if $(CPU_CAP),$(CAP_LIB))
+	$(CAPPED) $(PY) -m benchmarks.int8_runtimes --out benchmarks
 
 # The library alone (LD_PRELOAD=$PWD/benchmarks/tmp/cpu_cap.so any command): docs/performance.md.
 cpu-cap: $(CAP_LIB)
