@@ -223,7 +223,7 @@ def train(task, cfg, out, *, resume=False, overwrite=False, teacher=None, unsafe
 
     matmul, why = resolve_weight_gradients(cfg["train"])
     if matmul:
-        say(f"{task.name}: convolution weight gradients as matrix products ({why})")
+        say(f"{task.name}: convolution weight gradients as matrix products on the layers where that is faster ({why})")
     keep_apart = [("--data", cfg["data"]["root"]), *(("--teacher", path) for path in teachers)]
     run = T.prepare_run_dir(out, config=cfg, resume=resume, overwrite=overwrite, task=task.name,
                             keep_apart=keep_apart)
