@@ -154,6 +154,7 @@ def main(argv=None):
     parser.add_argument("--out", default=str(ROOT / "benchmarks"))
     args = parser.parse_args(argv)
     from common.bench import machine, write_outputs
+    from common.cpuinfo import level_suffix
 
     systems = {"this project (TensorFlow)": run_system(sys.executable, TENSORFLOW_STEP, args.width, args.batch,
                                                        args.threads)}
@@ -163,8 +164,7 @@ def main(argv=None):
         print(f"conv_kernels: {PEER_PYTHON} missing (make bench-peer creates it): TensorFlow only", flush=True)
     results = {"machine": machine(), "width": args.width, "batch": args.batch, "threads": args.threads,
                "systems": {name: summarise(primitives) for name, primitives in systems.items()}}
-    cap = results["machine"].get("cpuid_cap")  # a run under benchmarks/cpu_cap.c keeps its own files
-    suffix = f"_{cap}" if cap else ""
+    suffix = level_suffix(results["machine"])  # a run under benchmarks/cpu_cap.c keeps its own files
     write_outputs(args.out, results, f"conv_kernels{suffix}.json", f"CONV_KERNELS{suffix}.md", markdown(results))
     return 0
 

@@ -109,6 +109,7 @@ def main(argv=None):
     args = parser.parse_args(argv)
     from common.bench import machine, write_outputs
     from common.cli import setup_tensorflow
+    from common.cpuinfo import level_suffix
 
     setup_tensorflow(args.threads)
     shape = {"layers": args.layers, "batch": args.batch, "size": args.size, "channels": args.channels}
@@ -126,8 +127,7 @@ def main(argv=None):
     results = {"machine": machine(), "threads": args.threads, "shape": shape, "macs": macs, "rows": rows}
     if peer is not None:
         results["onnxruntime_vs_litert"] = rows[0]["ms"] / peer["ms"]
-    cap = results["machine"].get("cpuid_cap")  # a run under benchmarks/cpu_cap.c keeps its own files
-    suffix = f"_{cap}" if cap else ""
+    suffix = level_suffix(results["machine"])  # a run under benchmarks/cpu_cap.c keeps its own files
     write_outputs(args.out, results, f"int8_runtimes{suffix}.json", f"INT8_RUNTIMES{suffix}.md", markdown(results))
     return 0
 

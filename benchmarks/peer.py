@@ -136,17 +136,6 @@ def _sample(n):
     return data, split
 
 
-def matmul_weight_gradients_by_default(info=None):
-    """Whether `train.weight_gradients: auto` takes the matmul form on this CPU (x86-64 without
-    AVX-512; common/weight_gradients.py), read without starting TensorFlow in the driver."""
-    import platform
-
-    from common.cpuinfo import cpu_info
-
-    flags = (info or cpu_info()).get("cpu_flags")
-    return platform.machine().lower() in ("x86_64", "amd64") and flags is not None and "avx512f" not in flags
-
-
 def peer_precisions(info=None):
     """The PyTorch settings to run: float32, and bf16 autocast where the CPU computes bfloat16
     natively. Elsewhere oneDNN emulates it at about a tenth of float32's speed (761 s an epoch
@@ -158,6 +147,8 @@ def peer_precisions(info=None):
 
 
 def run(quick=False, epochs=None, threads=2, out=ROOT / "benchmarks", configs=("unet_ce", "full"), precisions=None):
+    from common.cpuinfo import cpu_info, slow_weight_gradient_kernel
+
     if not PEER_PYTHON.is_file():
         raise SystemExit(f"error: {PEER_PYTHON}: missing; `make bench-peer` creates it "
                          "(benchmarks/peer/requirements.txt)")
@@ -196,7 +187,8 @@ def run(quick=False, epochs=None, threads=2, out=ROOT / "benchmarks", configs=("
         systems.append(System("unet_ce float32, oneDNN off", "unet_ce", [
             *project, "configs/landslide/unet_ce.yaml", str(data), str(WORK / "run_unet_ce_eigen"), *common,
             "train.precision=float32", "train.weight_gradients=tensorflow"], {**env, "TF_ENABLE_ONEDNN_OPTS": "0"}))
-    if "unet_ce" in configs and matmul_weight_gradients_by_default():  # what train.weight_gradients auto buys
+    # What train.weight_gradients auto buys, where it takes the matmul form (read without TensorFlow).
+    if "unet_ce" in configs and slow_weight_gradient_kernel(cpu_info())[0]:
         systems.append(System("unet_ce float32, TensorFlow weight gradients", "unet_ce", [
             *project, "configs/landslide/unet_ce.yaml", str(data), str(WORK / "run_unet_ce_tf_wgrad"), *common,
             "train.precision=float32", "train.weight_gradients=tensorflow"], env))
@@ -395,7 +387,9 @@ def render(peer):
 def results_key(info):
     """Where a run's numbers go in results.json: "peer", or "peer_<level>" for a run under
     benchmarks/cpu_cap.c (`make bench-peer CPU_CAP=x86-64-v3`), so that both stay side by side."""
-    return f"peer_{info['cpuid_cap']}" if info.get("cpuid_cap") else "peer"
+    from common.cpuinfo import level_suffix
+
+    return f"peer{level_suffix(info)}"
 
 
 def peer_sections(results):

@@ -115,6 +115,27 @@ def native_bf16(info):
     return True, f"CPU with {', '.join(found)}"
 
 
+def slow_weight_gradient_kernel(info, machine=None):
+    """(True/False, why): whether TensorFlow's convolution weight-gradient kernel is the slow one on
+    the CPU of `info` (cpu_info()): x86-64 without AVX-512, where oneDNN's NHWC kernel runs at half
+    the forward speed (common/weight_gradients.py). `machine`: platform.machine() by default."""
+    machine = machine or platform.machine()
+    if machine.lower() not in ("x86_64", "amd64"):
+        return False, f"a CPU of type {machine}"
+    flags = info.get("cpu_flags")
+    if flags is None:
+        return False, "CPU flags unknown"
+    if "avx512f" in flags:
+        return False, "a CPU with AVX-512"
+    return True, "an x86-64 CPU without AVX-512"
+
+
+def level_suffix(info):
+    """"_x86-64-v3" for a run under benchmarks/cpu_cap.c, "" otherwise: benchmark files made as on
+    another CPU level keep their own names beside the machine's own."""
+    return f"_{info['cpuid_cap']}" if info.get("cpuid_cap") else ""
+
+
 def cpu_line(info):
     """One line naming the CPU of a benchmark output's `machine` record (cpu_info() keys; an
     older record without flags gives the name and cores only), printed above its tables."""

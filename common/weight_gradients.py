@@ -28,7 +28,6 @@ channels at 128x32: 4.3 against 5.4 ms, batch 32; 1 -> 16: 3.5 against 14 ms).
 """
 
 import contextlib
-import platform
 
 import tensorflow as tf
 from tensorflow.python.framework import ops
@@ -129,16 +128,10 @@ def resolve(train_cfg, info=None):
         return choice == "matmul", "set in the config"
     if tf.config.list_physical_devices("GPU"):
         return False, "auto: a GPU (cuDNN)"
-    if platform.machine().lower() not in ("x86_64", "amd64"):
-        return False, f"auto: a {platform.machine()} CPU"
-    if info is None:
-        from common.cpuinfo import cpu_info
+    from common.cpuinfo import cpu_info, slow_weight_gradient_kernel
 
-        info = cpu_info()
-    flags = info.get("cpu_flags")
-    if flags is None or "avx512f" in flags:
-        return False, "auto: a CPU with AVX-512" if flags is not None else "auto: CPU flags unknown"
-    return True, "auto: an x86-64 CPU without AVX-512"
+    use, why = slow_weight_gradient_kernel(cpu_info() if info is None else info)
+    return use, f"auto: {why}"
 
 
 @contextlib.contextmanager

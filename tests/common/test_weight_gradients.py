@@ -111,6 +111,16 @@ def test_auto_takes_the_matmul_form_on_x86_cpus_without_avx512():
     assert resolve(MATMUL, {"cpu_flags": ["avx512f"]}) == (True, "set in the config")
 
 
+def test_the_cpu_rule_needs_x86_64_without_avx512():
+    from common.cpuinfo import slow_weight_gradient_kernel
+
+    avx2 = {"cpu_flags": ["avx2", "fma"]}
+    assert slow_weight_gradient_kernel(avx2, "x86_64") == (True, "an x86-64 CPU without AVX-512")
+    assert slow_weight_gradient_kernel(avx2, "aarch64") == (False, "a CPU of type aarch64")
+    assert slow_weight_gradient_kernel({"cpu_flags": ["avx2", "avx512f"]}, "x86_64")[0] is False
+    assert slow_weight_gradient_kernel({"cpu_flags": None}, "x86_64") == (False, "CPU flags unknown")
+
+
 def test_config_key_is_checked_and_not_part_of_a_runs_identity():
     assert load_config(None, [], defaults=DEFAULTS)["train"]["weight_gradients"] == "auto"
     with pytest.raises(ConfigError, match="train.weight_gradients"):
