@@ -77,11 +77,11 @@ def classify(predict_fn, inputs, out_csv, cfg, classes, *, model_name="model", s
 def predict(tflite_path, inputs, out_csv, *, cfg=None, say=print):
     """`classify` with an int8 TFLite model; `cfg`: the asc config the model was trained on
     (None: `edge_config(tflite_path)`)."""
-    from common.tflite_runtime import TFLiteModel
+    from common.tflite_runtime import open_model
 
     cfg = cfg if cfg is not None else edge_config(tflite_path)
     feats.check_config(cfg["features"])
-    model = TFLiteModel(tflite_path, num_threads=cfg["export"]["num_threads"])
+    model = open_model(tflite_path, num_threads=cfg["export"]["num_threads"])
     shape = tuple(feats.input_shape(cfg["features"]))
     if model.input_shape != shape:
         raise DataError(f"{tflite_path}: the model takes input {model.input_shape} but the "

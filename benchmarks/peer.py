@@ -14,8 +14,9 @@ a validation pass), so all systems see the same machine load, round after round.
 median over the epochs after the first (which traces and warms up) of the training phase alone,
 the validation pass, the mean training loss and the validation F1 of every epoch. Inference: the
 whole process (start, import, load, read 80 patches, predict, write masks), int8 TFLite through
-`python -m landslide predict --tflite` against the PyTorch model in float32 (and bf16 where the
-CPU has it natively), interleaved repeats, medians. Under benchmarks/cpu_cap.c
+`python -m landslide predict --tflite`, the export's ONNX Runtime copy of it (model_int8.onnx) and
+the run's fastest file on this CPU, against the PyTorch model in float32 (and bf16 where the CPU
+has it natively), interleaved repeats, medians. Under benchmarks/cpu_cap.c
 (`make bench-peer CPU_CAP=x86-64-v3`) every process runs as on an AVX2-only CPU.
 
 Writes `peer` into benchmarks/results.json and the side-by-side section of RESULTS.md (both keep
@@ -222,8 +223,9 @@ def run(quick=False, epochs=None, threads=2, out=ROOT / "benchmarks", configs=("
             system.info.update(final)
         system.process.wait()
 
-    # Inference, whole process, interleaved: int8 TFLite of the default unet_ce run, and the run's
-    # fastest exported file on this CPU (`--tflite RUN`: int8 or the gpu target's float16), vs PyTorch.
+    # Inference, whole process, interleaved: int8 TFLite of the default unet_ce run, the edge
+    # export's ONNX Runtime copy of it, and the run's fastest exported file on this CPU (`--tflite
+    # RUN`: int8 .tflite, its .onnx copy or the gpu target's float16), vs PyTorch.
     unet_run = WORK / "run_unet_ce_auto"
     for export in (["--mode", "ptq"], ["--target", "gpu"]):
         subprocess.run([sys.executable, "-m", "landslide", "export", "--run", str(unet_run), *export],
@@ -233,6 +235,9 @@ def run(quick=False, epochs=None, threads=2, out=ROOT / "benchmarks", configs=("
         "int8 TFLite (unet_ce)": [sys.executable, "-m", "landslide", "predict", "--tflite",
                                   str(unet_run / "model_int8.tflite"), str(images), "--out", str(WORK / "pred_tflite"),
                                   "--overwrite"],
+        "int8 ONNX Runtime (unet_ce)": [sys.executable, "-m", "landslide", "predict", "--tflite",
+                                        str(unet_run / "model_int8.onnx"), str(images), "--out",
+                                        str(WORK / "pred_onnx"), "--overwrite"],
         "fastest TFLite (unet_ce)": [sys.executable, "-m", "landslide", "predict", "--tflite", str(unet_run),
                                      str(images), "--out", str(WORK / "pred_tflite_auto"), "--overwrite"],
     }
@@ -257,6 +262,10 @@ def run(quick=False, epochs=None, threads=2, out=ROOT / "benchmarks", configs=("
 
     results = summarise(systems, infer_times, n, split, epochs, batch, threads, width, quick, configs)
     results["tflite_choice"] = chosen
+    report = json.loads((unet_run / "export_report.json").read_text())
+    results["export_agreement"] = {"int8 TFLite": report["agreement"],
+                                   "int8 ONNX Runtime": report.get("onnx", {}).get("agreement"),
+                                   "parity_examples": report["parity_examples"]}
     results.update({"load_start": load_start, "load_rounds": rounds, "load_end": loadavg(),
                     "seconds": time.time() - clock})
     write(results, Path(out), quick)
@@ -314,6 +323,8 @@ def summarise(systems, infer_times, n, split, epochs, batch, threads, width, qui
         "tflite_int8_vs_torch_float32_inference": infer["pytorch float32"]["median_s"] / tflite,
         "unet_ce_default_vs_torch_fastest": torch_train / unet,
         "tflite_fastest_vs_torch_fastest_inference": torch_infer / infer["fastest TFLite (unet_ce)"]["median_s"],
+        "onnx_int8_vs_torch_float32_inference": infer["pytorch float32"]["median_s"]
+        / infer["int8 ONNX Runtime (unet_ce)"]["median_s"],
     }
     if "unet_ce float32, oneDNN off" in by:  # what setup_tensorflow's TF_ENABLE_ONEDNN_OPTS=1 buys here
         ratios["unet_ce_float32_onednn_vs_eigen"] = (by["unet_ce float32, oneDNN off"]["train_s_median"]
@@ -376,6 +387,13 @@ def render(peer):
         lines.append(f"| {name} | {value['median_s']:.1f} | {', '.join(f'{t:.1f}' for t in value['all_s'])} |")
     if peer.get("tflite_choice"):  # older results lack it
         lines += ["", f"`predict --tflite RUN` chose: {peer['tflite_choice']}"]
+    if peer.get("export_agreement"):  # older results lack it
+        agreement = peer["export_agreement"]
+        lines += ["", f"Agreement with the Keras model at export ({agreement['parity_examples']} validation patches, "
+                  "pixels on the same side of 0.5): "
+                  + ", ".join(f"{name} {value:.4f}" for name, value in agreement.items()
+                             if name != "parity_examples" and value is not None)
+                  + "."]
     lines += ["", "| ratio | value | target met |", "|---|---:|---|"]
     names = {key.split(" ")[0]: key for key in peer["targets_met"]}
     for key, value in peer["ratios"].items():

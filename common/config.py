@@ -87,13 +87,17 @@ EXPORT_DEFAULTS = {
     # edge: model_int8.tflite for LiteRT (float input/output). mcu: also a fully integer model
     # checked in TFLite Micro, with model_int8.cc/.h (`export --target mcu`, common/mcu.py).
     "target": "edge",
+    # edge: also model_int8.onnx, the int8 model for ONNX Runtime, faster than LiteRT on x86 CPUs
+    # without AVX-512 VNNI (common/export/to_onnx.py). auto: when it converts and agrees with
+    # Keras; true: the export fails without it; false: never.
+    "onnx": "auto",
 }
 
 # Keys whose values must be strictly positive wherever they appear.
 _POSITIVE_KEYS = {"lr", "epochs", "batch_size", "temperature", "qat_lr", "size_budget_mb", "num_threads",
                   "steps_per_execution", "calibration_examples"}
 # Keys whose value is "auto" or a YAML true/false (kept as the strings "true"/"false").
-_AUTO_OR_BOOL_KEYS = {"jit_compile"}
+_AUTO_OR_BOOL_KEYS = {"jit_compile", "onnx"}
 # Keys whose value must be one of a few words.
 _CHOICE_KEYS = {"select_on": ("inner", "reported"), "weight_gradients": ("auto", "matmul", "tensorflow")}
 _NON_NEGATIVE_KEYS = {"weight_decay", "steps_per_epoch", "early_stopping_patience", "label_smoothing",

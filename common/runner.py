@@ -587,6 +587,8 @@ def export(task, run, *, data=None, overrides=(), unsafe_load=False):
     say(f"{task.name}: {export_line(task, report)}")
     if report.get("mcu"):
         say(f"{task.name}: {_mcu_line(report['mcu'])}")
+    if report.get("onnx") and not report.get("edge_reused"):
+        say(f"{task.name}: {_onnx_line(report['onnx'])}")
     for warning in export_warnings(report):
         warn(warning)
     return report
@@ -640,6 +642,14 @@ def _mcu_line(section):
     fits = [target["name"] for target in section["targets"] if target["fits"]]
     return (f"microcontroller model {_size(section['flash_bytes'])} flash, {_size(section['arena_bytes'])} "
             f"arena, agreement with Keras {section['agreement_keras']:.3f}; fits {', '.join(fits) or 'none of the targets'}")
+
+
+def _onnx_line(section):
+    if not section.get("written"):
+        return f"no ONNX Runtime copy of the int8 model: {section['why']}"
+    return (f"{section['path']}: the int8 model for ONNX Runtime, {_size(section['bytes'])}; agreement "
+            f"{section['agreement']:.3f}; {section['latency_ms']:.1f} ms per example (`predict --tflite RUN` "
+            "runs it where it is the fastest file)")
 
 
 def export_line(task, report):

@@ -279,12 +279,12 @@ class Task:
         return None
 
     def load_tflite(self, path):
-        """The exported model at `path` for `evaluate --tflite` and the benchmarks: a
-        common.tflite_runtime.TFLiteModel, or the task's wrapper that computes a host front
-        (`host_front`) first."""
-        from common.tflite_runtime import TFLiteModel
+        """The exported model at `path` for `evaluate --tflite` and the benchmarks: what
+        common.tflite_runtime.open_model opens (LiteRT, or ONNX Runtime for a .onnx), or the
+        task's wrapper that computes a host front (`host_front`) first."""
+        from common.tflite_runtime import open_model
 
-        return TFLiteModel(path)
+        return open_model(path)
 
     # -- command line ----------------------------------------------------------------------------
 

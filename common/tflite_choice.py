@@ -1,10 +1,12 @@
-"""`predict --tflite RUN` (or `--tflite auto --run RUN`): of a run's exported LiteRT files, the
-one that runs fastest on this CPU.
+"""`predict --tflite RUN` (or `--tflite auto --run RUN`): of a run's exported files, the one that
+runs fastest on this CPU.
 
 int8 is what a device runs and, on CPUs with AVX-512 VNNI, the fastest by far; on CPUs without
 int8 dot products (AVX2 only) XNNPACK's int8 convolutions lose much of their lead and a float file
 (the `gpu` target's float16 weights, the `weights8` file, a float32 file) can be as fast or faster
-(issue 27). Every one of these files passed its parity check against the Keras model at export,
+(issue 27). There the edge export's ONNX copy of the int8 model (`model_int8.onnx`, ONNX
+Runtime's uint8 x int8 kernels, common.export.to_onnx) is usually the fastest; an ONNX file whose
+recorded source is not the run's present model_int8.tflite is left out. Every one of these files passed its parity check against the Keras model at export,
 so any of them gives the run's predictions. The first predict on a machine times each present
 file for a moment (`SELF_TIMING_INVOKES` invokes after a warm-up, at the batch predict uses) and
 remembers the choice in RUN/tflite_choice.json, keyed by the CPU (model, flags, cores), the
@@ -25,15 +27,28 @@ from common.errors import DataError
 #: The exported files that take and return float32 (what `predict --tflite` feeds), in the order
 #: a tie is broken (first wins: the edge file, which is what the export report describes).
 #: model_float32.tflite is written by no target; a user may put one there (plain conversion).
-CANDIDATES = ("model_int8.tflite", "model_float16.tflite", "model_weights8.tflite", "model_float32.tflite")
+CANDIDATES = ("model_int8.tflite", "model_float16.tflite", "model_weights8.tflite", "model_float32.tflite",
+              "model_int8.onnx")
 CACHE_FILE = "tflite_choice.json"
 #: Timed invokes per file after one warm-up (a few seconds in all on the full-size U-Net).
 SELF_TIMING_INVOKES = 3
 
 
 def candidates(run):
-    """The CANDIDATES present in the run directory `run`, in CANDIDATES' order."""
-    return [Path(run) / name for name in CANDIDATES if (Path(run) / name).is_file()]
+    """The CANDIDATES present in the run directory `run`, in CANDIDATES' order; model_int8.onnx
+    only when it was converted from the model_int8.tflite beside it (its metadata says so)."""
+    files = [Path(run) / name for name in CANDIDATES if (Path(run) / name).is_file()]
+    return [path for path in files if path.suffix != ".onnx" or _converted_from_edge_file(path)]
+
+
+def _converted_from_edge_file(onnx_path):
+    from common.onnx_runtime import source_sha256
+
+    edge_file = onnx_path.with_name("model_int8.tflite")
+    try:
+        return edge_file.is_file() and source_sha256(onnx_path) == file_sha256(edge_file)
+    except DataError:  # unreadable: not a candidate
+        return False
 
 
 def file_sha256(path):
@@ -54,14 +69,14 @@ def cache_key(machine, files, num_threads, batch):
 
 
 def time_file(path, num_threads, batch, load=None):
-    """Median milliseconds per example of `path` in LiteRT (common.tflite_runtime.TFLiteModel, or
-    what `load(path)` returns: a task's loader, which puts a host front back in front of its
+    """Median milliseconds per example of `path` in its runtime (common.tflite_runtime.open_model:
+    LiteRT, or ONNX Runtime for a .onnx), or in what `load(path)` returns: a task's loader, which puts a host front back in front of its
     model, so that the time counts it) on zeros, `batch` examples per invoke, after one warm-up."""
     import numpy as np
 
-    from common.tflite_runtime import TFLiteModel
+    from common.tflite_runtime import open_model
 
-    model = load(path) if load else TFLiteModel(path, num_threads=num_threads)
+    model = load(path) if load else open_model(path, num_threads=num_threads)
     x = np.zeros((batch, *model.input_shape), np.float32)
     model.predict(x, batch_size=batch)
     times = []
@@ -105,7 +120,7 @@ def choose(run, *, num_threads=None, batch=1, timer=None, machine=None):
     if not files:
         raise DataError(f"{run}: no exported model ({', '.join(CANDIDATES[:3])}); run `export` first")
     if len(files) == 1:
-        return files[0], f"using {files[0].name} (the run's only exported LiteRT file)"
+        return files[0], f"using {files[0].name} (the run's only exported file)"
     machine = machine or cpu_info()
     num_threads = int(num_threads or default_threads(machine.get("cores")))  # as TFLiteModel will
     key = cache_key(machine, files, num_threads, batch)

@@ -219,6 +219,17 @@ def batch_one_latency_ms(model, x=None, repeats=20):
     return float(np.median(times))
 
 
+def open_model(path, num_threads=None, batch_size=1):
+    """An exported model file ready to `predict`: a TFLiteModel, or for a `.onnx` file (the edge
+    export's ONNX Runtime copy, common.export.to_onnx) a common.onnx_runtime.OnnxModel; the same
+    arguments and interface."""
+    if Path(path).suffix.lower() == ".onnx":
+        from common.onnx_runtime import OnnxModel
+
+        return OnnxModel(path, num_threads=num_threads, batch_size=batch_size)
+    return TFLiteModel(path, num_threads=num_threads, batch_size=batch_size)
+
+
 class FrontedModel:
     """A TFLite model behind an input front computed in numpy on the host (a task's feature
     front end that int8 kernels cannot run): `predict(x)` = `model.predict(front(x))`.

@@ -43,12 +43,13 @@ def int8_front(cfg):
 def load_tflite(path, num_threads=None):
     """The TFLite landslide model at `path`, taking (S, S, 14) raw patches (its `input_shape[0]`
     is the patch size S in pixels), running PREDICT_BATCH patches per invoke on `num_threads`
-    threads (None: every core). A common.tflite_runtime.TFLiteModel, or, when a front file
+    threads (None: every core). A common.tflite_runtime.TFLiteModel (an OnnxModel for the
+    export's model_int8.onnx: common.tflite_runtime.open_model), or, when a front file
     (common.tflite_runtime.front_path) lies beside it, a FrontedModel that computes that front
     in numpy first."""
-    from common.tflite_runtime import FrontedModel, TFLiteModel, front_path
+    from common.tflite_runtime import FrontedModel, front_path, open_model
 
-    model = TFLiteModel(path, num_threads=num_threads, batch_size=PREDICT_BATCH)
+    model = open_model(path, num_threads=num_threads, batch_size=PREDICT_BATCH)
     shape, front_file = model.input_shape, front_path(path)
     if front_file.is_file():
         spec = read_front(front_file, path)

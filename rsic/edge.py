@@ -29,11 +29,11 @@ def load_image(path, size):
 
 
 def load_tflite(path, num_threads=2):
-    """(common.tflite_runtime.TFLiteModel taking (S, S, 3), the class names of labels.txt
+    """(common.tflite_runtime.open_model's model taking (S, S, 3), the class names of labels.txt
     beside it)."""
-    from common.tflite_runtime import TFLiteModel
+    from common.tflite_runtime import open_model
 
-    model = TFLiteModel(Path(path), num_threads=num_threads)
+    model = open_model(Path(path), num_threads=num_threads)
     shape = model.input_shape
     if len(shape) != 3 or shape[0] != shape[1] or shape[2] != 3:
         raise DataError(f"{path}: model input is {shape}, expected a scene classifier taking "

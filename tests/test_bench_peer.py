@@ -25,9 +25,11 @@ def test_bench_peer_quick(tmp_path):
     for row in peer["rows"]:
         assert row["train_s_median"] > 0 and len(row["loss"]) == peer["epochs"]
     assert ("unet_ce_default_vs_torch_bf16" in peer["ratios"]) == bf16
-    assert set(peer["inference"]) == {"int8 TFLite (unet_ce)", "fastest TFLite (unet_ce)", "pytorch float32"} | (
+    assert set(peer["inference"]) == {"int8 TFLite (unet_ce)", "int8 ONNX Runtime (unet_ce)", "fastest TFLite (unet_ce)",
+                                      "pytorch float32"} | (
         {"pytorch bf16"} if bf16 else set())
     assert peer["ratios"]["tflite_fastest_vs_torch_fastest_inference"] > 0 and "using model_" in peer["tflite_choice"]
+    assert peer["export_agreement"]["int8 ONNX Runtime"] is not None
     assert "Side by side with the PyTorch baseline" in (tmp_path / "RESULTS_quick.md").read_text()
 
 

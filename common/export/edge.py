@@ -1,12 +1,22 @@
 """The `edge` target (the default): `model_int8.tflite`, int8 inside with float32 input and output,
 for LiteRT on a phone or single-board computer CPU. Quantized by QAT, PTQ or the fallback
-(`common.export.quantize`, `export.mode`)."""
+(`common.export.quantize`, `export.mode`).
 
-from common.errors import ConfigError
+Beside it, for host CPUs, `model_int8.onnx`: the same int8 model for ONNX Runtime
+(common.export.to_onnx), which runs int8 convolutions faster than LiteRT on x86 CPUs without
+AVX-512 VNNI. `export.onnx`: auto (written when every operator converts and it agrees with Keras
+as well as the .tflite, within ONNX_AGREEMENT_MARGIN; the report's `onnx` section says why
+not otherwise), true (the export fails without it), false (never; an earlier copy goes).
+`predict --tflite RUN` runs it only where it times fastest (common.tflite_choice)."""
+
+from common.errors import ConfigError, ExportError
 from common.export.quantize import MODES, quantize_int8
 from common.export.targets import SingleFileTarget, register
-from common.io import write_json
+from common.io import write_bytes, write_json
 from common.tflite_runtime import front_path
+
+#: How much lower than the .tflite's agreement with Keras the ONNX copy's may be (`auto` keeps it).
+ONNX_AGREEMENT_MARGIN = 0.01
 
 
 class EdgeTarget(SingleFileTarget):
@@ -20,6 +30,7 @@ class EdgeTarget(SingleFileTarget):
         if settings.get("mode", "auto") not in MODES:
             raise ConfigError(f"config key 'export.mode': expected one of {', '.join(MODES)}, "
                               f"got {settings.get('mode')!r}")
+        onnx_setting(settings)
 
     def convert_bytes(self, job):
         where = job.out_dir / self.main_file(job)
@@ -28,8 +39,9 @@ class EdgeTarget(SingleFileTarget):
         return quantized.tflite, {**quantized.report(), "mode": job.settings.get("mode", "auto")}
 
     def convert(self, job, staging):
-        """The .tflite, and beside it the host front's settings when the model's front runs on the
-        host (`ExportJob.host_front`); an earlier export's front file goes otherwise."""
+        """The .tflite, beside it the host front's settings when the model's front runs on the
+        host (`ExportJob.host_front`; an earlier export's front file goes otherwise), and the ONNX
+        copy (`stage_onnx`)."""
         from common.export.report import file_sha256
 
         converted = super().convert(job, staging)
@@ -39,7 +51,87 @@ class EdgeTarget(SingleFileTarget):
         else:
             write_json(staging.path(front_name), {**job.host_front, "model_file": converted["name"],
                                                   "model_sha256": file_sha256(converted["staged"])})
-        return {**converted, "host_front": job.host_front is not None}
+        converted["host_front"] = job.host_front is not None
+        return {**converted, "onnx": stage_onnx(job, converted, staging)}
+
+    def verify(self, job, converted, report):
+        from common.export.parity import keras_outputs
+
+        keras_out = keras_outputs(job.model, job.heldout)
+        self.verify_file(job, converted, report, keras_out)
+        report.update(onnx=verify_onnx(job, converted["onnx"], report, keras_out))
+
+
+def onnx_setting(settings):
+    """`export.onnx` as "auto", "true" or "false" (YAML booleans arrive as strings or bools)."""
+    value = str(settings.get("onnx", "auto")).lower()
+    if value not in ("auto", "true", "false"):
+        raise ConfigError(f"config key 'export.onnx': expected auto, true or false, got {settings.get('onnx')!r}")
+    return value
+
+
+def _refuse_or_skip(setting, staging, name, why):
+    """Without an ONNX copy: an error when `export.onnx` is true, else the report's reason."""
+    if setting == "true":
+        raise ExportError(f"{staging.out_dir / name}: not written ({why}); export.onnx is true")
+    staging.remove_on_commit(name)
+    return {"written": False, "why": why}
+
+
+def stage_onnx(job, converted, staging):
+    """Convert the staged .tflite to ONNX into `staging`; returns {"staged": path, "info": ...} or
+    the report section saying why there is none."""
+    from common.export.report import file_sha256
+    from common.export.to_onnx import ONNX_NAME, NotConvertible, convert_tflite
+
+    setting = onnx_setting(job.settings)
+    if setting == "false":
+        staging.remove_on_commit(ONNX_NAME)
+        return {"written": False, "why": "export.onnx is false"}
+    if converted["host_front"]:
+        return _refuse_or_skip(setting, staging, ONNX_NAME, "the model's input front runs on the host")
+    try:
+        onnx_bytes, info = convert_tflite(converted["staged"].read_bytes(), file_sha256(converted["staged"]))
+    except NotConvertible as err:
+        return _refuse_or_skip(setting, staging, ONNX_NAME, str(err))
+    except ImportError as err:  # pragma: no cover - onnx is in requirements.txt
+        return _refuse_or_skip(setting, staging, ONNX_NAME, f"the onnx package is missing ({err})")
+    write_bytes(staging.path(ONNX_NAME), onnx_bytes)
+    return {"staged": staging.path(ONNX_NAME), "name": ONNX_NAME, "info": info, "setting": setting,
+            "staging": staging}
+
+
+def verify_onnx(job, staged, report, keras_out):
+    """Run the staged ONNX copy on the parity examples beside Keras; keep it only when it agrees
+    with Keras within ONNX_AGREEMENT_MARGIN of the .tflite (`report["agreement"]`). Returns the
+    report's `onnx` section."""
+    import time
+
+    from common.export.parity import closeness, scores
+    from common.export.report import file_sha256
+    from common.onnx_runtime import OnnxModel
+
+    if "staged" not in staged:
+        return staged
+    started = time.perf_counter()
+    runtime = OnnxModel(staged["staged"], num_threads=int(job.settings.get("num_threads", 2)))
+    outputs = runtime.predict(job.heldout, batch_size=8)
+    close = closeness(keras_out, outputs)
+    metrics = scores(job.scorer, job.heldout_labels, keras_out, outputs)
+    section = {"path": str(job.out_dir / staged["name"]), "bytes": staged["staged"].stat().st_size,
+               "sha256": file_sha256(staged["staged"]), "runtime": "onnxruntime", **staged["info"],
+               "agreement": close["agreement"], "max_abs_diff": close["max_abs_diff"],
+               "mean_abs_diff": close["mean_abs_diff"], "metric": metrics["tflite_metric"],
+               "latency_ms": runtime.latency_ms(job.heldout[0]),
+               "parity_seconds": round(time.perf_counter() - started, 2)}
+    floor = report["agreement"] - ONNX_AGREEMENT_MARGIN
+    if close["agreement"] < floor:
+        staged["staged"].unlink()
+        return {**section, **_refuse_or_skip(
+            staged["setting"], staged["staging"], staged["name"],
+            f"agreement with Keras {close['agreement']:.3f}, under the .tflite's {report['agreement']:.3f} "
+            f"less {ONNX_AGREEMENT_MARGIN}")}
+    return {**section, "written": True}
 
 
 EDGE = register(EdgeTarget())

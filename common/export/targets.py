@@ -204,10 +204,15 @@ class SingleFileTarget(Target):
         return {"name": name, "staged": staging.path(name), "fields": fields}
 
     def verify(self, job, converted, report):
+        self.verify_file(job, converted, report)
+
+    def verify_file(self, job, converted, report, keras_out=None):
+        """The report fields of the staged file: parity against Keras (`keras_out`: the Keras
+        outputs on job.heldout when known), size, latency, how it was made."""
         from common.export.parity import check_litert
         from common.export.report import file_sha256, model_fields
 
         report.update(model_fields(job.model, job.scorer), path=str(job.out_dir / converted["name"]),
                       sha256=file_sha256(converted["staged"]), **converted["fields"],
-                      **check_litert(job, converted["staged"]),
+                      **check_litert(job, converted["staged"], keras_out),
                       size_budget_mb=float(job.settings.get("size_budget_mb", 20.0)))
