@@ -182,7 +182,7 @@ def quantize_for_training(model, float_layers=None, max_retries=20):
 # Conversion
 
 
-def _convert(model, calibration):
+def convert_int8(model, calibration):
     """int8 TFLite bytes of `model` (float32 input/output), calibrated on every example of
     `calibration`; returns (bytes, number of examples the converter read)."""
     import tensorflow as tf
@@ -409,7 +409,7 @@ def quantize_int8(model, calibration, parity_x, mode="auto", qat=None, num_threa
 
 def _ptq(model, calibration, reason, where, clock):
     try:
-        tflite, count = _convert(model, calibration)
+        tflite, count = convert_int8(model, calibration)
     except Exception as err:  # noqa: BLE001 - the converter raises many types
         raise ExportError(f"{where}: TFLite conversion failed: {one_line(err)}") from err
     clock.lap("convert")
@@ -422,7 +422,7 @@ def _qat(model, calibration, qat, clock):
     clock.lap("qat_wrap")
     _fit_qat(qat_model, qat)
     clock.lap("qat_fit")
-    tflite, count = _convert(qat_model, calibration)
+    tflite, count = convert_int8(qat_model, calibration)
     clock.lap("convert")
     result = Quantized(tflite, "qat", "QAT: train_data and loss given", count, float_layers=float_layers,
                        qat_epochs=int(qat.epochs), seconds=clock.seconds)
@@ -438,7 +438,7 @@ def _check_faithful(model, qat_model, result, calibration, parity_x, mode, num_t
         if mode != "auto" or conversion_is_faithful(fidelity):
             return result
         clock.lap("parity_qat")
-        ptq_tflite, count = _convert(model, calibration)
+        ptq_tflite, count = convert_int8(model, calibration)
         ptq_out = _litert(ptq_tflite, parity_x, num_threads, Path(folder) / "ptq.tflite")
     keras_out = keras_outputs(model, parity_x)
     qat_gap, ptq_gap = (closeness(keras_out, out)["mean_abs_diff"] for out in (qat_out, ptq_out))

@@ -306,3 +306,27 @@ def test_trained_model_with_the_authors_front_follows_keras_in_int8(sample_root,
     assert report["agreement"] >= 0.8 and abs(report["keras_metric"] - report["tflite_metric"]) <= 0.1, report
     run_cli("predict", "--tflite", run / "model_int8.tflite", "--data", sample_root / "TestData", "--out", tmp_path / "edge")
     assert len(list((tmp_path / "edge").glob("mask_*.h5"))) == 8
+
+
+def test_unet_ce_onnx_copy_masks_follow_the_int8_tflite(sample_root, tmp_path):
+    """unet_ce (convolutions, pooling, bilinear up-sampling, concatenation, the NaN and
+    standardisation front) converts whole: the export writes model_int8.onnx, it agrees with
+    Keras like the .tflite, and `predict --tflite RUN/model_int8.onnx` writes masks that agree with the .tflite's
+    (a tiny model trained for 4 epochs: many pixels lie near 0.5)."""
+    import json
+
+    from tests.landslide.conftest import run_cli
+
+    run = tmp_path / "run"
+    run_cli("train", "--config", ROOT / "configs" / "landslide" / "unet_ce.yaml", "--data", sample_root, "--out", run,
+            "--set", "model.width=0.0625", "--set", "train.epochs=4")
+    stdout = run_cli("export", "--run", run, "--mode", "ptq").stdout
+    assert f"{run / 'model_int8.onnx'}: the int8 model for ONNX Runtime" in stdout, stdout
+    report = json.loads((run / "export_report.json").read_text())
+    assert report["onnx"]["written"] and report["onnx"]["agreement"] >= report["agreement"] - 0.01, report
+    images = sample_root / "TestData" / "img"
+    run_cli("predict", "--tflite", run / "model_int8.tflite", images, "--out", tmp_path / "tflite")
+    run_cli("predict", "--tflite", run / "model_int8.onnx", images, "--out", tmp_path / "onnx")
+    tflite, onnx = _masks(tmp_path / "tflite"), _masks(tmp_path / "onnx")
+    assert list(onnx) == list(tflite) and len(onnx) == 8
+    assert np.mean(np.stack(list(onnx.values())) == np.stack(list(tflite.values()))) >= AGREEMENT
