@@ -5,7 +5,8 @@ The file is the int8 edge model for host CPUs where ONNX Runtime's int8 kernels 
 (x86 without AVX-512 VNNI: benchmarks/INT8_RUNTIMES_x86-64-v3.md); `predict --tflite RUN` picks
 it only where it times faster (common.tflite_choice). Like tflite_runtime, this module never
 imports TensorFlow. Loading runs no code from the file: ONNX is data, and only ONNX Runtime's
-built-in CPU kernels are registered (no custom-operator libraries).
+built-in CPU kernels are registered (no custom-operator libraries). The file is handed over as
+bytes, so it cannot make ONNX Runtime read other files ("external data" paths).
 
 Example:
     model = OnnxModel("run/model_int8.onnx")
@@ -34,8 +35,8 @@ def _session(path, num_threads, optimize=True):
     options.log_severity_level = 3  # errors only: the terminal shows our lines
     if not optimize:
         options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
-    try:
-        return ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+    try:  # from bytes: tensors stored as "external data" beside the file cannot be resolved
+        return ort.InferenceSession(Path(path).read_bytes(), options, providers=["CPUExecutionProvider"])
     except Exception as err:  # ONNX Runtime raises its own exception types for bad files
         text = " ".join(str(err).split())[:300]
         raise DataError(f"{path}: not a readable ONNX model ({type(err).__name__}: {text})") from None

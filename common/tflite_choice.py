@@ -35,19 +35,21 @@ SELF_TIMING_INVOKES = 3
 
 
 def candidates(run):
-    """The CANDIDATES present in the run directory `run`, in CANDIDATES' order; model_int8.onnx
-    only when it was converted from the model_int8.tflite beside it (its metadata says so)."""
-    files = [Path(run) / name for name in CANDIDATES if (Path(run) / name).is_file()]
-    return [path for path in files if path.suffix != ".onnx" or _converted_from_edge_file(path)]
+    """The CANDIDATES present in the run directory `run`, in CANDIDATES' order."""
+    return [Path(run) / name for name in CANDIDATES if (Path(run) / name).is_file()]
 
 
-def _converted_from_edge_file(onnx_path):
+def usable(path):
+    """Whether a candidate may be timed: every .tflite; model_int8.onnx only when its metadata
+    names the model_int8.tflite beside it (a copy left from another export is not that model)."""
+    if Path(path).suffix != ".onnx":
+        return True
     from common.onnx_runtime import source_sha256
 
-    edge_file = onnx_path.with_name("model_int8.tflite")
+    edge_file = Path(path).with_name("model_int8.tflite")
     try:
-        return edge_file.is_file() and source_sha256(onnx_path) == file_sha256(edge_file)
-    except DataError:  # unreadable: not a candidate
+        return edge_file.is_file() and source_sha256(path) == file_sha256(edge_file)
+    except DataError:  # unreadable
         return False
 
 
@@ -117,9 +119,7 @@ def choose(run, *, num_threads=None, batch=1, timer=None, machine=None):
 
     run = Path(run)
     files = candidates(run)
-    if not files:
-        raise DataError(f"{run}: no exported model ({', '.join(CANDIDATES[:3])}); run `export` first")
-    if len(files) == 1:
+    if len(files) == 1 and files[0].suffix != ".onnx":
         return files[0], f"using {files[0].name} (the run's only exported file)"
     machine = machine or cpu_info()
     num_threads = int(num_threads or default_threads(machine.get("cores")))  # as TFLiteModel will
@@ -130,13 +130,22 @@ def choose(run, *, num_threads=None, batch=1, timer=None, machine=None):
     how = "timed before on this CPU"
     if not (isinstance(entry, dict) and entry.get("file") in [path.name for path in files]
             and isinstance(entry.get("ms_per_example"), dict)):
+        # Checked here only: a remembered choice was made from these very files (the key has
+        # their SHA-256), so a predict that finds one does not open the ONNX copy at all.
+        left_out = [path.name for path in files if not usable(path)]
+        files = [path for path in files if path.name not in left_out]
+        if not files:
+            raise DataError(f"{run}: no exported model ({', '.join(CANDIDATES[:3])}"
+                            f"{'; ' + ', '.join(left_out) + ' is of another export' if left_out else ''}); "
+                            "run `export` first")
         timer = timer or time_file
         times = {path.name: float(timer(path, num_threads, batch)) for path in files}
         fastest = min(files, key=lambda path: times[path.name])  # ties: CANDIDATES' order
         entry = {"file": fastest.name, "ms_per_example": times, "cpu": machine.get("cpu"),
                  "cpu_flags": machine.get("cpu_flags"), "threads": num_threads, "batch": batch,
                  "date": datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC")}
-        how = "timed now"
+        how = "timed now" + "".join(f", {name} left out (converted from another model_int8.tflite)"
+                                    for name in left_out)
         try:
             from common.io import write_json
 

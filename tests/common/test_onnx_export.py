@@ -19,7 +19,7 @@ from common.export import export_tflite
 from common.export.quantize import convert_int8
 from common.export.to_onnx import ONNX_NAME, WEIGHT_LIMIT, NotConvertible, convert_tflite, seven_bit
 from common.onnx_runtime import OnnxModel, source_sha256
-from common.tflite_choice import candidates
+from common.tflite_choice import choose
 from common.tflite_runtime import TFLiteModel, open_model
 
 layers = keras.layers
@@ -175,9 +175,22 @@ def test_onnx_model_errors(exported, tmp_path):
 def test_choice_takes_the_onnx_copy_only_beside_its_tflite(exported, tmp_path):
     run = tmp_path / "run"
     shutil.copytree(exported[2].parent, run)
-    assert [path.name for path in candidates(run)] == ["model_int8.tflite", ONNX_NAME]
-    (run / "model_int8.tflite").write_bytes(b"another export")  # the ONNX copy is of the old one
-    assert [path.name for path in candidates(run)] == ["model_int8.tflite"]
+    timed = []
+
+    def timer(path, num_threads, batch):
+        timed.append(path.name)
+        return {"model_int8.tflite": 30.0, ONNX_NAME: 20.0}[path.name]
+
+    path, line = choose(run, batch=8, timer=timer)
+    assert path.name == ONNX_NAME and timed == ["model_int8.tflite", ONNX_NAME] and "timed now" in line
+    shutil.copy(exported[2].with_name("export_report.json"), run / "model_int8.tflite")  # another export
+    timed.clear()
+    path, line = choose(run, batch=8, timer=timer)
+    assert path.name == "model_int8.tflite" and timed == ["model_int8.tflite"]
+    assert f"{ONNX_NAME} left out (converted from another model_int8.tflite)" in line
+    (run / "model_int8.tflite").unlink()
+    with pytest.raises(DataError, match=f"{ONNX_NAME} is of another export"):
+        choose(run, batch=8, timer=timer)
 
 
 def test_onnx_setting_false_removes_an_earlier_copy_and_true_refuses(exported, tmp_path):
@@ -216,3 +229,22 @@ def _export(model, x, out, onnx):
     job = ExportJob(model=model, out_dir=out.parent, calibration=x[:32], heldout=x[48:], scorer=Scorer(),
                     settings={"mode": "ptq", "onnx": onnx}, file_names={"edge": out.name})
     return run_export(EDGE, job, ExportReport(out.with_name("export_report.json")))
+
+
+def test_a_file_naming_external_data_is_refused(tmp_path):
+    """ONNX Runtime gets the bytes, so a tensor "stored" in another file is never read."""
+    from onnx import TensorProto, helper, numpy_helper
+    from onnx.external_data_helper import set_external_data
+
+    (tmp_path / "secret.bin").write_bytes(np.ones(4, np.float32).tobytes())
+    weights = numpy_helper.from_array(np.zeros(4, np.float32), "w")
+    set_external_data(weights, location="secret.bin")
+    weights.ClearField("raw_data")
+    graph = helper.make_graph([helper.make_node("Add", ["x", "w"], ["y"])], "g",
+                              [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 4])],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 4])], [weights])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    model.ir_version = 8
+    (tmp_path / "model.onnx").write_bytes(model.SerializeToString())
+    with pytest.raises(DataError, match="model.onnx: not a readable ONNX model"):
+        OnnxModel(tmp_path / "model.onnx")
