@@ -248,3 +248,21 @@ def test_a_file_naming_external_data_is_refused(tmp_path):
     (tmp_path / "model.onnx").write_bytes(model.SerializeToString())
     with pytest.raises(DataError, match="model.onnx: not a readable ONNX model"):
         OnnxModel(tmp_path / "model.onnx")
+
+
+def test_profile_onnx_times_every_node(exported, tmp_path):
+    from benchmarks.profile_onnx import main
+
+    model = exported[0]
+    main([str(exported[2].with_name(ONNX_NAME)), "--batch", "2", "--threads", "1", "--repeats", "2",
+          "--out", str(tmp_path)])
+    report = json.loads((tmp_path / "model_int8_onnx_b2_t1.json").read_text())
+    convolutions = [layer for layer in model.layers if isinstance(layer, layers.Conv2D)]
+    conv = report["by_type"]["QLinearConv"]
+    assert conv["count"] == len(convolutions) and report["whole_ms"] > 0
+    # Multiply-adds from the weights ONNX Runtime packed away: the Keras layers' own count.
+    expected = sum(2 * int(np.prod(layer.output_shape[1:])) * int(np.prod(layer.kernel.shape[:-1]))
+                   for layer in convolutions)
+    assert conv["macs"] == expected
+    assert sum(entry["count"] for entry in report["by_type"].values()) == len(report["nodes"])
+    assert "| QLinearConv |" in (tmp_path / "model_int8_onnx_b2_t1.md").read_text()

@@ -38,7 +38,9 @@ GENERATED = ["benchmarks/RESULTS.md", "benchmarks/results.json", "benchmarks/sca
              "docs/results/demo.md", "benchmarks/PAPER1_SPEED.md",
              "benchmarks/PAPER4_NETWORK.md", "benchmarks/CONV_KERNELS.md", "benchmarks/CONV_KERNELS_x86-64-v3.md",
              "benchmarks/INT8_RUNTIMES.md", "benchmarks/INT8_RUNTIMES_x86-64-v3.md",
-             "benchmarks/profiles/native/model_int8_b8_t2.md", "benchmarks/profiles/x86-64-v3/model_int8_b8_t2.md"]
+             "benchmarks/profiles/native/model_int8_b8_t2.md", "benchmarks/profiles/x86-64-v3/model_int8_b8_t2.md",
+             "benchmarks/profiles/native/model_int8_onnx_b8_t2.md",
+             "benchmarks/profiles/x86-64-v3/model_int8_onnx_b8_t2.md"]
 TASKS = ("landslide", "rsic", "asc")
 MARKER = "<!-- not measured:"
 
