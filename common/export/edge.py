@@ -81,6 +81,7 @@ def _refuse_or_skip(setting, staging, name, why):
 def stage_onnx(job, converted, staging):
     """Convert the staged .tflite to ONNX into `staging`; returns {"staged": path, "info": ...} or
     the report section saying why there is none."""
+    from common.export.parity import one_line
     from common.export.report import file_sha256
     from common.export.to_onnx import ONNX_NAME, NotConvertible, convert_tflite
 
@@ -94,8 +95,8 @@ def stage_onnx(job, converted, staging):
         onnx_bytes, info = convert_tflite(converted["staged"].read_bytes(), file_sha256(converted["staged"]))
     except NotConvertible as err:
         return _refuse_or_skip(setting, staging, ONNX_NAME, str(err))
-    except ImportError as err:  # pragma: no cover - onnx is in requirements.txt
-        return _refuse_or_skip(setting, staging, ONNX_NAME, f"the onnx package is missing ({err})")
+    except Exception as err:  # noqa: BLE001 - a converter fault must not cost the device file
+        return _refuse_or_skip(setting, staging, ONNX_NAME, f"the conversion failed ({one_line(err)})")
     write_bytes(staging.path(ONNX_NAME), onnx_bytes)
     return {"staged": staging.path(ONNX_NAME), "name": ONNX_NAME, "info": info, "setting": setting,
             "staging": staging}
@@ -107,15 +108,20 @@ def verify_onnx(job, staged, report, keras_out):
     report's `onnx` section."""
     import time
 
-    from common.export.parity import closeness, scores
+    from common.export.parity import closeness, one_line, scores
     from common.export.report import file_sha256
     from common.onnx_runtime import OnnxModel
 
     if "staged" not in staged:
         return staged
     started = time.perf_counter()
-    runtime = OnnxModel(staged["staged"], num_threads=int(job.settings.get("num_threads", 2)))
-    outputs = runtime.predict(job.heldout, batch_size=8)
+    try:
+        runtime = OnnxModel(staged["staged"], num_threads=int(job.settings.get("num_threads", 2)))
+        outputs = runtime.predict(job.heldout, batch_size=8)
+    except Exception as err:  # noqa: BLE001 - ONNX Runtime refusing the copy must not cost the device file
+        staged["staged"].unlink()
+        return _refuse_or_skip(staged["setting"], staged["staging"], staged["name"],
+                               f"ONNX Runtime could not run it ({one_line(err)})")
     close = closeness(keras_out, outputs)
     metrics = scores(job.scorer, job.heldout_labels, keras_out, outputs)
     section = {"path": str(job.out_dir / staged["name"]), "bytes": staged["staged"].stat().st_size,

@@ -266,3 +266,16 @@ def test_profile_onnx_times_every_node(exported, tmp_path):
     assert conv["macs"] == expected
     assert sum(entry["count"] for entry in report["by_type"].values()) == len(report["nodes"])
     assert "| QLinearConv |" in (tmp_path / "model_int8_onnx_b2_t1.md").read_text()
+
+
+def test_a_converter_fault_costs_only_the_onnx_copy(exported, tmp_path, monkeypatch):
+    from common.export import to_onnx
+
+    def broken(*args):
+        raise RuntimeError("boom")
+
+    monkeypatch.setattr(to_onnx, "convert_tflite", broken)
+    model, x, *_ = exported
+    report = _export(model, x, tmp_path / "model_int8.tflite", onnx="auto")
+    assert report["onnx"] == {"written": False, "why": "the conversion failed (RuntimeError: boom)"}
+    assert (tmp_path / "model_int8.tflite").is_file() and not (tmp_path / ONNX_NAME).exists()
