@@ -11,7 +11,6 @@ the convolutions (GMAC/s), and the whole run's median time measured without the 
 Writes OUT/<model>_onnx_b<batch>_t<threads>.json and .md. No TensorFlow.
 """
 
-import argparse
 import json
 import re
 import statistics
@@ -149,24 +148,9 @@ def markdown(report, top=10):
 
 
 def main(argv=None):
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("model", help="the .onnx file")
-    parser.add_argument("--batch", type=int, default=1, help="examples per run (default 1)")
-    parser.add_argument("--threads", type=int, default=None, help="ONNX Runtime threads (default: the cores)")
-    parser.add_argument("--repeats", type=int, default=10)
-    parser.add_argument("--out", default=str(ROOT / "benchmarks" / "tmp" / "profile"))
-    args = parser.parse_args(argv)
-    from common.io import write_json, write_text
+    from benchmarks.profile_tflite import profiler_main
 
-    report = profile(args.model, args.batch, args.threads, args.repeats)
-    stem = Path(args.out) / f"{Path(args.model).stem}_onnx_b{report['batch']}_t{report['threads']}"
-    Path(args.out).mkdir(parents=True, exist_ok=True)
-    write_json(stem.with_suffix(".json"), report)
-    text = markdown(report)
-    write_text(stem.with_suffix(".md"), text)
-    print(text, end="")
-    print(f"written: {stem}.json, {stem}.md")
-    return 0
+    return profiler_main(argv, __doc__.splitlines()[0], ".onnx", profile, markdown, suffix="_onnx")
 
 
 if __name__ == "__main__":

@@ -295,25 +295,32 @@ def markdown(report, top=10):
     return "\n".join(lines) + "\n"
 
 
-def main(argv=None):
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("model", help="the .tflite file")
-    parser.add_argument("--batch", type=int, default=1, help="examples per invoke (default 1)")
-    parser.add_argument("--threads", type=int, default=None, help="LiteRT threads (default: the cores)")
+def profiler_main(argv, description, what, profile_fn, markdown_fn, suffix=""):
+    """The command line of a profiler (this one, benchmarks/profile_onnx.py): parse MODEL --batch
+    --threads --repeats --out, profile, write OUT/<model><suffix>_b<batch>_t<threads>.json and .md,
+    print the Markdown."""
+    parser = argparse.ArgumentParser(description=description)
+    parser.add_argument("model", help=f"the {what} file")
+    parser.add_argument("--batch", type=int, default=1, help="examples per run (default 1)")
+    parser.add_argument("--threads", type=int, default=None, help="threads (default: the cores)")
     parser.add_argument("--repeats", type=int, default=10)
     parser.add_argument("--out", default=str(ROOT / "benchmarks" / "tmp" / "profile"))
     args = parser.parse_args(argv)
     from common.io import write_json, write_text
 
-    report = profile(args.model, args.batch, args.threads, args.repeats)
-    stem = Path(args.out) / f"{Path(args.model).stem}_b{report['batch']}_t{report['threads']}"
+    report = profile_fn(args.model, args.batch, args.threads, args.repeats)
+    stem = Path(args.out) / f"{Path(args.model).stem}{suffix}_b{report['batch']}_t{report['threads']}"
     Path(args.out).mkdir(parents=True, exist_ok=True)
     write_json(stem.with_suffix(".json"), report)
-    text = markdown(report)
+    text = markdown_fn(report)
     write_text(stem.with_suffix(".md"), text)
     print(text, end="")
     print(f"written: {stem}.json, {stem}.md")
     return 0
+
+
+def main(argv=None):
+    return profiler_main(argv, __doc__.splitlines()[0], ".tflite", profile, markdown)
 
 
 if __name__ == "__main__":
