@@ -6,8 +6,9 @@ int8 dot products (AVX2 only) XNNPACK's int8 convolutions lose much of their lea
 (the `gpu` target's float16 weights, the `weights8` file, a float32 file) can be as fast or faster
 (issue 27). There the edge export's ONNX copy of the int8 model (`model_int8.onnx`, ONNX
 Runtime's uint8 x int8 kernels, common.export.to_onnx) is usually the fastest; an ONNX file whose
-recorded source is not the run's present model_int8.tflite is left out. Every one of these files passed its parity check against the Keras model at export,
-so any of them gives the run's predictions. The first predict on a machine times each present
+recorded source is not the run's present model_int8.tflite is left out. Every one of these files
+passed its parity check against the Keras model at export, so any of them gives the run's
+predictions. The first predict on a machine times each present
 file for a moment (`SELF_TIMING_INVOKES` invokes after a warm-up, at the batch predict uses) and
 remembers the choice in RUN/tflite_choice.json, keyed by the CPU (model, flags, cores), the
 threads, the batch and the files' SHA-256: another machine, or a new export, times again.
@@ -72,8 +73,9 @@ def cache_key(machine, files, num_threads, batch):
 
 def time_file(path, num_threads, batch, load=None):
     """Median milliseconds per example of `path` in its runtime (common.tflite_runtime.open_model:
-    LiteRT, or ONNX Runtime for a .onnx), or in what `load(path)` returns: a task's loader, which puts a host front back in front of its
-    model, so that the time counts it) on zeros, `batch` examples per invoke, after one warm-up."""
+    LiteRT, or ONNX Runtime for a .onnx; or what `load(path)` returns: a task's loader, which puts
+    a host front back in front of its model, so that the time counts it) on zeros, `batch`
+    examples per invoke, after one warm-up."""
     import numpy as np
 
     from common.tflite_runtime import open_model

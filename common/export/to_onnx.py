@@ -61,7 +61,6 @@ class _Converter:
     def __init__(self, model):
         from ai_edge_litert import schema_py_generated as schema
 
-        self.schema = schema
         self.model = model
         if len(model.subgraphs) != 1:
             raise NotConvertible(f"{len(model.subgraphs)} subgraphs (one expected)")
@@ -442,9 +441,8 @@ class _Converter:
         self.set_output(op.outputs[0], self.node("Equal", operands, "equal"), None)
 
     def op_not_equal(self, op, name):
-        self.set_output(op.outputs[0], self.node("Not", [self.node("Equal", [self.operand(index, True)
-                                                                             for index in op.inputs], "equal")],
-                                                 "not_equal"), None)
+        equal = self.node("Equal", [self.operand(index, True) for index in op.inputs], "equal")
+        self.set_output(op.outputs[0], self.node("Not", [equal], "not_equal"), None)
 
     def op_select_v2(self, op, name):
         condition, a_index, b_index = op.inputs
