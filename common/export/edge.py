@@ -9,6 +9,8 @@ as well as the .tflite, within ONNX_AGREEMENT_MARGIN; the report's `onnx` sectio
 not otherwise), true (the export fails without it), false (never; an earlier copy goes).
 `predict --tflite RUN` runs it only where it times fastest (common.tflite_choice)."""
 
+from pathlib import Path
+
 from common.errors import ConfigError, ExportError
 from common.export.quantize import MODES, quantize_int8
 from common.export.targets import SingleFileTarget, register
@@ -83,22 +85,23 @@ def stage_onnx(job, converted, staging):
     the report section saying why there is none."""
     from common.export.parity import one_line
     from common.export.report import file_sha256
-    from common.export.to_onnx import ONNX_NAME, NotConvertible, convert_tflite
+    from common.export.to_onnx import NotConvertible, convert_tflite
 
+    onnx_name = Path(converted["name"]).with_suffix(".onnx").name  # model_int8.onnx in a run
     setting = onnx_setting(job.settings)
     if setting == "false":
-        staging.remove_on_commit(ONNX_NAME)
+        staging.remove_on_commit(onnx_name)
         return {"written": False, "why": "export.onnx is false"}
     if converted["host_front"]:
-        return _refuse_or_skip(setting, staging, ONNX_NAME, "the model's input front runs on the host")
+        return _refuse_or_skip(setting, staging, onnx_name, "the model's input front runs on the host")
     try:
         onnx_bytes, info = convert_tflite(converted["staged"].read_bytes(), file_sha256(converted["staged"]))
     except NotConvertible as err:
-        return _refuse_or_skip(setting, staging, ONNX_NAME, str(err))
+        return _refuse_or_skip(setting, staging, onnx_name, str(err))
     except Exception as err:  # noqa: BLE001 - a converter fault must not cost the device file
-        return _refuse_or_skip(setting, staging, ONNX_NAME, f"the conversion failed ({one_line(err)})")
-    write_bytes(staging.path(ONNX_NAME), onnx_bytes)
-    return {"staged": staging.path(ONNX_NAME), "name": ONNX_NAME, "info": info, "setting": setting,
+        return _refuse_or_skip(setting, staging, onnx_name, f"the conversion failed ({one_line(err)})")
+    write_bytes(staging.path(onnx_name), onnx_bytes)
+    return {"staged": staging.path(onnx_name), "name": onnx_name, "info": info, "setting": setting,
             "staging": staging}
 
 

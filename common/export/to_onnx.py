@@ -17,13 +17,16 @@ graph input and output stay NHWC float32 as in the .tflite):
     MAX_POOL_2D                        MaxPool on uint8
     RESIZE_BILINEAR, _NEAREST_NEIGHBOR Resize on uint8
     CONCATENATION                      Concat, or com.microsoft QLinearConcat for unequal scales
+    STRIDED_SLICE (constant), PAD      Slice, Pad (with the zero point)
+    RELU, RELU6                        Clip of the uint8 codes
     QUANTIZE, DEQUANTIZE               QuantizeLinear, DequantizeLinear
     SELECT_V2, NOT_EQUAL, EQUAL        Where, Not(Equal), Equal
     ADD, SUB, MUL, LOGISTIC, SOFTMAX,  in float32 between DequantizeLinear and QuantizeLinear
-    AVERAGE_POOL_2D                    (cheap next to the convolutions)
+    AVERAGE_POOL_2D, MEAN (over H, W), (cheap next to the convolutions; ONNX Runtime fuses some
+    FULLY_CONNECTED                    back into its quantized forms)
     the same ops on float32 tensors    their float ONNX ops
 
-Anything else (or tensors other than 4-D activations) raises `NotConvertible`: the export then
+Anything else (or activations other than 4-D, and 2-D after MEAN) raises `NotConvertible`: the export then
 writes no ONNX file and the report says which operator stopped it.
 
 Needs the `onnx` package (to write the file); reads the .tflite with LiteRT's flatbuffer schema.
@@ -188,9 +191,9 @@ class _Converter:
             array = np.transpose(array, _NHWC_TO_NCHW)
         return array
 
-    def broadcast_constant(self, index, as_float):
-        """A constant operand of an elementwise op against 4-D NCHW activations: its values (float
-        when `as_float`), reshaped from NHWC broadcasting to NCHW."""
+    def broadcast_constant(self, index, as_float, rank=4):
+        """A constant operand of an elementwise op: its values (float when `as_float`), against 4-D
+        activations (`rank`) reshaped from NHWC broadcasting to NCHW, against 2-D ones as they are."""
         array = self.constant_array(index)
         q = self.quantization(index)
         if as_float and q is not None and array.dtype.kind in "iu":
@@ -200,7 +203,7 @@ class _Converter:
             array = ((array.astype(np.float32) - zeros[0]) * scales[0]).astype(np.float32)
         elif array.dtype == np.int8:
             array = (array.astype(np.int16) + 128).astype(np.uint8)
-        if array.ndim and array.size > 1:
+        if rank == 4 and array.ndim and array.size > 1:
             array = np.transpose(array.reshape((1,) * (4 - array.ndim) + array.shape), _NHWC_TO_NCHW)
         return self.const(array, "operand")
 
@@ -239,8 +242,11 @@ class _Converter:
         graph_outputs = []
         for index in self.graph.outputs:
             shape = self.shape(index)
-            self.check_4d(index, "output")
-            name = self.node("Transpose", [self.to_float(self.values[index])], "nhwc", perm=list(_NCHW_TO_NHWC))
+            name = self.to_float(self.values[index])
+            if len(shape) == 4:
+                name = self.node("Transpose", [name], "nhwc", perm=list(_NCHW_TO_NHWC))
+            elif len(shape) != 2:
+                raise NotConvertible(f"output {self.tensor_name(index)} of rank {len(shape)} (4-D or 2-D expected)")
             graph_outputs.append((name, ["batch", *shape[1:]]))
         return graph_inputs, graph_outputs
 
@@ -378,7 +384,7 @@ class _Converter:
         axis = options.axis % rank if rank else 0
         if rank == 4:
             axis = _AXIS_NHWC_TO_NCHW[axis]
-        elif rank:
+        elif rank != 2:
             raise NotConvertible(f"{name} of {rank}-D tensors")
         values = [self.value(index) for index in op.inputs]
         quant = self.activation_quant(out_index)
@@ -395,6 +401,41 @@ class _Converter:
             y = self.node("Concat", [self.requantize(value, quant) for value in values], "concat", axis=axis)
         self.set_output(out_index, self.fused_activation(y, out_index, options, as_float=quant is None))
 
+    def activation(self, op, name, low, high):
+        """A standalone ReLU / ReLU6: a Clip of the uint8 codes (or floats) to [low, high]."""
+        x, out_index = self.value(op.inputs[0]), op.outputs[0]
+        quant = self.activation_quant(out_index)
+        if quant is None:
+            y = self.node("Clip", [self.to_float(x), self.const(np.float32(low)),
+                                   self.const(np.float32(np.inf if high is None else high))], "clipped")
+            self.set_output(out_index, y, None)
+            return
+        scale, zero = quant
+        q_low = max(0, int(round(low / scale)) + zero)
+        q_high = 255 if high is None else min(255, int(round(high / scale)) + zero)
+        y = self.node("Clip", [self.requantize(x, quant), self.const(np.uint8(q_low)), self.const(np.uint8(q_high))],
+                      "clipped")
+        self.set_output(out_index, y, quant)
+
+    def op_relu(self, op, name):
+        self.activation(op, name, 0.0, None)
+
+    def op_relu6(self, op, name):
+        self.activation(op, name, 0.0, 6.0)
+
+    def op_pad(self, op, name):
+        """Constant padding of a 4-D tensor with zeros (the zero point, when quantized)."""
+        x_index, out_index = op.inputs[0], op.outputs[0]
+        paddings = self.constant_array(op.inputs[1])
+        if len(self.shape(x_index)) != 4 or paddings is None:
+            raise NotConvertible(f"{name} {self.tensor_name(out_index)}: only constant padding of 4-D tensors")
+        order = list(_NHWC_TO_NCHW)
+        pads = [int(paddings[a][0]) for a in order] + [int(paddings[a][1]) for a in order]
+        x = self.value(x_index)
+        fill = self.const(np.uint8(x.quant[1]) if x.quant else np.float32(0.0), "fill")
+        y = self.node("Pad", [x.name, self.const(np.array(pads, np.int64), "pads"), fill], "pad", mode="constant")
+        self.set_output(out_index, self.requantize(_Value(y, x.quant), self.activation_quant(out_index)))
+
     def op_quantize(self, op, name):
         out_index = op.outputs[0]
         self.set_output(out_index, self.requantize(self.value(op.inputs[0]), self.activation_quant(out_index)))
@@ -402,18 +443,20 @@ class _Converter:
     def op_dequantize(self, op, name):
         self.set_output(op.outputs[0], self.to_float(self.value(op.inputs[0])), None)
 
-    def operand(self, index, as_float):
-        """An elementwise operand: a constant laid out for NCHW broadcasting, or an activation."""
+    def operand(self, index, as_float, rank=4):
+        """An elementwise operand of an op whose output has `rank` (4 or 2): a constant laid out
+        for its broadcasting, or an activation of that rank."""
         if index not in self.values and self.constant_array(index) is not None:
-            return self.broadcast_constant(index, as_float)
+            return self.broadcast_constant(index, as_float, rank)
         value = self.value(index)
-        if len(self.shape(index)) not in (0, 4):
+        if len(self.shape(index)) not in (0, rank) or rank not in (2, 4):
             raise NotConvertible(f"elementwise operand {self.tensor_name(index)} of rank {len(self.shape(index))}")
         return self.to_float(value) if as_float else value.name
 
     def elementwise(self, op, name, onnx_op):
         out_index = op.outputs[0]
-        y = self.node(onnx_op, [self.operand(index, True) for index in op.inputs], onnx_op.lower())
+        rank = len(self.shape(out_index))
+        y = self.node(onnx_op, [self.operand(index, True, rank) for index in op.inputs], onnx_op.lower())
         self.emit_float(out_index, self.fused_activation(y, out_index, op.builtinOptions, as_float=True))
 
     def op_add(self, op, name):
@@ -435,6 +478,58 @@ class _Converter:
         axis = 1 if rank == 4 else -1
         y = self.node("Softmax", [self.to_float(self.value(op.inputs[0]))], "softmax", axis=axis)
         self.emit_float(op.outputs[0], y)
+
+    def op_mean(self, op, name):
+        """The global average pool of classifiers: the mean over height and width of 4-D NHWC."""
+        x_index, axes_index, out_index = op.inputs[0], op.inputs[1], op.outputs[0]
+        axes = self.constant_array(axes_index)
+        if len(self.shape(x_index)) != 4 or axes is None or sorted(int(a) % 4 for a in np.ravel(axes)) != [1, 2]:
+            raise NotConvertible(f"{name} {self.tensor_name(out_index)}: only the mean over height and width")
+        keep = bool(getattr(op.builtinOptions, "keepDims", False))
+        y = self.node("ReduceMean", [self.to_float(self.value(x_index))], "mean", axes=[2, 3], keepdims=int(keep))
+        self.emit_float(out_index, y)
+
+    def op_fully_connected(self, op, name):
+        """A dense layer on a 2-D (batch, features) tensor, in float32 (a classifier's head)."""
+        x_index, w_index, out_index, options = op.inputs[0], op.inputs[1], op.outputs[0], op.builtinOptions
+        weights = self.constant_array(w_index)
+        if len(self.shape(x_index)) != 2 or weights is None or weights.ndim != 2:
+            raise NotConvertible(f"{name} {self.tensor_name(out_index)}: 2-D input and constant weights expected")
+        x_quant, w_q = self.value(x_index).quant, self.quantization(w_index)
+        if weights.dtype == np.int8:
+            if w_q is None or np.any(w_q[1] != 0):
+                raise NotConvertible(f"{name} {self.tensor_name(out_index)}: weights not symmetric int8")
+            weights = weights.astype(np.float32) * np.broadcast_to(w_q[0], (len(weights),))[:, None]
+        inputs = [self.to_float(self.value(x_index)), self.const(np.ascontiguousarray(weights.T, np.float32), "weights")]
+        y = self.node("MatMul", inputs, "matmul")
+        if len(op.inputs) > 2 and op.inputs[2] >= 0:
+            bias = self.constant_array(op.inputs[2])
+            if bias.dtype == np.int32:  # scale: input scale x weight scale, per output
+                bias = bias * (x_quant[0] * np.broadcast_to(w_q[0], (len(bias),)))
+            y = self.node("Add", [y, self.const(bias.astype(np.float32), "bias")], "biased")
+        self.emit_float(out_index, self.fused_activation(y, out_index, options, as_float=True))
+
+    def op_strided_slice(self, op, name):
+        """A slice with constant bounds of a 4-D or 2-D tensor (asc's inputs and heads), without
+        ellipsis, new or shrunk axes."""
+        x_index, out_index, options = op.inputs[0], op.outputs[0], op.builtinOptions
+        begin, end, strides = (self.constant_array(index) for index in op.inputs[1:4])
+        rank = len(self.shape(x_index))
+        if (begin is None or end is None or strides is None or rank not in (2, 4) or options.ellipsisMask
+                or options.newAxisMask or options.shrinkAxisMask or getattr(options, "offset", False)):
+            raise NotConvertible(f"{name} {self.tensor_name(out_index)}: only constant 4-D or 2-D slices")
+        starts, ends = [], []
+        for axis in range(rank):
+            starts.append(0 if options.beginMask >> axis & 1 else int(begin[axis]))
+            ends.append(np.iinfo(np.int64).max if options.endMask >> axis & 1 else int(end[axis]))
+        order = list(_NHWC_TO_NCHW) if rank == 4 else [0, 1]  # ONNX axis i is TFLite axis order[i]
+        x = self.value(x_index)
+        inputs = [x.name] + [self.const(np.array([values[a] for a in order], np.int64), hint)
+                             for values, hint in ((starts, "starts"), (ends, "ends"))]
+        inputs += [self.const(np.arange(rank, dtype=np.int64), "axes"),
+                   self.const(np.array([int(strides[a]) for a in order], np.int64), "steps")]
+        y = self.node("Slice", inputs, "slice")
+        self.set_output(out_index, self.requantize(_Value(y, x.quant), self.activation_quant(out_index)))
 
     def op_equal(self, op, name):
         operands = [self.operand(index, True) for index in op.inputs]

@@ -87,7 +87,9 @@ def test_ptq_export_report_labels_and_parity(ptq_export):
     assert report["input_dtype"] == "float32" and report["output_dtype"] == "float32"
     assert "CONV_2D" not in report["float_ops"]  # the convolution runs in int8
     assert (out.parent / "labels.txt").read_text() == "r\ng\nb\n"
-    assert sorted(p.name for p in out.parent.iterdir()) == ["export_report.json", "labels.txt", "model_int8.tflite"]
+    assert sorted(p.name for p in out.parent.iterdir()) == ["export_report.json", "labels.txt", "model_int8.onnx",
+                                                            "model_int8.tflite"]
+    assert report["onnx"]["written"] and report["onnx"]["agreement"] >= report["agreement"] - 0.01
 
 
 def test_runtime_matches_and_int8_ops(ptq_export):
@@ -155,7 +157,7 @@ def test_qat_failure_falls_back_to_ptq(ptq_export, tmp_path, monkeypatch):
         export_tflite(model, x[:16], tmp_path / "q.tflite", mode="qat", train_data=(x, y))
     with pytest.raises(DataError, match="representative_data"):
         export_tflite(model, x[:0], tmp_path / "e.tflite", mode="ptq")
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["export_report.json", "m.tflite"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["export_report.json", "m.onnx", "m.tflite"]
 
 
 def test_unfaithful_qat_conversion_falls_back_to_the_closer_ptq(ptq_export, tmp_path, monkeypatch):

@@ -110,13 +110,49 @@ def test_seven_bit_weights():
     assert np.all(np.abs(real - again) <= 0.5 * new_scales[:, None, None, None] + 1e-7)
 
 
+def _unmapped_classifier(shape=(8, 8, 3)):
+    """A classifier whose global max pool (REDUCE_MAX) the converter does not map."""
+    inputs = keras.Input(shape)
+    x = layers.GlobalMaxPooling2D()(layers.Conv2D(4, 3)(inputs))
+    return keras.Model(inputs, layers.Dense(2, activation="softmax")(x))
+
+
 def test_an_operator_without_mapping_is_named(tmp_path):
-    inputs = keras.Input((8, 8, 3))
-    x = layers.GlobalAveragePooling2D()(layers.Conv2D(4, 3)(inputs))
-    model = keras.Model(inputs, layers.Dense(2, activation="softmax")(x))
-    tflite, _ = convert_int8(model, np.random.default_rng(0).normal(size=(8, 8, 8, 3)).astype(np.float32))
-    with pytest.raises(NotConvertible, match="operator (MEAN|FULLY_CONNECTED|RESHAPE) has no ONNX mapping"):
+    tflite, _ = convert_int8(_unmapped_classifier(), np.random.default_rng(0).normal(size=(8, 8, 8, 3)).astype(np.float32))
+    with pytest.raises(NotConvertible, match="operator REDUCE_MAX has no ONNX mapping"):
         convert_tflite(tflite)
+
+
+def _classifier(kind, shape=(16, 16, 6), classes=5):
+    inputs = keras.Input(shape)
+    if kind == "bands":  # asc's shape: channels sliced apart, one head each, heads joined
+        heads = []
+        for i in range(2):
+            band = layers.Lambda(lambda t, i=i: t[..., i:i + 1])(inputs)
+            x = layers.Conv2D(8, 3, padding="same", activation="relu")(band)
+            heads.append(layers.GlobalAveragePooling2D()(layers.MaxPooling2D(2)(x)))
+        joined = layers.Concatenate()(heads)
+        x = layers.Multiply()([joined, layers.Dense(16, activation="sigmoid")(joined)])
+        x = layers.Lambda(lambda t: t[:, 4:12])(x)
+    else:  # rsic's shape: a small MobileNet block, standalone ReLU6, padding
+        x = layers.Conv2D(8, 3, strides=2, padding="same")(inputs)
+        x = layers.ReLU(6.0)(x)
+        x = layers.ZeroPadding2D(1)(x)
+        y = layers.DepthwiseConv2D(3, activation="relu")(x)
+        x = layers.Add()([layers.Conv2D(8, 1)(y), layers.Cropping2D(1)(x)])
+        x = layers.GlobalAveragePooling2D()(x)
+    outputs = layers.Dense(classes, activation="softmax")(layers.Dense(12, activation="relu")(x))
+    return keras.Model(inputs, outputs)
+
+
+@pytest.mark.parametrize("kind", ["bands", "mobile"])
+def test_classifiers_match_litert(kind, tmp_path):
+    _seed()
+    model = _classifier(kind)
+    x = np.random.default_rng(4).uniform(0.0, 1.0, (24, 16, 16, 6)).astype(np.float32)
+    litert, onnx, _ = _both(model, x, tmp_path, kind)
+    assert onnx.shape == litert.shape == (24, 5)
+    assert np.abs(onnx - litert).max() < 0.05 and np.mean(onnx.argmax(-1) == litert.argmax(-1)) >= 0.9
 
 
 @pytest.fixture(scope="module")
@@ -200,8 +236,7 @@ def test_onnx_setting_false_removes_an_earlier_copy_and_true_refuses(exported, t
     report = _export(model, x, target, onnx="false")
     assert report["onnx"] == {"written": False, "why": "export.onnx is false"} and not (tmp_path / ONNX_NAME).exists()
 
-    classifier = keras.Sequential([keras.Input((16, 16, 6)), layers.Conv2D(4, 3), layers.GlobalAveragePooling2D(),
-                                   layers.Dense(2, activation="softmax")])
+    classifier = _unmapped_classifier((16, 16, 6))
     before = target.read_bytes()
     with pytest.raises(ExportError, match=r"model_int8.onnx: not written \(operator .* has no ONNX mapping"):
         _export(classifier, x, target, onnx="true")
