@@ -250,6 +250,20 @@ class _Converter:
             graph_outputs.append((name, ["batch", *shape[1:]]))
         return graph_inputs, graph_outputs
 
+    def clip(self, name, low, high, quant=None):
+        """`name` clipped to the real range [low, high] (high None: no upper bound): as floats,
+        or, with `quant` (scale, zero point), as its uint8 codes; a clip the codes' range already
+        makes is left out."""
+        if quant is None:
+            return self.node("Clip", [name, self.const(np.float32(low)),
+                                      self.const(np.float32(np.inf if high is None else high))], "clipped")
+        scale, zero = quant
+        q_low = max(0, int(round(low / scale)) + zero)
+        q_high = 255 if high is None else min(255, int(round(high / scale)) + zero)
+        if q_low <= 0 and q_high >= 255:
+            return name
+        return self.node("Clip", [name, self.const(np.uint8(q_low)), self.const(np.uint8(q_high))], "clipped")
+
     def fused_activation(self, name, index, options, as_float):
         """Apply a TFLite fused activation to the op's result `name` (float, or uint8 in the
         quantization of tensor `index`)."""
@@ -259,16 +273,7 @@ class _Converter:
         bounds = {1: (0.0, None), 3: (0.0, 6.0), 2: (-1.0, 1.0)}.get(kind)
         if bounds is None:
             raise NotConvertible(f"fused activation {kind} has no ONNX mapping here")
-        low, high = bounds
-        if as_float:
-            return self.node("Clip", [name, self.const(np.float32(low)),
-                                      self.const(np.float32(np.inf if high is None else high))], "clipped")
-        scale, zero = self.activation_quant(index)
-        q_low = max(0, int(round(low / scale)) + zero)
-        q_high = 255 if high is None else min(255, int(round(high / scale)) + zero)
-        if q_low <= 0 and q_high >= 255:  # the output's range already clips
-            return name
-        return self.node("Clip", [name, self.const(np.uint8(q_low)), self.const(np.uint8(q_high))], "clipped")
+        return self.clip(name, *bounds, quant=None if as_float else self.activation_quant(index))
 
     def pads(self, padding, in_hw, out_hw, kernel_hw, strides, dilations):
         """ONNX pads [top, left, bottom, right] of TFLite SAME (0) or VALID (1) padding."""
@@ -405,17 +410,8 @@ class _Converter:
         """A standalone ReLU / ReLU6: a Clip of the uint8 codes (or floats) to [low, high]."""
         x, out_index = self.value(op.inputs[0]), op.outputs[0]
         quant = self.activation_quant(out_index)
-        if quant is None:
-            y = self.node("Clip", [self.to_float(x), self.const(np.float32(low)),
-                                   self.const(np.float32(np.inf if high is None else high))], "clipped")
-            self.set_output(out_index, y, None)
-            return
-        scale, zero = quant
-        q_low = max(0, int(round(low / scale)) + zero)
-        q_high = 255 if high is None else min(255, int(round(high / scale)) + zero)
-        y = self.node("Clip", [self.requantize(x, quant), self.const(np.uint8(q_low)), self.const(np.uint8(q_high))],
-                      "clipped")
-        self.set_output(out_index, y, quant)
+        source = self.to_float(x) if quant is None else self.requantize(x, quant)
+        self.set_output(out_index, self.clip(source, low, high, quant), quant)
 
     def op_relu(self, op, name):
         self.activation(op, name, 0.0, None)
